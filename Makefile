@@ -1,0 +1,43 @@
+# mailsuite: `make run` starts everything, `make test` runs the whole suite.
+# Both set up what they need first (virtualenv, packages, migrations, TLS pair).
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+export MAILSUITE_DATA_DIR ?= $(CURDIR)/var
+PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+.PHONY: run test setup demo bench debs-test clean
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.test: requirements-test.txt $(VENV)/.runtime
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+setup: $(VENV)/.runtime
+	$(PY) manage.py migrate --noinput -v 0
+	$(PY) manage.py tls ensure
+
+run: setup
+	$(PY) manage.py runmail
+
+demo: setup
+	$(PY) manage.py demo
+
+# Debian tools the end-to-end tests drive as real clients.
+debs-test:
+	@command -v swaks >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends swaks >/dev/null)
+
+test: $(VENV)/.test debs-test
+	$(PY) tests/run.py
+
+bench: setup
+	@command -v postfix >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix >/dev/null)
+	$(PY) bench/smtp_ingest.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

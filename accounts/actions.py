@@ -1,0 +1,265 @@
+"""Every change to domains, accounts, aliases and redirects goes through here.
+
+The CLI, admin, API, webmail and tests call these functions; each one is atomic and
+raises an accounts.errors exception with a one-line reason on bad input.
+"""
+from django.conf import settings
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from accounts.errors import AliasLoop, Conflict, InvalidInput, NotFound
+from accounts.models import Account, Alias, AliasTarget, Domain, DomainAlias, Redirect
+from accounts.resolve import Resolution, expand, local_domain
+from mailsuite.lib.addresses import (
+    AddressError,
+    normalize_address,
+    normalize_domain,
+    normalize_localpart,
+    split_address,
+)
+from mailstore import actions as mailstore_actions
+
+
+def _domain_name(name):
+    try:
+        return normalize_domain(name)
+    except AddressError as error:
+        raise InvalidInput(str(error)) from None
+
+
+def _split(address, *, allow_catchall=False):
+    """(localpart, Domain) for an address in one of our domains."""
+    if allow_catchall and address.strip().startswith("@"):
+        localpart, domain_name = "", _domain_name(address.strip()[1:])
+    else:
+        local, _, domain_part = address.strip().rpartition("@")
+        if not local:
+            raise InvalidInput(f"{address!r} is not an address of the form local@domain")
+        try:
+            localpart = normalize_localpart(local)
+        except AddressError as error:
+            raise InvalidInput(str(error)) from None
+        domain_name = _domain_name(domain_part)
+    domain = Domain.objects.filter(name=domain_name).first()
+    if domain is None:
+        if DomainAlias.objects.filter(name=domain_name).exists():
+            raise InvalidInput(f"{domain_name} is an alias domain; use an address in its target domain")
+        raise NotFound(f"domain {domain_name} does not exist (add it with: manage.py domain add {domain_name})")
+    return localpart, domain
+
+
+def _ensure_address_free(localpart, domain):
+    address = f"{localpart or '*'}@{domain.name}"
+    for model, kind in ((Account, "an account"), (Alias, "an alias"), (Redirect, "a redirect")):
+        if model.objects.filter(domain=domain, localpart=localpart).exists():
+            raise Conflict(f"{address} already exists as {kind}")
+
+
+def _hash_password(password, account=None):
+    try:
+        validate_password(password, user=account)
+    except ValidationError as error:
+        raise InvalidInput(" ".join(error.messages)) from None
+    return make_password(password)
+
+
+# Domains ----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def create_domain(name, *, default_quota=0, active=True):
+    name = _domain_name(name)
+    if Domain.objects.filter(name=name).exists():
+        raise Conflict(f"domain {name} already exists")
+    if DomainAlias.objects.filter(name=name).exists():
+        raise Conflict(f"{name} already exists as an alias domain")
+    return Domain.objects.create(name=name, default_quota=default_quota, active=active)
+
+
+def get_domain(name):
+    name = _domain_name(name)
+    try:
+        return Domain.objects.get(name=name)
+    except Domain.DoesNotExist:
+        raise NotFound(f"domain {name} does not exist") from None
+
+
+@transaction.atomic
+def remove_domain(name, *, force=False):
+    """Remove a domain; with accounts in it only when force=True (their mail is deleted too)."""
+    domain = get_domain(name)
+    count = domain.accounts.count()
+    if count and not force:
+        raise Conflict(f"domain {domain.name} still has {count} account(s); remove them first or use --force")
+    for account in domain.accounts.all():
+        mailstore_actions.delete_account_mail(account)
+    domain.accounts.all().delete()
+    domain.delete()
+
+
+@transaction.atomic
+def set_domain_active(name, active):
+    domain = get_domain(name)
+    domain.active = active
+    domain.save(update_fields=["active"])
+    return domain
+
+
+@transaction.atomic
+def create_domain_alias(name, target):
+    name = _domain_name(name)
+    target_domain = get_domain(target)
+    if Domain.objects.filter(name=name).exists() or DomainAlias.objects.filter(name=name).exists():
+        raise Conflict(f"domain {name} already exists")
+    return DomainAlias.objects.create(name=name, target=target_domain)
+
+
+@transaction.atomic
+def remove_domain_alias(name):
+    deleted, _ = DomainAlias.objects.filter(name=_domain_name(name)).delete()
+    if not deleted:
+        raise NotFound(f"alias domain {name} does not exist")
+
+
+# Accounts ---------------------------------------------------------------------------
+
+
+def get_account(address):
+    localpart, domain = _split(address)
+    account = Account.objects.filter(domain=domain, localpart=localpart).first()
+    if account is None:
+        raise NotFound(f"account {localpart}@{domain.name} does not exist")
+    account.domain = domain
+    return account
+
+
+@transaction.atomic
+def create_account(address, *, password=None, quota=None, display_name="", active=True):
+    localpart, domain = _split(address)
+    _ensure_address_free(localpart, domain)
+    if quota is None:
+        quota = domain.default_quota or settings.MAILSUITE_DEFAULT_QUOTA
+    account = Account(
+        domain=domain, localpart=localpart, quota=quota, display_name=display_name, active=active
+    )
+    if password is not None:
+        account.password = _hash_password(password, account)
+    account.save()
+    mailstore_actions.create_default_folders(account)
+    return account
+
+
+@transaction.atomic
+def remove_account(address):
+    account = get_account(address)
+    mailstore_actions.delete_account_mail(account)
+    account.delete()
+
+
+@transaction.atomic
+def set_password(address, password):
+    account = get_account(address)
+    account.password = _hash_password(password, account)
+    account.save(update_fields=["password"])
+    return account
+
+
+@transaction.atomic
+def set_quota(address, quota):
+    if quota < 0:
+        raise InvalidInput("quota cannot be negative")
+    account = get_account(address)
+    account.quota = quota
+    account.save(update_fields=["quota"])
+    return account
+
+
+@transaction.atomic
+def set_account_active(address, active):
+    account = get_account(address)
+    account.active = active
+    account.save(update_fields=["active"])
+    return account
+
+
+# Aliases and redirects --------------------------------------------------------------
+
+
+def _normalize_target(target):
+    try:
+        return normalize_address(target)
+    except AddressError as error:
+        raise InvalidInput(f"target {error}") from None
+
+
+def _check_alias_graph(alias):
+    """Refuse an alias that loops back on itself or names a local address that does not exist."""
+    probe = alias.localpart or "\x00catchall-probe"
+    result = Resolution(address=f"{probe}@{alias.domain.name}")
+    try:
+        expand(probe, alias.domain, result, path=(), strict=True)
+    except AliasLoop as error:
+        raise AliasLoop(f"alias loop: {error}") from None
+    targets = {t.address for t in alias.targets.all()}
+    for address, reason in result.dropped:
+        if reason == "unknown" and address in targets:
+            raise InvalidInput(f"target {address} does not exist in a local domain")
+
+
+@transaction.atomic
+def create_alias(address, targets):
+    """`address` may be `@domain` for the domain's catch-all."""
+    localpart, domain = _split(address, allow_catchall=True)
+    _ensure_address_free(localpart, domain)
+    targets = list(dict.fromkeys(_normalize_target(t) for t in targets))
+    if not targets:
+        raise InvalidInput("an alias needs at least one target")
+    alias = Alias.objects.create(domain=domain, localpart=localpart)
+    AliasTarget.objects.bulk_create(AliasTarget(alias=alias, address=t) for t in targets)
+    _check_alias_graph(alias)
+    return alias
+
+
+def get_alias(address):
+    localpart, domain = _split(address, allow_catchall=True)
+    alias = Alias.objects.filter(domain=domain, localpart=localpart).first()
+    if alias is None:
+        raise NotFound(f"alias {localpart or '*'}@{domain.name} does not exist")
+    return alias
+
+
+@transaction.atomic
+def set_alias_targets(address, targets):
+    alias = get_alias(address)
+    targets = list(dict.fromkeys(_normalize_target(t) for t in targets))
+    if not targets:
+        raise InvalidInput("an alias needs at least one target")
+    alias.targets.all().delete()
+    AliasTarget.objects.bulk_create(AliasTarget(alias=alias, address=t) for t in targets)
+    _check_alias_graph(alias)
+    return alias
+
+
+@transaction.atomic
+def remove_alias(address):
+    get_alias(address).delete()
+
+
+@transaction.atomic
+def create_redirect(address, target):
+    localpart, domain = _split(address)
+    _ensure_address_free(localpart, domain)
+    target = _normalize_target(target)
+    if local_domain(split_address(target)[1]) is not None:
+        raise InvalidInput(f"{target} is in a local domain; use an alias for local targets")
+    return Redirect.objects.create(domain=domain, localpart=localpart, target=target)
+
+
+@transaction.atomic
+def remove_redirect(address):
+    localpart, domain = _split(address)
+    deleted, _ = Redirect.objects.filter(domain=domain, localpart=localpart).delete()
+    if not deleted:
+        raise NotFound(f"redirect {localpart}@{domain.name} does not exist")

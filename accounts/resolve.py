@@ -1,0 +1,122 @@
+"""Which mailboxes and external addresses one recipient address stands for.
+
+Order for local@domain (RFC 5233 subaddresses use MAILSUITE_SUBADDRESS_SEPARATOR):
+  1. a domain alias rewrites the domain to its target domain;
+  2. an account, alias or redirect with exactly that address;
+  3. the same with the subaddress detail removed (bob+lists → bob);
+  4. the domain's catch-all alias (empty local part).
+Alias targets are expanded recursively; an address outside our domains is external
+(it leaves through the outbound queue). A loop is an error when an alias is saved
+(strict) and a dropped branch at delivery time, so a message is never lost to one.
+"""
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from accounts.errors import (
+    AliasLoop,
+    DisabledRecipient,
+    ExpansionTooLarge,
+    NotLocal,
+    UnknownRecipient,
+)
+from accounts.models import Account, Alias, Domain, DomainAlias, Redirect
+from mailsuite.lib.addresses import split_address
+
+MAX_EXPANSION = 1000
+
+
+@dataclass
+class Resolution:
+    address: str
+    accounts: dict = field(default_factory=dict)  # account id -> Account
+    external: list = field(default_factory=list)  # addresses outside our domains
+    dropped: list = field(default_factory=list)  # (address, reason) for branches that lead nowhere
+
+    def __bool__(self):
+        return bool(self.accounts or self.external)
+
+
+def local_domain(domain_name):
+    """The Domain serving `domain_name` (following a domain alias), or None."""
+    domain = Domain.objects.filter(name=domain_name).first()
+    if domain is None:
+        alias = DomainAlias.objects.select_related("target").filter(name=domain_name, active=True).first()
+        if alias is not None:
+            domain = alias.target
+    return domain
+
+
+def _lookup(localpart, domain):
+    for model in (Account, Alias, Redirect):
+        match = model.objects.filter(domain=domain, localpart=localpart).first()
+        if match is not None:
+            match.domain = domain
+            return match
+    return None
+
+
+def _find(localpart, domain):
+    match = _lookup(localpart, domain)
+    separator = settings.MAILSUITE_SUBADDRESS_SEPARATOR
+    if match is None and separator in localpart.strip(separator):
+        match = _lookup(localpart.split(separator, 1)[0], domain)
+    if match is None:
+        match = Alias.objects.filter(domain=domain, localpart="").first()
+        if match is not None:
+            match.domain = domain
+    return match
+
+
+def resolve(address, *, strict=False):
+    """Expand `address`; raise NotLocal/UnknownRecipient/DisabledRecipient if it leads nowhere.
+
+    strict=True raises AliasLoop on a loop instead of dropping the branch.
+    """
+    localpart, domain_name = split_address(address)
+    domain = local_domain(domain_name)
+    if domain is None:
+        raise NotLocal(f"{domain_name} is not a local domain")
+    result = Resolution(address=f"{localpart}@{domain_name}")
+    expand(localpart, domain, result, path=(), strict=strict)
+    if not result:
+        reason = result.dropped[0][1] if result.dropped else "unknown"
+        if reason == "disabled":
+            raise DisabledRecipient(f"{address}: mailbox disabled")
+        raise UnknownRecipient(f"{address}: no such user here")
+    return result
+
+
+def expand(localpart, domain, result, *, path, strict):
+    key = f"{localpart}@{domain.name}"
+    if key in path:
+        if strict:
+            raise AliasLoop(" → ".join(path + (key,)))
+        result.dropped.append((key, "loop"))
+        return
+    if len(path) + len(result.accounts) + len(result.external) > MAX_EXPANSION:
+        raise ExpansionTooLarge(f"{path[0] if path else key} expands to more than {MAX_EXPANSION} addresses")
+    if not domain.active:
+        result.dropped.append((key, "disabled"))
+        return
+    match = _find(localpart, domain)
+    if match is None:
+        result.dropped.append((key, "unknown"))
+        return
+    if not match.active:
+        result.dropped.append((key, "disabled"))
+        return
+    if isinstance(match, Account):
+        result.accounts.setdefault(match.pk, match)
+    elif isinstance(match, Redirect):
+        if match.target not in result.external:
+            result.external.append(match.target)
+    else:
+        for target in match.targets.all():
+            target_local, target_domain_name = split_address(target.address)
+            target_domain = local_domain(target_domain_name)
+            if target_domain is None:
+                if target.address not in result.external:
+                    result.external.append(target.address)
+            else:
+                expand(target_local, target_domain, result, path=path + (key,), strict=strict)

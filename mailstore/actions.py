@@ -1,0 +1,335 @@
+"""Every change to folders and messages goes through here.
+
+Implementation notes:
+- Message bytes are written and fsynced (mailstore.storage) before the transaction
+  that creates the rows naming them; the transaction is short and does no network I/O.
+- Lock order is account row, then folder row(s), everywhere, so concurrent writers on
+  PostgreSQL cannot deadlock; on SQLite the IMMEDIATE transaction serialises writers.
+- Quota usage and folder counters change in the same transaction as the messages.
+- Change events are published after commit (mailstore.events.publish_on_commit).
+"""
+import hashlib
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Account
+from mailstore import events
+from mailstore.mime import parse_message
+from mailstore.models import DEFAULT_FOLDERS, Blob, Folder, Message
+from mailstore.storage import blob_storage, new_blob_name
+
+log = logging.getLogger(__name__)
+
+# Seam for tests: the clock UIDVALIDITY values are drawn from.
+clock = time.time
+
+
+class MailstoreError(Exception):
+    """A request the mail store refuses; the message is one line for the user."""
+
+
+class OverQuota(MailstoreError):
+    pass
+
+
+class NoSuchFolder(MailstoreError):
+    pass
+
+
+class FolderExists(MailstoreError):
+    pass
+
+
+@dataclass
+class Recipient:
+    """One mailbox a delivery goes to."""
+
+    account: Account
+    delivered_to: str  # the address as the envelope named it (after alias expansion: the mailbox's)
+    folder: str = "INBOX"
+
+
+@dataclass
+class Outcome:
+    recipient: Recipient
+    message: Message | None = None
+    error: MailstoreError | None = None
+
+
+@dataclass
+class StoredBytes:
+    name: str
+    size: int
+    sha256: str
+
+
+# Folders ----------------------------------------------------------------------------
+
+
+def _lock_account(account_id):
+    return Account.objects.select_for_update().get(pk=account_id)
+
+
+def _next_uidvalidity(account):
+    """A UIDVALIDITY larger than any this account has used (account row locked)."""
+    value = max(int(clock()), account.uidvalidity_counter + 1)
+    Account.objects.filter(pk=account.pk).update(uidvalidity_counter=value)
+    account.uidvalidity_counter = value
+    return value
+
+
+@transaction.atomic
+def create_folder(account, name, *, special_use="", subscribed=True):
+    account = _lock_account(account.pk)
+    if Folder.objects.filter(account=account, name=name).exists():
+        raise FolderExists(f"folder {name} already exists")
+    return Folder.objects.create(
+        account=account,
+        name=name,
+        special_use=special_use,
+        subscribed=subscribed,
+        uidvalidity=_next_uidvalidity(account),
+    )
+
+
+@transaction.atomic
+def create_default_folders(account):
+    account = _lock_account(account.pk)
+    base = _next_uidvalidity(account)
+    folders = [
+        Folder(account=account, name=name, special_use=use, uidvalidity=base + i)
+        for i, (name, use) in enumerate(DEFAULT_FOLDERS)
+    ]
+    Folder.objects.bulk_create(folders)
+    last = base + len(folders) - 1
+    Account.objects.filter(pk=account.pk).update(uidvalidity_counter=last)
+    events.publish_on_commit(events.Change("folder", account.pk))
+    return folders
+
+
+def delete_account_mail(account):
+    """Remove an account's folders and messages (inside the caller's transaction).
+
+    The blobs they used become unreferenced and are removed by the blob sweep.
+    """
+    Message.objects.filter(folder__account=account).delete()
+    Folder.objects.filter(account=account).delete()
+
+
+# Bytes ------------------------------------------------------------------------------
+
+
+def queue_id(blob_name):
+    """The short id logs and Received: fields use for a message."""
+    return blob_name.rsplit("/", 1)[-1][:12].upper()
+
+
+def store_bytes(raw, name=None):
+    """Write `raw` durably to blob storage; nothing refers to it yet."""
+    name = blob_storage().save(name or new_blob_name(), ContentFile(raw))
+    return StoredBytes(name=name, size=len(raw), sha256=hashlib.sha256(raw).hexdigest())
+
+
+def discard_bytes(stored):
+    """Remove bytes that no committed row names (a delivery that failed for everyone)."""
+    try:
+        blob_storage().delete(stored.name)
+    except OSError:
+        log.warning("could not remove unused blob %s", stored.name, exc_info=True)
+
+
+def _blob_row(stored, parsed):
+    return Blob(
+        name=stored.name,
+        size=stored.size,
+        sha256=stored.sha256,
+        header_size=parsed.header_size,
+        envelope=parsed.envelope,
+        structure=parsed.structure,
+        preview=parsed.preview[:256],
+        search_text=parsed.search_text,
+    )
+
+
+def _message_row(folder, uid, modseq, blob, parsed, *, prefix, internaldate, flags):
+    message = Message(
+        folder=folder,
+        uid=uid,
+        modseq=modseq,
+        internaldate=internaldate,
+        size=len(prefix) + blob.size,
+        blob=blob,
+        prefix=prefix,
+        sent_date=parsed.date,
+        subject=parsed.subject,
+        from_display=parsed.from_,
+        from_address=parsed.from_address[:320],
+        to_display=parsed.to,
+        cc_display=parsed.cc,
+        message_id=parsed.message_id[:998],
+        has_attachments=parsed.has_attachments,
+    )
+    set_flag_fields(message, flags)
+    return message
+
+
+SYSTEM_FLAGS = {
+    "\\seen": "seen",
+    "\\answered": "answered",
+    "\\flagged": "flagged",
+    "\\deleted": "deleted",
+    "\\draft": "draft",
+}
+
+
+def set_flag_fields(message, flags):
+    keywords = []
+    for flag in flags:
+        field = SYSTEM_FLAGS.get(flag.lower())
+        if field:
+            setattr(message, field, True)
+        elif flag.startswith("\\"):
+            continue  # \Recent and unknown system flags are not stored
+        elif flag not in keywords:
+            keywords.append(flag)
+    message.keywords = " ".join(keywords)
+
+
+def _insert(account, folder_name, incoming, *, prefix, internaldate, flags=()):
+    """Add one message to a folder; account and folder rows are locked here.
+
+    Must run inside a transaction. Returns the saved Message.
+    """
+    account = _lock_account(account.pk)
+    size = len(prefix) + incoming.stored.size
+    if account.over_quota_with(size):
+        raise OverQuota(f"{account.address} is over its quota")
+    try:
+        folder = Folder.objects.select_for_update().get(account=account, name=folder_name)
+    except Folder.DoesNotExist:
+        raise NoSuchFolder(f"folder {folder_name} does not exist") from None
+    blob = incoming.save_blob()
+    uid, modseq = folder.uidnext, folder.highestmodseq + 1
+    message = _message_row(
+        folder, uid, modseq, blob, incoming.parsed, prefix=prefix, internaldate=internaldate, flags=flags
+    )
+    message.save()
+    Folder.objects.filter(pk=folder.pk).update(
+        uidnext=uid + 1,
+        highestmodseq=modseq,
+        message_count=F("message_count") + 1,
+        unseen_count=F("unseen_count") + (0 if message.seen else 1),
+        total_size=F("total_size") + size,
+    )
+    Account.objects.filter(pk=account.pk).update(quota_used=F("quota_used") + size)
+    events.publish_on_commit(events.Change("append", account.pk, folder.pk, (uid,), modseq))
+    return message
+
+
+def trace_prefix(return_path, delivered_to):
+    """The fields the MDA adds (RFC 5321 §4.4 Return-Path; Delivered-To as other MDAs do)."""
+    return f"Return-Path: <{return_path}>\r\nDelivered-To: {delivered_to}\r\n".encode("utf-8")
+
+
+class IncomingMessage:
+    """Message bytes parsed once and written durably once, shared by every mailbox and
+    queue entry that receives them. Call release() when done: if no committed row
+    names the bytes, they are removed."""
+
+    def __init__(self, raw, *, name=None):
+        self.parsed = parse_message(raw)
+        self.stored = store_bytes(raw, name)
+        self.blob = _blob_row(self.stored, self.parsed)
+
+    @property
+    def queue_id(self):
+        return queue_id(self.stored.name)
+
+    @contextmanager
+    def atomic(self):
+        """A transaction that may create the Blob row; if it rolls back, so does our note of it."""
+        had_row = self.blob.pk is not None
+        try:
+            with transaction.atomic():
+                yield self.blob
+        except BaseException:
+            if not had_row:
+                self.blob.pk = None
+            raise
+
+    def save_blob(self):
+        """Create the Blob row if no transaction has yet (call inside self.atomic())."""
+        if self.blob.pk is None:
+            self.blob.save()
+        return self.blob
+
+    def release(self):
+        if self.blob.pk is None:
+            discard_bytes(self.stored)
+
+
+def deliver(message, recipients, *, return_path, received_at=None):
+    """Deliver to each recipient's folder: the MDA. Returns one Outcome per recipient.
+
+    `message` is raw bytes or an IncomingMessage (whose release() is then the caller's).
+    Each recipient gets its own transaction, so one full mailbox does not stop delivery
+    to the others.
+    """
+    incoming = IncomingMessage(message) if isinstance(message, bytes) else message
+    internaldate = received_at or timezone.now()
+    outcomes = []
+    for recipient in recipients:
+        prefix = trace_prefix(return_path, recipient.delivered_to)
+        try:
+            with incoming.atomic():
+                stored = _insert(recipient.account, recipient.folder, incoming, prefix=prefix, internaldate=internaldate)
+        except MailstoreError as error:
+            outcomes.append(Outcome(recipient, error=error))
+        else:
+            outcomes.append(Outcome(recipient, message=stored))
+    if incoming is not message:
+        incoming.release()
+    return outcomes
+
+
+def append(account, folder_name, raw, *, flags=(), internaldate=None):
+    """Add a message a client uploads (IMAP APPEND, webmail drafts, imports)."""
+    incoming = IncomingMessage(raw)
+    try:
+        with incoming.atomic():
+            return _insert(
+                account, folder_name, incoming, prefix=b"", internaldate=internaldate or timezone.now(), flags=flags
+            )
+    finally:
+        incoming.release()
+
+
+@transaction.atomic
+def expunge(folder, uids):
+    """Remove messages by UID from a folder; returns the UIDs removed."""
+    account = _lock_account(folder.account_id)
+    folder = Folder.objects.select_for_update().get(pk=folder.pk)
+    doomed = list(Message.objects.filter(folder=folder, uid__in=uids).values_list("pk", "uid", "size", "seen"))
+    if not doomed:
+        return []
+    Message.objects.filter(pk__in=[row[0] for row in doomed]).delete()
+    size = sum(row[2] for row in doomed)
+    unseen = sum(1 for row in doomed if not row[3])
+    modseq = folder.highestmodseq + 1
+    Folder.objects.filter(pk=folder.pk).update(
+        highestmodseq=modseq,
+        message_count=F("message_count") - len(doomed),
+        unseen_count=F("unseen_count") - unseen,
+        total_size=F("total_size") - size,
+    )
+    Account.objects.filter(pk=account.pk).update(quota_used=F("quota_used") - size)
+    removed = tuple(sorted(row[1] for row in doomed))
+    events.publish_on_commit(events.Change("expunge", account.pk, folder.pk, removed, modseq))
+    return list(removed)

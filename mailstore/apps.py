@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class MailstoreConfig(AppConfig):
+    name = "mailstore"
+    verbose_name = "Mail store"

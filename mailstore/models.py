@@ -1,0 +1,125 @@
+"""Folders, messages and message bytes.
+
+Invariants (kept by mailstore.actions, guarded here where a database can):
+- UIDs are strictly ascending per folder and never reused: Folder.uidnext only grows.
+- UIDVALIDITY changes only when a folder is (re)created.
+- Every change to a message or folder bumps the folder's HIGHESTMODSEQ and the
+  message's MODSEQ to the new value (RFC 7162).
+- A Message's bytes are its `prefix` (per-recipient trace fields such as Return-Path and
+  Delivered-To) followed by the shared Blob: a message to many recipients is stored once.
+"""
+from django.db import models
+from django.db.models import Q
+
+# RFC 6154 special-use attributes of the folders every account starts with.
+DEFAULT_FOLDERS = (
+    ("INBOX", ""),
+    ("Drafts", "\\Drafts"),
+    ("Sent", "\\Sent"),
+    ("Archive", "\\Archive"),
+    ("Junk", "\\Junk"),
+    ("Trash", "\\Trash"),
+)
+HIERARCHY_DELIMITER = "/"
+
+
+class Folder(models.Model):
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="folders")
+    name = models.CharField(max_length=1000, help_text="Full name, '/' between levels; INBOX upper-case")
+    special_use = models.CharField(max_length=16, blank=True)
+    subscribed = models.BooleanField(default=True)
+    uidvalidity = models.PositiveBigIntegerField()
+    uidnext = models.PositiveBigIntegerField(default=1)
+    highestmodseq = models.PositiveBigIntegerField(default=1)
+    # Counters maintained with every change, so STATUS and folder lists never count rows.
+    message_count = models.PositiveIntegerField(default=0)
+    unseen_count = models.PositiveIntegerField(default=0)
+    total_size = models.PositiveBigIntegerField(default=0)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["account_id", "name"]
+        constraints = [
+            # One folder per name per account.
+            models.UniqueConstraint(fields=["account", "name"], name="folder_unique_name"),
+            models.CheckConstraint(condition=Q(uidnext__gte=1), name="folder_uidnext_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.account_id}:{self.name}"
+
+
+class Blob(models.Model):
+    """Message bytes in the `blobs` storage, and what parsing them once found."""
+
+    name = models.CharField(max_length=100, unique=True, help_text="Name in the blobs storage")
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created = models.DateTimeField(auto_now_add=True)
+    header_size = models.PositiveIntegerField(default=0)
+    envelope = models.JSONField(null=True, blank=True)
+    structure = models.JSONField(null=True, blank=True)
+    preview = models.CharField(max_length=256, blank=True)
+    search_text = models.TextField(blank=True)
+
+    def __str__(self):
+        return self.name
+
+
+class Message(models.Model):
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="messages")
+    uid = models.PositiveBigIntegerField()
+    modseq = models.PositiveBigIntegerField()
+    internaldate = models.DateTimeField()
+    size = models.PositiveBigIntegerField(help_text="Octets of prefix + blob, as IMAP RFC822.SIZE reports")
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="messages")
+    prefix = models.BinaryField(default=b"", blank=True)
+    seen = models.BooleanField(default=False)
+    answered = models.BooleanField(default=False)
+    flagged = models.BooleanField(default=False)
+    deleted = models.BooleanField(default=False)
+    draft = models.BooleanField(default=False)
+    keywords = models.TextField(default="", blank=True, help_text="Space-separated IMAP keywords")
+    # Header fields copied from the parse, for sorting and searching without joins.
+    sent_date = models.DateTimeField(null=True, blank=True)
+    subject = models.TextField(blank=True)
+    from_display = models.TextField(blank=True)
+    from_address = models.CharField(max_length=320, blank=True)
+    to_display = models.TextField(blank=True)
+    cc_display = models.TextField(blank=True)
+    message_id = models.CharField(max_length=998, blank=True)
+    has_attachments = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["folder_id", "uid"]
+        constraints = [
+            # UIDs are unique per folder (RFC 9051 §2.3.1.1); never reused because uidnext only grows.
+            models.UniqueConstraint(fields=["folder", "uid"], name="message_unique_uid"),
+        ]
+        indexes = [
+            # CONDSTORE/QRESYNC: "what changed since MODSEQ n" in one folder.
+            models.Index(fields=["folder", "modseq"], name="message_folder_modseq"),
+            # Webmail lists sorted by date.
+            models.Index(fields=["folder", "sent_date"], name="message_folder_date"),
+            # Threading and duplicate detection.
+            models.Index(fields=["message_id"], name="message_msgid"),
+        ]
+
+    def __str__(self):
+        return f"{self.folder_id}/{self.uid}"
+
+    @property
+    def flags(self):
+        """IMAP flags, system flags first."""
+        system = [
+            name
+            for name, on in (
+                ("\\Seen", self.seen),
+                ("\\Answered", self.answered),
+                ("\\Flagged", self.flagged),
+                ("\\Deleted", self.deleted),
+                ("\\Draft", self.draft),
+            )
+            if on
+        ]
+        return system + self.keywords.split()

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class MailsuiteConfig(AppConfig):
+    name = "mailsuite"
+    verbose_name = "mailsuite"

@@ -1,0 +1,21 @@
+import logging
+
+from django.core.management.base import BaseCommand
+
+from mailsuite.bootstrap import ensure_admin_user, welcome
+from mailsuite.supervisor import Child, Supervisor, manage_py
+
+log = logging.getLogger("mailsuite.runmail")
+
+
+class Command(BaseCommand):
+    help = "Run every mailsuite service in the foreground; Ctrl-C or SIGTERM stops them all."
+
+    def handle(self, *args, **options):
+        self.stdout.write(welcome(ensure_admin_user()))
+        self.stdout.flush()
+        children = [
+            Child("web", manage_py("runweb")),
+            Child("smtp", manage_py("runsmtp")),
+        ]
+        raise SystemExit(Supervisor(children).run())

@@ -1,0 +1,208 @@
+"""mailsuite settings: everything an operator sets comes from the environment.
+
+A fresh clone runs with no variables set: SQLite and blobs under
+MAILSUITE_DATA_DIR (./var), dev ports, a self-signed TLS pair.
+"""
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from mailsuite.lib.config import (
+    env_bool,
+    env_bytes,
+    env_hostports,
+    env_int,
+    env_networks,
+    env_port,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("MAILSUITE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key():
+    """SECRET_KEY from the environment, else one generated once into the data dir."""
+    if key := env_str("DJANGO_SECRET_KEY"):
+        return key
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("MAILSUITE_DEBUG", False)
+
+MAILSUITE_HOSTNAME = env_str("MAILSUITE_HOSTNAME", "localhost").lower()
+MAILSUITE_BIND = env_str("MAILSUITE_BIND", "127.0.0.1")
+ALLOWED_HOSTS = [MAILSUITE_HOSTNAME, "localhost", "127.0.0.1", "[::1]"] + [
+    h for h in env_str("MAILSUITE_ALLOWED_HOSTS").split(",") if h
+]
+
+# Ports. Dev defaults sit above 1024 so `make run` needs no privileges;
+# production sets 25/587/465/143/993/110/995/4190.
+MAILSUITE_SMTP_PORT = env_port("MAILSUITE_SMTP_PORT", 2525)
+MAILSUITE_SUBMISSION_PORT = env_port("MAILSUITE_SUBMISSION_PORT", 2587)
+MAILSUITE_SMTPS_PORT = env_port("MAILSUITE_SMTPS_PORT", 2465)
+MAILSUITE_IMAP_PORT = env_port("MAILSUITE_IMAP_PORT", 2143)
+MAILSUITE_IMAPS_PORT = env_port("MAILSUITE_IMAPS_PORT", 2993)
+MAILSUITE_POP3_PORT = env_port("MAILSUITE_POP3_PORT", 2110)
+MAILSUITE_POP3S_PORT = env_port("MAILSUITE_POP3S_PORT", 2995)
+MAILSUITE_MANAGESIEVE_PORT = env_port("MAILSUITE_MANAGESIEVE_PORT", 24190)
+MAILSUITE_HTTP_PORT = env_port("MAILSUITE_HTTP_PORT", 8000)
+MAILSUITE_OUTBOUND_PORT = env_port("MAILSUITE_OUTBOUND_PORT", 25)
+
+MAILSUITE_TLS_CERT = env_str("MAILSUITE_TLS_CERT", str(DATA_DIR / "tls" / "cert.pem"))
+MAILSUITE_TLS_KEY = env_str("MAILSUITE_TLS_KEY", str(DATA_DIR / "tls" / "key.pem"))
+MAILSUITE_DNS_SERVERS = env_hostports("MAILSUITE_DNS_SERVERS", 53)
+MAILSUITE_TRUSTED_NETWORKS = env_networks("MAILSUITE_TRUSTED_NETWORKS")
+MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK = env_bool("MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK", False)
+MAILSUITE_RELAYHOST = env_str("MAILSUITE_RELAYHOST")
+
+# SMTP limits (RFC 5321 §4.5.3.1 minimums are far below these).
+MAILSUITE_MESSAGE_SIZE_LIMIT = env_bytes("MAILSUITE_MESSAGE_SIZE_LIMIT", 50 * 1024**2)
+MAILSUITE_MAX_RECIPIENTS = env_int("MAILSUITE_MAX_RECIPIENTS", 100, minimum=1)
+MAILSUITE_SMTP_TIMEOUT = env_int("MAILSUITE_SMTP_TIMEOUT", 300, minimum=1)
+MAILSUITE_SMTP_MAX_CONNECTIONS = env_int("MAILSUITE_SMTP_MAX_CONNECTIONS", 1000, minimum=1)
+# Worker processes per SMTP listener (SO_REUSEPORT); 0 = one per CPU core.
+MAILSUITE_SMTP_WORKERS = env_int("MAILSUITE_SMTP_WORKERS", 0, minimum=0)
+# Threads per process that run ORM work off the event loop.
+MAILSUITE_DB_THREADS = env_int("MAILSUITE_DB_THREADS", 4, minimum=1)
+MAILSUITE_SUBADDRESS_SEPARATOR = env_str("MAILSUITE_SUBADDRESS_SEPARATOR", "+")
+if len(MAILSUITE_SUBADDRESS_SEPARATOR) != 1:
+    raise ImproperlyConfigured("MAILSUITE_SUBADDRESS_SEPARATOR must be one character")
+MAILSUITE_DEFAULT_QUOTA = env_bytes("MAILSUITE_DEFAULT_QUOTA", 1024**3)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "mailsuite",
+    "accounts",
+    "mailstore",
+    "mta",
+    "webmail",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mailsuite.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "mailsuite.wsgi.application"
+ASGI_APPLICATION = "mailsuite.asgi.application"
+
+
+def _databases():
+    url = env_str("DATABASE_URL")
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "mailsuite.sqlite3",
+            # Several daemons write one file: WAL lets readers run beside a writer,
+            # IMMEDIATE takes the write lock at BEGIN so transactions never deadlock
+            # upgrading a read lock, and the timeout waits for a busy writer.
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": (
+                    "PRAGMA journal_mode=WAL;PRAGMA synchronous=FULL;"
+                    "PRAGMA foreign_keys=ON;PRAGMA cache_size=-65536"
+                ),
+            },
+            "TEST": {"NAME": DATA_DIR / "test.sqlite3"},
+        }
+    try:
+        config = dj_database_url.parse(url, conn_max_age=None, conn_health_checks=True)
+    except Exception as error:  # the library raises several types for a bad URL
+        raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {error}") from None
+    return config
+
+
+DATABASES = {"default": _databases()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+PASSWORD_HASHERS = [
+    "accounts.hashers.MailArgon2PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": DATA_DIR / "media"},
+    },
+    # Message bytes: written once, fsynced before the row that names them commits.
+    "blobs": {
+        "BACKEND": "mailstore.storage.DurableFileSystemStorage",
+        "OPTIONS": {"location": DATA_DIR / "blobs"},
+    },
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s"},
+    },
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stdout"], "level": env_str("MAILSUITE_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # aiosmtpd logs every command line at INFO, AUTH payloads included.
+        "mail.log": {"level": "WARNING"},
+        "mail.debug": {"level": "WARNING"},
+    },
+}

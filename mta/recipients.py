@@ -1,0 +1,60 @@
+"""SMTP policy for one RCPT TO: which reply, and where the mail will go.
+
+Pure decisions over the account data; no sockets. Replies carry RFC 3463 enhanced
+status codes.
+"""
+from dataclasses import dataclass
+
+from accounts.errors import DisabledRecipient, ExpansionTooLarge, NotLocal, UnknownRecipient
+from accounts.resolve import Resolution, resolve
+from mailsuite.lib.addresses import AddressError, normalize_address
+
+
+@dataclass
+class Client:
+    """What the server knows about the SMTP client when it decides."""
+
+    ip: str
+    authenticated: str | None = None  # the account address after SMTP AUTH
+    trusted: bool = False  # in MAILSUITE_TRUSTED_NETWORKS
+
+    @property
+    def may_relay(self):
+        return bool(self.authenticated) or self.trusted
+
+
+@dataclass
+class Decision:
+    reply: str
+    resolution: Resolution | None = None
+
+    @property
+    def accepted(self):
+        return self.resolution is not None
+
+
+def check_recipient(address, *, client, declared_size=0):
+    """Decide RCPT TO:<address>. `declared_size` is the MAIL FROM SIZE= value, if any."""
+    try:
+        resolution = resolve(address)
+    except AddressError:
+        return Decision(f"501 5.1.3 <{address}>: bad recipient address syntax")
+    except NotLocal:
+        if not client.may_relay:
+            return Decision(f"554 5.7.1 <{address}>: relay access denied")
+        try:
+            normalized = normalize_address(address)
+        except AddressError:
+            return Decision(f"501 5.1.3 <{address}>: bad recipient address syntax")
+        return Decision("250 2.1.5 Ok", Resolution(address=normalized, external=[normalized]))
+    except UnknownRecipient:
+        return Decision(f"550 5.1.1 <{address}>: no such user here")
+    except DisabledRecipient:
+        return Decision(f"550 5.2.1 <{address}>: mailbox disabled")
+    except ExpansionTooLarge:
+        return Decision(f"550 5.7.1 <{address}>: list too large to deliver to")
+    mailboxes = list(resolution.accounts.values())
+    # A message needs at least one byte of room; refuse only when no mailbox has it.
+    if mailboxes and not resolution.external and all(a.over_quota_with(max(declared_size, 1)) for a in mailboxes):
+        return Decision(f"452 4.2.2 <{address}>: mailbox full")
+    return Decision("250 2.1.5 Ok", resolution)

@@ -1,0 +1,250 @@
+"""The SMTP server: aiosmtpd for the wire, our policy and delivery behind its handler seam.
+
+Implementation notes:
+- InboundHandler's hooks are thin async adapters; recipient policy (mta.recipients)
+  and delivery (mta.inbound) are synchronous functions run in the database thread pool.
+- The 250 after DATA is written only after accept_message() has committed every copy.
+  A client that disconnects while delivery runs cancels only the waiting coroutine:
+  the delivery thread finishes and commits or rolls back on its own.
+- No database transaction is open while the event loop writes to a socket.
+- Every reply after the greeting carries an RFC 3463 enhanced status code (RFC 2034).
+"""
+import asyncio
+import ipaddress
+import logging
+import re
+import socket
+from dataclasses import dataclass
+
+from aiosmtpd.smtp import SMTP
+from django.conf import settings
+
+from mailsuite.lib.addresses import AddressError, split_address
+from mailsuite.lib.aio import run_sync
+from mailstore.actions import queue_id
+from mailstore.storage import new_blob_name
+from mta.headers import received_field, remove_fields
+from mta.inbound import accept_message
+from mta.recipients import Client, check_recipient
+
+log = logging.getLogger(__name__)
+
+_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}( |$)")
+# Enhanced codes for the replies aiosmtpd writes itself (RFC 3463 §3).
+_DEFAULT_DETAIL = {
+    "220": "2.0.0", "221": "2.0.0", "235": "2.7.0", "250": "2.0.0", "251": "2.1.5", "252": "2.5.0",
+    "421": "4.3.2", "432": "4.7.12", "451": "4.3.0", "452": "4.3.1", "454": "4.7.0", "455": "4.5.4",
+    "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4", "530": "5.7.0",
+    "534": "5.7.9", "535": "5.7.8", "538": "5.7.11", "550": "5.0.0", "552": "5.3.4", "553": "5.1.3",
+    "554": "5.0.0", "555": "5.5.4",
+}
+
+
+def with_enhanced_code(line, *, hostname):
+    """Add an enhanced status code to a final reply line that lacks one.
+
+    Multi-line continuations, 3xx intermediate replies and the EHLO/HELO replies
+    are left alone (RFC 2034 §3 exempts the greeting, HELO and EHLO).
+    """
+    if len(line) < 4 or not line[:3].isdigit() or line[3] != " " or line[0] not in "245":
+        return line
+    rest = line[4:]
+    if _ENHANCED.match(rest) or rest in (hostname, "HELP"):
+        return line
+    detail = _DEFAULT_DETAIL.get(line[:3], f"{line[0]}.0.0")
+    return f"{line[:3]} {detail} {rest}"
+
+
+class MailSMTP(SMTP):
+    """aiosmtpd's SMTP plus enhanced status codes on the replies it writes itself.
+
+    The one override is push(): aiosmtpd offers no hook for its own replies
+    ("503 Error: need MAIL command"), and ENHANCEDSTATUSCODES promises a code on all
+    of them. Everything else stays in the handler.
+    """
+
+    def __init__(self, *args, on_close=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._greeted = False
+        self._on_close = on_close
+
+    async def push(self, status):
+        if isinstance(status, bytes):
+            status = status.decode("utf-8", "replace")
+        if self._greeted:
+            status = with_enhanced_code(status, hostname=self.hostname)
+        self._greeted = True
+        await super().push(status)
+
+    def connection_lost(self, error):
+        try:
+            super().connection_lost(error)
+        finally:
+            if self._on_close:
+                self._on_close()
+
+
+class _Refuse(asyncio.Protocol):
+    """Answers a connection over the limit with 421 and closes it (RFC 5321 §3.8)."""
+
+    def connection_made(self, transport):
+        transport.write(b"421 4.3.2 Too many connections, try again later\r\n")
+        transport.close()
+
+
+def _declared_size(mail_options):
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return 0
+
+
+def _needs_smtputf8(address):
+    return not address.isascii()
+
+
+class InboundHandler:
+    """Handler hooks for the MX port: mail for our domains, or relaying by trusted clients."""
+
+    def __init__(self, *, trusted_networks=(), max_recipients=100):
+        self.trusted_networks = trusted_networks
+        self.max_recipients = max_recipients
+
+    def client(self, session):
+        ip = session.peer[0] if isinstance(session.peer, tuple) else "unknown"
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return Client(ip=ip)
+        return Client(ip=ip, trusted=any(address in network for network in self.trusted_networks))
+
+    async def handle_HELO(self, server, session, envelope, hostname):
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        # No AUTH on the MX port; PIPELINING (RFC 2920) and ENHANCEDSTATUSCODES (RFC 2034).
+        lines = [line for line in responses[:-1] if not line.startswith("250-AUTH")]
+        lines += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"]
+        return lines
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if address:
+            if _needs_smtputf8(address) and not envelope.smtp_utf8:
+                return "553 5.6.7 Non-ASCII sender address needs SMTPUTF8"
+            try:
+                split_address(address)
+            except AddressError:
+                return "553 5.1.7 Bad sender address syntax"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.resolutions = []
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if _needs_smtputf8(address) and not envelope.smtp_utf8:
+            return "553 5.6.7 Non-ASCII recipient address needs SMTPUTF8"
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        decision = await run_sync(
+            check_recipient,
+            address,
+            client=self.client(session),
+            declared_size=_declared_size(envelope.mail_options),
+        )
+        if decision.accepted:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+            envelope.resolutions.append(decision.resolution)
+        return decision.reply
+
+    async def handle_DATA(self, server, session, envelope):
+        client = self.client(session)
+        blob_name = new_blob_name()
+        protocol = ("UTF8SMTP" if envelope.smtp_utf8 else "ESMTP" if session.extended_smtp else "SMTP") + (
+            "S" if session.ssl else ""
+        )
+        trace = received_field(
+            helo=session.host_name,
+            client_ip=client.ip,
+            hostname=server.hostname,
+            protocol=protocol,
+            queue_id=queue_id(blob_name),
+            recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
+        )
+        # Bcc must not reach recipients (RFC 5322 §3.6.3); some clients leave it in.
+        raw = trace + remove_fields(envelope.original_content, ["Bcc"])
+        return await run_sync(
+            accept_message,
+            raw,
+            mail_from=envelope.mail_from,
+            resolutions=envelope.resolutions,
+            client_ip=client.ip,
+            smtputf8=envelope.smtp_utf8,
+            blob_name=blob_name,
+        )
+
+    async def handle_exception(self, error):
+        log.exception("SMTP session failed")
+        return "451 4.3.0 Internal error; try again later"
+
+
+@dataclass
+class Listener:
+    host: str
+    port: int
+    name: str = "smtp"
+    reuse_port: bool = False
+
+
+class SMTPService:
+    """One or more listening sockets sharing a connection limit."""
+
+    def __init__(self, handler, *, hostname, tls_context=None, max_connections=1000):
+        self.handler = handler
+        self.hostname = hostname
+        self.tls_context = tls_context
+        self.max_connections = max_connections
+        self.connections = 0
+        self.servers = []
+
+    def _closed(self):
+        self.connections -= 1
+
+    def _protocol(self):
+        if self.connections >= self.max_connections:
+            return _Refuse()
+        self.connections += 1
+        return MailSMTP(
+            self.handler,
+            hostname=self.hostname,
+            data_size_limit=settings.MAILSUITE_MESSAGE_SIZE_LIMIT,
+            enable_SMTPUTF8=True,
+            tls_context=self.tls_context,
+            timeout=settings.MAILSUITE_SMTP_TIMEOUT,
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
+            on_close=self._closed,
+        )
+
+    async def listen(self, listener):
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET6 if ":" in listener.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if listener.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((listener.host, listener.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        server = await loop.create_server(self._protocol, sock=sock)
+        self.servers.append(server)
+        port = sock.getsockname()[1]
+        log.info("%s listening on %s:%d", listener.name, listener.host, port)
+        return port
+
+    async def close(self):
+        for server in self.servers:
+            server.close()
+        for server in self.servers:
+            await server.wait_closed()
