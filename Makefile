@@ -29,8 +29,9 @@ demo: setup
 	$(PY) manage.py demo
 
 # Debian tools the end-to-end tests drive as real clients.
+DEBS_TEST := swaks libnet-ssleay-perl libio-socket-ssl-perl
 debs-test:
-	@command -v swaks >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends swaks >/dev/null)
+	@dpkg -s $(DEBS_TEST) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS_TEST) >/dev/null)
 
 test: $(VENV)/.test debs-test
 	$(PY) tests/run.py

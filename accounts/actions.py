@@ -108,6 +108,16 @@ def set_domain_active(name, active):
 
 
 @transaction.atomic
+def set_domain_default_quota(name, quota):
+    if quota < 0:
+        raise InvalidInput("quota cannot be negative")
+    domain = get_domain(name)
+    domain.default_quota = quota
+    domain.save(update_fields=["default_quota"])
+    return domain
+
+
+@transaction.atomic
 def create_domain_alias(name, target):
     name = _domain_name(name)
     target_domain = get_domain(target)
@@ -184,6 +194,14 @@ def set_account_active(address, active):
     return account
 
 
+@transaction.atomic
+def set_display_name(address, display_name):
+    account = get_account(address)
+    account.display_name = display_name.strip()
+    account.save(update_fields=["display_name"])
+    return account
+
+
 # Aliases and redirects --------------------------------------------------------------
 
 
@@ -196,7 +214,7 @@ def _normalize_target(target):
 
 def _check_alias_graph(alias):
     """Refuse an alias that loops back on itself or names a local address that does not exist."""
-    probe = alias.localpart or "\x00catchall-probe"
+    probe = alias.localpart or " catch-all probe"  # a space: no real local part matches
     result = Resolution(address=f"{probe}@{alias.domain.name}")
     try:
         expand(probe, alias.domain, result, path=(), strict=True)

@@ -125,29 +125,34 @@ WSGI_APPLICATION = "mailsuite.wsgi.application"
 ASGI_APPLICATION = "mailsuite.asgi.application"
 
 
+# Several daemons write one SQLite file: WAL lets readers run beside a writer, IMMEDIATE
+# takes the write lock at BEGIN so transactions never deadlock upgrading a read lock,
+# and the timeout waits for a busy writer.
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 30,
+    "init_command": (
+        "PRAGMA journal_mode=WAL;PRAGMA synchronous=FULL;PRAGMA foreign_keys=ON;PRAGMA cache_size=-65536"
+    ),
+}
+
+
 def _databases():
     url = env_str("DATABASE_URL")
     if not url:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DATA_DIR / "mailsuite.sqlite3",
-            # Several daemons write one file: WAL lets readers run beside a writer,
-            # IMMEDIATE takes the write lock at BEGIN so transactions never deadlock
-            # upgrading a read lock, and the timeout waits for a busy writer.
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-                "init_command": (
-                    "PRAGMA journal_mode=WAL;PRAGMA synchronous=FULL;"
-                    "PRAGMA foreign_keys=ON;PRAGMA cache_size=-65536"
-                ),
-            },
+            "OPTIONS": SQLITE_OPTIONS,
             "TEST": {"NAME": DATA_DIR / "test.sqlite3"},
         }
     try:
         config = dj_database_url.parse(url, conn_max_age=None, conn_health_checks=True)
     except Exception as error:  # the library raises several types for a bad URL
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {error}") from None
+    if config["ENGINE"].endswith("sqlite3"):
+        config["OPTIONS"] = {**SQLITE_OPTIONS, **config.get("OPTIONS", {})}
+        config["CONN_MAX_AGE"] = 0
     return config
 
 
@@ -171,6 +176,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise serves from here after collectstatic
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {

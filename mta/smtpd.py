@@ -131,7 +131,9 @@ class InboundHandler:
         return lines
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
-        if address:
+        # The null reverse-path of bounces (RFC 5321 §4.5.5) stays "<>" in the envelope:
+        # aiosmtpd takes an empty mail_from to mean "no MAIL command yet".
+        if address != "<>":
             if _needs_smtputf8(address) and not envelope.smtp_utf8:
                 return "553 5.6.7 Non-ASCII sender address needs SMTPUTF8"
             try:
@@ -179,7 +181,7 @@ class InboundHandler:
         return await run_sync(
             accept_message,
             raw,
-            mail_from=envelope.mail_from,
+            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,
             resolutions=envelope.resolutions,
             client_ip=client.ip,
             smtputf8=envelope.smtp_utf8,
@@ -207,17 +209,13 @@ class SMTPService:
         self.hostname = hostname
         self.tls_context = tls_context
         self.max_connections = max_connections
-        self.connections = 0
+        self.sessions = set()
         self.servers = []
 
-    def _closed(self):
-        self.connections -= 1
-
     def _protocol(self):
-        if self.connections >= self.max_connections:
+        if len(self.sessions) >= self.max_connections:
             return _Refuse()
-        self.connections += 1
-        return MailSMTP(
+        session = MailSMTP(
             self.handler,
             hostname=self.hostname,
             data_size_limit=settings.MAILSUITE_MESSAGE_SIZE_LIMIT,
@@ -225,8 +223,10 @@ class SMTPService:
             tls_context=self.tls_context,
             timeout=settings.MAILSUITE_SMTP_TIMEOUT,
             auth_exclude_mechanism=["LOGIN", "PLAIN"],
-            on_close=self._closed,
+            on_close=lambda: self.sessions.discard(session),
         )
+        self.sessions.add(session)
+        return session
 
     async def listen(self, listener):
         loop = asyncio.get_running_loop()
@@ -244,7 +244,12 @@ class SMTPService:
         return port
 
     async def close(self):
+        """Stop listening and drop the sessions still open (their clients will retry)."""
         for server in self.servers:
             server.close()
         for server in self.servers:
             await server.wait_closed()
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.close()
+        await asyncio.sleep(0)

@@ -1,0 +1,697 @@
+"""The operator admin for domains, accounts, aliases and redirects.
+
+Implementation notes:
+- Every write is an accounts.actions call. An ActionForm runs its action while the form
+  validates, inside a savepoint, so an AccountsError becomes a form error and nothing is
+  written; ModelAdmin.save_model never saves a business row itself.
+- Deletes (one object or "delete selected") go through the remove_* actions. The
+  confirmation page shows counts from a few COUNT queries instead of Django's walk over
+  every related row (every message of every account), which does not scale.
+- Lists must stay fast with 100,000 accounts: related rows come with the page
+  (list_select_related / prefetch), per-row counts are annotated subqueries in the
+  page's one query, and the unfiltered total is not counted twice
+  (show_full_result_count = False).
+- A password hash is never shown: the password field is in no list, form or read-only field.
+"""
+import re
+
+import idna
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import router, transaction
+from django.db.models import Count, F, Func, IntegerField, OuterRef, QuerySet, Subquery
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.text import capfirst
+
+from accounts import actions
+from accounts.errors import AccountsError
+from accounts.models import Account, Alias, AliasTarget, Domain, DomainAlias, Redirect
+from mailsuite.lib.addresses import display_domain
+from mailsuite.lib.sizes import SizeError, format_size, parse_size
+from mailstore.models import Folder, Message
+
+# Forms ------------------------------------------------------------------------------
+
+
+class SizeField(forms.CharField):
+    """A byte count written the way operators write it: 500M, 2G, 1048576, 0."""
+
+    def to_python(self, value):
+        if isinstance(value, int):
+            return value
+        text = super().to_python(value)
+        if not text:
+            return None
+        try:
+            return parse_size(text)
+        except SizeError as error:
+            raise ValidationError(str(error), code="invalid") from None
+
+    def prepare_value(self, value):
+        if isinstance(value, int):
+            return exact_size(value)
+        return value
+
+
+def exact_size(size):
+    """500M where that is exact, else the plain byte count: a form must give back what it showed."""
+    if not size:
+        return "0"
+    text = format_size(size)
+    try:
+        return text if parse_size(text) == size else str(size)
+    except SizeError:  # 1.4M is not a whole number of bytes
+        return str(size)
+
+
+class AddressListField(forms.CharField):
+    """Addresses separated by commas, spaces or new lines; cleans to a list."""
+
+    widget = forms.Textarea(attrs={"rows": 4, "cols": 60})
+
+    def to_python(self, value):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        text = super().to_python(value)
+        return [part for part in re.split(r"[,\s]+", text) if part]
+
+    def prepare_value(self, value):
+        if isinstance(value, (list, tuple)):
+            return "\n".join(value)
+        return value
+
+
+class ActionForm(forms.ModelForm):
+    """A model form whose saving is one or more accounts.actions calls (see apply()).
+
+    The actions run while the form validates, inside a savepoint: a refusal becomes a
+    form error and rolls back whatever an earlier action in the same form did. save()
+    only hands back the object the actions left, for the admin to log and link to.
+    """
+
+    def apply(self, data):
+        """Make the change through accounts.actions; return the resulting model object."""
+        raise NotImplementedError
+
+    def _post_clean(self):
+        # The model's own unique checks would duplicate the action's (and word it worse).
+        if self._errors:
+            return
+        try:
+            with transaction.atomic(using=router.db_for_write(self._meta.model)):
+                self.instance = self.apply(self.cleaned_data)
+        except AccountsError as error:
+            self.add_error(None, str(error))
+
+    def save(self, commit=True):
+        return self.instance
+
+    def save_m2m(self):
+        pass
+
+
+def _password_fields(*, required):
+    """The password and its confirmation; see PasswordPairMixin."""
+    first = forms.CharField(
+        label="Password" if required else "New password",
+        required=required,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+    second = forms.CharField(
+        label="Password confirmation",
+        required=required,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+    return first, second
+
+
+class PasswordPairMixin:
+    """Checks password1 and password2 agree before the action runs (it checks strength)."""
+
+    def clean(self):
+        data = super().clean()
+        if data.get("password1") != data.get("password2") and "password2" not in self._errors:
+            self.add_error("password2", "The two passwords do not match.")
+        return data
+
+
+QUOTA_HELP = "Bytes, or with a unit: 500M, 2G. 0 means unlimited."
+
+
+class AccountAddForm(PasswordPairMixin, ActionForm):
+    password1, password2 = _password_fields(required=True)
+    quota = SizeField(
+        required=False, help_text=QUOTA_HELP + " Empty uses the domain's (or the server's) default."
+    )
+
+    class Meta:
+        model = Account
+        fields = ("localpart", "domain", "display_name", "quota", "active")
+        labels = {"localpart": "Local part"}
+
+    def apply(self, data):
+        return actions.create_account(
+            f"{data['localpart']}@{data['domain'].name}",
+            password=data["password1"],
+            quota=data.get("quota"),
+            display_name=data.get("display_name", ""),
+            active=data.get("active", True),
+        )
+
+
+class AccountChangeForm(PasswordPairMixin, ActionForm):
+    quota = SizeField(help_text=QUOTA_HELP)
+    password1, password2 = _password_fields(required=False)
+
+    class Meta:
+        model = Account
+        fields = ("display_name", "quota", "active")
+
+    def apply(self, data):
+        address = self.instance.address
+        changed = set(self.changed_data)
+        if "display_name" in changed:
+            actions.set_display_name(address, data["display_name"])
+        if "quota" in changed:
+            actions.set_quota(address, data["quota"])
+        if "active" in changed:
+            actions.set_account_active(address, data["active"])
+        if data.get("password1"):
+            actions.set_password(address, data["password1"])
+        return actions.get_account(address)
+
+
+class DomainAddForm(ActionForm):
+    default_quota = SizeField(
+        required=False, label="Default quota", help_text=QUOTA_HELP + " Empty uses the server default."
+    )
+
+    class Meta:
+        model = Domain
+        fields = ("name", "default_quota", "active")
+        help_texts = {"name": "e.g. example.com; international names may be typed as they are written"}
+
+    def apply(self, data):
+        return actions.create_domain(
+            data["name"], default_quota=data.get("default_quota") or 0, active=data.get("active", True)
+        )
+
+
+class DomainChangeForm(ActionForm):
+    default_quota = SizeField(label="Default quota", help_text=QUOTA_HELP + " Used for new accounts.")
+
+    class Meta:
+        model = Domain
+        fields = ("default_quota", "active")
+
+    def apply(self, data):
+        name = self.instance.name
+        changed = set(self.changed_data)
+        if "default_quota" in changed:
+            actions.set_domain_default_quota(name, data["default_quota"])
+        if "active" in changed:
+            actions.set_domain_active(name, data["active"])
+        return actions.get_domain(name)
+
+
+class DomainAliasAddForm(ActionForm):
+    class Meta:
+        model = DomainAlias
+        fields = ("name", "target")
+        labels = {"name": "Alias domain", "target": "Target domain"}
+
+    def apply(self, data):
+        return actions.create_domain_alias(data["name"], data["target"].name)
+
+
+TARGETS_HELP = "Addresses, separated by commas or new lines; local ones must exist."
+
+
+class AliasAddForm(ActionForm):
+    localpart = forms.CharField(
+        label="Local part", required=False, max_length=64, help_text="Empty for the domain's catch-all."
+    )
+    targets = AddressListField(help_text=TARGETS_HELP)
+
+    class Meta:
+        model = Alias
+        fields = ("localpart", "domain", "targets")
+
+    def apply(self, data):
+        address = f"{data['localpart']}@{data['domain'].name}"
+        return actions.create_alias(address, data["targets"])
+
+
+class AliasChangeForm(ActionForm):
+    targets = AddressListField(help_text=TARGETS_HELP)
+
+    class Meta:
+        model = Alias
+        fields = ("targets",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["targets"] = [target.address for target in self.instance.targets.all()]
+
+    def apply(self, data):
+        address = self.instance.address
+        if "targets" in self.changed_data:
+            return actions.set_alias_targets(address, data["targets"])
+        return actions.get_alias(address)
+
+
+class RedirectAddForm(ActionForm):
+    class Meta:
+        model = Redirect
+        fields = ("localpart", "domain", "target")
+        labels = {"localpart": "Local part"}
+        help_texts = {"target": "An address in a domain this server does not serve."}
+
+    def apply(self, data):
+        return actions.create_redirect(f"{data['localpart']}@{data['domain'].name}", data["target"])
+
+
+# Admin plumbing ---------------------------------------------------------------------
+
+
+def _delete_selected_through_actions(modeladmin, request, queryset):
+    """Django's "delete selected", atomic, with a refusal shown as an error message."""
+    try:
+        with transaction.atomic(using=router.db_for_write(modeladmin.model)):
+            return delete_selected(modeladmin, request, queryset)
+    except AccountsError as error:
+        modeladmin.message_user(request, str(error), messages.ERROR)
+        return None
+
+
+class ActionAdmin(admin.ModelAdmin):
+    """A ModelAdmin whose adds, changes and deletes are accounts.actions calls.
+
+    Subclasses name an add_form and a change_form (ActionForm subclasses; None leaves
+    that page read-only) and implement remove(request, obj), and may refine deletion_refusals()
+    and related_counts() for the delete confirmation page.
+    """
+
+    add_form = None
+    change_form = None
+    show_full_result_count = False
+
+    def has_change_permission(self, request, obj=None):
+        return self.change_form is not None and super().has_change_permission(request, obj)
+
+    def has_add_permission(self, request):
+        return self.add_form is not None and super().has_add_permission(request)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = self.add_form if obj is None else self.change_form
+        kwargs["form"] = form or self.form
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.readonly_fields
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            response = super().changeform_view(request, object_id, form_url, extra_context)
+            if request.method == "POST" and "adminform" in (getattr(response, "context_data", None) or {}):
+                # The page is shown again (say an inline was invalid): what the form's
+                # action did while validating must not stay behind.
+                transaction.set_rollback(True)
+        return response
+
+    def save_model(self, request, obj, form, change):
+        # The ActionForm has already made the change through accounts.actions.
+        if not isinstance(form, ActionForm):
+            raise ImproperlyConfigured(f"{type(self).__name__} may only save through an ActionForm")
+
+    def save_related(self, request, form, formsets, change):
+        # Inlines here are read-only; related rows change only through the form's action.
+        pass
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        # The (read-only, never saved) inlines changed nothing.
+        return super().construct_change_message(request, form, (), add)
+
+    # Deleting
+
+    def remove(self, request, obj):
+        raise NotImplementedError
+
+    def delete_model(self, request, obj):
+        self.remove(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.remove(request, obj)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except AccountsError as error:
+            # Raised inside delete_view's transaction, so its log entry is rolled back too.
+            self.message_user(request, str(error), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def get_actions(self, request):
+        found = super().get_actions(request)
+        if "delete_selected" in found:
+            _, name, description = found["delete_selected"]
+            found["delete_selected"] = (_delete_selected_through_actions, name, description)
+        return found
+
+    def get_deleted_objects(self, objs, request):
+        # Django's default loads every related row to list it (each message of each
+        # account) and asks for delete permission on each related model; a summary from
+        # COUNT queries scales, and the remove action decides what goes with the object.
+        ids = objs.values("pk") if isinstance(objs, QuerySet) else [obj.pk for obj in objs]
+        objs = list(objs)
+        listed = [f"{capfirst(self.opts.verbose_name)}: {obj}" for obj in objs]
+        counts = {self.opts.verbose_name_plural: len(objs)}
+        counts.update((name, n) for name, n in self.related_counts(ids).items() if n)
+        return listed, counts, set(), self.deletion_refusals(request, objs)
+
+    def related_counts(self, ids):
+        """{verbose name plural: number of rows} that go with the objects whose pks are `ids`."""
+        return {}
+
+    def deletion_refusals(self, request, objs):
+        """Reasons the objects may not be deleted (one per line shown), or []."""
+        return []
+
+
+def count_subquery(queryset):
+    """COUNT(*) of `queryset` (filtered on an OuterRef) as a correlated subquery.
+
+    Unlike annotate(Count(...)), it adds no join and GROUP BY to the page's query or to
+    the paginator's COUNT, and the database evaluates it only for the rows shown.
+    """
+    counted = queryset.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n")
+    return Subquery(counted, output_field=IntegerField())
+
+
+def _ascii_domain(text):
+    """Domains are stored in ASCII: let an operator search for bücher.example as written."""
+    if text.isascii():
+        return text
+    try:
+        return idna.encode(text, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return text
+
+
+def search_by_address(queryset, search_term, prefix=""):
+    """Narrow `queryset` by the terms of `search_term` that contain an @; return (queryset, rest).
+
+    `bob@example.com`, `bob@` and `@example.com` match by prefix of the local part and of
+    the domain. `prefix` leads to the address model (e.g. "account__" from a folder).
+    """
+    rest = []
+    for term in search_term.split():
+        if "@" not in term:
+            rest.append(term)
+            continue
+        local, _, domain = term.rpartition("@")
+        if local:
+            queryset = queryset.filter(**{f"{prefix}localpart__istartswith": local})
+        if domain:
+            queryset = queryset.filter(**{f"{prefix}domain__name__istartswith": _ascii_domain(domain)})
+    return queryset, " ".join(rest)
+
+
+class AddressAdmin(ActionAdmin):
+    """Shared by the three kinds of address: account, alias, redirect."""
+
+    list_select_related = ("domain",)
+    autocomplete_fields = ("domain",)
+    ordering = ("domain__name", "localpart")
+
+    def get_queryset(self, request):
+        # str(obj) shows the domain: fetch it with the row (lists, autocomplete, deletes).
+        return super().get_queryset(request).select_related("domain")
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, rest = search_by_address(queryset, search_term)
+        return super().get_search_results(request, queryset, rest)
+
+    @admin.display(description="address", ordering="localpart")
+    def email_address(self, obj):
+        return str(obj)
+
+
+class DomainActiveFilter(admin.SimpleListFilter):
+    title = "domain active"
+    parameter_name = "domain_active"
+
+    def lookups(self, request, model_admin):
+        return (("1", "Yes"), ("0", "No"))
+
+    def queryset(self, request, queryset):
+        if self.value() in ("0", "1"):
+            return queryset.filter(domain__active=self.value() == "1")
+        return queryset
+
+
+def quota_bar(account):
+    """Usage as a small bar and "12.3M of 1G" (no bar for an unlimited quota)."""
+    used = format_size(account.quota_used)
+    if not account.quota:
+        return format_html('<span style="white-space:nowrap">{} of unlimited</span>', used)
+    percent = account.quota_percent
+    colour = "#ba2121" if percent >= 90 else "#e09b00" if percent >= 75 else "#417690"
+    return format_html(
+        '<span style="display:inline-flex;align-items:center;gap:6px;white-space:nowrap" title="{}%">'
+        '<span style="display:inline-block;width:80px;height:8px;border:1px solid #999;border-radius:4px;'
+        'overflow:hidden"><span style="display:block;width:{}%;height:100%;background:{}"></span></span>'
+        "{} of {}</span>",
+        percent,
+        percent,
+        colour,
+        used,
+        format_size(account.quota),
+    )
+
+
+# Domains ----------------------------------------------------------------------------
+
+
+@admin.register(Domain)
+class DomainAdmin(ActionAdmin):
+    add_form = DomainAddForm
+    change_form = DomainChangeForm
+    list_display = ("domain_name", "active", "account_count", "default_quota_display", "created")
+    list_filter = ("active",)
+    search_fields = ("name",)
+    ordering = ("name",)
+    show_full_result_count = True  # domains are few; the total is cheap and useful
+    add_fieldsets = ((None, {"fields": ("name", "default_quota", "active")}),)
+    fieldsets = ((None, {"fields": ("domain_name", "default_quota", "active", "account_count", "created")}),)
+    readonly_fields = ("domain_name", "account_count", "created")
+
+    def get_fieldsets(self, request, obj=None):
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_queryset(self, request):
+        # In the page's one query, not a COUNT per row.
+        accounts = Account.objects.filter(domain=OuterRef("pk"))
+        return super().get_queryset(request).annotate(account_count=count_subquery(accounts))
+
+    def get_search_results(self, request, queryset, search_term):
+        search_term = " ".join(_ascii_domain(term) for term in search_term.split())
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="domain", ordering="name")
+    def domain_name(self, obj):
+        shown = display_domain(obj.name)
+        return shown if shown == obj.name else f"{shown} ({obj.name})"
+
+    @admin.display(description="accounts", ordering="account_count")
+    def account_count(self, obj):
+        return obj.account_count
+
+    @admin.display(description="default quota", ordering="default_quota")
+    def default_quota_display(self, obj):
+        return format_size(obj.default_quota) if obj.default_quota else "server default"
+
+    # Deleting: refused while the domain has accounts, unless forced from its own delete page.
+
+    def _forced(self, request):
+        in_delete_view = request.resolver_match is not None and request.resolver_match.url_name == (
+            f"{self.opts.app_label}_{self.opts.model_name}_delete"
+        )
+        return in_delete_view and request.GET.get("force") == "1"
+
+    def remove(self, request, obj):
+        actions.remove_domain(obj.name, force=self._forced(request))
+
+    def deletion_refusals(self, request, objs):
+        if self._forced(request):
+            return []
+        busy = (
+            Domain.objects.filter(pk__in=[obj.pk for obj in objs])
+            .annotate(n=Count("accounts"))
+            .filter(n__gt=0)
+            .order_by("name")
+        )
+        return [
+            format_html(
+                '{} still has {} account(s); remove them first, or <a href="{}?force=1">delete the domain '
+                "with all its accounts and their mail</a>.",
+                domain,
+                domain.n,
+                reverse(f"{self.admin_site.name}:accounts_domain_delete", args=[domain.pk]),
+            )
+            for domain in busy
+        ]
+
+    def related_counts(self, ids):
+        return {
+            "accounts": Account.objects.filter(domain__in=ids).count(),
+            "messages": Message.objects.filter(folder__account__domain__in=ids).count(),
+            "aliases": Alias.objects.filter(domain__in=ids).count(),
+            "redirects": Redirect.objects.filter(domain__in=ids).count(),
+            "domain aliases": DomainAlias.objects.filter(target__in=ids).count(),
+        }
+
+
+@admin.register(DomainAlias)
+class DomainAliasAdmin(ActionAdmin):
+    add_form = DomainAliasAddForm
+    list_display = ("alias_name", "target", "active", "created")
+    list_select_related = ("target",)
+    list_filter = ("active",)
+    search_fields = ("name", "target__name")
+    autocomplete_fields = ("target",)
+    ordering = ("name",)
+    show_full_result_count = True
+    readonly_fields = ("alias_name", "target", "active", "created")
+
+    def get_fields(self, request, obj=None):
+        return ("name", "target") if obj is None else self.readonly_fields
+
+    def get_search_results(self, request, queryset, search_term):
+        search_term = " ".join(_ascii_domain(term) for term in search_term.split())
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="alias domain", ordering="name")
+    def alias_name(self, obj):
+        return display_domain(obj.name)
+
+    def remove(self, request, obj):
+        actions.remove_domain_alias(obj.name)
+
+
+# Accounts ---------------------------------------------------------------------------
+
+
+@admin.register(Account)
+class AccountAdmin(AddressAdmin):
+    add_form = AccountAddForm
+    change_form = AccountChangeForm
+    list_display = ("email_address", "display_name", "quota_usage", "active", "last_login")
+    list_filter = ("active", DomainActiveFilter)
+    search_fields = ("localpart", "domain__name", "display_name")
+    add_fieldsets = (
+        (None, {"fields": ("localpart", "domain", "display_name", "password1", "password2", "quota", "active")}),
+    )
+    fieldsets = (
+        (None, {"fields": ("email_address", "display_name", "quota", "quota_usage", "active")}),
+        ("Change password", {"fields": ("password1", "password2"), "description": "Leave empty to keep the password."}),
+        ("History", {"fields": ("created", "last_login")}),
+    )
+    readonly_fields = ("email_address", "quota_usage", "created", "last_login")
+
+    def get_fieldsets(self, request, obj=None):
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    @admin.display(description="quota", ordering="quota_used")
+    def quota_usage(self, obj):
+        return quota_bar(obj)
+
+    def remove(self, request, obj):
+        actions.remove_account(obj.address)
+
+    def related_counts(self, ids):
+        return {
+            "folders": Folder.objects.filter(account__in=ids).count(),
+            "messages": Message.objects.filter(folder__account__in=ids).count(),
+        }
+
+
+# Aliases and redirects --------------------------------------------------------------
+
+
+class AliasTargetInline(admin.TabularInline):
+    """The alias's current targets, for reading; they are edited in the form's text field."""
+
+    model = AliasTarget
+    fields = ("address",)
+    readonly_fields = ("address",)
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "current targets"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Alias)
+class AliasAdmin(AddressAdmin):
+    add_form = AliasAddForm
+    change_form = AliasChangeForm
+    inlines = (AliasTargetInline,)
+    list_display = ("email_address", "target_list", "active", "created")
+    list_filter = ("active", DomainActiveFilter)
+    search_fields = ("localpart", "domain__name", "targets__address")
+    readonly_fields = ("email_address", "active", "created")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("localpart", "domain", "targets")
+        return ("email_address", "targets", "active", "created")
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else ()
+
+    def get_queryset(self, request):
+        # Targets for the whole page in one query.
+        return super().get_queryset(request).prefetch_related("targets")
+
+    @admin.display(description="targets")
+    def target_list(self, obj):
+        targets = [target.address for target in obj.targets.all()]
+        shown = ", ".join(targets[:5])
+        return f"{shown} … ({len(targets)} in all)" if len(targets) > 5 else shown
+
+    def remove(self, request, obj):
+        actions.remove_alias(obj.address)
+
+    def related_counts(self, ids):
+        return {"alias targets": AliasTarget.objects.filter(alias__in=ids).count()}
+
+
+@admin.register(Redirect)
+class RedirectAdmin(AddressAdmin):
+    add_form = RedirectAddForm
+    list_display = ("email_address", "target", "active", "created")
+    list_filter = ("active", DomainActiveFilter)
+    search_fields = ("localpart", "domain__name", "target")
+    readonly_fields = ("email_address", "target", "active", "created")
+
+    def get_fields(self, request, obj=None):
+        return ("localpart", "domain", "target") if obj is None else self.readonly_fields
+
+    def remove(self, request, obj):
+        actions.remove_redirect(obj.address)

@@ -1,0 +1,108 @@
+"""manage.py account add|list|remove|passwd|quota|disable|enable: mailboxes and their owners."""
+from django.core.management.base import CommandError
+
+from accounts import actions
+from accounts.management.cli import (
+    SubcommandCommand,
+    domain_filter,
+    quota_argument,
+    read_password,
+    show_active,
+    show_address_of,
+    show_quota,
+)
+from accounts.models import Account
+from mailsuite.lib.sizes import format_size
+
+PASSWORD_STDIN_HELP = "read the password from the first line of standard input"
+
+
+class Command(SubcommandCommand):
+    help = "Add, list, remove and change mail accounts."
+
+    def add_arguments(self, parser):
+        subcommands = self.add_subcommands(parser)
+
+        add = subcommands.add_parser(
+            "add",
+            help="create a mailbox",
+            description="Without --password-stdin you are asked for the password at a terminal; "
+            "with neither, the account is created without one and cannot log in.",
+        )
+        add.add_argument("address", help="local@domain, in a domain this server serves")
+        add.add_argument("--password-stdin", action="store_true", help=PASSWORD_STDIN_HELP)
+        add.add_argument("--quota", help="e.g. 500M or 2G; 0 = unlimited (default: the domain's)")
+        add.add_argument("--name", default="", help="display name")
+
+        listing = subcommands.add_parser("list", help="list accounts with quota and usage")
+        listing.add_argument("domain", nargs="?", help="only accounts of this domain")
+
+        remove = subcommands.add_parser("remove", help="delete an account and all its mail")
+        remove.add_argument("address")
+
+        passwd = subcommands.add_parser("passwd", help="set an account's password")
+        passwd.add_argument("address")
+        passwd.add_argument("--password-stdin", action="store_true", help=PASSWORD_STDIN_HELP)
+
+        quota = subcommands.add_parser("quota", help="set an account's quota")
+        quota.add_argument("address")
+        quota.add_argument("size", help="e.g. 500M or 2G; 0 = unlimited")
+
+        for action, text in (("disable", "refuse mail and logins for"), ("enable", "re-enable")):
+            sub = subcommands.add_parser(action, help=f"{text} an account")
+            sub.add_argument("address")
+
+    def handle_add(self, *, address, password_stdin, quota, name, **options):
+        quota = quota_argument(quota) if quota is not None else None
+        password = read_password(self.stdin, from_stdin=password_stdin)
+        account = actions.create_account(address, password=password, quota=quota, display_name=name)
+        shown = show_address_of(account)
+        self.say(f"added account {shown} (quota {show_quota(account.quota)})")
+        if password is None:
+            self.warn(
+                f"{shown} has no password and cannot log in; "
+                f"set one with: manage.py account passwd {shown}"
+            )
+
+    def handle_list(self, *, domain, **options):
+        accounts = Account.objects.select_related("domain").order_by("domain__name", "localpart")
+        if (only := domain_filter(domain)) is not None:
+            accounts = accounts.filter(domain=only)
+        self.write_table(
+            [
+                show_address_of(account),
+                show_quota(account.quota),
+                f"{format_size(account.quota_used)} used",
+                show_active(account.active),
+                account.display_name,
+            ]
+            for account in accounts
+        )
+
+    def handle_remove(self, *, address, **options):
+        account = actions.get_account(address)
+        actions.remove_account(address)
+        self.say(f"removed account {show_address_of(account)} and its mail")
+
+    def handle_passwd(self, *, address, password_stdin, **options):
+        actions.get_account(address)  # an unknown address fails before anyone types a password
+        password = read_password(self.stdin, from_stdin=password_stdin)
+        if password is None:
+            raise CommandError("standard input is not a terminal; pass the password with --password-stdin")
+        account = actions.set_password(address, password)
+        self.say(f"password changed for {show_address_of(account)}")
+
+    def handle_quota(self, *, address, size, **options):
+        account = actions.set_quota(address, quota_argument(size))
+        self.say(
+            f"quota of {show_address_of(account)} is now "
+            f"{show_quota(account.quota)} ({format_size(account.quota_used)} used)"
+        )
+
+    def handle_disable(self, *, address, **options):
+        account = actions.set_account_active(address, False)
+        self.say(f"disabled account {show_address_of(account)}")
+
+    def handle_enable(self, *, address, **options):
+        account = actions.set_account_active(address, True)
+        self.say(f"enabled account {show_address_of(account)}")

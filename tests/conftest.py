@@ -1,0 +1,118 @@
+"""Shared fixtures: personas, fast password hashing, a real SMTP server on loopback.
+
+Personas: alice and bob have mailboxes in example.test; mallory is an outsider
+sending from elsewhere.
+"""
+import asyncio
+import os
+import threading
+
+import pytest
+from django.conf import settings as django_settings
+
+FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = FAST_HASHERS
+
+
+@pytest.fixture(autouse=True)
+def blob_dir(tmp_path, settings):
+    """Each test writes message bytes to its own directory (Django resets `storages` on change)."""
+    location = tmp_path / "blobs"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {**settings.STORAGES["blobs"], "OPTIONS": {"location": location}},
+    }
+    return location
+
+
+@pytest.fixture
+def domain(db):
+    from accounts import actions
+
+    return actions.create_domain("example.test")
+
+
+@pytest.fixture
+def alice(domain):
+    from accounts import actions
+
+    return actions.create_account("alice@example.test", password=PASSWORD, display_name="Alice")
+
+
+@pytest.fixture
+def bob(domain):
+    from accounts import actions
+
+    return actions.create_account("bob@example.test", password=PASSWORD, display_name="Bob")
+
+
+def inbox(account):
+    from mailstore.models import Message
+
+    return list(Message.objects.filter(folder__account=account, folder__name="INBOX").order_by("uid"))
+
+
+def message_bytes(message):
+    """The full bytes of a stored message: its per-recipient prefix, then the blob."""
+    from mailstore.storage import blob_storage
+
+    with blob_storage().open(message.blob.name, "rb") as f:
+        return bytes(message.prefix) + f.read()
+
+
+class ServerThread:
+    """Runs an asyncio server in a thread with its own event loop."""
+
+    def __init__(self, start):
+        self._start = start  # async function returning (service, port)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        self.service, self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc):
+        from mailsuite.lib.aio import shutdown_db_executor
+
+        asyncio.run_coroutine_threadsafe(self.service.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        shutdown_db_executor()
+
+
+@pytest.fixture
+def smtp_server(transactional_db, settings):
+    """The MX SMTP server on 127.0.0.1, a free port; yields the ServerThread (has .port)."""
+    from mailsuite.lib.tls import ensure_certificate, server_context
+    from mta.smtpd import InboundHandler, Listener, SMTPService
+
+    ensure_certificate(settings.MAILSUITE_TLS_CERT, settings.MAILSUITE_TLS_KEY, "localhost")
+
+    async def start():
+        service = SMTPService(
+            InboundHandler(trusted_networks=settings.MAILSUITE_TRUSTED_NETWORKS, max_recipients=settings.MAILSUITE_MAX_RECIPIENTS),
+            hostname="mx.example.test",
+            tls_context=server_context(settings.MAILSUITE_TLS_CERT, settings.MAILSUITE_TLS_KEY),
+            max_connections=settings.MAILSUITE_SMTP_MAX_CONNECTIONS,
+        )
+        port = await service.listen(Listener("127.0.0.1", 0))
+        return service, port
+
+    with ServerThread(start) as server:
+        yield server
+
+
+def database_vendor():
+    return django_settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+
+
+def pytest_report_header(config):
+    url = os.environ.get("DATABASE_URL")
+    return f"database: {url or 'SQLite (default)'}"

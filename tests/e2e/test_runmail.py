@@ -1,0 +1,65 @@
+"""`manage.py runmail` on a fresh data dir: first-run help, every service up, clean stop."""
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from tests.e2e.helpers import ROOT, free_port, wait_for_port
+
+pytestmark = [pytest.mark.sqlite_only, pytest.mark.slow]
+
+
+def test_runmail_starts_everything_and_stops_cleanly(tmp_path):
+    http_port, smtp_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSUITE_") and k != "DATABASE_URL"}
+    env.update(
+        MAILSUITE_DATA_DIR=str(tmp_path / "data"),
+        MAILSUITE_HTTP_PORT=str(http_port),
+        MAILSUITE_SMTP_PORT=str(smtp_port),
+        MAILSUITE_SMTP_WORKERS="2",
+        MAILSUITE_HOSTNAME="mail.example.test",
+        PYTHONUNBUFFERED="1",
+    )
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
+    subprocess.run([*manage, "domain", "add", "example.test"], env=env, check=True, capture_output=True)
+    subprocess.run([*manage, "account", "add", "alice@example.test"], env=env, check=True, capture_output=True)
+
+    log = open(tmp_path / "runmail.log", "w+")
+    process = subprocess.Popen([*manage, "runmail"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_for_port(smtp_port, process=process)
+        wait_for_port(http_port, process=process)
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+            assert client.sendmail("m@elsewhere.test", ["alice@example.test"], b"Subject: hi\r\n\r\nhi\r\n") == {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/admin/login/", timeout=10) as response:
+            assert response.status == 200
+            assert b'name="username"' in response.read()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log.seek(0)
+    output = log.read()
+    assert "user: admin  password: " in output
+    assert f"127.0.0.1:{smtp_port}" in output
+    assert "all services stopped" in output
+    # Every child is gone: the ports are free again.
+    for port in (http_port, smtp_port):
+        with pytest.raises(OSError):
+            wait_for_port(port, timeout=0.5)
+
+    # The admin password is printed once only: a second start does not print a new one.
+    second = subprocess.Popen([*manage, "runmail"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_for_port(http_port, process=second)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        output, _ = second.communicate(timeout=30)
+    assert b"password:" not in output
