@@ -57,6 +57,13 @@ def _ensure_address_free(localpart, domain):
             raise Conflict(f"{address} already exists as {kind}")
 
 
+def _save_fields(instance, **values):
+    for name, value in values.items():
+        setattr(instance, name, value)
+    instance.save(update_fields=list(values))
+    return instance
+
+
 def _hash_password(password, account=None):
     try:
         validate_password(password, user=account)
@@ -101,20 +108,14 @@ def remove_domain(name, *, force=False):
 
 @transaction.atomic
 def set_domain_active(name, active):
-    domain = get_domain(name)
-    domain.active = active
-    domain.save(update_fields=["active"])
-    return domain
+    return _save_fields(get_domain(name), active=active)
 
 
 @transaction.atomic
 def set_domain_default_quota(name, quota):
     if quota < 0:
         raise InvalidInput("quota cannot be negative")
-    domain = get_domain(name)
-    domain.default_quota = quota
-    domain.save(update_fields=["default_quota"])
-    return domain
+    return _save_fields(get_domain(name), default_quota=quota)
 
 
 @transaction.atomic
@@ -171,35 +172,24 @@ def remove_account(address):
 @transaction.atomic
 def set_password(address, password):
     account = get_account(address)
-    account.password = _hash_password(password, account)
-    account.save(update_fields=["password"])
-    return account
+    return _save_fields(account, password=_hash_password(password, account))
 
 
 @transaction.atomic
 def set_quota(address, quota):
     if quota < 0:
         raise InvalidInput("quota cannot be negative")
-    account = get_account(address)
-    account.quota = quota
-    account.save(update_fields=["quota"])
-    return account
+    return _save_fields(get_account(address), quota=quota)
 
 
 @transaction.atomic
 def set_account_active(address, active):
-    account = get_account(address)
-    account.active = active
-    account.save(update_fields=["active"])
-    return account
+    return _save_fields(get_account(address), active=active)
 
 
 @transaction.atomic
 def set_display_name(address, display_name):
-    account = get_account(address)
-    account.display_name = display_name.strip()
-    account.save(update_fields=["display_name"])
-    return account
+    return _save_fields(get_account(address), display_name=display_name.strip())
 
 
 # Aliases and redirects --------------------------------------------------------------

@@ -30,6 +30,7 @@ from django.utils.text import capfirst
 from accounts import actions
 from accounts.errors import AccountsError
 from accounts.models import Account, Alias, AliasTarget, Domain, DomainAlias, Redirect
+from mailsuite.admin_utils import ReadOnlyMixin
 from mailsuite.lib.addresses import display_domain
 from mailsuite.lib.sizes import SizeError, format_size, parse_size
 from mailstore.models import Folder, Message
@@ -627,7 +628,7 @@ class AccountAdmin(AddressAdmin):
 # Aliases and redirects --------------------------------------------------------------
 
 
-class AliasTargetInline(admin.TabularInline):
+class AliasTargetInline(ReadOnlyMixin, admin.TabularInline):
     """The alias's current targets, for reading; they are edited in the form's text field."""
 
     model = AliasTarget
@@ -637,14 +638,6 @@ class AliasTargetInline(admin.TabularInline):
     can_delete = False
     verbose_name_plural = "current targets"
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Alias)

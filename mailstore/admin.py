@@ -8,21 +8,14 @@ whole table twice: there may be many millions of messages.
 from django.contrib import admin
 
 from accounts.admin import search_by_address
+from mailsuite.admin_utils import ReadOnlyMixin
 from mailsuite.lib.sizes import format_size
 from mailstore.models import DEFAULT_FOLDERS, Blob, Folder, Message
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
     show_full_result_count = False
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class SpecialUseFilter(admin.SimpleListFilter):

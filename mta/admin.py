@@ -7,13 +7,14 @@ from django.contrib import admin
 from django.db.models import F, OuterRef
 
 from accounts.admin import count_subquery
+from mailsuite.admin_utils import ReadOnlyMixin
 from mailsuite.lib.sizes import format_size
 from mta.models import QueuedMessage, QueuedRecipient
 
 PENDING = (QueuedRecipient.State.QUEUED, QueuedRecipient.State.DEFERRED, QueuedRecipient.State.HELD)
 
 
-class QueuedRecipientInline(admin.TabularInline):
+class QueuedRecipientInline(ReadOnlyMixin, admin.TabularInline):
     model = QueuedRecipient
     fields = ("address", "state", "attempts", "next_attempt_at", "last_error", "local_account")
     readonly_fields = fields
@@ -23,18 +24,10 @@ class QueuedRecipientInline(admin.TabularInline):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("local_account__domain")
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(QueuedMessage)
-class QueuedMessageAdmin(admin.ModelAdmin):
+class QueuedMessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
     inlines = (QueuedRecipientInline,)
     list_display = ("queue_id", "sender", "recipient_count", "pending_count", "size", "received_from", "created")
     list_filter = ("recipients__state", "smtputf8")
@@ -59,14 +52,6 @@ class QueuedMessageAdmin(admin.ModelAdmin):
             )
         )
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="from", ordering="mail_from")
     def sender(self, obj):

@@ -235,9 +235,8 @@ class SMTPService:
         if listener.reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((listener.host, listener.port))
-        sock.listen(1024)
         sock.setblocking(False)
-        server = await loop.create_server(self._protocol, sock=sock)
+        server = await loop.create_server(self._protocol, sock=sock, backlog=1024)
         self.servers.append(server)
         port = sock.getsockname()[1]
         log.info("%s listening on %s:%d", listener.name, listener.host, port)
