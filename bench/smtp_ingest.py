@@ -59,7 +59,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MANAGE_PY = ROOT / "manage.py"
 HOST = "127.0.0.1"
 DOMAIN = "bench.test"
 RECIPIENT = f"user@{DOMAIN}"
@@ -69,6 +68,7 @@ SERVER_KEYS = ("sqlite", "postgres", "postfix", "aiosmtpd")
 MODE_KEYS = ("new", "reuse", "src-new", "src-reuse")
 DEFAULT_PG_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 VERIFY_MARKER = "BENCH-VERIFY "
+SNAPSHOT_SKIP = (".venv", "var", ".git", "__pycache__", ".pytest_cache", ".hypothesis", "node_modules")
 
 
 def venv_python():
@@ -605,8 +605,9 @@ print("{VERIFY_MARKER}" + json.dumps(list(rows.values_list("subject", flat=True)
 class Mailsuite(Target):
     """manage.py runsmtp on a copy of a migrated data directory (and database)."""
 
-    def __init__(self, database, *, workers, pg_url):
+    def __init__(self, database, *, workers, pg_url, source):
         self.key = database
+        self.source = source  # the project tree whose manage.py runs
         self.workers = workers
         self.pg_url = pg_url
         self.label = f"mailsuite/{'SQLite' if database == 'sqlite' else 'PostgreSQL'} ({workers} worker{'s' * (workers != 1)})"
@@ -627,7 +628,8 @@ class Mailsuite(Target):
         return env
 
     def _manage(self, *args, data_dir, database_url, what):
-        return run_checked([venv_python(), str(MANAGE_PY), *args], env=self._env(data_dir, database_url), what=what)
+        return run_checked([venv_python(), str(self.source / "manage.py"), *args], env=self._env(data_dir, database_url),
+                           what=what)
 
     def _pg(self, sql):
         try:
@@ -677,11 +679,11 @@ class Mailsuite(Target):
         log = rundir / "server.log"
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
-                [venv_python(), str(MANAGE_PY), "runsmtp", "--host", HOST, "--port", str(port),
+                [venv_python(), str(self.source / "manage.py"), "runsmtp", "--host", HOST, "--port", str(port),
                  "--workers", str(self.workers)],
                 env=self._env(self.data_dir, self.database_url),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=ROOT,
+                start_new_session=True, cwd=self.source,
             )
         wait_listening(port, self.workers, timeout=60, alive=lambda: self.process.poll() is None, log=log)
         return port
@@ -1263,6 +1265,12 @@ def machine_notes(targets, args):
     except OSError:
         pass
     notes.append(f"machine: {os.cpu_count()} vCPU {model}, Linux {platform.release()}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True)
+    if git.returncode == 0:
+        changed = len(dirty.stdout.splitlines())
+        notes.append(f"mailsuite: git {git.stdout.strip()}" + (f" plus {changed} uncommitted path(s)" if changed else "")
+                     + (", run in place" if args.in_place else ", snapshot of the working tree taken at start"))
     for target in targets:
         if isinstance(target, Postfix):
             notes.append(f"Postfix {target.version}")
@@ -1299,6 +1307,8 @@ def parse_args(argv):
     parser.add_argument("--profile-view", choices=sorted(Profiler.VIEWS), default="gil",
                         help="gil: Python work holding the GIL (what caps one worker); active: threads on a CPU; "
                              "wall: all threads, waits (fsync, locks, GIL) included (default gil)")
+    parser.add_argument("--in-place", action="store_true",
+                        help="run mailsuite from the working tree instead of a snapshot taken at start")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (debugging)")
     parser.add_argument("--serve-discard", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--count-file", help=argparse.SUPPRESS)
@@ -1341,8 +1351,8 @@ def main(argv=None):
     }
     modes = [mode_table[m] for m in args.mode_list]
     factories = {
-        "sqlite": lambda: Mailsuite("sqlite", workers=workers, pg_url=args.pg_url),
-        "postgres": lambda: Mailsuite("postgres", workers=workers, pg_url=args.pg_url),
+        "sqlite": lambda: Mailsuite("sqlite", workers=workers, pg_url=args.pg_url, source=args.source),
+        "postgres": lambda: Mailsuite("postgres", workers=workers, pg_url=args.pg_url, source=args.source),
         "postfix": Postfix,
         "aiosmtpd": Discard,
     }
@@ -1369,6 +1379,11 @@ def _run(args, modes, factories, results, cleanup):
         print(f"work directory kept: {workdir}")
     else:
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+    args.source = ROOT
+    if not args.in_place:
+        # Others may edit the working tree while this runs: every round measures the same code.
+        args.source = workdir / "source"
+        shutil.copytree(ROOT, args.source, symlinks=True, ignore=shutil.ignore_patterns(*SNAPSHOT_SKIP))
     clients = Clients()
     cleanup.callback(clients.stop)
     profiler = None

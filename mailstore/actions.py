@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.files.base import ContentFile
 from django.db import transaction
@@ -23,7 +23,7 @@ from accounts.models import Account
 from mailstore import events
 from mailstore.mime import parse_message
 from mailstore.models import DEFAULT_FOLDERS, Blob, Folder, Message
-from mailstore.storage import blob_storage, new_blob_name
+from mailstore.storage import blob_storage, new_blob_name, sync_names
 
 log = logging.getLogger(__name__)
 
@@ -202,40 +202,113 @@ def set_flag_fields(message, flags):
     message.keywords = " ".join(keywords)
 
 
-def _insert(account, folder_name, incoming, *, prefix, internaldate, flags=()):
-    """Add one message to a folder; account and folder rows are locked here.
+@dataclass
+class Placement:
+    """One copy of a message into one folder."""
 
-    Must run inside a transaction. Returns the saved Message.
+    account: Account
+    folder: str = "INBOX"
+    prefix: bytes = b""  # per-copy header fields in front of the shared bytes
+    flags: tuple = ()
+    internaldate: object = None  # datetime; now when None
+
+
+@dataclass
+class Job:
+    """A message and where its copies go, for place_messages()."""
+
+    incoming: "IncomingMessage"
+    placements: list
+    outcomes: list = field(default_factory=list)  # one Outcome per placement, filled in
+
+
+def place_messages(jobs):
+    """Store every job's copies in one transaction (the caller's, which must be open).
+
+    This is the one write path for new messages: delivery, APPEND and the SMTP
+    server's group commit all come here. Rows are locked account first, then folder,
+    each in primary-key order. A copy that does not fit its account's quota, or names
+    a folder that does not exist, gets an Outcome with an error and is not stored;
+    the other copies are. Blob rows are created only for messages that got a copy.
     """
-    account = _lock_account(account.pk)
-    size = len(prefix) + incoming.stored.size
-    if account.over_quota_with(size):
-        raise OverQuota(f"{account.address} is over its quota")
-    try:
-        folder = Folder.objects.select_for_update().get(account=account, name=folder_name)
-    except Folder.DoesNotExist:
-        raise NoSuchFolder(f"folder {folder_name} does not exist") from None
-    blob = incoming.save_blob()
-    uid, modseq = folder.uidnext, folder.highestmodseq + 1
-    message = _message_row(
-        folder, uid, modseq, blob, incoming.parsed, prefix=prefix, internaldate=internaldate, flags=flags
-    )
-    message.save()
-    Folder.objects.filter(pk=folder.pk).update(
-        uidnext=uid + 1,
-        highestmodseq=modseq,
-        message_count=F("message_count") + 1,
-        unseen_count=F("unseen_count") + (0 if message.seen else 1),
-        total_size=F("total_size") + size,
-    )
-    Account.objects.filter(pk=account.pk).update(quota_used=F("quota_used") + size)
-    events.publish_on_commit(events.Change("append", account.pk, folder.pk, (uid,), modseq))
-    return message
+    now = timezone.now()
+    account_ids = sorted({p.account.pk for job in jobs for p in job.placements})
+    accounts = {a.pk: a for a in Account.objects.select_for_update().filter(pk__in=account_ids).order_by("pk")}
+    wanted = {(p.account.pk, p.folder) for job in jobs for p in job.placements}
+    folders = {
+        (f.account_id, f.name): f
+        for f in Folder.objects.select_for_update()
+        .filter(account_id__in=account_ids, name__in={name for _, name in wanted})
+        .order_by("pk")
+        if (f.account_id, f.name) in wanted
+    }
+    usage = {pk: account.quota_used for pk, account in accounts.items()}
+    touched, messages, new_blobs = {}, [], []
+    for job in jobs:
+        job.outcomes = []
+        parsed, blob = job.incoming.parsed, job.incoming.blob
+        for placement in job.placements:
+            account = accounts.get(placement.account.pk)
+            folder = folders.get((placement.account.pk, placement.folder))
+            size = len(placement.prefix) + blob.size
+            if account is None or folder is None:
+                error = NoSuchFolder(f"folder {placement.folder} does not exist")
+                job.outcomes.append(Outcome(placement, error=error))
+                continue
+            if account.quota and usage[account.pk] + size > account.quota:
+                job.outcomes.append(Outcome(placement, error=OverQuota(f"{account.address} is over its quota")))
+                continue
+            usage[account.pk] += size
+            uid, modseq = folder.uidnext, folder.highestmodseq + 1
+            folder.uidnext, folder.highestmodseq = uid + 1, modseq
+            message = _message_row(
+                folder, uid, modseq, blob, parsed,
+                prefix=placement.prefix, internaldate=placement.internaldate or now, flags=placement.flags,
+            )
+            folder.message_count += 1
+            folder.unseen_count += 0 if message.seen else 1
+            folder.total_size += size
+            touched.setdefault(folder.pk, (folder, []))[1].append(uid)
+            messages.append(message)
+            job.outcomes.append(Outcome(placement, message=message))
+        if blob.pk is None and any(o.message for o in job.outcomes):
+            new_blobs.append(blob)
+    sync_names([blob.name for blob in new_blobs])
+    Blob.objects.bulk_create(new_blobs)
+    for message in messages:
+        message.blob_id = message.blob.pk
+    Message.objects.bulk_create(messages)
+    for folder, uids in touched.values():
+        Folder.objects.filter(pk=folder.pk).update(
+            uidnext=folder.uidnext,
+            highestmodseq=folder.highestmodseq,
+            message_count=folder.message_count,
+            unseen_count=folder.unseen_count,
+            total_size=folder.total_size,
+        )
+        change = events.Change("append", folder.account_id, folder.pk, tuple(uids), folder.highestmodseq)
+        events.publish_on_commit(change)
+    for pk, used in usage.items():
+        if used != accounts[pk].quota_used:
+            Account.objects.filter(pk=pk).update(quota_used=used)
+    return jobs
 
 
 def trace_prefix(return_path, delivered_to):
     """The fields the MDA adds (RFC 5321 §4.4 Return-Path; Delivered-To as other MDAs do)."""
     return f"Return-Path: <{return_path}>\r\nDelivered-To: {delivered_to}\r\n".encode("utf-8")
+
+
+@contextmanager
+def forget_new_blobs_on_rollback(incomings):
+    """If the block raises, the Blob rows it created were rolled back: forget their ids."""
+    new = [i for i in incomings if i.blob.pk is None]
+    try:
+        yield
+    except BaseException:
+        for incoming in new:
+            incoming.blob.pk = None
+        raise
 
 
 class IncomingMessage:
@@ -255,18 +328,13 @@ class IncomingMessage:
     @contextmanager
     def atomic(self):
         """A transaction that may create the Blob row; if it rolls back, so does our note of it."""
-        had_row = self.blob.pk is not None
-        try:
-            with transaction.atomic():
-                yield self.blob
-        except BaseException:
-            if not had_row:
-                self.blob.pk = None
-            raise
+        with forget_new_blobs_on_rollback([self]), transaction.atomic():
+            yield self.blob
 
     def save_blob(self):
         """Create the Blob row if no transaction has yet (call inside self.atomic())."""
         if self.blob.pk is None:
+            sync_names([self.blob.name])
             self.blob.save()
         return self.blob
 
@@ -275,40 +343,44 @@ class IncomingMessage:
             discard_bytes(self.stored)
 
 
+def placements_for(recipients, return_path, received_at=None):
+    return [
+        Placement(r.account, r.folder, trace_prefix(return_path, r.delivered_to), internaldate=received_at)
+        for r in recipients
+    ]
+
+
 def deliver(message, recipients, *, return_path, received_at=None):
     """Deliver to each recipient's folder: the MDA. Returns one Outcome per recipient.
 
     `message` is raw bytes or an IncomingMessage (whose release() is then the caller's).
-    Each recipient gets its own transaction, so one full mailbox does not stop delivery
-    to the others.
+    A recipient whose mailbox is full or gone gets an Outcome with an error; the
+    others still get their copy.
     """
     incoming = IncomingMessage(message) if isinstance(message, bytes) else message
-    internaldate = received_at or timezone.now()
-    outcomes = []
-    for recipient in recipients:
-        prefix = trace_prefix(return_path, recipient.delivered_to)
-        try:
-            with incoming.atomic():
-                stored = _insert(recipient.account, recipient.folder, incoming, prefix=prefix, internaldate=internaldate)
-        except MailstoreError as error:
-            outcomes.append(Outcome(recipient, error=error))
-        else:
-            outcomes.append(Outcome(recipient, message=stored))
-    if incoming is not message:
-        incoming.release()
-    return outcomes
+    job = Job(incoming, placements_for(recipients, return_path, received_at))
+    try:
+        with incoming.atomic():
+            place_messages([job])
+    finally:
+        if incoming is not message:
+            incoming.release()
+    return [Outcome(r, message=o.message, error=o.error) for r, o in zip(recipients, job.outcomes)]
 
 
 def append(account, folder_name, raw, *, flags=(), internaldate=None):
     """Add a message a client uploads (IMAP APPEND, webmail drafts, imports)."""
     incoming = IncomingMessage(raw)
+    job = Job(incoming, [Placement(account, folder_name, flags=tuple(flags), internaldate=internaldate)])
     try:
         with incoming.atomic():
-            return _insert(
-                account, folder_name, incoming, prefix=b"", internaldate=internaldate or timezone.now(), flags=flags
-            )
+            place_messages([job])
     finally:
         incoming.release()
+    [outcome] = job.outcomes
+    if outcome.error:
+        raise outcome.error
+    return outcome.message
 
 
 @transaction.atomic

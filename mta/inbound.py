@@ -1,51 +1,117 @@
 """Taking responsibility for a message received over SMTP.
 
-accept_message() runs after DATA, off the event loop. It returns the SMTP reply;
-a 250 is returned only after every recipient's copy is committed to a mailbox or
-to the outbound queue, so an answered message is never lost.
+Two steps, so that many sessions share one database commit:
+- prepare() parses the message and writes its bytes durably; it touches no database
+  and runs in parallel for every session.
+- commit() stores a batch of prepared messages in one transaction (group commit) and
+  returns each one's SMTP reply. A 250 is returned only when every recipient's copy is
+  committed to a mailbox or to the outbound queue, so an answered message is never
+  lost. If the batch fails, each message is retried alone, so one bad message cannot
+  take the others down with it.
 """
 import logging
+from dataclasses import dataclass, field
 
-from mailstore.actions import IncomingMessage, OverQuota, Recipient, deliver
+from django.db import DatabaseError, transaction
+
+from mailstore.actions import (
+    IncomingMessage,
+    Job,
+    OverQuota,
+    Recipient,
+    forget_new_blobs_on_rollback,
+    place_messages,
+    placements_for,
+)
 from mta.queue import enqueue
 
 log = logging.getLogger(__name__)
 
 
-def accept_message(raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name=None):
-    mailboxes = {}
-    external = []
+@dataclass
+class Pending:
+    incoming: IncomingMessage
+    mail_from: str
+    mailboxes: list
+    external: list
+    client_ip: str
+    smtputf8: bool = False
+    reply: str = ""
+    counts: dict = field(default_factory=dict)
+
+
+def prepare(raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name=None):
+    """Parse and durably store `raw` for the recipients' resolutions; no database work."""
+    mailboxes, external = {}, []
     for resolution in resolutions:
         for account in resolution.accounts.values():
             mailboxes.setdefault(account.pk, Recipient(account, account.address))
         external += [address for address in resolution.external if address not in external]
-
-    incoming = IncomingMessage(raw, name=blob_name)
-    try:
-        outcomes = deliver(incoming, list(mailboxes.values()), return_path=mail_from)
-        delivered = [o for o in outcomes if o.message is not None]
-        failed = [o for o in outcomes if o.error is not None]
-        for outcome in failed:
-            log.warning("delivery to %s deferred: %s", outcome.recipient.delivered_to, outcome.error)
-        if not delivered and not external:
-            if all(isinstance(o.error, OverQuota) for o in failed):
-                return "452 4.2.2 Mailbox full"
-            return "451 4.3.0 Local delivery failed; try again later"
-        # Once one copy is committed the message is ours: the rest go to the queue for retry.
-        retry = [o.recipient for o in failed]
-        if external or retry:
-            enqueue(
-                incoming,
-                mail_from=mail_from,
-                recipients=external,
-                local_retries=retry,
-                smtputf8=smtputf8,
-                received_from=client_ip,
-            )
-    finally:
-        incoming.release()
-    log.info(
-        "accepted id=%s from=<%s> delivered=%d queued=%d size=%d",
-        incoming.queue_id, mail_from, len(delivered), len(external) + len(retry), len(raw),
+    return Pending(
+        incoming=IncomingMessage(raw, name=blob_name),
+        mail_from=mail_from,
+        mailboxes=list(mailboxes.values()),
+        external=external,
+        client_ip=client_ip,
+        smtputf8=smtputf8,
     )
-    return f"250 2.0.0 Ok: queued as {incoming.queue_id}"
+
+
+def commit(batch):
+    """Store a batch of prepared messages; returns their SMTP replies in order."""
+    _store_or_split(batch)
+    for pending in batch:
+        pending.incoming.release()
+        if pending.reply.startswith("250"):
+            log.info(
+                "accepted id=%s from=<%s> delivered=%d queued=%d size=%d",
+                pending.incoming.queue_id, pending.mail_from, pending.counts["delivered"],
+                pending.counts["queued"], pending.incoming.stored.size,
+            )
+    return [pending.reply for pending in batch]
+
+
+def _store_or_split(batch):
+    try:
+        with forget_new_blobs_on_rollback([p.incoming for p in batch]), transaction.atomic():
+            _store(batch)
+    except DatabaseError:
+        if len(batch) == 1:
+            log.exception("storing message %s failed", batch[0].incoming.queue_id)
+            batch[0].reply = "451 4.3.0 Local error in processing; try again later"
+            return
+        log.warning("group commit of %d messages failed; storing them one by one", len(batch), exc_info=True)
+        for pending in batch:
+            _store_or_split([pending])
+
+
+def _store(batch):
+    jobs = [Job(p.incoming, placements_for(p.mailboxes, p.mail_from)) for p in batch]
+    place_messages(jobs)
+    for pending, job in zip(batch, jobs):
+        delivered = sum(1 for o in job.outcomes if o.message is not None)
+        failed = [(r, o.error) for r, o in zip(pending.mailboxes, job.outcomes) if o.error is not None]
+        if not delivered and not pending.external:
+            quota = all(isinstance(error, OverQuota) for _, error in failed)
+            pending.reply = "452 4.2.2 Mailbox full" if quota else "451 4.3.0 Local delivery failed; try again later"
+            continue
+        for recipient, error in failed:
+            log.warning("delivery to %s deferred: %s", recipient.delivered_to, error)
+        # Once one copy is stored the message is ours: the rest go to the queue for retry.
+        retry = [recipient for recipient, _ in failed]
+        if pending.external or retry:
+            enqueue(
+                pending.incoming,
+                mail_from=pending.mail_from,
+                recipients=pending.external,
+                local_retries=retry,
+                smtputf8=pending.smtputf8,
+                received_from=pending.client_ip,
+            )
+        pending.counts = {"delivered": delivered, "queued": len(pending.external) + len(retry)}
+        pending.reply = f"250 2.0.0 Ok: queued as {pending.incoming.queue_id}"
+
+
+def accept_message(raw, **kwargs):
+    """prepare() and commit() one message; returns its SMTP reply."""
+    return commit([prepare(raw, **kwargs)])[0]

@@ -20,11 +20,11 @@ from aiosmtpd.smtp import SMTP
 from django.conf import settings
 
 from mailsuite.lib.addresses import AddressError, split_address
-from mailsuite.lib.aio import run_sync
+from mailsuite.lib.aio import GroupCommit, run_sync
 from mailstore.actions import queue_id
 from mailstore.storage import new_blob_name
 from mta.headers import received_field, remove_fields
-from mta.inbound import accept_message
+from mta import inbound
 from mta.recipients import Client, check_recipient
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ class InboundHandler:
     def __init__(self, *, trusted_networks=(), max_recipients=100):
         self.trusted_networks = trusted_networks
         self.max_recipients = max_recipients
+        self.committer = GroupCommit(inbound.commit)
 
     def client(self, session):
         ip = session.peer[0] if isinstance(session.peer, tuple) else "unknown"
@@ -178,8 +179,8 @@ class InboundHandler:
         )
         # Bcc must not reach recipients (RFC 5322 §3.6.3); some clients leave it in.
         raw = trace + remove_fields(envelope.original_content, ["Bcc"])
-        return await run_sync(
-            accept_message,
+        pending = await run_sync(
+            inbound.prepare,
             raw,
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,
             resolutions=envelope.resolutions,
@@ -187,6 +188,7 @@ class InboundHandler:
             smtputf8=envelope.smtp_utf8,
             blob_name=blob_name,
         )
+        return await self.committer.submit(pending)
 
     async def handle_exception(self, error):
         log.exception("SMTP session failed")

@@ -49,3 +49,44 @@ def shutdown_db_executor():
     wait([_executor.submit(close_connections) for _ in range(size)])
     _executor.shutdown(wait=True)
     _executor = None
+
+
+class GroupCommit:
+    """Runs `fn(items) -> results` on batches of items submitted by many coroutines.
+
+    One batch at a time runs in the database thread pool; whatever is submitted
+    meanwhile forms the next batch, so under load many sessions share one commit
+    and with one client nothing waits for company.
+    """
+
+    def __init__(self, fn, *, max_batch=64):
+        self.fn = fn
+        self.max_batch = max_batch
+        self._waiting = []
+        self._drainer = None
+
+    async def submit(self, item):
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._drainer is None:
+            self._drainer = asyncio.ensure_future(self._drain())
+        # A session cancelled here (client gone) does not stop the batch it is in.
+        return await future
+
+    async def _drain(self):
+        try:
+            while self._waiting:
+                batch = self._waiting[: self.max_batch]
+                del self._waiting[: self.max_batch]
+                try:
+                    results = await run_sync(self.fn, [item for item, _ in batch])
+                except Exception as error:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, future), result in zip(batch, results):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._drainer = None

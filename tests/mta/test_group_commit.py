@@ -1,0 +1,87 @@
+"""Group commit: many sessions' messages stored in one transaction, failures kept apart."""
+import asyncio
+import threading
+
+import pytest
+from django.db import IntegrityError
+
+from accounts import actions
+from accounts.resolve import resolve
+from mailsuite.lib.aio import GroupCommit, shutdown_db_executor
+from mailstore.models import Blob
+from mta import inbound
+from mta.models import QueuedRecipient
+from tests.conftest import inbox
+
+RAW = b"From: m@elsewhere.test\r\nSubject: batch\r\n\r\nbody\r\n"
+
+
+def pending_for(address, mail_from="m@elsewhere.test"):
+    return inbound.prepare(RAW, mail_from=mail_from, resolutions=[resolve(address)], client_ip="127.0.0.1")
+
+
+@pytest.mark.django_db
+def test_a_batch_stores_every_message_and_a_full_mailbox_fails_alone(alice, bob):
+    carol = actions.create_account("carol@example.test")
+    actions.set_quota("bob@example.test", 10)
+    batch = [pending_for("alice@example.test"), pending_for("bob@example.test"), pending_for("carol@example.test")]
+    replies = inbound.commit(batch)
+    assert replies[0].startswith("250 2.0.0 Ok: queued as ")
+    assert replies[1] == "452 4.2.2 Mailbox full"
+    assert replies[2].startswith("250 2.0.0 Ok: queued as ")
+    assert (len(inbox(alice)), len(inbox(bob)), len(inbox(carol))) == (1, 0, 1)
+    assert Blob.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_database_error_in_a_batch_is_retried_message_by_message(alice, monkeypatch):
+    actions.create_redirect("old@example.test", "new@elsewhere.test")
+    real_enqueue = inbound.enqueue
+
+    def enqueue(incoming, **kwargs):
+        if kwargs["mail_from"] == "broken@elsewhere.test":
+            raise IntegrityError("simulated")
+        return real_enqueue(incoming, **kwargs)
+
+    monkeypatch.setattr(inbound, "enqueue", enqueue)
+    batch = [
+        pending_for("alice@example.test"),
+        pending_for("old@example.test", mail_from="broken@elsewhere.test"),
+        pending_for("old@example.test"),
+    ]
+    replies = inbound.commit(batch)
+    assert replies[0].startswith("250 ") and replies[2].startswith("250 ")
+    assert replies[1] == "451 4.3.0 Local error in processing; try again later"
+    assert len(inbox(alice)) == 1
+    assert QueuedRecipient.objects.count() == 1
+    assert Blob.objects.count() == 2  # the failed message left no row behind
+
+
+def test_group_commit_batches_concurrent_submissions():
+    calls = []
+    gate = threading.Event()
+
+    def work(items):
+        calls.append(list(items))
+        gate.wait(5)  # hold the first batch so the rest pile up behind it
+        if "boom" in items:
+            raise ValueError("boom")
+        return [item.upper() for item in items]
+
+    async def main():
+        committer = GroupCommit(work)
+        first = asyncio.ensure_future(committer.submit("a"))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(committer.submit(x)) for x in "bcd"]
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await first == "A"
+        assert await asyncio.gather(*rest) == ["B", "C", "D"]
+        with pytest.raises(ValueError):
+            await committer.submit("boom")
+
+    try:
+        asyncio.run(main())
+    finally:
+        shutdown_db_executor()
+    assert calls == [["a"], ["b", "c", "d"], ["boom"]]
