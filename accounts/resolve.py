@@ -37,11 +37,16 @@ class Resolution:
         return bool(self.accounts or self.external)
 
 
+def _one(queryset):
+    """The first row or None, without the ORDER BY (and join) that .first() adds."""
+    return next(iter(queryset.order_by()[:1]), None)
+
+
 def local_domain(domain_name):
     """The Domain serving `domain_name` (following a domain alias), or None."""
-    domain = Domain.objects.filter(name=domain_name).first()
+    domain = _one(Domain.objects.filter(name=domain_name))
     if domain is None:
-        alias = DomainAlias.objects.select_related("target").filter(name=domain_name, active=True).first()
+        alias = _one(DomainAlias.objects.select_related("target").filter(name=domain_name, active=True))
         if alias is not None:
             domain = alias.target
     return domain
@@ -49,7 +54,7 @@ def local_domain(domain_name):
 
 def _lookup(localpart, domain):
     for model in (Account, Alias, Redirect):
-        match = model.objects.filter(domain=domain, localpart=localpart).first()
+        match = _one(model.objects.filter(domain=domain, localpart=localpart))
         if match is not None:
             match.domain = domain
             return match
@@ -62,7 +67,7 @@ def _find(localpart, domain):
     if match is None and separator in localpart.strip(separator):
         match = _lookup(localpart.split(separator, 1)[0], domain)
     if match is None:
-        match = Alias.objects.filter(domain=domain, localpart="").first()
+        match = _one(Alias.objects.filter(domain=domain, localpart=""))
         if match is not None:
             match.domain = domain
     return match
@@ -74,7 +79,11 @@ def resolve(address, *, strict=False):
     strict=True raises AliasLoop on a loop instead of dropping the branch.
     """
     localpart, domain_name = split_address(address)
-    domain = local_domain(domain_name)
+    # Most recipients are an account by that exact address: one query finds it.
+    account = _one(Account.objects.select_related("domain").filter(domain__name=domain_name, localpart=localpart))
+    if account is not None and account.active and account.domain.active:
+        return Resolution(address=f"{localpart}@{domain_name}", accounts={account.pk: account})
+    domain = account.domain if account is not None else local_domain(domain_name)
     if domain is None:
         raise NotLocal(f"{domain_name} is not a local domain")
     result = Resolution(address=f"{localpart}@{domain_name}")

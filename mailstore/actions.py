@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -158,9 +158,9 @@ def _blob_row(stored, parsed):
     )
 
 
-def _message_row(folder, uid, modseq, blob, parsed, *, prefix, internaldate, flags):
+def _message_row(folder_id, uid, modseq, blob, parsed, *, prefix, internaldate, flags):
     message = Message(
-        folder=folder,
+        folder_id=folder_id,
         uid=uid,
         modseq=modseq,
         internaldate=internaldate,
@@ -222,8 +222,72 @@ class Job:
     outcomes: list = field(default_factory=list)  # one Outcome per placement, filled in
 
 
+@dataclass
+class _FolderState:
+    """A locked folder's counters as place_messages() advances them."""
+
+    id: int
+    account_id: int
+    name: str
+    uidnext: int
+    highestmodseq: int
+    message_count: int
+    unseen_count: int
+    total_size: int
+    uids: list = field(default_factory=list)
+
+
+def _for_update(sql):
+    return sql + (" FOR UPDATE" if connection.features.has_select_for_update else "")
+
+
+def _placeholders(values):
+    return ", ".join(["%s"] * len(values))
+
+
+def _lock_for_placement(account_ids, folder_names):
+    """Lock and read the accounts' quota state and the folders' counters.
+
+    Plain SQL: this runs inside the locked section of every delivery, where the ORM's
+    query building cost more than the statements themselves.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _for_update(
+                f"SELECT id, quota, quota_used FROM {Account._meta.db_table} "
+                f"WHERE id IN ({_placeholders(account_ids)}) ORDER BY id"
+            ),
+            account_ids,
+        )
+        quotas = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+        cursor.execute(
+            _for_update(
+                "SELECT id, account_id, name, uidnext, highestmodseq, message_count, unseen_count, total_size "
+                f"FROM {Folder._meta.db_table} WHERE account_id IN ({_placeholders(account_ids)}) "
+                f"AND name IN ({_placeholders(folder_names)}) ORDER BY id"
+            ),
+            [*account_ids, *folder_names],
+        )
+        folders = {(row[1], row[2]): _FolderState(*row) for row in cursor.fetchall()}
+    return quotas, folders
+
+
+def _save_counters(folders, quota_changes):
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {Folder._meta.db_table} SET uidnext = %s, highestmodseq = %s, message_count = %s, "
+            "unseen_count = %s, total_size = %s WHERE id = %s",
+            [(f.uidnext, f.highestmodseq, f.message_count, f.unseen_count, f.total_size, f.id) for f in folders],
+        )
+        if quota_changes:
+            cursor.executemany(
+                f"UPDATE {Account._meta.db_table} SET quota_used = %s WHERE id = %s",
+                [(used, pk) for pk, used in quota_changes.items()],
+            )
+
+
 def place_messages(jobs):
-    """Store every job's copies in one transaction (the caller's, which must be open).
+    """Store every job's copies in the caller's transaction, which must be open.
 
     This is the one write path for new messages: delivery, APPEND and the SMTP
     server's group commit all come here. Rows are locked account first, then folder,
@@ -233,64 +297,50 @@ def place_messages(jobs):
     """
     now = timezone.now()
     account_ids = sorted({p.account.pk for job in jobs for p in job.placements})
-    accounts = {a.pk: a for a in Account.objects.select_for_update().filter(pk__in=account_ids).order_by("pk")}
-    wanted = {(p.account.pk, p.folder) for job in jobs for p in job.placements}
-    folders = {
-        (f.account_id, f.name): f
-        for f in Folder.objects.select_for_update()
-        .filter(account_id__in=account_ids, name__in={name for _, name in wanted})
-        .order_by("pk")
-        if (f.account_id, f.name) in wanted
-    }
-    usage = {pk: account.quota_used for pk, account in accounts.items()}
+    folder_names = sorted({p.folder for job in jobs for p in job.placements})
+    quotas, folders = _lock_for_placement(account_ids, folder_names)
+    usage = {pk: used for pk, (_, used) in quotas.items()}
     touched, messages, new_blobs = {}, [], []
     for job in jobs:
         job.outcomes = []
         parsed, blob = job.incoming.parsed, job.incoming.blob
         for placement in job.placements:
-            account = accounts.get(placement.account.pk)
-            folder = folders.get((placement.account.pk, placement.folder))
+            account_id = placement.account.pk
+            folder = folders.get((account_id, placement.folder))
             size = len(placement.prefix) + blob.size
-            if account is None or folder is None:
+            if account_id not in quotas or folder is None:
                 error = NoSuchFolder(f"folder {placement.folder} does not exist")
                 job.outcomes.append(Outcome(placement, error=error))
                 continue
-            if account.quota and usage[account.pk] + size > account.quota:
-                job.outcomes.append(Outcome(placement, error=OverQuota(f"{account.address} is over its quota")))
+            quota = quotas[account_id][0]
+            if quota and usage[account_id] + size > quota:
+                error = OverQuota(f"{placement.account.address} is over its quota")
+                job.outcomes.append(Outcome(placement, error=error))
                 continue
-            usage[account.pk] += size
+            usage[account_id] += size
             uid, modseq = folder.uidnext, folder.highestmodseq + 1
             folder.uidnext, folder.highestmodseq = uid + 1, modseq
             message = _message_row(
-                folder, uid, modseq, blob, parsed,
+                folder.id, uid, modseq, blob, parsed,
                 prefix=placement.prefix, internaldate=placement.internaldate or now, flags=placement.flags,
             )
             folder.message_count += 1
             folder.unseen_count += 0 if message.seen else 1
             folder.total_size += size
-            touched.setdefault(folder.pk, (folder, []))[1].append(uid)
+            folder.uids.append(uid)
+            touched[folder.id] = folder
             messages.append(message)
             job.outcomes.append(Outcome(placement, message=message))
         if blob.pk is None and any(o.message for o in job.outcomes):
             new_blobs.append(blob)
-    sync_names([blob.name for blob in new_blobs])
     Blob.objects.bulk_create(new_blobs)
     for message in messages:
         message.blob_id = message.blob.pk
     Message.objects.bulk_create(messages)
-    for folder, uids in touched.values():
-        Folder.objects.filter(pk=folder.pk).update(
-            uidnext=folder.uidnext,
-            highestmodseq=folder.highestmodseq,
-            message_count=folder.message_count,
-            unseen_count=folder.unseen_count,
-            total_size=folder.total_size,
-        )
-        change = events.Change("append", folder.account_id, folder.pk, tuple(uids), folder.highestmodseq)
+    _save_counters(touched.values(), {pk: used for pk, used in usage.items() if used != quotas[pk][1]})
+    for folder in touched.values():
+        change = events.Change("append", folder.account_id, folder.id, tuple(folder.uids), folder.highestmodseq)
         events.publish_on_commit(change)
-    for pk, used in usage.items():
-        if used != accounts[pk].quota_used:
-            Account.objects.filter(pk=pk).update(quota_used=used)
     return jobs
 
 
@@ -301,7 +351,11 @@ def trace_prefix(return_path, delivered_to):
 
 @contextmanager
 def forget_new_blobs_on_rollback(incomings):
-    """If the block raises, the Blob rows it created were rolled back: forget their ids."""
+    """If the block raises, the Blob rows it created were rolled back: forget their ids.
+
+    Callers make the bytes' names durable (sync_names) before the transaction: a Blob
+    row must never commit naming bytes a crash could lose.
+    """
     new = [i for i in incomings if i.blob.pk is None]
     try:
         yield
@@ -328,13 +382,13 @@ class IncomingMessage:
     @contextmanager
     def atomic(self):
         """A transaction that may create the Blob row; if it rolls back, so does our note of it."""
+        sync_names([self.stored.name])
         with forget_new_blobs_on_rollback([self]), transaction.atomic():
             yield self.blob
 
     def save_blob(self):
         """Create the Blob row if no transaction has yet (call inside self.atomic())."""
         if self.blob.pk is None:
-            sync_names([self.blob.name])
             self.blob.save()
         return self.blob
 

@@ -141,8 +141,10 @@ def _databases():
     url = env_str("DATABASE_URL")
     if not url:
         return {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": "mailsuite.db.sqlite3",
             "NAME": DATA_DIR / "mailsuite.sqlite3",
+            # Daemons keep one connection per thread for their whole life.
+            "CONN_MAX_AGE": None,
             "OPTIONS": SQLITE_OPTIONS,
             "TEST": {"NAME": DATA_DIR / "test.sqlite3"},
         }
@@ -151,8 +153,8 @@ def _databases():
     except Exception as error:  # the library raises several types for a bad URL
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {error}") from None
     if config["ENGINE"].endswith("sqlite3"):
+        config["ENGINE"] = "mailsuite.db.sqlite3"
         config["OPTIONS"] = {**SQLITE_OPTIONS, **config.get("OPTIONS", {})}
-        config["CONN_MAX_AGE"] = 0
     return config
 
 

@@ -23,6 +23,7 @@ from mailstore.actions import (
     place_messages,
     placements_for,
 )
+from mailstore.storage import sync_names
 from mta.queue import enqueue
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def commit(batch):
 
 
 def _store_or_split(batch):
+    sync_names([p.incoming.stored.name for p in batch])
     try:
         with forget_new_blobs_on_rollback([p.incoming for p in batch]), transaction.atomic():
             _store(batch)

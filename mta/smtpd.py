@@ -232,7 +232,10 @@ class SMTPService:
 
     async def listen(self, listener):
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET6 if ":" in listener.host else socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+        # proto must say TCP: asyncio turns Nagle off (TCP_NODELAY) only on sockets that do,
+        # and with Nagle on, a multi-line reply stalls on the client's delayed ACK (~40 ms).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if listener.reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
