@@ -67,6 +67,7 @@ class MailSMTP(SMTP):
         super().__init__(*args, **kwargs)
         self._greeted = False
         self._on_close = on_close
+        self._continued = []
 
     async def push(self, status):
         if isinstance(status, bytes):
@@ -74,6 +75,13 @@ class MailSMTP(SMTP):
         if self._greeted:
             status = with_enhanced_code(status, hostname=self.hostname)
         self._greeted = True
+        if status[3:4] == "-":
+            # Hold the lines of a multi-line reply (EHLO) and send them in one write.
+            self._continued.append(status)
+            return
+        if self._continued:
+            status = "\r\n".join([*self._continued, status])
+            self._continued = []
         await super().push(status)
 
     def connection_lost(self, error):
@@ -107,10 +115,11 @@ def _needs_smtputf8(address):
 class InboundHandler:
     """Handler hooks for the MX port: mail for our domains, or relaying by trusted clients."""
 
-    def __init__(self, *, trusted_networks=(), max_recipients=100):
+    def __init__(self, *, trusted_networks=(), max_recipients=100, committer=None):
         self.trusted_networks = trusted_networks
         self.max_recipients = max_recipients
-        self.committer = GroupCommit(inbound.commit)
+        # In-process group commit, or the commit service shared by several workers.
+        self.committer = committer or GroupCommit(inbound.commit)
 
     def client(self, session):
         ip = session.peer[0] if isinstance(session.peer, tuple) else "unknown"

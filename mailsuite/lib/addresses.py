@@ -5,6 +5,7 @@ parts are lower-cased (RFC 5321 lets servers treat them case-sensitively, but no
 expects Bob@ and bob@ to be two mailboxes). UTF-8 local parts (RFC 6531) are kept as
 UTF-8.
 """
+import functools
 import re
 
 import idna
@@ -20,8 +21,12 @@ class AddressError(ValueError):
     """An address or domain that cannot be used; the message says why, in one line."""
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_domain(domain):
-    """Return the ASCII lower-case form of `domain`, or raise AddressError."""
+    """Return the ASCII lower-case form of `domain`, or raise AddressError.
+
+    Cached: IDNA mapping is slow and the same few domains come up in every session.
+    """
     name = domain.strip().rstrip(".")
     if not name:
         raise AddressError("empty domain")
