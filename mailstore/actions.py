@@ -298,6 +298,10 @@ def place_messages(jobs):
     now = timezone.now()
     account_ids = sorted({p.account.pk for job in jobs for p in job.placements})
     folder_names = sorted({p.folder for job in jobs for p in job.placements})
+    if not account_ids:  # only external recipients: nothing to place
+        for job in jobs:
+            job.outcomes = []
+        return jobs
     quotas, folders = _lock_for_placement(account_ids, folder_names)
     usage = {pk: used for pk, (_, used) in quotas.items()}
     touched, messages, new_blobs = {}, [], []

@@ -99,10 +99,11 @@ class CommitServer:
             log.exception("unreadable request from an SMTP worker; dropping its connection")
             self._drop(conn)
 
-    def serve_forever(self):
+    def serve_forever(self, *, handle_signals=True):
         self._listen()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: setattr(self, "stopping", True))
+        if handle_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: setattr(self, "stopping", True))
         while not self.stopping:
             requests = []
             # Gather everything that is ready now: that is the next batch.
@@ -140,8 +141,9 @@ class RemoteCommitter:
 
     UNAVAILABLE = "451 4.3.0 Service not available; try again later"
 
-    def __init__(self, path):
+    def __init__(self, path, *, retry_delays=(0.1, 0.2, 0.5, 1, 2, 2)):
         self.path = path
+        self.retry_delays = retry_delays  # how long to wait for a (re)starting service
         self.writer = None
         self.waiting = {}
         self.next_id = 0
@@ -160,6 +162,11 @@ class RemoteCommitter:
             self.writer = writer
             asyncio.ensure_future(self._read_replies(reader, writer))
         return self.writer
+
+    async def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            await asyncio.sleep(0)  # let the reply reader see the end and clean up
 
     async def _read_replies(self, reader, writer):
         buffer = bytearray()
@@ -187,7 +194,7 @@ class RemoteCommitter:
             self.waiting.clear()
 
     async def submit(self, pending):
-        for delay in (0.1, 0.2, 0.5, 1, 2, 2, 0):  # the service may be (re)starting
+        for delay in (*self.retry_delays, 0):
             try:
                 writer = await self._connection()
                 break

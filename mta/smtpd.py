@@ -199,6 +199,11 @@ class InboundHandler:
         )
         return await self.committer.submit(pending)
 
+    async def close(self):
+        close = getattr(self.committer, "close", None)
+        if close is not None:
+            await close()
+
     async def handle_exception(self, error):
         log.exception("SMTP session failed")
         return "451 4.3.0 Internal error; try again later"
@@ -265,4 +270,5 @@ class SMTPService:
         for session in list(self.sessions):
             if session.transport is not None:
                 session.transport.close()
+        await self.handler.close()
         await asyncio.sleep(0)
