@@ -93,8 +93,8 @@ class CommitServer:
         buffer = self.buffers[conn]
         buffer += data
         try:
-            for request_id, pending in _frames(buffer):
-                requests.append((conn, request_id, pending))
+            for request_id, request in _frames(buffer):
+                requests.append((conn, request_id, request))
         except Exception:
             log.exception("unreadable request from an SMTP worker; dropping its connection")
             self._drop(conn)
@@ -123,7 +123,7 @@ class CommitServer:
     def _commit(self, requests):
         close_old_connections()
         try:
-            replies = inbound.commit([pending for _, _, pending in requests])
+            replies = inbound.accept([request for _, _, request in requests])
         except Exception:
             log.exception("commit of %d messages failed", len(requests))
             replies = ["451 4.3.0 Local error in processing; try again later"] * len(requests)
@@ -193,7 +193,7 @@ class RemoteCommitter:
                     future.set_result(self.UNAVAILABLE)
             self.waiting.clear()
 
-    async def submit(self, pending):
+    async def submit(self, request):
         for delay in (*self.retry_delays, 0):
             try:
                 writer = await self._connection()
@@ -207,7 +207,7 @@ class RemoteCommitter:
         request_id = self.next_id
         future = asyncio.get_running_loop().create_future()
         self.waiting[request_id] = future
-        writer.write(encode(request_id, pending))
+        writer.write(encode(request_id, request))
         await writer.drain()
         return await future
 

@@ -3,6 +3,7 @@
 Pure decisions over the account data; no sockets. Replies carry RFC 3463 enhanced
 status codes.
 """
+import time
 from dataclasses import dataclass
 
 from accounts.errors import DisabledRecipient, ExpansionTooLarge, NotLocal, UnknownRecipient
@@ -33,8 +34,11 @@ class Decision:
         return self.resolution is not None
 
 
-def check_recipient(address, *, client, declared_size=0):
-    """Decide RCPT TO:<address>. `declared_size` is the MAIL FROM SIZE= value, if any."""
+def check_recipient(address, *, client, declared_size=0, cache=None):
+    """Decide RCPT TO:<address>. `declared_size` is the MAIL FROM SIZE= value, if any.
+
+    A local address's resolution is remembered in `cache` (a ResolutionCache), if given.
+    """
     try:
         resolution = resolve(address)
     except AddressError:
@@ -53,8 +57,48 @@ def check_recipient(address, *, client, declared_size=0):
         return Decision(f"550 5.2.1 <{address}>: mailbox disabled")
     except ExpansionTooLarge:
         return Decision(f"550 5.7.1 <{address}>: list too large to deliver to")
+    if cache is not None:
+        cache.put(address, resolution)
+    return decide(address, resolution, declared_size)
+
+
+def decide(address, resolution, declared_size):
+    """The reply for a local recipient's resolution."""
     mailboxes = list(resolution.accounts.values())
     # A message needs at least one byte of room; refuse only when no mailbox has it.
     if mailboxes and not resolution.external and all(a.over_quota_with(max(declared_size, 1)) for a in mailboxes):
         return Decision(f"452 4.2.2 <{address}>: mailbox full")
     return Decision("250 2.1.5 Ok", resolution)
+
+
+class ResolutionCache:
+    """Recent resolutions of local recipients, per SMTP worker process.
+
+    Mail for one address tends to come in runs; remembering its resolution for a
+    couple of seconds saves a database round trip per RCPT. Only found recipients are
+    kept, never refusals, and the quota figure they carry is only an early hint:
+    delivery checks the quota again, under lock. A change to an account, alias or
+    domain reaches RCPT within `ttl` seconds.
+    """
+
+    def __init__(self, ttl=2.0, max_entries=10000, clock=time.monotonic):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self.entries = {}
+
+    def put(self, address, resolution):
+        if self.ttl <= 0:
+            return
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()
+        self.entries[address.lower()] = (self.clock() + self.ttl, resolution)
+
+    def get(self, address):
+        entry = self.entries.get(address.lower())
+        if entry is None:
+            return None
+        if entry[0] < self.clock():
+            del self.entries[address.lower()]
+            return None
+        return entry[1]

@@ -25,7 +25,7 @@ from mailstore.actions import queue_id
 from mailstore.storage import new_blob_name
 from mta.headers import received_field, remove_fields
 from mta import inbound
-from mta.recipients import Client, check_recipient
+from mta.recipients import Client, ResolutionCache, check_recipient, decide
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,12 @@ def _needs_smtputf8(address):
 class InboundHandler:
     """Handler hooks for the MX port: mail for our domains, or relaying by trusted clients."""
 
-    def __init__(self, *, trusted_networks=(), max_recipients=100, committer=None):
+    def __init__(self, *, trusted_networks=(), max_recipients=100, committer=None, resolution_ttl=2.0):
         self.trusted_networks = trusted_networks
         self.max_recipients = max_recipients
+        self.resolutions = ResolutionCache(resolution_ttl)
         # In-process group commit, or the commit service shared by several workers.
-        self.committer = committer or GroupCommit(inbound.commit)
+        self.committer = committer or GroupCommit(inbound.accept)
 
     def client(self, session):
         ip = session.peer[0] if isinstance(session.peer, tuple) else "unknown"
@@ -160,12 +161,18 @@ class InboundHandler:
             return "553 5.6.7 Non-ASCII recipient address needs SMTPUTF8"
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
-        decision = await run_sync(
-            check_recipient,
-            address,
-            client=self.client(session),
-            declared_size=_declared_size(envelope.mail_options),
-        )
+        declared_size = _declared_size(envelope.mail_options)
+        resolution = self.resolutions.get(address)
+        if resolution is not None:
+            decision = decide(address, resolution, declared_size)
+        else:
+            decision = await run_sync(
+                check_recipient,
+                address,
+                client=self.client(session),
+                declared_size=declared_size,
+                cache=self.resolutions,
+            )
         if decision.accepted:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
@@ -188,16 +195,15 @@ class InboundHandler:
         )
         # Bcc must not reach recipients (RFC 5322 §3.6.3); some clients leave it in.
         raw = trace + remove_fields(envelope.original_content, ["Bcc"])
-        pending = await run_sync(
-            inbound.prepare,
-            raw,
-            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,
-            resolutions=envelope.resolutions,
-            client_ip=client.ip,
-            smtputf8=envelope.smtp_utf8,
-            blob_name=blob_name,
-        )
-        return await self.committer.submit(pending)
+        request = {
+            "raw": raw,
+            "mail_from": "" if envelope.mail_from == "<>" else envelope.mail_from,
+            "resolutions": envelope.resolutions,
+            "client_ip": client.ip,
+            "smtputf8": envelope.smtp_utf8,
+            "blob_name": blob_name,
+        }
+        return await self.committer.submit(request)
 
     async def close(self):
         close = getattr(self.committer, "close", None)
