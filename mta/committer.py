@@ -1,9 +1,9 @@
 """The commit service: one process that stores what every SMTP worker process accepts.
 
-SMTP worker processes (runsmtp --workers N) prepare messages in parallel (parse,
-write the bytes durably) and send them here over a Unix socket; this process stores
-them with mta.inbound.commit(), as many per transaction as are waiting, and answers
-each with its SMTP reply.
+SMTP worker processes (runsmtp --workers N) speak SMTP and check recipients; each
+message they receive comes here over a Unix socket with its envelope. This process
+writes the bytes durably and stores the rows with mta.inbound.accept(), as many
+messages per transaction as are waiting, and answers each with its SMTP reply.
 
 Why a process of its own: with every worker committing for itself, the thread that
 held the database's write lock (or the PostgreSQL row locks of a busy mailbox) had
@@ -137,7 +137,7 @@ class CommitServer:
 
 
 class RemoteCommitter:
-    """A worker's side: submit(pending) returns the reply, like aio.GroupCommit."""
+    """A worker's side: submit(request) returns the reply, like aio.GroupCommit."""
 
     UNAVAILABLE = "451 4.3.0 Service not available; try again later"
 

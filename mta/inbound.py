@@ -1,8 +1,8 @@
 """Taking responsibility for a message received over SMTP.
 
 Two steps, so that many sessions share one database commit:
-- prepare() parses the message and writes its bytes durably; it touches no database
-  and runs in parallel for every session.
+- prepare() parses the message and writes its bytes durably; it touches no database,
+  and accept() runs it for a batch's messages side by side.
 - commit() stores a batch of prepared messages in one transaction (group commit) and
   returns each one's SMTP reply. A 250 is returned only when every recipient's copy is
   committed to a mailbox or to the outbound queue, so an answered message is never
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Pending:
+    """A message whose bytes are stored, waiting for commit() to give it a home."""
+
     incoming: IncomingMessage
     mail_from: str
     mailboxes: list
@@ -118,15 +120,27 @@ def _store(batch):
 _preparers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prepare")
 
 
+def _prepare_or_none(request):
+    try:
+        return prepare(**request)
+    except Exception:
+        log.exception("could not store the bytes of a message from %s", request.get("client_ip"))
+        return None
+
+
 def accept(requests):
     """prepare() and commit() a batch of messages given as prepare()'s keyword arguments.
 
     The messages are prepared side by side: writing and fsyncing their bytes is most
-    of the time, and waits for the disk, not the interpreter.
+    of the time, and waits for the disk, not the interpreter. A message whose bytes
+    cannot be stored (disk full) is refused for now without holding up the others.
     """
     if len(requests) == 1:
-        return commit([prepare(**requests[0])])
-    return commit(list(_preparers.map(lambda request: prepare(**request), requests)))
+        prepared = [_prepare_or_none(requests[0])]
+    else:
+        prepared = list(_preparers.map(_prepare_or_none, requests))
+    replies = iter(commit([p for p in prepared if p is not None]))
+    return [next(replies) if p is not None else "451 4.3.0 Local error in processing; try again later" for p in prepared]
 
 
 def accept_message(raw, **kwargs):
