@@ -24,7 +24,8 @@ Implementation notes:
   Postfix are the median of the per-round ratios (runs here differ by up to ±20 %).
 - Each measurement starts from fresh state (copied data directory, a new PostgreSQL
   database from a migrated template, a new Postfix instance), sends --warmup messages
-  untimed, then the timed N.
+  untimed, then the timed N. mailsuite runs from a copy of the working tree taken at start
+  (others may edit it meanwhile), or from --source DIR.
 - A measurement counts only if the mail is really there afterwards: mailsuite's mailbox
   holds exactly the expected subjects (one row each) and as many blob files, Postfix's
   new/ holds exactly the expected files, the discard server counted them. An error or a
@@ -376,7 +377,10 @@ def run_smtp_source(port, message_file, *, count, clients, reuse, timeout):
     argv.append(f"{HOST}:{port}")
     before = os.times()
     wall_start, start = time.time(), time.monotonic()
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"smtp-source did not finish in {timeout}s") from None
     elapsed = time.monotonic() - start
     after = os.times()
     errors = 0 if result.returncode == 0 else 1
@@ -1254,6 +1258,17 @@ def summary_table(results, targets, modes, args):
     return "\n".join(lines + notes)
 
 
+def working_tree_state():
+    """"git abc1234" plus the paths that differ from it, for the record."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return f"working tree {ROOT} (not a git checkout)"
+    status = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True)
+    changed = [line[3:] for line in status.stdout.splitlines()]
+    listed = ", ".join(changed[:8]) + (", …" if len(changed) > 8 else "")
+    return f"working tree at git {head.stdout.strip()}" + (f", changed: {listed}" if changed else ", clean")
+
+
 def machine_notes(targets, args):
     notes = [f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"]
     model = ""
@@ -1265,12 +1280,7 @@ def machine_notes(targets, args):
     except OSError:
         pass
     notes.append(f"machine: {os.cpu_count()} vCPU {model}, Linux {platform.release()}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
-    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True)
-    if git.returncode == 0:
-        changed = len(dirty.stdout.splitlines())
-        notes.append(f"mailsuite: git {git.stdout.strip()}" + (f" plus {changed} uncommitted path(s)" if changed else "")
-                     + (", run in place" if args.in_place else ", snapshot of the working tree taken at start"))
+    notes.append(f"mailsuite: {args.source_note}")
     for target in targets:
         if isinstance(target, Postfix):
             notes.append(f"Postfix {target.version}")
@@ -1309,6 +1319,8 @@ def parse_args(argv):
                              "wall: all threads, waits (fsync, locks, GIL) included (default gil)")
     parser.add_argument("--in-place", action="store_true",
                         help="run mailsuite from the working tree instead of a snapshot taken at start")
+    parser.add_argument("--source", type=Path, metavar="DIR",
+                        help="run mailsuite from this project tree (e.g. `git archive COMMIT | tar -x -C DIR`)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (debugging)")
     parser.add_argument("--serve-discard", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--count-file", help=argparse.SUPPRESS)
@@ -1379,11 +1391,18 @@ def _run(args, modes, factories, results, cleanup):
         print(f"work directory kept: {workdir}")
     else:
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-    args.source = ROOT
-    if not args.in_place:
-        # Others may edit the working tree while this runs: every round measures the same code.
-        args.source = workdir / "source"
-        shutil.copytree(ROOT, args.source, symlinks=True, ignore=shutil.ignore_patterns(*SNAPSHOT_SKIP))
+    if args.source:
+        args.source = args.source.resolve()
+        if not (args.source / "manage.py").exists():
+            raise BenchError(f"--source {args.source} has no manage.py")
+        args.source_note = f"the tree at {args.source}"
+    else:
+        args.source_note = working_tree_state() + (", run in place" if args.in_place else ", snapshot taken at start")
+        args.source = ROOT
+        if not args.in_place:
+            # Others may edit the working tree while this runs: every round measures the same code.
+            args.source = workdir / "source"
+            shutil.copytree(ROOT, args.source, symlinks=True, ignore=shutil.ignore_patterns(*SNAPSHOT_SKIP))
     clients = Clients()
     cleanup.callback(clients.stop)
     profiler = None
