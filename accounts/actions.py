@@ -3,14 +3,27 @@
 The CLI, admin, API, webmail and tests call these functions; each one is atomic and
 raises an accounts.errors exception with a one-line reason on bad input.
 """
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from accounts import throttle
 from accounts.errors import AliasLoop, Conflict, InvalidInput, NotFound
-from accounts.models import Account, Alias, AliasTarget, Domain, DomainAlias, Redirect
+from accounts.models import (
+    Account,
+    Alias,
+    AliasTarget,
+    Domain,
+    DomainAlias,
+    LoginEvent,
+    LoginThrottle,
+    Redirect,
+    SendLimitAlert,
+)
 from accounts.resolve import Resolution, expand, local_domain
 from mailsuite.lib.addresses import (
     AddressError,
@@ -19,6 +32,7 @@ from mailsuite.lib.addresses import (
     normalize_localpart,
     split_address,
 )
+from mailsuite.lib.sasl import make_scram_credentials
 from mailstore import actions as mailstore_actions
 
 
@@ -64,12 +78,17 @@ def _save_fields(instance, **values):
     return instance
 
 
-def _hash_password(password, account=None):
+def _password_fields(password, account=None):
+    """The stored forms of a new password: the hash for password logins, the SCRAM credentials."""
     try:
         validate_password(password, user=account)
     except ValidationError as error:
         raise InvalidInput(" ".join(error.messages)) from None
-    return make_password(password)
+    try:
+        scram = make_scram_credentials(password)
+    except ValueError as error:
+        raise InvalidInput(f"the password cannot be used: {error}") from None
+    return {"password": make_password(password), "scram_sha256": scram}
 
 
 # Domains ----------------------------------------------------------------------------
@@ -118,6 +137,29 @@ def set_domain_default_quota(name, quota):
     return _save_fields(get_domain(name), default_quota=quota)
 
 
+MAX_LIMIT = 2**31 - 1
+
+
+def _send_limit(value, what):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{what} must be a whole number")
+    if not 0 <= value <= MAX_LIMIT:
+        raise InvalidInput(f"{what} must be between 0 (no limit) and {MAX_LIMIT}")
+    return value
+
+
+@transaction.atomic
+def set_domain_send_limits(name, messages_per_hour=None, recipients_per_day=None):
+    """Set both sending limits of the domain's accounts; None uses the server's, 0 is no limit."""
+    return _save_fields(
+        get_domain(name),
+        messages_per_hour=_send_limit(messages_per_hour, "messages per hour"),
+        recipients_per_day=_send_limit(recipients_per_day, "recipients per day"),
+    )
+
+
 @transaction.atomic
 def create_domain_alias(name, target):
     name = _domain_name(name)
@@ -156,7 +198,8 @@ def create_account(address, *, password=None, quota=None, display_name="", activ
         domain=domain, localpart=localpart, quota=quota, display_name=display_name, active=active
     )
     if password is not None:
-        account.password = _hash_password(password, account)
+        for name, value in _password_fields(password, account).items():
+            setattr(account, name, value)
     account.save()
     mailstore_actions.create_default_folders(account)
     return account
@@ -172,7 +215,7 @@ def remove_account(address):
 @transaction.atomic
 def set_password(address, password):
     account = get_account(address)
-    return _save_fields(account, password=_hash_password(password, account))
+    return _save_fields(account, **_password_fields(password, account))
 
 
 @transaction.atomic
@@ -180,6 +223,16 @@ def set_quota(address, quota):
     if quota < 0:
         raise InvalidInput("quota cannot be negative")
     return _save_fields(get_account(address), quota=quota)
+
+
+@transaction.atomic
+def set_send_limits(address, messages_per_hour=None, recipients_per_day=None):
+    """Set both sending limits of the account; None uses the domain's, 0 is no limit."""
+    return _save_fields(
+        get_account(address),
+        messages_per_hour=_send_limit(messages_per_hour, "messages per hour"),
+        recipients_per_day=_send_limit(recipients_per_day, "recipients per day"),
+    )
 
 
 @transaction.atomic
@@ -271,3 +324,65 @@ def remove_redirect(address):
     deleted, _ = Redirect.objects.filter(domain=domain, localpart=localpart).delete()
     if not deleted:
         raise NotFound(f"redirect {localpart}@{domain.name} does not exist")
+
+
+# Login throttling, the login audit, sending alerts ----------------------------------
+
+
+@transaction.atomic
+def clear_login_blocks(ids):
+    """Forget the failures and blocks of the LoginThrottle rows `ids`; returns how many went."""
+    deleted, _ = LoginThrottle.objects.filter(pk__in=ids).delete()
+    return deleted
+
+
+@transaction.atomic
+def unblock_login(*, address=None, remote_ip=None):
+    """Forget the failures and block of an address and/or a client IP; returns how many rows went."""
+    keys = []
+    if address:
+        keys.append((LoginThrottle.ACCOUNT, throttle.account_key(address)))
+    if remote_ip:
+        keys.append((LoginThrottle.IP, throttle.ip_key(remote_ip)))
+    if not keys:
+        raise InvalidInput("name an address or an IP address to unblock")
+    deleted = 0
+    for kind, key in keys:
+        deleted += LoginThrottle.objects.filter(kind=kind, key=key).delete()[0]
+    return deleted
+
+
+PRUNE_BATCH = 10_000
+
+
+def _delete_in_batches(queryset):
+    """Delete the rows of `queryset` a batch per transaction, so no writer waits long."""
+    total = 0
+    while True:
+        with transaction.atomic():
+            batch = list(queryset.order_by().values_list("pk", flat=True)[:PRUNE_BATCH])
+            if not batch:
+                return total
+            total += queryset.model.objects.filter(pk__in=batch).delete()[0]
+
+
+def prune_login_events(*, days=None):
+    """Delete login audit events older than `days` (MAILSUITE_LOGIN_EVENT_DAYS); returns how many."""
+    days = settings.MAILSUITE_LOGIN_EVENT_DAYS if days is None else days
+    return _delete_in_batches(LoginEvent.objects.filter(time__lt=throttle.now() - timedelta(days=days)))
+
+
+def prune_login_throttle():
+    """Delete throttle rows whose window has ended (they carry nothing); returns how many."""
+    return _delete_in_batches(throttle.expired())
+
+
+def prune_abuse_records():
+    """The periodic clean-up of the login audit and throttle: {what: rows deleted}."""
+    return {"login events": prune_login_events(), "login throttle rows": prune_login_throttle()}
+
+
+@transaction.atomic
+def acknowledge_send_limit_alerts(ids):
+    """Mark the SendLimitAlert rows `ids` as seen; returns how many changed."""
+    return SendLimitAlert.objects.filter(pk__in=ids, acknowledged=False).update(acknowledged=True)

@@ -11,25 +11,45 @@ Implementation notes:
   (list_select_related / prefetch), per-row counts are annotated subqueries in the
   page's one query, and the unfiltered total is not counted twice
   (show_full_result_count = False).
-- A password hash is never shown: the password field is in no list, form or read-only field.
+- A password hash is never shown: the password field is in no list, form or read-only field,
+  and neither are the SCRAM credentials stored beside it.
+- Abuse limits: the login throttle (active blocks by default, cleared by an admin action),
+  the login audit (read-only; an account's page shows its last 50 logins) and sending
+  limit alerts (read-only, acknowledged by an admin action). The audit grows with every
+  login, so its list counts at most LIST_COUNT_CAP rows and filters without DISTINCT scans.
 """
 import re
+from urllib.parse import urlencode
 
 import idna
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.paginator import Paginator
 from django.db import router, transaction
-from django.db.models import Count, F, Func, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models import Count, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpResponseRedirect
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
 
-from accounts import actions
+from accounts import actions, limits, throttle
 from accounts.errors import AccountsError
-from accounts.models import Account, Alias, AliasTarget, Domain, DomainAlias, Redirect
+from accounts.models import (
+    Account,
+    Alias,
+    AliasTarget,
+    Domain,
+    DomainAlias,
+    LoginEvent,
+    LoginThrottle,
+    Redirect,
+    SendLimitAlert,
+)
 from mailsuite.admin_utils import ReadOnlyMixin
 from mailsuite.lib.addresses import display_domain
 from mailsuite.lib.sizes import SizeError, format_size, parse_size
@@ -166,13 +186,41 @@ class AccountAddForm(PasswordPairMixin, ActionForm):
         )
 
 
+LIMIT_FIELDS = ("messages_per_hour", "recipients_per_day")
+
+
+def _limit_help(inherited_from, inherited):
+    return {
+        name: f"Empty uses {inherited_from} ({inherited[name] or 'no limit'}); 0 is no limit."
+        for name in LIMIT_FIELDS
+    }
+
+
+def _server_limits():
+    return {
+        "messages_per_hour": settings.MAILSUITE_SEND_MESSAGES_PER_HOUR,
+        "recipients_per_day": settings.MAILSUITE_SEND_RECIPIENTS_PER_DAY,
+    }
+
+
 class AccountChangeForm(PasswordPairMixin, ActionForm):
     quota = SizeField(help_text=QUOTA_HELP)
     password1, password2 = _password_fields(required=False)
 
     class Meta:
         model = Account
-        fields = ("display_name", "quota", "active")
+        fields = ("display_name", "quota", "active", *LIMIT_FIELDS)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            domain = self.instance.domain
+            inherited = {
+                name: getattr(domain, name) if getattr(domain, name) is not None else value
+                for name, value in _server_limits().items()
+            }
+            for name, text in _limit_help("the domain's limit", inherited).items():
+                self.fields[name].help_text = text
 
     def apply(self, data):
         address = self.instance.address
@@ -183,6 +231,8 @@ class AccountChangeForm(PasswordPairMixin, ActionForm):
             actions.set_quota(address, data["quota"])
         if "active" in changed:
             actions.set_account_active(address, data["active"])
+        if changed & set(LIMIT_FIELDS):
+            actions.set_send_limits(address, data["messages_per_hour"], data["recipients_per_day"])
         if data.get("password1"):
             actions.set_password(address, data["password1"])
         return actions.get_account(address)
@@ -209,7 +259,12 @@ class DomainChangeForm(ActionForm):
 
     class Meta:
         model = Domain
-        fields = ("default_quota", "active")
+        fields = ("default_quota", "active", *LIMIT_FIELDS)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, text in _limit_help("the server's limit", _server_limits()).items():
+            self.fields[name].help_text = text + " Accounts may override it."
 
     def apply(self, data):
         name = self.instance.name
@@ -218,6 +273,8 @@ class DomainChangeForm(ActionForm):
             actions.set_domain_default_quota(name, data["default_quota"])
         if "active" in changed:
             actions.set_domain_active(name, data["active"])
+        if changed & set(LIMIT_FIELDS):
+            actions.set_domain_send_limits(name, data["messages_per_hour"], data["recipients_per_day"])
         return actions.get_domain(name)
 
 
@@ -479,6 +536,9 @@ def quota_bar(account):
     )
 
 
+RECENT_LOGINS = 50
+
+
 # Domains ----------------------------------------------------------------------------
 
 
@@ -492,7 +552,10 @@ class DomainAdmin(ActionAdmin):
     ordering = ("name",)
     show_full_result_count = True  # domains are few; the total is cheap and useful
     add_fieldsets = ((None, {"fields": ("name", "default_quota", "active")}),)
-    fieldsets = ((None, {"fields": ("domain_name", "default_quota", "active", "account_count", "created")}),)
+    fieldsets = (
+        (None, {"fields": ("domain_name", "default_quota", "active", "account_count", "created")}),
+        ("Sending limits", {"fields": LIMIT_FIELDS}),
+    )
     readonly_fields = ("domain_name", "account_count", "created")
 
     def get_fieldsets(self, request, obj=None):
@@ -604,9 +667,12 @@ class AccountAdmin(AddressAdmin):
     fieldsets = (
         (None, {"fields": ("email_address", "display_name", "quota", "quota_usage", "active")}),
         ("Change password", {"fields": ("password1", "password2"), "description": "Leave empty to keep the password."}),
-        ("History", {"fields": ("created", "last_login")}),
+        ("Sending limits", {"fields": (*LIMIT_FIELDS, "sending_usage")}),
+        ("History", {"fields": ("created", "last_login", "login_block", "recent_logins")}),
     )
-    readonly_fields = ("email_address", "quota_usage", "created", "last_login")
+    readonly_fields = (
+        "email_address", "quota_usage", "sending_usage", "created", "last_login", "login_block", "recent_logins",
+    )
 
     def get_fieldsets(self, request, obj=None):
         return self.add_fieldsets if obj is None else self.fieldsets
@@ -614,6 +680,59 @@ class AccountAdmin(AddressAdmin):
     @admin.display(description="quota", ordering="quota_used")
     def quota_usage(self, obj):
         return quota_bar(obj)
+
+    @admin.display(description="sent recently")
+    def sending_usage(self, obj):
+        used = limits.usage_for(obj)
+        allowed = limits.limits_for(obj)
+        alerts = SendLimitAlert.objects.filter(account=obj, acknowledged=False).count()
+        text = format_html(
+            "{} of {} messages in the last hour; {} of {} recipients in the last 24 hours",
+            used.messages_last_hour,
+            allowed.messages_per_hour or "unlimited",
+            used.recipients_last_day,
+            allowed.recipients_per_day or "unlimited",
+        )
+        if not alerts:
+            return text
+        link = reverse(f"{self.admin_site.name}:accounts_sendlimitalert_changelist")
+        return format_html(
+            '{}<br><a href="{}?account__id__exact={}&acknowledged__exact=0" style="color:#ba2121">'
+            "{} unacknowledged sending limit alert(s)</a>",
+            text, link, obj.pk, alerts,
+        )
+
+    @admin.display(description="login block")
+    def login_block(self, obj):
+        row = LoginThrottle.objects.filter(kind=LoginThrottle.ACCOUNT, key=throttle.account_key(obj.address)).first()
+        link = reverse(f"{self.admin_site.name}:accounts_loginthrottle_changelist")
+        if row is None or not row.blocked_until or row.blocked_until <= throttle.now():
+            failures = row.failures if row is not None else 0
+            return f"not blocked ({failures} recent failure(s))"
+        query = urlencode({"state": "all", "q": row.key})
+        return format_html(
+            'blocked until {} — <a href="{}?{}">clear it in the login throttle list</a>',
+            row.blocked_until.strftime("%Y-%m-%d %H:%M:%S %Z"), link, query,
+        )
+
+    @admin.display(description=f"last {RECENT_LOGINS} logins")
+    def recent_logins(self, obj):
+        events = LoginEvent.objects.filter(account=obj).order_by("-time")[:RECENT_LOGINS]
+        link = reverse(f"{self.admin_site.name}:accounts_loginevent_changelist")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (event.time.strftime("%Y-%m-%d %H:%M:%S"), event.service, event.remote_ip or "-",
+                 "ok" if event.success else f"failed: {event.get_reason_display()}")
+                for event in events
+            ),
+        )
+        return format_html(
+            '<table><thead><tr><th>time (UTC)</th><th>service</th><th>IP</th><th>result</th></tr></thead>'
+            '<tbody>{}</tbody></table><a href="{}?account__id__exact={}">all logins of this account</a>',
+            rows or mark_safe('<tr><td colspan="4">none recorded</td></tr>'), link, obj.pk,
+        )
 
     def remove(self, request, obj):
         actions.remove_account(obj.address)
@@ -688,3 +807,141 @@ class RedirectAdmin(AddressAdmin):
 
     def remove(self, request, obj):
         actions.remove_redirect(obj.address)
+
+
+# Abuse limits -----------------------------------------------------------------------
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most LIST_COUNT_CAP rows: an exact COUNT(*) over a huge audit table is slow."""
+
+    @cached_property
+    def count(self):
+        return self.object_list[: LIST_COUNT_CAP + 1].count()
+
+
+LIST_COUNT_CAP = 10_000
+
+
+class ThrottleStateFilter(admin.SimpleListFilter):
+    """Blocked keys by default; "all" also shows keys still counting failures."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return (("blocked", "Blocked now"), ("all", "All (also counting)"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "all":
+            return queryset
+        return queryset.filter(blocked_until__gt=throttle.now())
+
+    def choices(self, changelist):
+        current = self.value() or "blocked"
+        for value, title in self.lookup_choices:
+            yield {
+                "selected": current == value,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": title,
+            }
+
+
+@admin.register(LoginThrottle)
+class LoginThrottleAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("key", "kind", "blocked_until", "retry_in", "failures", "blocks", "last_failure")
+    list_filter = (ThrottleStateFilter, "kind")
+    search_fields = ("key",)
+    # Latest block first; rows never blocked (null) after them on every database.
+    ordering = (F("blocked_until").desc(nulls_last=True), "-last_failure")
+    actions = ("clear",)
+    show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):
+        # Keys are stored normalised (addresses lower case, IPv6 as a network): match them so.
+        terms = [term.lower() for term in search_term.split()]
+        for term in terms:
+            queryset = queryset.filter(Q(key__startswith=term) | Q(key=throttle.ip_key(term) or term))
+        return queryset, False
+
+    @admin.display(description="retry in")
+    def retry_in(self, obj):
+        if not obj.blocked_until:
+            return "-"
+        seconds = int((obj.blocked_until - throttle.now()).total_seconds())
+        return f"{seconds // 60}m {seconds % 60:02}s" if seconds > 0 else "-"
+
+    def has_clear_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    @admin.action(description="Clear the selected blocks and failure counts", permissions=["clear"])
+    def clear(self, request, queryset):
+        cleared = actions.clear_login_blocks(list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Cleared {cleared} login throttle record(s).", messages.SUCCESS)
+
+
+KNOWN_SERVICES = ("smtp", "imap", "pop3", "managesieve", "web", "api")
+
+
+class ServiceFilter(admin.SimpleListFilter):
+    """The services that log in, listed without a DISTINCT scan of the audit table."""
+
+    title = "service"
+    parameter_name = "service"
+
+    def lookups(self, request, model_admin):
+        return [(service, service) for service in KNOWN_SERVICES]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(service=self.value()) if self.value() else queryset
+
+
+@admin.register(LoginEvent)
+class LoginEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("time", "address", "account", "service", "remote_ip", "success", "reason")
+    list_filter = (ServiceFilter, "success", "reason")
+    list_select_related = ("account__domain",)
+    search_fields = ("address", "remote_ip")
+    search_help_text = "An IP address, an address as typed, or the start of an account's address."
+    ordering = ("-time",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):
+        for term in search_term.split():
+            ip = throttle.parse_ip(term)
+            if ip is not None:
+                queryset = queryset.filter(remote_ip=str(ip))
+                continue
+            accounts = Account.objects.all()
+            if "@" in term:
+                accounts, _ = search_by_address(accounts, term)
+            else:
+                accounts = accounts.filter(localpart__istartswith=term)
+            queryset = queryset.filter(
+                Q(address=term) | Q(address=term.lower()) | Q(account__in=accounts.values("pk"))
+            )
+        return queryset, False
+
+
+@admin.register(SendLimitAlert)
+class SendLimitAlertAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("account", "limit_name", "limit", "created", "last_refused", "refused", "acknowledged")
+    list_filter = ("acknowledged", "limit_name")
+    list_select_related = ("account__domain",)
+    search_fields = ("account__localpart", "account__domain__name")
+    ordering = ("-created",)
+    actions = ("acknowledge",)
+    show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, rest = search_by_address(queryset, search_term, prefix="account__")
+        return super().get_search_results(request, queryset, rest)
+
+    def has_acknowledge_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    @admin.action(description="Acknowledge the selected alerts", permissions=["acknowledge"])
+    def acknowledge(self, request, queryset):
+        count = actions.acknowledge_send_limit_alerts(list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Acknowledged {count} alert(s).", messages.SUCCESS)

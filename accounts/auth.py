@@ -1,17 +1,34 @@
-"""The one authenticate() every protocol and the webmail call."""
+"""The one authenticate() every protocol and the webmail call, and its pieces.
+
+Implementation notes:
+- Order of a password login: the throttle check (one query; a blocked IP or address
+  is refused before any lookup or password check), the account lookup, the password
+  check, then one transaction that writes the audit event and updates the throttle
+  and last_login. Mechanisms that never see the password (SCRAM) run the same pieces:
+  check_login_allowed(), scram_credentials_for(), then record_login().
+- Unknown, disabled and password-less accounts cost the same password hashing as a
+  real check, so the time taken does not tell them apart.
+- Neither passwords nor hashes nor SCRAM credentials are ever logged or stored in the
+  audit; the address is logged with repr() so control characters stay visible.
+"""
 import logging
 
 from django.contrib.auth.hashers import check_password, make_password
-from django.utils import timezone
+from django.db import transaction
 
-from accounts.models import Account
+from accounts import throttle
+from accounts.errors import LoginThrottled
+from accounts.models import Account, LoginEvent
 from accounts.resolve import local_domain
 from mailsuite.lib.addresses import AddressError, split_address
+from mailsuite.lib.sasl import make_scram_credentials, parse_scram_credentials
 
 log = logging.getLogger(__name__)
 # Verified against when the account does not exist, so unknown and known users
 # take the same time to refuse.
 _DUMMY_HASH = None
+
+OK, WRONG_PASSWORD, UNKNOWN, DISABLED, THROTTLED = "ok", "password", "unknown", "disabled", "throttled"
 
 
 def _burn_time(password):
@@ -21,23 +38,133 @@ def _burn_time(password):
     check_password(password, _DUMMY_HASH)
 
 
+def find_account(address):
+    """The Account for `address` (following domain aliases), active or not, with .domain set; or None."""
+    try:
+        localpart, domain_name = split_address(str(address))
+    except AddressError:
+        return None
+    domain = local_domain(domain_name)
+    if domain is None:
+        return None
+    account = Account.objects.filter(domain=domain, localpart=localpart).order_by().first()
+    if account is not None:
+        account.domain = domain
+    return account
+
+
+def _may_log_in(account):
+    return account is not None and account.active and account.domain.active and bool(account.password)
+
+
+def _refusal_reason(account):
+    return UNKNOWN if account is None else DISABLED
+
+
+def login_account(address):
+    """The Account `address` may log in as (active, in an active domain, with a password), or None."""
+    account = find_account(address)
+    return account if _may_log_in(account) else None
+
+
+def scram_credentials_for(address):
+    """The stored SCRAM-SHA-256 credentials of the account `address` may log in as, or None.
+
+    None for unknown, disabled or password-less accounts, and for accounts whose
+    password was set before SCRAM credentials were stored (a password login fills them in).
+    """
+    account = login_account(address)
+    if account is None or not account.scram_sha256:
+        return None
+    try:
+        return parse_scram_credentials(account.scram_sha256)
+    except ValueError:
+        log.error("unreadable SCRAM credentials account=%s", account.address)
+        return None
+
+
+def check_login_allowed(address, remote_ip, *, service=None):
+    """Raise LoginThrottled if the IP or the address is blocked now.
+
+    With `service`, a refused attempt is also written to the login audit (authenticate()
+    does this; a SASL mechanism should pass its service too).
+    """
+    try:
+        throttle.check(address, remote_ip)
+    except LoginThrottled as refusal:
+        log.info(
+            "login refused service=%s ip=%s user=%r reason=throttled scope=%s retry_after=%s",
+            service, remote_ip, str(address)[:LoginEvent.MAX_ADDRESS], refusal.scope, refusal.retry_after,
+        )
+        if service is not None:
+            _record(address, service=service, remote_ip=remote_ip, account=find_account(address), reason=THROTTLED)
+        raise
+
+
+def record_login(address, *, service, remote_ip, success, account=None, reason=None):
+    """Write a login attempt to the audit and count it for throttling.
+
+    A failure counts against the IP and the address; a success clears the address's
+    count and sets the account's last_login. Without `account`, it is looked up (so
+    failures for real accounts show on their page). `reason` defaults from the outcome:
+    "ok", "unknown", "disabled" or "password" ("throttled" attempts are not counted).
+    """
+    if account is None:
+        account = find_account(address)
+    if reason is None:
+        if success:
+            reason = OK
+        elif not _may_log_in(account):
+            reason = _refusal_reason(account)
+        else:
+            reason = WRONG_PASSWORD
+    _record(address, service=service, remote_ip=remote_ip, account=account, reason=reason)
+
+
+def _record(address, *, service, remote_ip, account, reason):
+    at = throttle.now()
+    ip = throttle.parse_ip(remote_ip)
+    typed = str(address)[: LoginEvent.MAX_ADDRESS]
+    with transaction.atomic():
+        LoginEvent.objects.create(
+            account=account,
+            address=typed,
+            service=str(service)[:16],
+            remote_ip=str(ip) if ip is not None else None,
+            success=reason == OK,
+            reason=reason,
+            time=at,
+        )
+        if reason == OK:
+            throttle.record_success(address)
+            if account is not None:
+                account.last_login = at
+                Account.objects.filter(pk=account.pk).update(last_login=at)
+            newly_blocked = []
+        elif reason != THROTTLED:
+            newly_blocked = throttle.record_failure(address, remote_ip, at=at)
+        else:
+            newly_blocked = []
+    if reason == OK:
+        log.info("login ok service=%s ip=%s user=%s", service, remote_ip, account.address if account else typed)
+    elif reason != THROTTLED:
+        log.info("login failed service=%s ip=%s user=%r reason=%s", service, remote_ip, typed, reason)
+    for kind, key in newly_blocked:
+        log.warning("login blocked %s=%s after repeated failures service=%s", kind, key, service)
+
+
 def authenticate(address, password, *, service, remote_ip):
     """Return the active Account for address+password, or None.
 
-    `service` (smtp, imap, pop3, web, ...) and `remote_ip` are for the login log and
-    throttling; neither the password nor its hash is ever logged.
+    Raises LoginThrottled, before looking at the password, while the IP or the
+    address is blocked. `service` (smtp, imap, pop3, web, ...) and `remote_ip` go to
+    the login audit and the throttle; neither the password nor its hash is logged.
     """
-    account = None
-    try:
-        localpart, domain_name = split_address(address)
-        domain = local_domain(domain_name)
-        if domain is not None and domain.active:
-            account = Account.objects.filter(domain=domain, localpart=localpart, active=True).first()
-    except AddressError:
-        pass
-    if account is None or not account.password:
+    check_login_allowed(address, remote_ip, service=service)
+    account = find_account(address)
+    if not _may_log_in(account):
         _burn_time(password)
-        log.info("login failed service=%s ip=%s user=%r reason=unknown", service, remote_ip, address)
+        _record(address, service=service, remote_ip=remote_ip, account=account, reason=_refusal_reason(account))
         return None
 
     def upgrade_hash(raw):
@@ -45,10 +172,18 @@ def authenticate(address, password, *, service, remote_ip):
         Account.objects.filter(pk=account.pk).update(password=account.password)
 
     if not check_password(password, account.password, setter=upgrade_hash):
-        log.info("login failed service=%s ip=%s user=%r reason=password", service, remote_ip, address)
+        _record(address, service=service, remote_ip=remote_ip, account=account, reason=WRONG_PASSWORD)
         return None
-    account.last_login = timezone.now()
-    Account.objects.filter(pk=account.pk).update(last_login=account.last_login)
-    account.domain = domain
-    log.info("login ok service=%s ip=%s user=%s", service, remote_ip, account.address)
+    if not account.scram_sha256:
+        _store_scram_credentials(account, password)
+    _record(address, service=service, remote_ip=remote_ip, account=account, reason=OK)
     return account
+
+
+def _store_scram_credentials(account, password):
+    """Fill in SCRAM credentials for a password set before they were stored."""
+    try:
+        account.scram_sha256 = make_scram_credentials(password)
+    except ValueError:  # a password SCRAM cannot take (lone surrogates): PLAIN only
+        return
+    Account.objects.filter(pk=account.pk, scram_sha256="").update(scram_sha256=account.scram_sha256)

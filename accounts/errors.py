@@ -35,3 +35,33 @@ class NotLocal(AccountsError):
 
 class ExpansionTooLarge(AccountsError):
     """An alias expands to more addresses than we are willing to deliver to at once."""
+
+
+class LoginThrottled(AccountsError):
+    """Too many failed logins from this IP or for this address: refused without a password
+    check until the block ends (SMTP 454 4.7.0, IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP]).
+
+    `retry_after` is the whole number of seconds (at least 1) until the block ends;
+    `scope` is "ip" or "account", for logs. The message names neither.
+    """
+
+    def __init__(self, retry_after, scope):
+        self.retry_after = retry_after
+        self.scope = scope
+        super().__init__(f"Too many failed logins; try again in {retry_after} seconds")
+
+
+class SendLimitExceeded(AccountsError):
+    """An account has sent as much as it may for now (SMTP 451 4.7.1).
+
+    `limit_name` is "messages_per_hour" or "recipients_per_day", `limit` the number
+    allowed in the window and `used` how many the window already holds. The message
+    is one ASCII line fit for the SMTP reply text.
+    """
+
+    def __init__(self, limit_name, limit, used):
+        self.limit_name = limit_name
+        self.limit = limit
+        self.used = used
+        unit = "messages per hour" if limit_name == "messages_per_hour" else "recipients per day"
+        super().__init__(f"Sending limit reached: at most {limit} {unit}; try again later")

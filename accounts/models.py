@@ -16,6 +16,9 @@ class Domain(models.Model):
     default_quota = models.PositiveBigIntegerField(
         default=0, help_text="Quota in bytes for new accounts; 0 uses the server default"
     )
+    # Sending limits for the domain's accounts (accounts.limits): null inherits the server's, 0 is no limit.
+    messages_per_hour = models.PositiveIntegerField(null=True, blank=True)
+    recipients_per_day = models.PositiveIntegerField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -65,6 +68,9 @@ class Account(AddressModel):
 
     domain = models.ForeignKey(Domain, on_delete=models.PROTECT, related_name="accounts")
     password = models.CharField(max_length=255, blank=True, help_text="Django password hash")
+    # RFC 5803 SCRAM-SHA-256 credentials (mailsuite.lib.sasl), set with the password: a SCRAM
+    # login cannot be checked against the hash. Secret like the hash; never shown.
+    scram_sha256 = models.TextField(blank=True)
     display_name = models.CharField(max_length=255, blank=True)
     quota = models.PositiveBigIntegerField(default=0, help_text="Bytes; 0 means unlimited")
     # Maintained by mailstore.actions in the same transaction as each change, never recomputed per request.
@@ -72,6 +78,9 @@ class Account(AddressModel):
     # Last UIDVALIDITY handed to a folder of this account: a recreated folder gets a larger one.
     uidvalidity_counter = models.PositiveBigIntegerField(default=0)
     last_login = models.DateTimeField(null=True, blank=True)
+    # Sending limits (accounts.limits): null inherits the domain's, 0 is no limit.
+    messages_per_hour = models.PositiveIntegerField(null=True, blank=True)
+    recipients_per_day = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["domain__name", "localpart"]
@@ -145,3 +154,132 @@ class Redirect(AddressModel):
         constraints = [
             models.UniqueConstraint(fields=["domain", "localpart"], name="redirect_unique_address"),
         ]
+
+
+# Abuse limits: login throttling, the login audit, sending limits ---------------------
+
+
+class LoginThrottle(models.Model):
+    """Recent failed logins of one client IP or one address, and its block if any.
+
+    One row per (kind, key), updated in place (accounts.throttle), so the table holds
+    one row per recently failing IP or address, not one per failure. A row whose
+    window has ended carries no information and may be deleted at any time.
+    """
+
+    IP = "ip"
+    ACCOUNT = "account"
+    KINDS = [(IP, "IP address"), (ACCOUNT, "account")]
+
+    kind = models.CharField(max_length=8, choices=KINDS)
+    # An IP address (IPv6 as its /64 network), or the address as typed, normalised.
+    key = models.CharField(max_length=320)
+    window_start = models.DateTimeField(help_text="Failures are counted from here")
+    failures = models.PositiveIntegerField(default=0, help_text="Failures in the current window")
+    blocks = models.PositiveIntegerField(default=0, help_text="Blocks in a row; each lasts twice as long")
+    blocked_until = models.DateTimeField(null=True, blank=True)
+    last_failure = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "login throttle"
+        constraints = [
+            # One counter per IP or address: every process updates the same row.
+            models.UniqueConstraint(fields=["kind", "key"], name="loginthrottle_unique_key"),
+        ]
+        indexes = [
+            # The admin lists the keys blocked now.
+            models.Index(fields=["blocked_until"], name="loginthrottle_blocked"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.key}"
+
+
+class LoginEvent(models.Model):
+    """One login attempt by any protocol: the login audit (written by accounts.auth)."""
+
+    OK = "ok"
+    REASONS = [
+        (OK, "ok"),
+        ("password", "wrong password"),
+        ("unknown", "unknown address"),
+        ("disabled", "account or domain disabled, or no password"),
+        ("throttled", "refused: too many failures"),
+    ]
+    MAX_ADDRESS = 320
+
+    # Indexed by loginevent_account_time, which leads with it.
+    account = models.ForeignKey(
+        Account, null=True, blank=True, on_delete=models.SET_NULL, related_name="login_events", db_index=False
+    )
+    address = models.CharField(max_length=MAX_ADDRESS, help_text="As typed (truncated)")
+    service = models.CharField(max_length=16)
+    remote_ip = models.GenericIPAddressField(null=True, blank=True)
+    success = models.BooleanField()
+    reason = models.CharField(max_length=16, choices=REASONS)
+    time = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-time"]
+        indexes = [
+            # An account's recent logins (its admin page).
+            models.Index(fields=["account", "-time"], name="loginevent_account_time"),
+            # The admin's newest-first list, and pruning by age.
+            models.Index(fields=["-time"], name="loginevent_time"),
+            # Admin search by IP and by address (also addresses with no account).
+            models.Index(fields=["remote_ip"], name="loginevent_ip"),
+            models.Index(fields=["address"], name="loginevent_address"),
+        ]
+
+    def __str__(self):
+        return f"{self.address} {self.service} {self.remote_ip or '-'} {self.reason}"
+
+
+class SendUsage(models.Model):
+    """What one account sent recently, in time slices (accounts.limits).
+
+    check_and_record_send locks this row, so the sends of one account are counted one
+    at a time on every database; each write drops the slices no window needs any more,
+    so the row stays small.
+    """
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="send_usage")
+    # {slice start in Unix seconds, as text: count}: messages per 5 minutes, recipients per hour.
+    messages = models.JSONField(default=dict)
+    recipients = models.JSONField(default=dict)
+    last_sent = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "send usage"
+
+    def __str__(self):
+        return f"sending by {self.account_id}"
+
+
+class SendLimitAlert(models.Model):
+    """An account hit a sending limit: one alert per account, limit and window, for the operator."""
+
+    MESSAGES_PER_HOUR = "messages_per_hour"
+    RECIPIENTS_PER_DAY = "recipients_per_day"
+    LIMITS = [(MESSAGES_PER_HOUR, "messages per hour"), (RECIPIENTS_PER_DAY, "recipients per day")]
+
+    # Indexed by sendlimitalert_open, which leads with it.
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="send_limit_alerts", db_index=False)
+    limit_name = models.CharField(max_length=24, choices=LIMITS)
+    limit = models.PositiveIntegerField()
+    created = models.DateTimeField(help_text="First refusal")
+    last_refused = models.DateTimeField()
+    refused = models.PositiveIntegerField(default=1, help_text="Messages refused while this alert was open")
+    acknowledged = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            # Finding the open alert for an account and limit when another message is refused.
+            models.Index(fields=["account", "limit_name", "-created"], name="sendlimitalert_open"),
+            # The admin's newest-first list.
+            models.Index(fields=["-created"], name="sendlimitalert_created"),
+        ]
+
+    def __str__(self):
+        return f"{self.account_id}: {self.limit} {self.get_limit_name_display()}"

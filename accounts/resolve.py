@@ -32,6 +32,7 @@ class Resolution:
     accounts: dict = field(default_factory=dict)  # account id -> Account
     external: list = field(default_factory=list)  # addresses outside our domains
     dropped: list = field(default_factory=list)  # (address, reason) for branches that lead nowhere
+    via_catchall: bool = False  # the address itself matched only the domain's catch-all
 
     def __bool__(self):
         return bool(self.accounts or self.external)
@@ -67,15 +68,17 @@ def _lookup(localpart, domain):
 
 
 def _find(localpart, domain):
+    """(the account, alias or redirect that takes mail for localpart@domain, via catch-all?)"""
     match = _lookup(localpart, domain)
     separator = settings.MAILSUITE_SUBADDRESS_SEPARATOR
     if match is None and separator in localpart.strip(separator):
         match = _lookup(localpart.split(separator, 1)[0], domain)
-    if match is None:
-        match = _one(Alias, "domain_id = %s AND localpart = ''", [domain.pk])
-        if match is not None:
-            match.domain = domain
-    return match
+    if match is not None:
+        return match, False
+    match = _one(Alias, "domain_id = %s AND localpart = ''", [domain.pk])
+    if match is not None:
+        match.domain = domain
+    return match, match is not None
 
 
 def resolve(address, *, strict=False):
@@ -109,7 +112,9 @@ def expand(localpart, domain, result, *, path, strict):
     if not domain.active:
         result.dropped.append((key, "disabled"))
         return
-    match = _find(localpart, domain)
+    match, via_catchall = _find(localpart, domain)
+    if not path:
+        result.via_catchall = via_catchall
     if match is None:
         result.dropped.append((key, "unknown"))
         return

@@ -71,6 +71,7 @@ MAILSUITE_MESSAGE_SIZE_LIMIT = env_bytes("MAILSUITE_MESSAGE_SIZE_LIMIT", 50 * 10
 MAILSUITE_MAX_RECIPIENTS = env_int("MAILSUITE_MAX_RECIPIENTS", 100, minimum=1)
 MAILSUITE_SMTP_TIMEOUT = env_int("MAILSUITE_SMTP_TIMEOUT", 300, minimum=1)
 MAILSUITE_SMTP_MAX_CONNECTIONS = env_int("MAILSUITE_SMTP_MAX_CONNECTIONS", 1000, minimum=1)
+MAILSUITE_SMTP_MAX_CONNECTIONS_PER_IP = env_int("MAILSUITE_SMTP_MAX_CONNECTIONS_PER_IP", 50, minimum=1)
 # Worker processes per SMTP listener (SO_REUSEPORT); 0 = one per CPU core.
 MAILSUITE_SMTP_WORKERS = env_int("MAILSUITE_SMTP_WORKERS", 0, minimum=0)
 # Threads per process that run ORM work off the event loop.
@@ -209,8 +210,29 @@ LOGGING = {
     "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stdout"], "level": env_str("MAILSUITE_LOG_LEVEL", "INFO")},
     "loggers": {
-        # aiosmtpd logs every command line at INFO, AUTH payloads included.
-        "mail.log": {"level": "WARNING"},
+        # aiosmtpd logs every command line at INFO, AUTH payloads included, and warns on
+        # every SMTPS connection that AUTH does not require STARTTLS (it is TLS already).
+        "mail.log": {"level": "ERROR"},
         "mail.debug": {"level": "WARNING"},
     },
 }
+
+# Login throttling and sending limits (accounts)
+# Failed logins are counted per client IP (IPv6 per network of MAILSUITE_LOGIN_IPV6_PREFIX
+# bits) and per address, in a window that starts at the first failure. Reaching the count
+# blocks that IP or address (no password is checked) for MAILSUITE_LOGIN_BLOCK_INITIAL
+# seconds, twice as long for each further block in a row, up to MAILSUITE_LOGIN_BLOCK_MAX.
+# A count of 0 turns that kind of throttling off. Loopback gets no exemption.
+MAILSUITE_LOGIN_MAX_FAILURES_PER_IP = env_int("MAILSUITE_LOGIN_MAX_FAILURES_PER_IP", 5, minimum=0)
+MAILSUITE_LOGIN_MAX_FAILURES_PER_ACCOUNT = env_int("MAILSUITE_LOGIN_MAX_FAILURES_PER_ACCOUNT", 10, minimum=0)
+MAILSUITE_LOGIN_FAILURE_WINDOW = env_int("MAILSUITE_LOGIN_FAILURE_WINDOW", 600, minimum=1)
+MAILSUITE_LOGIN_BLOCK_INITIAL = env_int("MAILSUITE_LOGIN_BLOCK_INITIAL", 60, minimum=1)
+MAILSUITE_LOGIN_BLOCK_MAX = env_int("MAILSUITE_LOGIN_BLOCK_MAX", 3600, minimum=1)
+if MAILSUITE_LOGIN_BLOCK_MAX < MAILSUITE_LOGIN_BLOCK_INITIAL:
+    raise ImproperlyConfigured("MAILSUITE_LOGIN_BLOCK_MAX must not be below MAILSUITE_LOGIN_BLOCK_INITIAL")
+MAILSUITE_LOGIN_IPV6_PREFIX = env_int("MAILSUITE_LOGIN_IPV6_PREFIX", 64, minimum=1, maximum=128)
+# Days the login audit (every login attempt, any protocol) is kept; pruned by a periodic job.
+MAILSUITE_LOGIN_EVENT_DAYS = env_int("MAILSUITE_LOGIN_EVENT_DAYS", 30, minimum=1)
+# Sending limits per account (sliding windows); domains and accounts may override them. 0 = no limit.
+MAILSUITE_SEND_MESSAGES_PER_HOUR = env_int("MAILSUITE_SEND_MESSAGES_PER_HOUR", 500, minimum=0)
+MAILSUITE_SEND_RECIPIENTS_PER_DAY = env_int("MAILSUITE_SEND_RECIPIENTS_PER_DAY", 2000, minimum=0)
