@@ -27,6 +27,8 @@ def ports_table():
     rows = [
         ("web (webmail, /admin/, /api/)", s.MAILSUITE_HTTP_PORT),
         ("SMTP (MX, STARTTLS)", s.MAILSUITE_SMTP_PORT),
+        ("submission (STARTTLS + AUTH)", s.MAILSUITE_SUBMISSION_PORT),
+        ("SMTPS (TLS + AUTH)", s.MAILSUITE_SMTPS_PORT),
     ]
     return "\n".join(f"  {name:<32} {s.MAILSUITE_BIND}:{port}" for name, port in rows)
 

@@ -60,3 +60,20 @@ def received_field(*, helo, client_ip, hostname, protocol, queue_id, recipient=N
         lines[-1] += ";"
         lines.append(f"\t{date}")
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def field_values(raw, name):
+    """The unfolded values of every header field called `name`, as text."""
+    wanted = name.lower().encode("ascii")
+    header, _ = split_header(raw)
+    values = []
+    for field in _fields(header):
+        field_name, colon, value = field.partition(b":")
+        if colon and field_name.strip().lower() == wanted:
+            text = value.decode("utf-8", "replace")
+            values.append(re.sub(r"\r?\n(?=[ \t])", "", text).strip())
+    return values
+
+
+def has_field(raw, name):
+    return bool(field_values(raw, name))

@@ -1,33 +1,50 @@
 """The SMTP server: aiosmtpd for the wire, our policy and delivery behind its handler seam.
 
 Implementation notes:
-- InboundHandler's hooks are thin async adapters; recipient policy (mta.recipients)
-  and delivery (mta.inbound) are synchronous functions run in the database thread pool.
-- The 250 after DATA is written only after accept_message() has committed every copy.
-  A client that disconnects while delivery runs cancels only the waiting coroutine:
+- InboundHandler (MX port) and SubmissionHandler (submission and SMTPS ports) hooks
+  are thin async adapters; recipient policy (mta.recipients), submission policy
+  (mta.submission) and delivery (mta.inbound) are synchronous functions run in the
+  database thread pool.
+- No password, AUTH payload or SASL message is ever logged.
+- The 250 after DATA is written only after every copy of the message is committed
+  (mta.inbound). A client that disconnects while delivery runs cancels only the waiting coroutine:
   the delivery thread finishes and commits or rolls back on its own.
 - No database transaction is open while the event loop writes to a socket.
 - Every reply after the greeting carries an RFC 3463 enhanced status code (RFC 2034).
 """
 import asyncio
+import base64
+import binascii
+import collections
 import ipaddress
 import logging
 import re
 import socket
+import warnings
 from dataclasses import dataclass
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult
 from django.conf import settings
 
+from accounts.errors import LoginThrottled
+from accounts.identities import may_send_as
+from mailsuite.lib import sasl
 from mailsuite.lib.addresses import AddressError, split_address
 from mailsuite.lib.aio import GroupCommit, run_sync
 from mailstore.actions import queue_id
 from mailstore.storage import new_blob_name
+from mta import inbound, submission
 from mta.headers import received_field, remove_fields
-from mta import inbound
 from mta.recipients import Client, ResolutionCache, check_recipient, decide
 
 log = logging.getLogger(__name__)
+# aiosmtpd warns when AUTH does not require STARTTLS; on the SMTPS port the whole
+# connection is TLS, so the warning is wrong there (and SMTPS is the only such case).
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS", module="aiosmtpd")
+
+# Commands per connection (aiosmtpd's command_call_limit): generous for the commands
+# that carry mail, tight for those that only probe or guess.
+COMMAND_LIMITS = {"AUTH": 5, "VRFY": 10, "EXPN": 10, "HELP": 10, "NOOP": 100, "*": 10000}
 
 _ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}( |$)")
 # Enhanced codes for the replies aiosmtpd writes itself (RFC 3463 §3).
@@ -55,19 +72,46 @@ def with_enhanced_code(line, *, hostname):
     return f"{line[:3]} {detail} {rest}"
 
 
-class MailSMTP(SMTP):
-    """aiosmtpd's SMTP plus enhanced status codes on the replies it writes itself.
+class ConnectionGate:
+    """Open connections per client IP, shared by a process's listeners; refuses past a cap."""
 
-    The one override is push(): aiosmtpd offers no hook for its own replies
-    ("503 Error: need MAIL command"), and ENHANCEDSTATUSCODES promises a code on all
-    of them. Everything else stays in the handler.
+    def __init__(self, per_ip):
+        self.per_ip = per_ip
+        self.open = collections.Counter()
+
+    def admit(self, ip):
+        if self.open[ip] >= self.per_ip:
+            return False
+        self.open[ip] += 1
+        return True
+
+    def leave(self, ip):
+        self.open[ip] -= 1
+        if self.open[ip] <= 0:
+            del self.open[ip]
+
+
+class MailSMTP(SMTP):
+    """aiosmtpd's SMTP with the few things its handler seam cannot reach.
+
+    - push(): aiosmtpd offers no hook for its own replies ("503 Error: need MAIL
+      command"), and ENHANCEDSTATUSCODES promises a code on all of them; the lines of
+      a multi-line reply go out in one write.
+    - connection_made()/connection_lost(): the per-IP connection cap, and plaintext AUTH
+      for loopback clients when the operator allows it (aiosmtpd decides TLS-before-AUTH
+      per server, not per client).
+    Everything else stays in the handler.
     """
 
-    def __init__(self, *args, on_close=None, **kwargs):
+    def __init__(self, *args, on_close=None, gate=None, plaintext_loopback=False, **kwargs):
         super().__init__(*args, **kwargs)
         self._greeted = False
         self._on_close = on_close
         self._continued = []
+        self._gate = gate
+        self._client_ip = None
+        self._refused = False
+        self._plaintext_loopback = plaintext_loopback
 
     async def push(self, status):
         if isinstance(status, bytes):
@@ -84,10 +128,27 @@ class MailSMTP(SMTP):
             self._continued = []
         await super().push(status)
 
+    def connection_made(self, transport):
+        if self._client_ip is None:  # first call; STARTTLS calls again with the TLS transport
+            peer = transport.get_extra_info("peername")
+            self._client_ip = peer[0] if isinstance(peer, tuple) else "unknown"
+            if self._gate is not None and not self._gate.admit(self._client_ip):
+                self._refused = True
+                transport.write(b"421 4.7.0 Too many connections from your address\r\n")
+                transport.close()
+                return
+            if self._plaintext_loopback and _is_loopback(self._client_ip):
+                self._auth_require_tls = False
+        super().connection_made(transport)
+
     def connection_lost(self, error):
+        if self._refused:
+            return
         try:
             super().connection_lost(error)
         finally:
+            if self._gate is not None:
+                self._gate.leave(self._client_ip)
             if self._on_close:
                 self._on_close()
 
@@ -98,6 +159,13 @@ class _Refuse(asyncio.Protocol):
     def connection_made(self, transport):
         transport.write(b"421 4.3.2 Too many connections, try again later\r\n")
         transport.close()
+
+
+def _is_loopback(ip):
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
 
 
 def _declared_size(mail_options):
@@ -112,8 +180,14 @@ def _needs_smtputf8(address):
     return not address.isascii()
 
 
+def _uses_tls(server):
+    return server.transport is not None and server.transport.get_extra_info("ssl_object") is not None
+
+
 class InboundHandler:
     """Handler hooks for the MX port: mail for our domains, or relaying by trusted clients."""
+
+    offers_auth = False
 
     def __init__(self, *, trusted_networks=(), max_recipients=100, committer=None, resolution_ttl=2.0):
         self.trusted_networks = trusted_networks
@@ -124,11 +198,16 @@ class InboundHandler:
 
     def client(self, session):
         ip = session.peer[0] if isinstance(session.peer, tuple) else "unknown"
+        login = session.auth_data if session.authenticated else None
         try:
             address = ipaddress.ip_address(ip)
         except ValueError:
             return Client(ip=ip)
-        return Client(ip=ip, trusted=any(address in network for network in self.trusted_networks))
+        return Client(
+            ip=ip,
+            authenticated=login.address if login else None,
+            trusted=any(address in network for network in self.trusted_networks),
+        )
 
     async def handle_HELO(self, server, session, envelope, hostname):
         session.host_name = hostname
@@ -136,10 +215,11 @@ class InboundHandler:
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
-        # No AUTH on the MX port; PIPELINING (RFC 2920) and ENHANCEDSTATUSCODES (RFC 2034).
-        lines = [line for line in responses[:-1] if not line.startswith("250-AUTH")]
-        lines += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"]
-        return lines
+        lines = responses[:-1]
+        if not self.offers_auth:
+            lines = [line for line in lines if not line.startswith("250-AUTH")]
+        # PIPELINING (RFC 2920) and ENHANCEDSTATUSCODES (RFC 2034).
+        return [*lines, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"]
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         # The null reverse-path of bounces (RFC 5321 §4.5.5) stays "<>" in the envelope:
@@ -151,10 +231,17 @@ class InboundHandler:
                 split_address(address)
             except AddressError:
                 return "553 5.1.7 Bad sender address syntax"
+        refusal = await self.check_sender(session, address)
+        if refusal:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.resolutions = []
         return "250 2.1.0 Ok"
+
+    async def check_sender(self, session, address):
+        """A reply refusing this MAIL FROM, or None."""
+        return None
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if _needs_smtputf8(address) and not envelope.smtp_utf8:
@@ -181,10 +268,15 @@ class InboundHandler:
 
     async def handle_DATA(self, server, session, envelope):
         client = self.client(session)
+        # Bcc must not reach recipients (RFC 5322 §3.6.3); some clients leave it in.
+        content = remove_fields(envelope.original_content, ["Bcc"])
+        content, refusal = await self.check_message(server, session, envelope, content)
+        if refusal:
+            return refusal
         blob_name = new_blob_name()
-        protocol = ("UTF8SMTP" if envelope.smtp_utf8 else "ESMTP" if session.extended_smtp else "SMTP") + (
-            "S" if session.ssl else ""
-        )
+        # RFC 3848 protocol names: ESMTP, then S for TLS and A for AUTH.
+        protocol = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP" if session.extended_smtp else "SMTP"
+        protocol += ("S" if _uses_tls(server) else "") + ("A" if session.authenticated else "")
         trace = received_field(
             helo=session.host_name,
             client_ip=client.ip,
@@ -193,10 +285,8 @@ class InboundHandler:
             queue_id=queue_id(blob_name),
             recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
         )
-        # Bcc must not reach recipients (RFC 5322 §3.6.3); some clients leave it in.
-        raw = trace + remove_fields(envelope.original_content, ["Bcc"])
         request = {
-            "raw": raw,
+            "raw": trace + content,
             "mail_from": "" if envelope.mail_from == "<>" else envelope.mail_from,
             "resolutions": envelope.resolutions,
             "client_ip": client.ip,
@@ -204,6 +294,10 @@ class InboundHandler:
             "blob_name": blob_name,
         }
         return await self.committer.submit(request)
+
+    async def check_message(self, server, session, envelope, content):
+        """(the content to store, a reply refusing it or None)."""
+        return content, None
 
     async def close(self):
         close = getattr(self.committer, "close", None)
@@ -215,6 +309,104 @@ class InboundHandler:
         return "451 4.3.0 Internal error; try again later"
 
 
+class SubmissionHandler(InboundHandler):
+    """Submission (RFC 6409) on the submission and SMTPS ports: AUTH first, then the
+    user may send to anyone, as one of their own addresses, within their limits."""
+
+    offers_auth = True
+
+    async def check_sender(self, session, address):
+        login = session.auth_data
+        if address == "<>" or await run_sync(may_send_as_login, login, address):
+            return None
+        return f"553 5.7.1 <{address}>: not an address you may send as"
+
+    async def check_message(self, server, session, envelope, content):
+        refusal = await run_sync(
+            submission.check_submission,
+            content,
+            login=session.auth_data,
+            mail_from=envelope.mail_from,
+            recipient_count=len(envelope.rcpt_tos),
+        )
+        return submission.complete(content, hostname=server.hostname), refusal
+
+    # AUTH mechanisms (RFC 4954), each accepting an initial response (SASL-IR).
+
+    async def auth_PLAIN(self, server, args):
+        response = await _initial_response(server, args, b"")
+        if response is None:
+            return AuthResult(success=False, handled=True)
+        try:
+            authzid, username, password = sasl.decode_plain(response)
+        except sasl.SaslError:
+            await server.push("501 5.5.2 Malformed PLAIN response")
+            return AuthResult(success=False, handled=True)
+        if authzid and authzid != username:
+            return AuthResult(success=False, handled=False, message="535 5.7.8 Acting as another user is not supported")
+        return await self._password_login(server, username, password)
+
+    async def auth_LOGIN(self, server, args):
+        username_prompt, password_prompt = sasl.login_challenges()
+        username = await _initial_response(server, args, username_prompt)
+        if username is None:
+            return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth(password_prompt)
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        try:
+            return await self._password_login(server, username.decode(), password.decode())
+        except UnicodeDecodeError:
+            await server.push("501 5.5.2 Malformed LOGIN response")
+            return AuthResult(success=False, handled=True)
+
+    async def auth_SCRAM__SHA__256(self, server, args):
+        exchange = submission.ScramExchange(remote_ip=server._client_ip)
+        message = await _initial_response(server, args, b"")
+        try:
+            # RFC 4954 §4: the server-final data goes out as one more challenge, which
+            # the client answers with an empty line; step() then returns None.
+            while message is not None and (reply := await run_sync(exchange.step, message)) is not None:
+                message = await server.challenge_auth(reply)
+                if message is MISSING:
+                    message = None
+        except LoginThrottled:
+            return AuthResult(success=False, handled=False, message=submission.THROTTLED)
+        except sasl.SaslError:
+            return AuthResult(success=False, handled=False, message=submission.INVALID)
+        if message is None:
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=True, auth_data=await run_sync(exchange.login))
+
+    async def _password_login(self, server, username, password):
+        login, refusal = await run_sync(submission.password_login, username, password, remote_ip=server._client_ip)
+        if login is None:
+            return AuthResult(success=False, handled=False, message=refusal)
+        return AuthResult(success=True, auth_data=login)
+
+
+async def _initial_response(server, args, challenge):
+    """The client's first SASL message: the initial response (RFC 4954 SASL-IR, "=" for
+    empty) or the answer to `challenge`. None when the client aborted or sent bad base64
+    (aiosmtpd has already replied)."""
+    if len(args) > 1:
+        if args[1] == "=":
+            return b""
+        try:
+            return base64.b64decode(args[1], validate=True)
+        except binascii.Error:
+            await server.push("501 5.5.2 Can't decode base64")
+            return None
+    response = await server.challenge_auth(challenge)
+    return None if response is MISSING else response
+
+
+def may_send_as_login(login, address):
+    from accounts.models import Account
+
+    return may_send_as(Account.objects.select_related("domain").get(pk=login.account_id), address)
+
+
 @dataclass
 class Listener:
     host: str
@@ -224,13 +416,23 @@ class Listener:
 
 
 class SMTPService:
-    """One or more listening sockets sharing a connection limit."""
+    """The listening sockets of one kind of SMTP port (MX, submission or SMTPS).
 
-    def __init__(self, handler, *, hostname, tls_context=None, max_connections=1000):
+    `tls` is a TLSContextProvider: STARTTLS uses its current context for each new
+    session; an implicit-TLS listener picks the current one at each handshake.
+    """
+
+    def __init__(
+        self, handler, *, hostname, tls=None, implicit_tls=False, require_auth=False,
+        max_connections=1000, gate=None,
+    ):
         self.handler = handler
         self.hostname = hostname
-        self.tls_context = tls_context
+        self.tls = tls
+        self.implicit_tls = implicit_tls
+        self.require_auth = require_auth
         self.max_connections = max_connections
+        self.gate = gate
         self.sessions = set()
         self.servers = []
 
@@ -242,9 +444,15 @@ class SMTPService:
             hostname=self.hostname,
             data_size_limit=settings.MAILSUITE_MESSAGE_SIZE_LIMIT,
             enable_SMTPUTF8=True,
-            tls_context=self.tls_context,
+            tls_context=None if self.implicit_tls or self.tls is None else self.tls.current(),
             timeout=settings.MAILSUITE_SMTP_TIMEOUT,
-            auth_exclude_mechanism=["LOGIN", "PLAIN"],
+            auth_required=self.require_auth,
+            # On an implicit-TLS port the whole session is encrypted already.
+            auth_require_tls=not self.implicit_tls,
+            auth_exclude_mechanism=[] if self.handler.offers_auth else ["LOGIN", "PLAIN"],
+            command_call_limit=COMMAND_LIMITS,
+            gate=self.gate,
+            plaintext_loopback=self.require_auth and settings.MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK,
             on_close=lambda: self.sessions.discard(session),
         )
         self.sessions.add(session)
@@ -261,7 +469,8 @@ class SMTPService:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((listener.host, listener.port))
         sock.setblocking(False)
-        server = await loop.create_server(self._protocol, sock=sock, backlog=1024)
+        ssl_context = self.tls.listener_context() if self.implicit_tls else None
+        server = await loop.create_server(self._protocol, sock=sock, backlog=1024, ssl=ssl_context)
         self.servers.append(server)
         port = sock.getsockname()[1]
         log.info("%s listening on %s:%d", listener.name, listener.host, port)

@@ -66,46 +66,62 @@ def message_bytes(message):
 
 
 class ServerThread:
-    """Runs an asyncio server in a thread with its own event loop."""
+    """Runs asyncio servers in a thread with its own event loop.
+
+    `start` is a coroutine function returning {name: (service, port)}; the first
+    entry is also `.service` and `.port`.
+    """
 
     def __init__(self, start):
-        self._start = start  # async function returning (service, port)
+        self._start = start
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self):
         self.thread.start()
-        self.service, self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        started = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        self.services = {name: service for name, (service, _) in started.items()}
+        self.ports = {name: port for name, (_, port) in started.items()}
+        self.service, self.port = next(iter(started.values()))
         return self
+
+    async def _close(self):
+        for service in self.services.values():
+            await service.close()
 
     def __exit__(self, *exc):
         from mailsuite.lib.aio import shutdown_db_executor
 
-        asyncio.run_coroutine_threadsafe(self.service.close(), self.loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         shutdown_db_executor()
 
 
+def smtp_servers(*names):
+    """runsmtp's services (smtp, submission, smtps) on free loopback ports."""
+    from mta.management.commands.runsmtp import services
+
+    async def start():
+        running = services("127.0.0.1", {name: 0 for name in names})
+        return {listener.name: (service, await service.listen(listener)) for service, listener in running}
+
+    return ServerThread(start)
+
+
 @pytest.fixture
 def smtp_server(transactional_db, settings):
     """The MX SMTP server on 127.0.0.1, a free port; yields the ServerThread (has .port)."""
-    from mailsuite.lib.tls import ensure_certificate, server_context
-    from mta.smtpd import InboundHandler, Listener, SMTPService
+    settings.MAILSUITE_HOSTNAME = "mx.example.test"
+    with smtp_servers("smtp") as server:
+        yield server
 
-    ensure_certificate(settings.MAILSUITE_TLS_CERT, settings.MAILSUITE_TLS_KEY, "localhost")
 
-    async def start():
-        service = SMTPService(
-            InboundHandler(trusted_networks=settings.MAILSUITE_TRUSTED_NETWORKS, max_recipients=settings.MAILSUITE_MAX_RECIPIENTS),
-            hostname="mx.example.test",
-            tls_context=server_context(settings.MAILSUITE_TLS_CERT, settings.MAILSUITE_TLS_KEY),
-            max_connections=settings.MAILSUITE_SMTP_MAX_CONNECTIONS,
-        )
-        port = await service.listen(Listener("127.0.0.1", 0))
-        return service, port
-
-    with ServerThread(start) as server:
+@pytest.fixture
+def submission_servers(transactional_db, settings):
+    """MX, submission and SMTPS on free loopback ports: `.ports["submission"]` etc."""
+    settings.MAILSUITE_HOSTNAME = "mx.example.test"
+    with smtp_servers("smtp", "submission", "smtps") as server:
         yield server
 
 

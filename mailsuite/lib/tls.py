@@ -5,14 +5,18 @@ generated into the data dir on first start; operators replace it with a real one
 """
 import datetime
 import ipaddress
+import logging
 import os
 import ssl
+import time
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+log = logging.getLogger(__name__)
 
 
 def ensure_certificate(cert_path, key_path, hostname):
@@ -57,6 +61,56 @@ def server_context(cert_path, key_path):
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_path, key_path)
     return context
+
+
+# How often a provider looks at its certificate files (a seam: tests set it to 0).
+RELOAD_CHECK_SECONDS = 5.0
+
+
+class TLSContextProvider:
+    """The current server context for a certificate pair, reloaded when its files change.
+
+    current() is cheap: it looks at the files' modification times at most every
+    `check_interval` seconds. A renewed certificate (certbot, an operator's copy) is
+    used for new connections without a restart; if the new files do not load (half
+    written, mismatched key) the previous context stays in use and the error is logged.
+    """
+
+    def __init__(self, cert_path, key_path, *, check_interval=None, clock=time.monotonic):
+        self.cert_path, self.key_path = str(cert_path), str(key_path)
+        self.check_interval = RELOAD_CHECK_SECONDS if check_interval is None else check_interval
+        self.clock = clock
+        self._stamp = self._file_stamp()
+        self._context = server_context(self.cert_path, self.key_path)
+        self._checked = clock()
+
+    def _file_stamp(self):
+        return tuple((os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in (self.cert_path, self.key_path))
+
+    def current(self):
+        now = self.clock()
+        if now - self._checked >= self.check_interval:
+            self._checked = now
+            try:
+                stamp = self._file_stamp()
+                if stamp != self._stamp:
+                    self._context = server_context(self.cert_path, self.key_path)
+                    self._stamp = stamp
+                    log.info("TLS certificate reloaded from %s", self.cert_path)
+            except (OSError, ssl.SSLError):
+                log.exception("could not reload the TLS certificate; keeping the previous one")
+        return self._context
+
+    def listener_context(self):
+        """A context for an implicit-TLS listener that hands each handshake the current
+        context (the server socket keeps the context it was created with)."""
+        context = server_context(self.cert_path, self.key_path)
+
+        def use_current(ssl_object, server_name, _context):
+            ssl_object.context = self.current()
+
+        context.sni_callback = use_current
+        return context
 
 
 def certificate_info(cert_path):

@@ -17,7 +17,7 @@ def smtp_with(committer):
 
     async def start():
         service = SMTPService(InboundHandler(committer=committer), hostname="mx.example.test")
-        return service, await service.listen(Listener("127.0.0.1", 0))
+        return {"smtp": (service, await service.listen(Listener("127.0.0.1", 0)))}
 
     return ServerThread(start)
 
