@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from accounts import throttle
 from accounts.errors import AliasLoop, Conflict, InvalidInput, NotFound
@@ -22,6 +22,7 @@ from accounts.models import (
     LoginEvent,
     LoginThrottle,
     Redirect,
+    SendAsGrant,
     SendLimitAlert,
 )
 from accounts.resolve import Resolution, expand, local_domain
@@ -324,6 +325,62 @@ def remove_redirect(address):
     deleted, _ = Redirect.objects.filter(domain=domain, localpart=localpart).delete()
     if not deleted:
         raise NotFound(f"redirect {localpart}@{domain.name} does not exist")
+
+
+# Send-as grants: addresses an account may send as besides its own (accounts.identities)
+
+
+def _normalize_identity(identity):
+    local, _, domain = identity.strip().rpartition("@")
+    if not local or not domain.strip(" ."):  # else "x@" would be refused as just "empty domain"
+        raise InvalidInput(f"identity {identity!r} is not an address of the form local@domain")
+    try:
+        return normalize_address(identity)
+    except AddressError as error:
+        raise InvalidInput(f"identity {error}") from None
+
+
+def send_as_identities(account):
+    """The addresses `account` has been granted, in order."""
+    return list(account.send_as_grants.values_list("address", flat=True))
+
+
+@transaction.atomic
+def grant_send_as(account_address, identity):
+    """Let the account send as `identity` (any address, in any domain)."""
+    account = get_account(account_address)
+    identity = _normalize_identity(identity)
+    try:
+        with transaction.atomic():  # a savepoint: the outer transaction survives the refusal
+            return SendAsGrant.objects.create(account=account, address=identity)
+    except IntegrityError:
+        raise Conflict(f"{account.address} may already send as {identity}") from None
+
+
+@transaction.atomic
+def revoke_send_as(account_address, identity):
+    """Take back a grant; returns the identity, normalised."""
+    account = get_account(account_address)
+    identity = _normalize_identity(identity)
+    deleted, _ = SendAsGrant.objects.filter(account=account, address=identity).delete()
+    if not deleted:
+        raise NotFound(f"{account.address} has no grant to send as {identity}")
+    return identity
+
+
+@transaction.atomic
+def set_send_as(account_address, identities):
+    """Replace the account's grants with `identities`; returns them, normalised, in order."""
+    account = get_account(account_address)
+    wanted = set(_normalize_identity(identity) for identity in identities)
+    current = set(send_as_identities(account))
+    if current - wanted:
+        SendAsGrant.objects.filter(account=account, address__in=current - wanted).delete()
+    # ignore_conflicts: a grant saved meanwhile by a concurrent request is the one wanted anyway.
+    SendAsGrant.objects.bulk_create(
+        (SendAsGrant(account=account, address=a) for a in sorted(wanted - current)), ignore_conflicts=True
+    )
+    return sorted(wanted)
 
 
 # Login throttling, the login audit, sending alerts ----------------------------------

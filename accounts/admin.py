@@ -2,8 +2,9 @@
 
 Implementation notes:
 - Every write is an accounts.actions call. An ActionForm runs its action while the form
-  validates, inside a savepoint, so an AccountsError becomes a form error and nothing is
-  written; ModelAdmin.save_model never saves a business row itself.
+  validates, inside a savepoint, so an AccountsError becomes a form error (beside its field
+  where apply() says so with refused_on) and nothing is written; ModelAdmin.save_model
+  never saves a business row itself.
 - Deletes (one object or "delete selected") go through the remove_* actions. The
   confirmation page shows counts from a few COUNT queries instead of Django's walk over
   every related row (every message of every account), which does not scale.
@@ -19,6 +20,7 @@ Implementation notes:
   login, so its list counts at most LIST_COUNT_CAP rows and filters without DISTINCT scans.
 """
 import re
+from contextlib import contextmanager
 from urllib.parse import urlencode
 
 import idna
@@ -125,6 +127,8 @@ class ActionForm(forms.ModelForm):
         try:
             with transaction.atomic(using=router.db_for_write(self._meta.model)):
                 self.instance = self.apply(self.cleaned_data)
+        except FieldRefusal as refusal:
+            self.add_error(refusal.field, refusal.message)
         except AccountsError as error:
             self.add_error(None, str(error))
 
@@ -133,6 +137,24 @@ class ActionForm(forms.ModelForm):
 
     def save_m2m(self):
         pass
+
+
+class FieldRefusal(Exception):
+    """An action's refusal that belongs beside one field of the form (see refused_on)."""
+
+    def __init__(self, field, message):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@contextmanager
+def refused_on(field):
+    """Show an AccountsError raised inside beside `field` instead of above the form."""
+    try:
+        yield
+    except AccountsError as error:
+        raise FieldRefusal(field, str(error)) from None
 
 
 def _password_fields(*, required):
@@ -203,9 +225,16 @@ def _server_limits():
     }
 
 
+SEND_AS_HELP = (
+    "Addresses in any domain, separated by commas or new lines, that this account may use as "
+    "envelope sender and From: besides its own address and the aliases that deliver to it."
+)
+
+
 class AccountChangeForm(PasswordPairMixin, ActionForm):
     quota = SizeField(help_text=QUOTA_HELP)
     password1, password2 = _password_fields(required=False)
+    send_as = AddressListField(label="May also send as", required=False, help_text=SEND_AS_HELP)
 
     class Meta:
         model = Account
@@ -221,6 +250,7 @@ class AccountChangeForm(PasswordPairMixin, ActionForm):
             }
             for name, text in _limit_help("the domain's limit", inherited).items():
                 self.fields[name].help_text = text
+            self.initial["send_as"] = actions.send_as_identities(self.instance)
 
     def apply(self, data):
         address = self.instance.address
@@ -235,6 +265,9 @@ class AccountChangeForm(PasswordPairMixin, ActionForm):
             actions.set_send_limits(address, data["messages_per_hour"], data["recipients_per_day"])
         if data.get("password1"):
             actions.set_password(address, data["password1"])
+        if "send_as" in changed:
+            with refused_on("send_as"):
+                actions.set_send_as(address, data["send_as"])
         return actions.get_account(address)
 
 
@@ -668,6 +701,7 @@ class AccountAdmin(AddressAdmin):
         (None, {"fields": ("email_address", "display_name", "quota", "quota_usage", "active")}),
         ("Change password", {"fields": ("password1", "password2"), "description": "Leave empty to keep the password."}),
         ("Sending limits", {"fields": (*LIMIT_FIELDS, "sending_usage")}),
+        ("Sender identities", {"fields": ("send_as",)}),
         ("History", {"fields": ("created", "last_login", "login_block", "recent_logins")}),
     )
     readonly_fields = (

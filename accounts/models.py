@@ -156,6 +156,31 @@ class Redirect(AddressModel):
         ]
 
 
+class SendAsGrant(models.Model):
+    """An address an admin lets one account send as (accounts.identities), besides its own
+    address and its aliases: say the user's external address, or a shared role address.
+
+    Only this exact address: no subaddress detail, no other domain of a domain alias.
+    """
+
+    # Indexed by sendasgrant_unique, which leads with it.
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="send_as_grants", db_index=False)
+    address = models.CharField(max_length=320, help_text="Normalised address, in any domain")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["address"]
+        verbose_name = "send-as grant"
+        constraints = [
+            # One grant per account and address, so granting twice is a refusal, not a second
+            # row; its index is the one probe may_send_as makes per MAIL FROM and From: address.
+            models.UniqueConstraint(fields=["account", "address"], name="sendasgrant_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.account_id} may send as {self.address}"
+
+
 # Abuse limits: login throttling, the login audit, sending limits ---------------------
 
 

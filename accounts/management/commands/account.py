@@ -1,5 +1,6 @@
-"""manage.py account add|list|remove|passwd|quota|disable|enable: mailboxes and their owners."""
+"""manage.py account add|list|remove|passwd|quota|disable|enable|send-as: mailboxes and their owners."""
 from django.core.management.base import CommandError
+from django.db import transaction
 
 from accounts import actions
 from accounts.management.cli import (
@@ -10,6 +11,8 @@ from accounts.management.cli import (
     show_active,
     show_address_of,
     show_quota,
+    show_target,
+    targets_argument,
 )
 from accounts.models import Account
 from mailsuite.lib.sizes import format_size
@@ -51,6 +54,23 @@ class Command(SubcommandCommand):
         for action, text in (("disable", "refuse mail and logins for"), ("enable", "re-enable")):
             sub = subcommands.add_parser(action, help=f"{text} an account")
             sub.add_argument("address")
+
+        send_as = subcommands.add_parser(
+            "send-as",
+            help="list or change the addresses an account may also send as",
+            description="Without --add or --remove, lists the addresses granted to the account, one a line. "
+            "An account may always send as its own address and the aliases that deliver to it; "
+            "these are the others. All changes are made together, or none is.",
+        )
+        send_as.add_argument("address")
+        send_as.add_argument(
+            "--add", action="append", default=[], metavar="IDENTITY",
+            help="let the account send as this address, in any domain (repeatable)",
+        )
+        send_as.add_argument(
+            "--remove", action="append", default=[], metavar="IDENTITY",
+            help="take back a granted address (repeatable; done before the additions)",
+        )
 
     def handle_add(self, *, address, password_stdin, quota, name, **options):
         quota = quota_argument(quota) if quota is not None else None
@@ -106,3 +126,17 @@ class Command(SubcommandCommand):
     def handle_enable(self, *, address, **options):
         account = actions.set_account_active(address, True)
         self.say(f"enabled account {show_address_of(account)}")
+
+    def handle_send_as(self, *, address, add, remove, **options):
+        account = actions.get_account(address)
+        shown = show_address_of(account)
+        if not add and not remove:
+            self.write_table([show_target(identity)] for identity in actions.send_as_identities(account))
+            return
+        with transaction.atomic():
+            removed = [actions.revoke_send_as(address, identity) for identity in targets_argument(remove)]
+            added = [actions.grant_send_as(address, identity).address for identity in targets_argument(add)]
+        for identity in removed:
+            self.say(f"{shown} may no longer send as {show_target(identity)}")
+        for identity in added:
+            self.say(f"{shown} may now send as {show_target(identity)}")
