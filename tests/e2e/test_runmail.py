@@ -2,6 +2,7 @@
 import os
 import signal
 import smtplib
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -14,12 +15,14 @@ pytestmark = [pytest.mark.sqlite_only, pytest.mark.slow]
 
 
 def test_runmail_starts_everything_and_stops_cleanly(tmp_path):
-    http_port, smtp_port = free_port(), free_port()
+    http_port, smtp_port, submission_port, smtps_port = free_port(), free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSUITE_") and k != "DATABASE_URL"}
     env.update(
         MAILSUITE_DATA_DIR=str(tmp_path / "data"),
         MAILSUITE_HTTP_PORT=str(http_port),
         MAILSUITE_SMTP_PORT=str(smtp_port),
+        MAILSUITE_SUBMISSION_PORT=str(submission_port),
+        MAILSUITE_SMTPS_PORT=str(smtps_port),
         MAILSUITE_SMTP_WORKERS="2",
         MAILSUITE_HOSTNAME="mail.example.test",
         PYTHONUNBUFFERED="1",
@@ -32,8 +35,16 @@ def test_runmail_starts_everything_and_stops_cleanly(tmp_path):
     log = open(tmp_path / "runmail.log", "w+")
     process = subprocess.Popen([*manage, "runmail"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        wait_for_port(smtp_port, process=process)
-        wait_for_port(http_port, process=process)
+        for port in (smtp_port, submission_port, smtps_port, http_port):
+            wait_for_port(port, process=process)
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with smtplib.SMTP_SSL("127.0.0.1", smtps_port, context=context, timeout=10) as client:
+            client.ehlo()
+            assert client.has_extn("auth")
+        with smtplib.SMTP("127.0.0.1", submission_port, timeout=10) as client:
+            client.ehlo()
+            assert client.has_extn("starttls") and not client.has_extn("auth")
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
             assert client.sendmail("m@elsewhere.test", ["alice@example.test"], b"Subject: hi\r\n\r\nhi\r\n") == {}
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/admin/login/", timeout=10) as response:
@@ -51,7 +62,7 @@ def test_runmail_starts_everything_and_stops_cleanly(tmp_path):
     assert f"127.0.0.1:{smtp_port}" in output
     assert "all services stopped" in output
     # Every child is gone: the ports are free again.
-    for port in (http_port, smtp_port):
+    for port in (http_port, smtp_port, submission_port, smtps_port):
         with pytest.raises(OSError):
             wait_for_port(port, timeout=0.5)
 
