@@ -1,4 +1,9 @@
-"""manage.py domain add|list|remove|alias|unalias|disable|enable: the domains we receive mail for."""
+"""manage.py domain add|list|remove|alias|unalias|disable|enable|dns|dkim: the domains we receive mail for.
+
+`dns NAME` prints the records to publish for a domain, one zone-file line each (`-v 0`
+leaves out the comments); `dkim NAME` lists its DKIM keys, and with one option rotates,
+activates, retires or removes them (mta.dkim).
+"""
 from django.conf import settings
 from django.db.models import Count
 
@@ -12,6 +17,8 @@ from accounts.management.cli import (
 )
 from accounts.models import Domain, DomainAlias
 from mailsuite.lib.addresses import normalize_domain
+from mta import dkim
+from mta.dns_records import records_for
 
 
 class Command(SubcommandCommand):
@@ -44,6 +51,31 @@ class Command(SubcommandCommand):
         for action, text in (("disable", "refuse mail for"), ("enable", "accept mail again for")):
             sub = subcommands.add_parser(action, help=f"{text} every address of a domain")
             sub.add_argument("name")
+
+        dns = subcommands.add_parser("dns", help="print the DNS records to publish for a domain, in zone-file form")
+        dns.add_argument("name")
+        dns.add_argument("--hostname", help="this server's public name for MX and SPF (default: MAILSUITE_HOSTNAME)")
+
+        keys = subcommands.add_parser(
+            "dkim",
+            help="list a domain's DKIM keys, or change them",
+            description="Without an option, list the keys. Selectors name a pair of keys (RSA and Ed25519): "
+            "ms2026a and ms2026a-ed are one pair, and either name picks it.",
+        )
+        keys.add_argument("name")
+        change = keys.add_mutually_exclusive_group()
+        change.add_argument(
+            "--rotate", action="store_true", help="make a new key pair, published in DNS but not signing yet"
+        )
+        change.add_argument(
+            "--activate", metavar="SELECTOR", help="sign with this pair from now on (the pair signing now is retired)"
+        )
+        change.add_argument(
+            "--retire", metavar="SELECTOR", help="stop signing with this pair; its DNS records stay listed"
+        )
+        change.add_argument(
+            "--remove", metavar="SELECTOR", help="forget a retired pair, once its records are out of DNS"
+        )
 
     def handle_add(self, *, name, quota, **options):
         default_quota = quota_argument(quota) if quota is not None else 0
@@ -89,3 +121,48 @@ class Command(SubcommandCommand):
     def handle_enable(self, *, name, **options):
         domain = actions.set_domain_active(name, True)
         self.say(f"enabled domain {show_domain(domain.name)}")
+
+    def handle_dns(self, *, name, hostname, **options):
+        domain = actions.get_domain(name)
+        records = records_for(
+            domain, hostname=hostname or settings.MAILSUITE_HOSTNAME, relayhost=settings.MAILSUITE_RELAYHOST
+        )
+        for record in records:
+            self.stdout.write(record.zone_line(comment=self.verbosity > 0))
+        if not any(record.name.endswith(f"._domainkey.{domain.name}.") for record in records):
+            self.warn(f"{domain.name} has no DKIM keys: make them with manage.py domain dkim {domain.name} --rotate")
+
+    def handle_dkim(self, *, name, rotate, activate, retire, remove, **options):
+        domain = actions.get_domain(name)
+        shown = show_domain(domain.name)
+        if rotate:
+            keys = dkim.rotate(domain)
+            self.say(
+                f"made DKIM keys {_selectors(keys)} for {shown}, not signing yet: publish their records "
+                f"(manage.py domain dns {domain.name}), then activate them with --activate {keys[0].selector}"
+            )
+        elif activate is not None:
+            activated, retired = dkim.activate(domain, activate)
+            message = f"{shown} signs with DKIM keys {_selectors(activated)} now"
+            if retired:
+                message += f"; retired {_selectors(retired)} (keep their DNS records a few days longer)"
+            self.say(message)
+        elif retire is not None:
+            keys = dkim.retire(domain, retire)
+            self.say(f"retired DKIM keys {_selectors(keys)} of {shown}; remove them with --remove once out of DNS")
+            if not dkim.active_keys(domain):
+                self.warn(f"{shown} has no active DKIM key: its mail goes out unsigned")
+        elif remove is not None:
+            selectors = dkim.remove(domain, remove)
+            self.say(f"removed DKIM keys {', '.join(selectors)} of {shown}")
+        else:
+            keys = dkim.keys_of(domain)
+            self.write_table(
+                [[key.selector, key.algorithm, key.state, f"created {key.created:%Y-%m-%d}"] for key in keys]
+            )
+            if not keys:
+                self.warn(f"{shown} has no DKIM keys: make them with --rotate")
+
+
+def _selectors(keys):
+    return ", ".join(key.selector for key in keys)
