@@ -35,6 +35,7 @@ from mailsuite.lib.addresses import (
 )
 from mailsuite.lib.sasl import make_scram_credentials
 from mailstore import actions as mailstore_actions
+from mta import dkim
 
 
 def _domain_name(name):
@@ -102,7 +103,9 @@ def create_domain(name, *, default_quota=0, active=True):
         raise Conflict(f"domain {name} already exists")
     if DomainAlias.objects.filter(name=name).exists():
         raise Conflict(f"{name} already exists as an alias domain")
-    return Domain.objects.create(name=name, default_quota=default_quota, active=active)
+    domain = Domain.objects.create(name=name, default_quota=default_quota, active=active)
+    dkim.ensure_keys(domain)  # signing keys from the start; `domain dns` shows what to publish
+    return domain
 
 
 def get_domain(name):

@@ -137,6 +137,11 @@ def store_bytes(raw, name=None):
     return StoredBytes(name=name, size=len(raw), sha256=hashlib.sha256(raw).hexdigest())
 
 
+def read_blob(blob):
+    with blob_storage().open(blob.name, "rb") as f:
+        return f.read()
+
+
 def discard_bytes(stored):
     """Remove bytes that no committed row names (a delivery that failed for everyone)."""
     try:
@@ -419,6 +424,16 @@ class IncomingMessage:
         self.parsed = parse_message(raw)
         self.stored = store_bytes(raw, name)
         self.blob = _blob_row(self.stored, self.parsed)
+
+    @classmethod
+    def from_blob(cls, blob):
+        """A message already stored (e.g. on the outbound queue), to place without copying its bytes."""
+        incoming = cls.__new__(cls)
+        raw = read_blob(blob)
+        incoming.parsed = parse_message(raw)
+        incoming.stored = StoredBytes(name=blob.name, size=blob.size, sha256=blob.sha256)
+        incoming.blob = blob
+        return incoming
 
     @property
     def queue_id(self):

@@ -66,6 +66,30 @@ MAILSUITE_TRUSTED_NETWORKS = env_networks("MAILSUITE_TRUSTED_NETWORKS")
 MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK = env_bool("MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK", False)
 MAILSUITE_RELAYHOST = env_str("MAILSUITE_RELAYHOST")
 
+# Outbound queue.
+MAILSUITE_QUEUE_LIFETIME = env_int("MAILSUITE_QUEUE_LIFETIME", 5 * 86400, minimum=60)  # seconds, then bounce
+MAILSUITE_QUEUE_DELAY_WARNING = env_int("MAILSUITE_QUEUE_DELAY_WARNING", 4 * 3600, minimum=0)  # 0 = never
+MAILSUITE_QUEUE_LEASE_SECONDS = env_int("MAILSUITE_QUEUE_LEASE_SECONDS", 1200, minimum=1)
+MAILSUITE_QUEUE_SWEEP_SECONDS = env_int("MAILSUITE_QUEUE_SWEEP_SECONDS", 30, minimum=1)
+MAILSUITE_QUEUE_DESTINATION_CONCURRENCY = env_int("MAILSUITE_QUEUE_DESTINATION_CONCURRENCY", 4, minimum=1)
+MAILSUITE_MAX_HOPS = env_int("MAILSUITE_MAX_HOPS", 50, minimum=5)  # Received: fields before a loop is declared
+
+# Celery: by default an embedded broker in the data dir (kombu's filesystem transport),
+# which needs no server; CELERY_BROKER_URL=redis://… or amqp://… for several machines.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = DATA_DIR / "celery" / "broker"
+    _broker_dir.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(_broker_dir), "data_folder_out": str(_broker_dir)}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celery" / "beat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "queue-sweep": {"task": "mta.tasks.sweep", "schedule": float(MAILSUITE_QUEUE_SWEEP_SECONDS)},
+    "prune": {"task": "mta.tasks.prune", "schedule": 86400.0},
+}
+
 # SMTP limits (RFC 5321 §4.5.3.1 minimums are far below these).
 MAILSUITE_MESSAGE_SIZE_LIMIT = env_bytes("MAILSUITE_MESSAGE_SIZE_LIMIT", 50 * 1024**2)
 MAILSUITE_MAX_RECIPIENTS = env_int("MAILSUITE_MAX_RECIPIENTS", 100, minimum=1)

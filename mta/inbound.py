@@ -146,3 +146,22 @@ def accept(requests):
 def accept_message(raw, **kwargs):
     """prepare() and commit() one message; returns its SMTP reply."""
     return accept([{"raw": raw, **kwargs}])[0]
+
+
+def accept_internal(raw, *, mail_from, recipients):
+    """Take a message this server wrote itself (a DSN, a vacation reply) for `recipients`:
+    local ones are delivered, others queued. Returns the reply like accept()."""
+    from accounts.errors import AccountsError, NotLocal
+    from accounts.resolve import Resolution, resolve
+
+    resolutions = []
+    for address in recipients:
+        try:
+            resolutions.append(resolve(address))
+        except NotLocal:
+            resolutions.append(Resolution(address=address, external=[address]))
+        except AccountsError as error:
+            log.warning("cannot send a generated message to %s: %s", address, error)
+    if not resolutions:
+        return "550 5.1.1 no deliverable recipient"
+    return accept([{"raw": raw, "mail_from": mail_from, "resolutions": resolutions, "client_ip": None}])[0]

@@ -5,15 +5,26 @@ message, before the SMTP 250 reply; delivery workers work from these rows, so a
 broker that loses a task loses no mail.
 """
 from django.db import models
+from django.utils import timezone
 
 
 class QueuedMessage(models.Model):
+    class Return(models.TextChoices):  # RFC 3461 RET: what a DSN carries of the message
+        HEADERS = "HDRS"
+        FULL = "FULL"
+
     blob = models.ForeignKey("mailstore.Blob", on_delete=models.PROTECT, related_name="queued")
     mail_from = models.CharField(max_length=320, blank=True, help_text="Envelope sender; empty for bounces")
     smtputf8 = models.BooleanField(default=False, help_text="The message needs SMTPUTF8 downstream")
     received_from = models.GenericIPAddressField(null=True, blank=True)
     queue_id = models.CharField(max_length=32, db_index=True)
     created = models.DateTimeField(auto_now_add=True)
+    # Delivery gives up (and bounces) after this moment (RFC 5321 §4.5.4.1: 4-5 days).
+    expires_at = models.DateTimeField(null=True, blank=True)
+    envid = models.CharField(max_length=100, blank=True, help_text="RFC 3461 ENVID")
+    ret = models.CharField(max_length=4, choices=Return.choices, blank=True, help_text="RFC 3461 RET")
+    # Sender rewritten with SRS for forwarded mail, so SPF passes at the destination.
+    srs_sender = models.CharField(max_length=320, blank=True)
 
     def __str__(self):
         return f"{self.queue_id} from <{self.mail_from}>"
@@ -29,18 +40,146 @@ class QueuedRecipient(models.Model):
 
     message = models.ForeignKey(QueuedMessage, on_delete=models.CASCADE, related_name="recipients")
     address = models.CharField(max_length=320)
+    # The routing key: the recipient's domain in ASCII ("" for local retries).
+    domain = models.CharField(max_length=253, blank=True)
     # Set when the recipient is a local mailbox whose delivery failed temporarily (e.g. quota).
     local_account = models.ForeignKey("accounts.Account", null=True, blank=True, on_delete=models.CASCADE)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
     attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(auto_now_add=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
     last_error = models.TextField(blank=True)
+    # RFC 3461: NOTIFY (comma-separated, empty = default: FAILURE and DELAY) and ORCPT.
+    notify = models.CharField(max_length=40, blank=True)
+    orcpt = models.CharField(max_length=500, blank=True)
+    # The final or latest outcome, for DSNs and the admin.
+    status = models.CharField(max_length=10, blank=True, help_text="Enhanced status code, e.g. 5.1.1")
+    remote_mta = models.CharField(max_length=255, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delay_notified = models.BooleanField(default=False)
+    bounce_notified = models.BooleanField(default=False)
+    # A worker owns the recipient until lease_until; an expired lease may be taken over.
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
             # The sweep asks: which recipients are due?
             models.Index(fields=["state", "next_attempt_at"], name="queue_due"),
+            # Workers claim due recipients of one destination domain.
+            models.Index(fields=["domain", "state", "next_attempt_at"], name="queue_due_by_domain"),
         ]
 
     def __str__(self):
         return f"{self.address} ({self.state})"
+
+
+class DeliveryAttempt(models.Model):
+    """One try at delivering to a recipient: the queue's attempt log."""
+
+    recipient = models.ForeignKey(QueuedRecipient, on_delete=models.CASCADE, related_name="tries")
+    started = models.DateTimeField()
+    host = models.CharField(max_length=255, blank=True, help_text="The server tried, e.g. mx1.example.org[192.0.2.1]")
+    outcome = models.CharField(max_length=10, help_text="delivered, deferred or bounced")
+    reply = models.TextField(blank=True, help_text="The remote reply or the local error")
+
+    class Meta:
+        ordering = ["recipient_id", "started"]
+
+    def __str__(self):
+        return f"{self.recipient_id} {self.outcome} at {self.started:%Y-%m-%d %H:%M:%S}"
+
+
+class SmartHost(models.Model):
+    """Where mail goes instead of MX lookups: for every domain (domain empty) or one domain.
+
+    A relay domain (we accept its mail and pass it on to the next hop, e.g. the
+    second-level server behind us, or its primary when we are backup MX) is a row
+    with accept_relay set. Credentials are for AUTH on the next hop.
+    """
+
+    class TLS(models.TextChoices):
+        OPPORTUNISTIC = "opportunistic", "STARTTLS when offered"
+        REQUIRED = "starttls", "STARTTLS required"
+        IMPLICIT = "implicit", "TLS from the first byte (port 465)"
+        NONE = "none", "never"
+
+    class Verify(models.TextChoices):
+        NONE = "none", "accept every recipient"
+        CALLOUT = "callout", "ask the next hop at RCPT time"
+        LIST = "list", "only the listed recipients"
+
+    domain = models.CharField(max_length=253, blank=True, unique=True, help_text="Empty: all other domains")
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField(default=25)
+    tls = models.CharField(max_length=16, choices=TLS.choices, default=TLS.OPPORTUNISTIC)
+    verify_certificate = models.BooleanField(default=True)
+    username = models.CharField(max_length=320, blank=True)
+    password = models.CharField(max_length=500, blank=True)
+    accept_relay = models.BooleanField(default=False, help_text="Accept mail for this domain from anyone and relay it")
+    verify_recipients = models.CharField(max_length=8, choices=Verify.choices, default=Verify.NONE)
+    recipients = models.TextField(blank=True, help_text="With 'only the listed recipients': one address per line")
+
+    def __str__(self):
+        return f"{self.domain or '*'} → {self.host}:{self.port}"
+
+
+class DKIMKey(models.Model):
+    """One DKIM signing key of a local domain (mta.dkim signs with it; mta.dns_records publishes it).
+
+    Keys come in pairs made together, one per algorithm: RSA 2048 (rsa-sha256, which every
+    verifier knows) and Ed25519 (ed25519-sha256, RFC 8463), so every signed message carries
+    both signatures. Selectors name the pair and the year it was made: `ms2026a` (RSA) and
+    `ms2026a-ed` (Ed25519), then `ms2026b`/`ms2026b-ed` at the next rotation that year, and
+    so on (`z` is followed by `aa`). A selector is its key's DNS name
+    (`SELECTOR._domainkey.DOMAIN`), so one selector names one key of a domain.
+
+    The life of a key: published (generated, its record shown for DNS, not yet signing,
+    so it can be in DNS before the first signature needs it) → active (signs) → retired
+    (no longer signs, still in DNS while mail signed with it may be in flight). Changes go
+    through mta.dkim. The private key is secret like a password hash: it is in no admin
+    page, list or log.
+    """
+
+    class Algorithm(models.TextChoices):
+        RSA_SHA256 = "rsa-sha256", "RSA 2048 (rsa-sha256)"
+        ED25519_SHA256 = "ed25519-sha256", "Ed25519 (ed25519-sha256)"
+
+    class State(models.TextChoices):
+        PUBLISHED = "published", "published (not signing yet)"
+        ACTIVE = "active", "active (signs)"
+        RETIRED = "retired", "retired (no longer signs)"
+
+    domain = models.ForeignKey("accounts.Domain", on_delete=models.CASCADE, related_name="dkim_keys")
+    selector = models.CharField(max_length=63, help_text="A DNS label: the key is at SELECTOR._domainkey.DOMAIN")
+    algorithm = models.CharField(max_length=16, choices=Algorithm.choices)
+    private_key = models.TextField(help_text="PKCS #8 PEM; secret")
+    public_key = models.TextField(help_text="The p= value of the DNS record (base64)")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PUBLISHED)
+    created = models.DateTimeField(auto_now_add=True)
+    activated = models.DateTimeField(null=True, blank=True, help_text="When it last started signing")
+    retired = models.DateTimeField(null=True, blank=True, help_text="When it stopped signing")
+
+    class Meta:
+        ordering = ["-created", "selector"]
+        verbose_name = "DKIM key"
+        constraints = [
+            # A selector is a DNS name: two keys under one name would make both unverifiable.
+            # (This also makes (domain, selector, algorithm) unique.)
+            models.UniqueConstraint(fields=["domain", "selector"], name="dkimkey_unique_selector"),
+            # One signing key per domain and algorithm; it is also the index sign() looks keys up by.
+            models.UniqueConstraint(
+                fields=["domain", "algorithm"],
+                condition=models.Q(state="active"),
+                name="dkimkey_one_active_per_algorithm",
+            ),
+            # Only the algorithms and states mta.dkim knows how to sign with and publish.
+            models.CheckConstraint(
+                condition=models.Q(algorithm__in=["rsa-sha256", "ed25519-sha256"]), name="dkimkey_algorithm_known"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(state__in=["published", "active", "retired"]), name="dkimkey_state_known"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.selector}._domainkey.{self.domain.name} ({self.algorithm}, {self.state})"

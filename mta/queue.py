@@ -1,29 +1,171 @@
-"""Putting mail on the outbound queue.
+"""The outbound queue: putting mail on it, workers claiming it, recording what happened.
 
-Delivery attempts (MX lookup, SMTP client, retries, bounces) are built on these rows
-by the queue workers; this module only records what must be sent, durably.
+The database is the queue's truth (QueuedMessage + blob + QueuedRecipient rows). Celery
+tasks only say "look at domain D now"; a periodic sweep says the same for anything due,
+so a task the broker loses delays mail by one sweep and loses nothing.
+
+Implementation notes:
+- A worker claims recipients with a lease (lease_owner, lease_until) in one short
+  transaction, by a conditional UPDATE that only takes rows whose lease is free, so two
+  workers never deliver to the same recipient; a worker that dies leaves leases that
+  expire and are taken over.
+- Outcomes are recorded only under the worker's own lease.
+- No transaction is open during network I/O.
 """
+import logging
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
-from mta.models import QueuedMessage, QueuedRecipient
+from mailsuite.lib.addresses import AddressError, split_address
+from mta.models import DeliveryAttempt, QueuedMessage, QueuedRecipient
+
+log = logging.getLogger(__name__)
+
+# Seams for tests: the clock, and how workers are told that a domain has due mail.
+now = timezone.now
+
+State = QueuedRecipient.State
+PENDING = (State.QUEUED, State.DEFERRED)
+# Retry schedule (RFC 5321 §4.5.4.1: at least 30 minutes apart is usual; we start sooner
+# because most temporary failures are greylisting that clears within minutes).
+RETRY_DELAYS = [timedelta(minutes=m) for m in (5, 10, 20, 40, 80, 160)] + [timedelta(hours=4)]
 
 
-def enqueue(incoming, *, mail_from, recipients, local_retries=(), smtputf8=False, received_from=None):
+def kick(domains):
+    """Ask workers to look at these destination domains now (best effort)."""
+    from mta import tasks
+
+    for domain in domains:
+        try:
+            tasks.deliver_domain.delay(domain)
+        except Exception:  # the broker is down: the sweep will find the mail
+            log.warning("could not tell the queue workers about %s; the sweep will", domain, exc_info=True)
+            return
+
+
+def routing_domain(address):
+    try:
+        return split_address(address)[1]
+    except AddressError:
+        return address.rpartition("@")[2].lower()
+
+
+def enqueue(
+    incoming, *, mail_from, recipients, local_retries=(), smtputf8=False, received_from=None,
+    envid="", ret="", notify=None, orcpt=None,
+):
     """Queue `incoming` (a mailstore IncomingMessage) for external `recipients` (addresses)
     and for local mailboxes whose delivery must be retried (`local_retries`: Recipient list).
+    `notify`/`orcpt` map an address to its RFC 3461 parameters.
 
     Call inside the transaction that takes responsibility for the message, wrapped in
     forget_new_blobs_on_rollback() or incoming.atomic(). Returns the QueuedMessage.
     """
     assert transaction.get_connection().in_atomic_block, "enqueue() needs the caller's transaction"
+    notify, orcpt = notify or {}, orcpt or {}
+    at = now()
     queued = QueuedMessage.objects.create(
         blob=incoming.save_blob(),
         mail_from=mail_from,
         smtputf8=smtputf8,
         received_from=received_from,
         queue_id=incoming.queue_id,
+        expires_at=at + timedelta(seconds=settings.MAILSUITE_QUEUE_LIFETIME),
+        envid=envid,
+        ret=ret,
     )
-    rows = [QueuedRecipient(message=queued, address=address) for address in recipients]
-    rows += [QueuedRecipient(message=queued, address=r.delivered_to, local_account=r.account) for r in local_retries]
+    rows = [
+        QueuedRecipient(
+            message=queued, address=address, domain=routing_domain(address), next_attempt_at=at,
+            notify=notify.get(address, ""), orcpt=orcpt.get(address, ""),
+        )
+        for address in recipients
+    ]
+    rows += [
+        QueuedRecipient(message=queued, address=r.delivered_to, local_account=r.account, next_attempt_at=at)
+        for r in local_retries
+    ]
     QueuedRecipient.objects.bulk_create(rows)
+    domains = sorted({row.domain for row in rows})
+    transaction.on_commit(lambda: kick(domains))
     return queued
+
+
+def due(at=None):
+    """Recipients whose time has come and whom no worker holds."""
+    at = at or now()
+    return QueuedRecipient.objects.filter(state__in=PENDING, next_attempt_at__lte=at).filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=at)
+    )
+
+
+def due_domains(limit=1000):
+    return list(due().order_by().values_list("domain", flat=True).distinct()[:limit])
+
+
+def new_owner():
+    return uuid.uuid4().hex
+
+
+def claim(domain, *, owner, limit=100):
+    """Take a lease on up to `limit` due recipients of `domain`; returns them with their
+    messages, oldest first."""
+    at = now()
+    until = at + timedelta(seconds=settings.MAILSUITE_QUEUE_LEASE_SECONDS)
+    candidates = list(due(at).filter(domain=domain).order_by("next_attempt_at", "id").values_list("id", flat=True)[:limit])
+    if not candidates:
+        return []
+    with transaction.atomic():
+        # Conditional: a row another worker leased since we looked is not taken.
+        (
+            QueuedRecipient.objects.filter(id__in=candidates, state__in=PENDING)
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=at))
+            .update(lease_owner=owner, lease_until=until)
+        )
+    return list(
+        QueuedRecipient.objects.select_related("message__blob", "local_account__domain")
+        .filter(id__in=candidates, lease_owner=owner, lease_until=until)
+        .order_by("message_id", "id")
+    )
+
+
+def retry_delay(attempts):
+    return RETRY_DELAYS[min(attempts, len(RETRY_DELAYS)) - 1] if attempts else RETRY_DELAYS[0]
+
+
+def record(recipient, *, owner, outcome, host="", reply="", status=""):
+    """Write one attempt's outcome ("delivered", "deferred" or "bounced") under our lease.
+
+    Returns the new state, or None if the lease was lost (another worker owns it now).
+    """
+    at = now()
+    attempts = recipient.attempts + 1
+    fields = {"attempts": attempts, "last_error": "" if outcome == "delivered" else reply[:2000],
+              "status": status, "remote_mta": host[:255], "lease_owner": "", "lease_until": None}
+    if outcome == "delivered":
+        fields.update(state=State.DELIVERED, delivered_at=at)
+    elif outcome == "bounced" or (recipient.message.expires_at and at >= recipient.message.expires_at):
+        fields.update(state=State.BOUNCED)
+        outcome = "bounced"
+    else:
+        fields.update(state=State.DEFERRED, next_attempt_at=at + retry_delay(attempts))
+    with transaction.atomic():
+        updated = QueuedRecipient.objects.filter(pk=recipient.pk, lease_owner=owner).update(**fields)
+        if not updated:
+            return None
+        DeliveryAttempt.objects.create(recipient=recipient, started=at, host=host[:255], outcome=outcome, reply=reply[:2000])
+    for name, value in fields.items():
+        setattr(recipient, name, value)
+    return recipient.state
+
+
+def release(recipients, *, owner):
+    """Give back leases without an attempt (e.g. the destination's concurrency limit)."""
+    QueuedRecipient.objects.filter(pk__in=[r.pk for r in recipients], lease_owner=owner).update(
+        lease_owner="", lease_until=None
+    )

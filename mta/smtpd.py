@@ -322,14 +322,14 @@ class SubmissionHandler(InboundHandler):
         return f"553 5.7.1 <{address}>: not an address you may send as"
 
     async def check_message(self, server, session, envelope, content):
-        refusal = await run_sync(
+        return await run_sync(
             submission.check_submission,
             content,
             login=session.auth_data,
             mail_from=envelope.mail_from,
             recipient_count=len(envelope.rcpt_tos),
+            hostname=server.hostname,
         )
-        return submission.complete(content, hostname=server.hostname), refusal
 
     # AUTH mechanisms (RFC 4954), each accepting an initial response (SASL-IR).
 

@@ -17,6 +17,7 @@ from accounts.identities import may_send_as
 from accounts.limits import check_and_record_send
 from accounts.models import Account
 from mailsuite.lib import sasl
+from mta import dkim
 from mta.headers import field_values, has_field
 
 log = logging.getLogger(__name__)
@@ -76,25 +77,29 @@ class ScramExchange:
         return Login(account.pk, account.address)
 
 
-def check_submission(raw, *, login, mail_from, recipient_count):
-    """The reply refusing a submitted message, or None to accept it.
+def check_submission(raw, *, login, mail_from, recipient_count, hostname):
+    """(the message as it will be stored, or None; the reply refusing it, or None).
 
     The From: addresses must be identities of the sender (as MAIL FROM was checked),
-    and the account's sending limits must allow this many more recipients.
+    and the account's sending limits must allow this many more recipients. An accepted
+    message gets the Date:/Message-ID: it lacks and our DKIM signatures, once, so every
+    retry sends the same bytes.
     """
     account = Account.objects.select_related("domain").get(pk=login.account_id)
     addresses = [address for _, address in email.utils.getaddresses(field_values(raw, "From")) if address]
     if not addresses:
-        return "550 5.6.0 The message has no From: address"
+        return None, "550 5.6.0 The message has no From: address"
     for address in addresses:
         if not may_send_as(account, address):
-            return f"553 5.7.1 <{address}>: not an address you may send as"
+            return None, f"553 5.7.1 <{address}>: not an address you may send as"
     try:
         check_and_record_send(account, recipient_count)
     except SendLimitExceeded as error:
         log.warning("sending limit reached by %s: %s", login.address, error)
-        return f"451 4.7.1 {error}"
-    return None
+        return None, f"451 4.7.1 {error}"
+    completed = complete(raw, hostname=hostname)
+    from_domain = addresses[0].rpartition("@")[2]
+    return dkim.sign(completed, mail_from=mail_from, from_domain=from_domain) + completed, None
 
 
 def complete(raw, *, hostname):

@@ -30,6 +30,16 @@ def blob_dir(tmp_path, settings):
     return location
 
 
+@pytest.fixture(autouse=True)
+def queue_kicks(monkeypatch):
+    """Tests run queue deliveries themselves; the domains enqueue() would wake workers for."""
+    from mta import queue
+
+    kicked = []
+    monkeypatch.setattr(queue, "kick", kicked.extend)
+    return kicked
+
+
 @pytest.fixture
 def domain(db):
     from accounts import actions

@@ -1,0 +1,127 @@
+"""Delivery attempts: claim a destination's due recipients, route, send, record, notify.
+
+Run by the queue workers (mta.tasks) and callable directly (tests, `manage.py queue
+flush`). One call works through everything due for one destination domain, reusing
+its connection from message to message; recipients of one message and domain share
+one SMTP transaction.
+"""
+import itertools
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+
+from mailstore.actions import IncomingMessage, OverQuota, Recipient, deliver, read_blob
+from mta import dsn, inbound, queue
+from mta.client import Connection, DeliveryError
+from mta.headers import field_values
+from mta.routing import RouteError, route_for
+
+log = logging.getLogger(__name__)
+
+
+def deliver_domain(domain, *, owner=None, batch=100):
+    """Attempt every due recipient of `domain` ("" = local retries); returns how many."""
+    owner = owner or queue.new_owner()
+    done = 0
+    connection = None
+    try:
+        while claimed := queue.claim(domain, owner=owner, limit=batch):
+            done += len(claimed)
+            if domain == "":
+                _deliver_local(claimed, owner)
+            else:
+                connection = _deliver_remote(domain, claimed, owner, connection)
+            notify(claimed)
+    finally:
+        if connection is not None:
+            connection.close()
+    return done
+
+
+def _deliver_remote(domain, claimed, owner, connection):
+    try:
+        route = route_for(domain)
+    except RouteError as error:
+        for recipient in claimed:
+            _record(recipient, owner, "bounced" if error.permanent else "deferred", reply=str(error), status=error.status)
+        return connection
+    for _, group in itertools.groupby(claimed, key=lambda r: r.message_id):
+        recipients = list(group)
+        message = recipients[0].message
+        raw = read_blob(message.blob)
+        if len(field_values(raw, "Received")) > settings.MAILSUITE_MAX_HOPS:
+            for recipient in recipients:
+                _record(recipient, owner, "bounced", reply="too many hops: mail loop", status="5.4.6")
+            continue
+        try:
+            if connection is None:
+                connection = Connection.open(route)
+            results = connection.send(
+                mail_from=message.srs_sender or message.mail_from,
+                recipients=[(r.address, r.notify, r.orcpt) for r in recipients],
+                data=raw,
+                smtputf8=message.smtputf8 or not all(r.address.isascii() for r in recipients),
+                envid=message.envid,
+                ret=message.ret,
+            )
+        except DeliveryError as error:
+            host = connection.host_label if connection else ""
+            for recipient in recipients:
+                _record(recipient, owner, "bounced" if error.permanent else "deferred",
+                        host=host, reply=str(error), status=error.status)
+            if connection is not None and not error.permanent:
+                connection.close()
+                connection = None
+            continue
+        for recipient in recipients:
+            reply = results[recipient.address]
+            _record(recipient, owner, reply.outcome, host=connection.host_label, reply=str(reply), status=reply.status)
+    return connection
+
+
+def _deliver_local(claimed, owner):
+    for recipient in claimed:
+        message = recipient.message
+        incoming = IncomingMessage.from_blob(message.blob)
+        [outcome] = deliver(incoming, [Recipient(recipient.local_account, recipient.address)], return_path=message.mail_from)
+        if outcome.error is None:
+            _record(recipient, owner, "delivered", host="local", reply="delivered to the mailbox", status="2.0.0")
+        else:
+            status = "4.2.2" if isinstance(outcome.error, OverQuota) else "4.3.0"
+            _record(recipient, owner, "deferred", host="local", reply=str(outcome.error), status=status)
+
+
+def _record(recipient, owner, outcome, **details):
+    state = queue.record(recipient, owner=owner, outcome=outcome, **details)
+    if state is None:
+        log.warning("lost the lease on %s (id %s) before recording", recipient.address, recipient.pk)
+    else:
+        log.info("%s to=<%s> id=%s %s", state, recipient.address, recipient.message.queue_id, details.get("reply", ""))
+
+
+def notify(recipients):
+    """Send the DSNs these recipients' new states call for: a bounce for failures, a
+    notice for mail delayed longer than MAILSUITE_QUEUE_DELAY_WARNING."""
+    at = queue.now()
+    warn_after = settings.MAILSUITE_QUEUE_DELAY_WARNING
+    by_message = {}
+    for r in recipients:
+        if r.state == queue.State.BOUNCED and not r.bounce_notified:
+            by_message.setdefault((r.message_id, dsn.FAILED), []).append(r)
+        elif (
+            r.state == queue.State.DEFERRED and warn_after and not r.delay_notified
+            and at - r.message.created >= timedelta(seconds=warn_after)
+        ):
+            by_message.setdefault((r.message_id, dsn.DELAYED), []).append(r)
+    for (_, action), group in by_message.items():
+        message = group[0].message
+        wanted = [r for r in group if dsn.wants(r, action)]
+        if message.mail_from and wanted:
+            report = dsn.build(message, wanted, action=action, original=read_blob(message.blob), now=at)
+            reply = inbound.accept_internal(report, mail_from="", recipients=[message.mail_from])
+            if not reply.startswith("250"):
+                log.error("could not send a %s DSN for %s to <%s>: %s", action, message.queue_id, message.mail_from, reply)
+                continue
+        flag = "bounce_notified" if action == dsn.FAILED else "delay_notified"
+        queue.QueuedRecipient.objects.filter(pk__in=[r.pk for r in group]).update(**{flag: True})

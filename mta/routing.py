@@ -1,0 +1,136 @@
+"""Where mail for a domain goes next: a smart host, a relay domain's next hop, or the
+domain's MX hosts (RFC 5321 §5.1).
+
+DNS goes through dnspython and MAILSUITE_DNS_SERVERS (tests point it at a DNS server
+on loopback). MX hosts are tried in preference order, equal preferences in random
+order; a domain without MX records is its own mail host (the implicit MX); a null MX
+(RFC 7505) means the domain takes no mail.
+"""
+import ipaddress
+import logging
+import random
+from dataclasses import dataclass, field
+
+import dns.exception
+import dns.name
+import dns.resolver
+from django.conf import settings
+
+from mailsuite.lib import secrets
+from mta.models import SmartHost
+
+log = logging.getLogger(__name__)
+
+
+class RouteError(Exception):
+    """No way to deliver now (permanent=False) or ever (permanent=True)."""
+
+    def __init__(self, status, text, *, permanent):
+        super().__init__(text)
+        self.status = status
+        self.permanent = permanent
+
+
+@dataclass
+class Route:
+    hosts: list  # host names or IP literals, in the order to try them
+    port: int
+    kind: str = "mx"  # "mx", "smarthost" or "relay"
+    tls: str = SmartHost.TLS.OPPORTUNISTIC
+    verify_certificate: bool = False
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    def describe(self):
+        return f"{self.kind} {','.join(self.hosts)}:{self.port}"
+
+
+def resolver():
+    r = dns.resolver.Resolver(configure=not settings.MAILSUITE_DNS_SERVERS)
+    if settings.MAILSUITE_DNS_SERVERS:
+        r.nameservers = [ip for ip, _ in settings.MAILSUITE_DNS_SERVERS]
+        r.nameserver_ports = {ip: port for ip, port in settings.MAILSUITE_DNS_SERVERS}
+    r.lifetime = 10.0
+    r.timeout = 3.0
+    return r
+
+
+def _lookup(name, rtype):
+    """Records of one type, [] when the name exists without them; NXDOMAIN raises."""
+    try:
+        return list(resolver().resolve(name, rtype, search=False))
+    except dns.resolver.NoAnswer:
+        return []
+    except dns.resolver.NXDOMAIN:
+        raise
+    except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
+        raise RouteError("4.4.3", f"DNS lookup of {name} {rtype} failed: {error.__class__.__name__}", permanent=False)
+
+
+def addresses(host):
+    """The IP addresses of a host (A first, then AAAA), or the host itself if it is one."""
+    try:
+        ipaddress.ip_address(host)
+        return [host]
+    except ValueError:
+        pass
+    try:
+        found = [r.address for r in _lookup(host, "A")] + [r.address for r in _lookup(host, "AAAA")]
+    except dns.resolver.NXDOMAIN:
+        return []
+    return found
+
+
+def mx_hosts(domain):
+    """The domain's mail hosts in the order to try them (RFC 5321 §5.1, RFC 7505)."""
+    try:
+        records = _lookup(domain, "MX")
+    except dns.resolver.NXDOMAIN:
+        raise RouteError("5.1.2", f"domain {domain} does not exist", permanent=True) from None
+    if not records:
+        if not addresses(domain):
+            raise RouteError("5.1.2", f"domain {domain} has no mail server (no MX and no address)", permanent=True)
+        return [domain]  # the implicit MX
+    if any(r.exchange == dns.name.root for r in records):
+        raise RouteError("5.1.10", f"domain {domain} accepts no mail (null MX)", permanent=True)
+    by_preference = {}
+    for record in records:
+        by_preference.setdefault(record.preference, []).append(record.exchange.to_text(omit_final_dot=True).lower())
+    hosts = []
+    for preference in sorted(by_preference):
+        group = by_preference[preference]
+        random.shuffle(group)
+        hosts += group
+    if settings.MAILSUITE_HOSTNAME in hosts:
+        # We are one of the domain's MX hosts: only the better ones may be tried (RFC 5321 §5.1).
+        hosts = hosts[: hosts.index(settings.MAILSUITE_HOSTNAME)]
+        if not hosts:
+            raise RouteError("5.4.6", f"mail for {domain} loops back to myself", permanent=True)
+    return hosts
+
+
+def _from_smarthost(row, kind):
+    return Route(
+        hosts=[row.host],
+        port=row.port,
+        kind=kind,
+        tls=row.tls,
+        verify_certificate=row.verify_certificate,
+        username=row.username,
+        password=secrets.decrypt(row.password) if row.password else "",
+    )
+
+
+def route_for(domain):
+    """The Route for mail to `domain` (ASCII), or RouteError."""
+    rows = {row.domain: row for row in SmartHost.objects.filter(domain__in=[domain, ""])}
+    if domain in rows:
+        return _from_smarthost(rows[domain], "relay" if rows[domain].accept_relay else "transport")
+    if "" in rows:
+        return _from_smarthost(rows[""], "smarthost")
+    if settings.MAILSUITE_RELAYHOST:
+        host, _, port = settings.MAILSUITE_RELAYHOST.rpartition(":")
+        if not host:
+            host, port = port, "25"
+        return Route(hosts=[host.strip("[]")], port=int(port), kind="smarthost")
+    return Route(hosts=mx_hosts(domain), port=settings.MAILSUITE_OUTBOUND_PORT)

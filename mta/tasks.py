@@ -1,0 +1,32 @@
+"""Celery tasks of the outbound queue. They carry only a domain name: the work itself
+is in the database, so a lost task delays mail by one sweep and loses nothing."""
+import logging
+
+from celery import shared_task
+
+from mta import delivery, queue
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True)
+def deliver_domain(domain):
+    delivery.deliver_domain(domain)
+
+
+@shared_task(ignore_result=True)
+def sweep():
+    """Hand every destination with due mail to the workers (beat runs this periodically)."""
+    domains = queue.due_domains()
+    for domain in domains:
+        deliver_domain.delay(domain)
+    if domains:
+        log.info("sweep: %d destinations with due mail", len(domains))
+
+
+@shared_task(ignore_result=True)
+def prune():
+    """Daily housekeeping: old login audit rows and spent throttle rows."""
+    from accounts.actions import prune_abuse_records
+
+    prune_abuse_records()

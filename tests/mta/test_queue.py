@@ -1,0 +1,220 @@
+"""Outbound delivery over real sockets: a DNS server and receiving SMTP servers on
+127.0.0.2/127.0.0.3, the queue worker's delivery function run directly."""
+import datetime
+
+import pytest
+
+from accounts import actions
+from accounts.resolve import Resolution
+from mailstore.actions import read_blob
+from mta import delivery, inbound, queue
+from mta.models import DeliveryAttempt, QueuedRecipient, SmartHost
+from mailsuite.lib import secrets
+from tests.conftest import inbox, message_bytes
+from tests.dnsserver import DNSServer
+from tests.mta.sink import Behaviour, Sink, free_port_on_loopback_hosts
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MX1, MX2 = "127.0.0.2", "127.0.0.3"
+MESSAGE = b"From: Alice <alice@example.test>\r\nTo: friend@faraway.test\r\nSubject: out\r\n\r\nhello\r\n"
+
+
+@pytest.fixture
+def net(settings):
+    """DNS for faraway.test (MX 10 mx1, MX 20 mx2) and a port free on both mail hosts."""
+    zones = {
+        "faraway.test": {"MX": [(10, "mx1.faraway.test"), (20, "mx2.faraway.test")]},
+        "mx1.faraway.test": {"A": [MX1]},
+        "mx2.faraway.test": {"A": [MX2]},
+        "plain.test": {"A": [MX1]},
+        "nomail.test": {"MX": [(0, ".")]},
+    }
+    with DNSServer(zones) as dns:
+        settings.MAILSUITE_DNS_SERVERS = (dns.address,)
+        settings.MAILSUITE_OUTBOUND_PORT = free_port_on_loopback_hosts(MX1, MX2)
+        dns.mail_port = settings.MAILSUITE_OUTBOUND_PORT
+        yield dns
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    now = [queue.now()]
+    monkeypatch.setattr(queue, "now", lambda: now[0])
+    return now
+
+
+def send(*recipients, sender="alice@example.test", raw=MESSAGE, **extra):
+    resolution = Resolution(address=recipients[0], external=list(recipients))
+    reply = inbound.accept_message(raw, mail_from=sender, resolutions=[resolution], client_ip="127.0.0.1", **extra)
+    assert reply.startswith("250 "), reply
+    return reply
+
+
+def states():
+    return sorted(QueuedRecipient.objects.values_list("address", "state", "status"))
+
+
+def test_mail_goes_to_the_best_mx(net, alice):
+    with Sink(MX1, net.mail_port) as mx1, Sink(MX2, net.mail_port) as mx2:
+        send("friend@faraway.test", "other@faraway.test")
+        assert delivery.deliver_domain("faraway.test") == 2
+    [got] = mx1.received
+    assert got.mail_from == "alice@example.test"
+    assert got.rcpt_tos == ["friend@faraway.test", "other@faraway.test"]  # one transaction
+    assert got.data == MESSAGE
+    assert mx2.received == []
+    assert states() == [("friend@faraway.test", "delivered", "2.0.0"), ("other@faraway.test", "delivered", "2.0.0")]
+
+
+def test_the_second_mx_takes_over_when_the_first_refuses_connections(net, alice):
+    with Sink(MX2, net.mail_port) as mx2:
+        send("friend@faraway.test")
+        delivery.deliver_domain("faraway.test")
+    assert len(mx2.received) == 1
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.outcome == "delivered" and attempt.host == f"mx2.faraway.test[{MX2}]"
+
+
+def test_a_domain_without_mx_is_its_own_mail_host(net, alice):
+    with Sink(MX1, net.mail_port) as host:
+        send("someone@plain.test")
+        delivery.deliver_domain("plain.test")
+    assert host.received[0].rcpt_tos == ["someone@plain.test"]
+
+
+def test_connections_are_reused_for_a_destination(net, alice):
+    with Sink(MX1, net.mail_port) as mx1:
+        for _ in range(3):
+            send("friend@faraway.test")
+        delivery.deliver_domain("faraway.test")
+    assert len(mx1.received) == 3 and mx1.connections == 1
+
+
+def test_a_permanent_refusal_bounces_to_the_sender(net, alice):
+    behaviour = Behaviour(rcpt_replies={"nobody@faraway.test": "550 5.1.1 no such user"})
+    with Sink(MX1, net.mail_port, behaviour=behaviour):
+        send("nobody@faraway.test", "friend@faraway.test")
+        delivery.deliver_domain("faraway.test")
+    assert states() == [("friend@faraway.test", "delivered", "2.0.0"), ("nobody@faraway.test", "bounced", "5.1.1")]
+    [report] = inbox(alice)
+    raw = message_bytes(report)
+    assert report.subject == "Undelivered Mail Returned to Sender"
+    assert b"Return-Path: <>\r\n" in raw
+    assert b"Content-Type: multipart/report; report-type=delivery-status" in raw
+    assert b"Final-Recipient: rfc822; nobody@faraway.test\r\nAction: failed\r\nStatus: 5.1.1\r\n" in raw
+    assert b"Diagnostic-Code: smtp; 550 5.1.1 no such user" in raw
+    assert b"Subject: out\r\n" in raw  # the original headers come back
+    assert b"friend@faraway.test" not in raw.split(b"message/delivery-status")[1].split(b"text/rfc822-headers")[0]
+
+
+def test_a_null_mx_bounces_at_once(net, alice):
+    send("x@nomail.test")
+    delivery.deliver_domain("nomail.test")
+    assert states() == [("x@nomail.test", "bounced", "5.1.10")]
+    assert b"Status: 5.1.10" in message_bytes(inbox(alice)[0])
+
+
+def test_a_bounce_is_never_bounced(net, alice):
+    send("x@nomail.test", sender="")
+    delivery.deliver_domain("nomail.test")
+    assert states() == [("x@nomail.test", "bounced", "5.1.10")]
+    assert inbox(alice) == []
+    assert QueuedRecipient.objects.get().bounce_notified
+
+
+def test_a_temporary_failure_is_retried_later(net, alice, clock):
+    behaviour = Behaviour(data_reply="451 4.3.0 try again")
+    with Sink(MX1, net.mail_port, behaviour=behaviour) as mx1:
+        send("friend@faraway.test")
+        delivery.deliver_domain("faraway.test")
+        assert states() == [("friend@faraway.test", "deferred", "4.3.0")]
+        assert delivery.deliver_domain("faraway.test") == 0  # not due yet
+        behaviour.data_reply = "250 2.0.0 Ok"
+        clock[0] += datetime.timedelta(minutes=6)
+        assert delivery.deliver_domain("faraway.test") == 1
+    assert states() == [("friend@faraway.test", "delivered", "2.0.0")]
+    assert len(mx1.received) == 1
+    assert [a.outcome for a in DeliveryAttempt.objects.all()] == ["deferred", "delivered"]
+
+
+def test_delay_notice_then_bounce_at_expiry(net, alice, clock, settings):
+    settings.MAILSUITE_QUEUE_DELAY_WARNING = 3600
+    settings.MAILSUITE_QUEUE_LIFETIME = 6 * 3600
+    send("friend@faraway.test")  # nothing listens on the MX hosts
+    delivery.deliver_domain("faraway.test")
+    assert inbox(alice) == []
+    clock[0] += datetime.timedelta(hours=2)
+    delivery.deliver_domain("faraway.test")
+    [notice] = inbox(alice)
+    assert notice.subject == "Delayed Mail (still being retried)"
+    assert b"Action: delayed\r\n" in message_bytes(notice) and b"Will-Retry-Until: " in message_bytes(notice)
+    clock[0] += datetime.timedelta(hours=5)
+    delivery.deliver_domain("faraway.test")
+    assert states()[0][1] == "bounced"
+    assert [m.subject for m in inbox(alice)] == ["Delayed Mail (still being retried)", "Undelivered Mail Returned to Sender"]
+
+
+def test_utf8_mail_to_a_server_without_smtputf8_bounces_with_a_reason(net, alice):
+    with Sink(MX1, net.mail_port, behaviour=Behaviour(smtputf8=False)):
+        send("jürgen@faraway.test", raw="From: alice@example.test\r\nSubject: Grüße\r\n\r\nä\r\n".encode(), smtputf8=True)
+        delivery.deliver_domain("faraway.test")
+    assert states() == [("jürgen@faraway.test", "bounced", "5.6.7")]
+    assert b"does not support SMTPUTF8" in message_bytes(inbox(alice)[0])
+
+
+def test_a_smart_host_with_auth_over_starttls(net, alice, settings):
+    from mailsuite.lib.tls import ensure_certificate, server_context
+
+    ensure_certificate(settings.MAILSUITE_TLS_CERT, settings.MAILSUITE_TLS_KEY, "localhost")
+    SmartHost.objects.create(
+        host=MX2, port=net.mail_port, tls=SmartHost.TLS.REQUIRED, verify_certificate=False,
+        username="relayuser", password=secrets.encrypt("relay secret"),
+    )
+    context = server_context(settings.MAILSUITE_TLS_CERT, settings.MAILSUITE_TLS_KEY)
+    with Sink(MX2, net.mail_port, tls_context=context, users={"relayuser": "relay secret"}) as relay:
+        send("friend@faraway.test")
+        delivery.deliver_domain("faraway.test")
+    [got] = relay.received
+    assert got.tls and got.login == "relayuser"
+
+
+def test_pipelining_or_not_the_replies_line_up(net, alice):
+    behaviour = Behaviour(pipelining=False, rcpt_replies={"b@faraway.test": "550 5.1.1 unknown"})
+    with Sink(MX1, net.mail_port, behaviour=behaviour) as mx1:
+        send("a@faraway.test", "b@faraway.test", "c@faraway.test")
+        delivery.deliver_domain("faraway.test")
+    assert mx1.received[0].rcpt_tos == ["a@faraway.test", "c@faraway.test"]
+    assert [s for _, s, _ in states()] == ["delivered", "bounced", "delivered"]
+
+
+def test_two_workers_never_take_the_same_recipient(net, alice):
+    send("friend@faraway.test")
+    first = queue.claim("faraway.test", owner="one")
+    second = queue.claim("faraway.test", owner="two")
+    assert [r.address for r in first] == ["friend@faraway.test"] and second == []
+    assert queue.record(first[0], owner="two", outcome="delivered") is None  # not their lease
+
+
+def test_an_expired_lease_is_taken_over(net, alice, clock, settings):
+    send("friend@faraway.test")
+    assert queue.claim("faraway.test", owner="crashed")
+    clock[0] += datetime.timedelta(seconds=settings.MAILSUITE_QUEUE_LEASE_SECONDS + 1)
+    assert [r.address for r in queue.claim("faraway.test", owner="next")] == ["friend@faraway.test"]
+
+
+def test_local_retries_are_delivered_when_room_returns(alice, bob):
+    actions.set_quota("bob@example.test", 300)
+    reply = inbound.accept_message(
+        b"Subject: big\r\n\r\n" + b"x" * 300 + b"\r\n", mail_from="m@elsewhere.test",
+        resolutions=[Resolution(address="a", accounts={alice.pk: alice, bob.pk: bob})], client_ip="127.0.0.1",
+    )
+    assert reply.startswith("250")
+    assert [(a, s) for a, s, _ in states()] == [("bob@example.test", "queued")]
+    delivery.deliver_domain("")
+    assert [(a, s) for a, s, _ in states()] == [("bob@example.test", "deferred")]
+    actions.set_quota("bob@example.test", 0)
+    QueuedRecipient.objects.update(next_attempt_at=queue.now())
+    delivery.deliver_domain("")
+    assert [(a, s) for a, s, _ in states()] == [("bob@example.test", "delivered")]
+    assert len(inbox(bob)) == 1
