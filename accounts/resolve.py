@@ -33,6 +33,7 @@ class Resolution:
     external: list = field(default_factory=list)  # addresses outside our domains
     dropped: list = field(default_factory=list)  # (address, reason) for branches that lead nowhere
     via_catchall: bool = False  # the address itself matched only the domain's catch-all
+    relayed: bool = False  # an address in another domain, passed on as it is (not forwarded for a local one)
 
     def __bool__(self):
         return bool(self.accounts or self.external)

@@ -72,6 +72,9 @@ MAILSUITE_QUEUE_DELAY_WARNING = env_int("MAILSUITE_QUEUE_DELAY_WARNING", 4 * 360
 MAILSUITE_QUEUE_LEASE_SECONDS = env_int("MAILSUITE_QUEUE_LEASE_SECONDS", 1200, minimum=1)
 MAILSUITE_QUEUE_SWEEP_SECONDS = env_int("MAILSUITE_QUEUE_SWEEP_SECONDS", 30, minimum=1)
 MAILSUITE_QUEUE_DESTINATION_CONCURRENCY = env_int("MAILSUITE_QUEUE_DESTINATION_CONCURRENCY", 4, minimum=1)
+# The domain of SRS-rewritten senders of forwarded mail (its MX must point here); empty
+# means MAILSUITE_HOSTNAME.
+MAILSUITE_SRS_DOMAIN = env_str("MAILSUITE_SRS_DOMAIN").lower()
 MAILSUITE_MAX_HOPS = env_int("MAILSUITE_MAX_HOPS", 50, minimum=5)  # Received: fields before a loop is declared
 
 # Celery: by default an embedded broker in the data dir (kombu's filesystem transport),

@@ -73,6 +73,10 @@ class Connection:
         self.client = client
         self.host_label = host_label
 
+    @property
+    def supports_dsn(self):
+        return self.client.has_extn("dsn")
+
     @classmethod
     def open(cls, route):
         """Connect to the first host of the route that answers; DeliveryError if none does."""
@@ -213,3 +217,19 @@ def _connect(route, host, ip):
     except BaseException:
         client.close()
         raise
+
+
+def verify_recipient(route, address):
+    """Ask the route's first host that answers whether it would take `address` (a
+    callout: MAIL FROM:<>, RCPT TO, then RSET and QUIT). Returns the RCPT Reply."""
+    connection = Connection.open(route)
+    try:
+        client = connection.client
+        code, message = client.mail("")
+        if code >= 300:
+            return _reply(code, message)
+        return _reply(*client.rcpt(address))
+    except (OSError, smtplib.SMTPException) as error:
+        raise DeliveryError(f"{connection.host_label}: {error}") from None
+    finally:
+        connection.close()

@@ -77,6 +77,8 @@ def _deliver_remote(domain, claimed, owner, connection):
         for recipient in recipients:
             reply = results[recipient.address]
             _record(recipient, owner, reply.outcome, host=connection.host_label, reply=str(reply), status=reply.status)
+            # RFC 3461 §6.2.2: a next hop with DSN reports success itself; without, we say "relayed".
+            recipient.success_action = None if connection.supports_dsn else dsn.RELAYED
     return connection
 
 
@@ -87,6 +89,7 @@ def _deliver_local(claimed, owner):
         [outcome] = deliver(incoming, [Recipient(recipient.local_account, recipient.address)], return_path=message.mail_from)
         if outcome.error is None:
             _record(recipient, owner, "delivered", host="local", reply="delivered to the mailbox", status="2.0.0")
+            recipient.success_action = dsn.DELIVERED
         else:
             status = "4.2.2" if isinstance(outcome.error, OverQuota) else "4.3.0"
             _record(recipient, owner, "deferred", host="local", reply=str(outcome.error), status=status)
@@ -109,6 +112,8 @@ def notify(recipients):
     for r in recipients:
         if r.state == queue.State.BOUNCED and not r.bounce_notified:
             by_message.setdefault((r.message_id, dsn.FAILED), []).append(r)
+        elif r.state == queue.State.DELIVERED and getattr(r, "success_action", None):
+            by_message.setdefault((r.message_id, r.success_action), []).append(r)
         elif (
             r.state == queue.State.DEFERRED and warn_after and not r.delay_notified
             and at - r.message.created >= timedelta(seconds=warn_after)
@@ -123,5 +128,6 @@ def notify(recipients):
             if not reply.startswith("250"):
                 log.error("could not send a %s DSN for %s to <%s>: %s", action, message.queue_id, message.mail_from, reply)
                 continue
-        flag = "bounce_notified" if action == dsn.FAILED else "delay_notified"
-        queue.QueuedRecipient.objects.filter(pk__in=[r.pk for r in group]).update(**{flag: True})
+        flag = {dsn.FAILED: "bounce_notified", dsn.DELAYED: "delay_notified"}.get(action)
+        if flag:
+            queue.QueuedRecipient.objects.filter(pk__in=[r.pk for r in group]).update(**{flag: True})

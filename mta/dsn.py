@@ -11,14 +11,16 @@ from django.conf import settings
 
 from mta.headers import split_header
 
-FAILED, DELAYED = "failed", "delayed"
+FAILED, DELAYED, DELIVERED, RELAYED = "failed", "delayed", "delivered", "relayed"
+_NOTIFY_WORD = {FAILED: "FAILURE", DELAYED: "DELAY", DELIVERED: "SUCCESS", RELAYED: "SUCCESS"}
 
 
 def wants(recipient, action):
     notify = {word.strip().upper() for word in recipient.notify.split(",") if word.strip()}
     if not notify:
-        return True  # RFC 3461 §4.1: the default is FAILURE and DELAY
-    return "NEVER" not in notify and ("FAILURE" if action == FAILED else "DELAY") in notify
+        # RFC 3461 §4.1: without NOTIFY, failures and delays are reported, success is not.
+        return action in (FAILED, DELAYED)
+    return _NOTIFY_WORD[action] in notify
 
 
 def _address_type(address):
@@ -38,6 +40,14 @@ def build(queued, recipients, *, action, original, now):
             "Your message could not be delivered to one or more recipients.\r\n"
             "The reasons are given below.\r\n"
         )
+    elif action in (DELIVERED, RELAYED):
+        subject = "Successful Mail Delivery Report"
+        intro = (
+            f"This is the mail system at {hostname}.\r\n\r\n"
+            + ("Your message was delivered to the recipients below.\r\n" if action == DELIVERED else
+               "Your message was passed on to the recipients' mail systems, which will not send\r\n"
+               "delivery reports of their own.\r\n")
+        )
     else:
         until = email.utils.format_datetime(queued.expires_at) if queued.expires_at else "later"
         subject = "Delayed Mail (still being retried)"
@@ -48,7 +58,7 @@ def build(queued, recipients, *, action, original, now):
         )
     lines = [intro, "\r\n"]
     for r in recipients:
-        lines.append(f"<{r.address}>: {r.last_error or r.status}\r\n")
+        lines.append(f"<{r.address}>: {r.last_error or r.status or action}\r\n")
     human = "".join(lines)
 
     status = [f"Reporting-MTA: dns; {hostname}\r\n"]
@@ -61,7 +71,8 @@ def build(queued, recipients, *, action, original, now):
             status.append(f"Original-Recipient: {r.orcpt}\r\n")
         status.append(f"Final-Recipient: {_address_type(r.address)}\r\n")
         status.append(f"Action: {action}\r\n")
-        status.append(f"Status: {r.status or ('5.0.0' if action == FAILED else '4.0.0')}\r\n")
+        default = {FAILED: "5.0.0", DELAYED: "4.0.0"}.get(action, "2.0.0")
+        status.append(f"Status: {r.status or default}\r\n")
         if r.remote_mta:
             status.append(f"Remote-MTA: dns; {r.remote_mta.split('[')[0]}\r\n")
         if r.last_error:

@@ -25,6 +25,7 @@ from mailstore.actions import (
     placements_for,
 )
 from mailstore.storage import sync_names
+from mta import forwarding
 from mta.queue import enqueue
 
 log = logging.getLogger(__name__)
@@ -40,17 +41,30 @@ class Pending:
     external: list
     client_ip: str
     smtputf8: bool = False
+    forwarded: bool = False  # some external recipients stand for local addresses (redirects, aliases)
+    dsn: dict = field(default_factory=dict)  # RFC 3461 parameters: envid, ret, notify, orcpt
     reply: str = ""
     counts: dict = field(default_factory=dict)
 
 
-def prepare(raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name=None):
-    """Parse and durably store `raw` for the recipients' resolutions; no database work."""
+def prepare(raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name=None, dsn=None):
+    """Parse and durably store `raw` for the recipients' resolutions; no database work.
+
+    `dsn` holds RFC 3461 parameters: {"envid", "ret", "notify": {rcpt: …}, "orcpt": {rcpt: …}},
+    the per-recipient ones keyed by the address as given in RCPT TO.
+    """
     mailboxes, external = {}, []
+    dsn = dsn or {}
+    notify, orcpt = {}, {}
     for resolution in resolutions:
         for account in resolution.accounts.values():
             mailboxes.setdefault(account.pk, Recipient(account, account.address))
-        external += [address for address in resolution.external if address not in external]
+        for address in resolution.external:
+            if address not in external:
+                external.append(address)
+                # A relayed address keeps its own DSN parameters; forwarding targets inherit them.
+                notify[address] = dsn.get("notify", {}).get(resolution.address, "")
+                orcpt[address] = dsn.get("orcpt", {}).get(resolution.address, "")
     return Pending(
         incoming=IncomingMessage(raw, name=blob_name),
         mail_from=mail_from,
@@ -58,6 +72,8 @@ def prepare(raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name
         external=external,
         client_ip=client_ip,
         smtputf8=smtputf8,
+        forwarded=any(r.external and not r.relayed for r in resolutions),
+        dsn={"envid": dsn.get("envid", ""), "ret": dsn.get("ret", ""), "notify": notify, "orcpt": orcpt},
     )
 
 
@@ -112,6 +128,9 @@ def _store(batch):
                 local_retries=retry,
                 smtputf8=pending.smtputf8,
                 received_from=pending.client_ip,
+                # SRS, so SPF passes where a forwarded copy arrives.
+                srs_sender=forwarding.rewrite_sender(pending.mail_from) if pending.forwarded else "",
+                **pending.dsn,
             )
         pending.counts = {"delivered": delivered, "queued": len(pending.external) + len(retry)}
         pending.reply = f"250 2.0.0 Ok: queued as {pending.incoming.queue_id}"

@@ -57,7 +57,7 @@ def routing_domain(address):
 
 def enqueue(
     incoming, *, mail_from, recipients, local_retries=(), smtputf8=False, received_from=None,
-    envid="", ret="", notify=None, orcpt=None,
+    envid="", ret="", notify=None, orcpt=None, srs_sender="",
 ):
     """Queue `incoming` (a mailstore IncomingMessage) for external `recipients` (addresses)
     and for local mailboxes whose delivery must be retried (`local_retries`: Recipient list).
@@ -78,6 +78,7 @@ def enqueue(
         expires_at=at + timedelta(seconds=settings.MAILSUITE_QUEUE_LIFETIME),
         envid=envid,
         ret=ret,
+        srs_sender=srs_sender if srs_sender != mail_from else "",
     )
     rows = [
         QueuedRecipient(

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from accounts.errors import DisabledRecipient, ExpansionTooLarge, NotLocal, UnknownRecipient
 from accounts.resolve import Resolution, resolve
 from mailsuite.lib.addresses import AddressError, normalize_address
+from mta import forwarding
+from mta.models import SmartHost
 
 
 @dataclass
@@ -39,18 +41,19 @@ def check_recipient(address, *, client, declared_size=0, cache=None):
 
     A local address's resolution is remembered in `cache` (a ResolutionCache), if given.
     """
+    if forwarding.is_srs(address):
+        # A bounce (or reply) to a sender we rewrote when forwarding: send it back.
+        try:
+            original = forwarding.reverse(address)
+        except forwarding.SRSError as error:
+            return Decision(f"550 5.1.1 <{address}>: {error}")
+        return Decision("250 2.1.5 Ok", Resolution(address=address, external=[original], relayed=True))
     try:
         resolution = resolve(address)
     except AddressError:
         return Decision(f"501 5.1.3 <{address}>: bad recipient address syntax")
     except NotLocal:
-        if not client.may_relay:
-            return Decision(f"554 5.7.1 <{address}>: relay access denied")
-        try:
-            normalized = normalize_address(address)
-        except AddressError:
-            return Decision(f"501 5.1.3 <{address}>: bad recipient address syntax")
-        return Decision("250 2.1.5 Ok", Resolution(address=normalized, external=[normalized]))
+        return _not_local(address, client)
     except UnknownRecipient:
         return Decision(f"550 5.1.1 <{address}>: no such user here")
     except DisabledRecipient:
@@ -60,6 +63,54 @@ def check_recipient(address, *, client, declared_size=0, cache=None):
     if cache is not None:
         cache.put(address, resolution)
     return decide(address, resolution, declared_size)
+
+
+def _not_local(address, client):
+    try:
+        normalized = normalize_address(address)
+    except AddressError:
+        return Decision(f"501 5.1.3 <{address}>: bad recipient address syntax")
+    relay = SmartHost.objects.filter(domain=normalized.rpartition("@")[2], accept_relay=True).first()
+    if relay is not None:
+        refusal = verify_relay_recipient(relay, normalized)
+        if refusal:
+            return Decision(refusal)
+    elif not client.may_relay:
+        return Decision(f"554 5.7.1 <{address}>: relay access denied")
+    return Decision("250 2.1.5 Ok", Resolution(address=normalized, external=[normalized], relayed=True))
+
+
+_verified = {}  # (next hop, address) -> (expires, refusal or None): callout results
+
+
+def verify_relay_recipient(relay, address):
+    """None if the relay domain's next hop will take `address`, else the refusal."""
+    if relay.verify_recipients == SmartHost.Verify.LIST:
+        listed = {line.strip().lower() for line in relay.recipients.splitlines() if line.strip()}
+        return None if address.lower() in listed else f"550 5.1.1 <{address}>: no such user here"
+    if relay.verify_recipients != SmartHost.Verify.CALLOUT:
+        return None
+    key = (relay.host, relay.port, address.lower())
+    cached = _verified.get(key)
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
+    from mta.client import DeliveryError, verify_recipient
+    from mta.routing import route_for
+
+    try:
+        reply = verify_recipient(route_for(relay.domain), address)
+    except DeliveryError:
+        return f"450 4.1.1 <{address}>: recipient not verified: next hop unreachable, try later"
+    if reply.code < 300:
+        refusal, ttl = None, 600
+    elif reply.code < 500:
+        refusal, ttl = f"450 4.1.1 <{address}>: recipient not verified: {reply}", 60
+    else:
+        refusal, ttl = f"550 5.1.1 <{address}>: recipient rejected by the next hop: {reply}", 600
+    if len(_verified) > 10000:
+        _verified.clear()
+    _verified[key] = (time.monotonic() + ttl, refusal)
+    return refusal
 
 
 def decide(address, resolution, declared_size):

@@ -23,7 +23,7 @@ import socket
 import warnings
 from dataclasses import dataclass
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, syntax
 from django.conf import settings
 
 from accounts.errors import LoginThrottled
@@ -33,7 +33,7 @@ from mailsuite.lib.addresses import AddressError, split_address
 from mailsuite.lib.aio import GroupCommit, run_sync
 from mailstore.actions import queue_id
 from mailstore.storage import new_blob_name
-from mta import inbound, submission
+from mta import dsn_params, inbound, submission
 from mta.headers import received_field, remove_fields
 from mta.recipients import Client, ResolutionCache, check_recipient, decide
 
@@ -112,6 +112,7 @@ class MailSMTP(SMTP):
         self._client_ip = None
         self._refused = False
         self._plaintext_loopback = plaintext_loopback
+        self.raw_argument = ""
 
     async def push(self, status):
         if isinstance(status, bytes):
@@ -127,6 +128,29 @@ class MailSMTP(SMTP):
             status = "\r\n".join([*self._continued, status])
             self._continued = []
         await super().push(status)
+
+    # RFC 3461 parameters: aiosmtpd answers 555 to MAIL/RCPT parameters it does not know
+    # before any handler hook runs, and upper-cases the ones it passes on (ENVID and ORCPT
+    # are case-sensitive). So they are let through here, and the handler reads them from
+    # the command as the client wrote it (raw_argument).
+    DSN_PARAMETERS = ("RET", "ENVID", "NOTIFY", "ORCPT")
+
+    def _getparams(self, params):
+        result = super()._getparams(params)
+        if result is not None:
+            for name in self.DSN_PARAMETERS:
+                result.pop(name, None)
+        return result
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg):
+        self.raw_argument = arg or ""
+        await super().smtp_MAIL(arg)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg):
+        self.raw_argument = arg or ""
+        await super().smtp_RCPT(arg)
 
     def connection_made(self, transport):
         if self._client_ip is None:  # first call; STARTTLS calls again with the TLS transport
@@ -218,8 +242,8 @@ class InboundHandler:
         lines = responses[:-1]
         if not self.offers_auth:
             lines = [line for line in lines if not line.startswith("250-AUTH")]
-        # PIPELINING (RFC 2920) and ENHANCEDSTATUSCODES (RFC 2034).
-        return [*lines, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"]
+        # PIPELINING (RFC 2920), ENHANCEDSTATUSCODES (RFC 2034), DSN (RFC 3461).
+        return [*lines, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN", "250 HELP"]
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         # The null reverse-path of bounces (RFC 5321 §4.5.5) stays "<>" in the envelope:
@@ -234,6 +258,10 @@ class InboundHandler:
         refusal = await self.check_sender(session, address)
         if refusal:
             return refusal
+        try:
+            envelope.dsn = dsn_params.mail_parameters(server.raw_argument)
+        except ValueError as error:
+            return f"501 5.5.4 {error}"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.resolutions = []
@@ -248,6 +276,10 @@ class InboundHandler:
             return "553 5.6.7 Non-ASCII recipient address needs SMTPUTF8"
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
+        try:
+            notify, orcpt = dsn_params.rcpt_parameters(server.raw_argument)
+        except ValueError as error:
+            return f"501 5.5.4 {error}"
         declared_size = _declared_size(envelope.mail_options)
         resolution = self.resolutions.get(address)
         if resolution is not None:
@@ -264,6 +296,8 @@ class InboundHandler:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
             envelope.resolutions.append(decision.resolution)
+            envelope.dsn["notify"][decision.resolution.address] = notify
+            envelope.dsn["orcpt"][decision.resolution.address] = orcpt
         return decision.reply
 
     async def handle_DATA(self, server, session, envelope):
@@ -292,6 +326,7 @@ class InboundHandler:
             "client_ip": client.ip,
             "smtputf8": envelope.smtp_utf8,
             "blob_name": blob_name,
+            "dsn": envelope.dsn,
         }
         return await self.committer.submit(request)
 

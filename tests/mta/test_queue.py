@@ -218,3 +218,115 @@ def test_local_retries_are_delivered_when_room_returns(alice, bob):
     delivery.deliver_domain("")
     assert [(a, s) for a, s, _ in states()] == [("bob@example.test", "delivered")]
     assert len(inbox(bob)) == 1
+
+
+def submit_with_dsn(port, *, envelope_params, rcpt_params, recipient="friend@faraway.test"):
+    """Submission with RFC 3461 parameters; returns the DATA reply."""
+    import smtplib
+    import ssl
+
+    from tests.conftest import PASSWORD
+
+    client = smtplib.SMTP("127.0.0.1", port, local_hostname="laptop.test", timeout=10)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    client.starttls(context=context)
+    client.login("alice@example.test", PASSWORD)
+    assert "dsn" in client.esmtp_features
+    assert client.mail("alice@example.test", envelope_params)[0] == 250
+    assert client.rcpt(recipient, rcpt_params)[0] == 250
+    reply = client.data(MESSAGE)
+    client.quit()
+    return reply
+
+
+def test_dsn_parameters_success_notice_and_envid(net, alice, submission_servers):
+    with Sink(MX1, net.mail_port):
+        code, _ = submit_with_dsn(
+            submission_servers.ports["submission"], envelope_params=["RET=HDRS", "ENVID=Order-42+2Bx"],
+            rcpt_params=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;Friend@Faraway.test"],
+        )
+        assert code == 250
+        delivery.deliver_domain("faraway.test")
+    [notice] = inbox(alice)
+    raw = message_bytes(notice)
+    assert notice.subject == "Successful Mail Delivery Report"
+    assert b"Original-Envelope-Id: Order-42+2Bx\r\n" in raw
+    assert b"Original-Recipient: rfc822;Friend@Faraway.test\r\n" in raw
+    assert b"Action: relayed\r\nStatus: 2.0.0\r\n" in raw
+
+
+def test_notify_never_means_no_bounce(net, alice, submission_servers):
+    behaviour = Behaviour(rcpt_replies={"friend@faraway.test": "550 5.1.1 gone"})
+    with Sink(MX1, net.mail_port, behaviour=behaviour):
+        submit_with_dsn(submission_servers.ports["submission"], envelope_params=[], rcpt_params=["NOTIFY=NEVER"])
+        delivery.deliver_domain("faraway.test")
+    assert states() == [("friend@faraway.test", "bounced", "5.1.1")]
+    assert inbox(alice) == []
+
+
+def test_ret_full_returns_the_whole_message(net, alice, submission_servers):
+    with Sink(MX1, net.mail_port, behaviour=Behaviour(data_reply="554 5.7.1 spam")):
+        submit_with_dsn(submission_servers.ports["submission"], envelope_params=["RET=FULL"], rcpt_params=[])
+        delivery.deliver_domain("faraway.test")
+    raw = message_bytes(inbox(alice)[0])
+    assert b"Content-Type: message/rfc822\r\n" in raw and raw.count(b"hello\r\n") == 1
+
+
+def test_bad_dsn_parameters_are_refused(submission_servers, alice):
+    import smtplib
+
+    client = smtplib.SMTP("127.0.0.1", submission_servers.ports["smtp"], local_hostname="x.test", timeout=10)
+    client.ehlo()
+    assert client.mail("m@elsewhere.test", ["RET=EVERYTHING"]) == (501, b"5.5.4 RET must be FULL or HDRS")
+    client.mail("m@elsewhere.test")
+    assert client.rcpt("alice@example.test", ["NOTIFY=SOMETIMES"])[0] == 501
+    client.quit()
+
+
+def test_forwarded_mail_gets_an_srs_sender_and_bounces_come_back(net, alice, smtp_server):
+    import smtplib
+
+    actions.create_redirect("old@example.test", "new@faraway.test")
+    behaviour = Behaviour()
+    with Sink(MX1, net.mail_port, behaviour=behaviour) as mx1:
+        client = smtplib.SMTP("127.0.0.1", smtp_server.port, local_hostname="sender.test", timeout=10)
+        assert client.sendmail("someone@sender.test", ["old@example.test"], MESSAGE) == {}
+        delivery.deliver_domain("faraway.test")
+        [got] = mx1.received
+        assert got.mail_from.startswith("SRS0=") and got.mail_from.endswith("@mx.example.test")
+        # The destination bounces to the SRS address: it comes back and goes to the real sender.
+        assert client.sendmail("", [got.mail_from], b"Subject: bounce\r\n\r\nno\r\n") == {}
+        client.mail("")
+        forged = "SRS0=AAAA" + got.mail_from[9:]
+        assert client.rcpt(forged) == (550, f"5.1.1 <{forged}>: SRS address has an invalid signature".encode())
+        client.quit()
+    assert ("someone@sender.test", "queued", "") in states()
+
+
+def test_submitted_mail_arrives_with_dkim_signatures_that_verify(net, alice, submission_servers):
+    import dkim as dkimpy
+    import dns.resolver
+
+    from accounts.models import Domain
+    from mta.dns_records import records_for
+
+    for record in records_for(Domain.objects.get(name="example.test"), hostname="mx.example.test"):
+        if record.type == "TXT" and "._domainkey." in record.name:
+            net.set(record.name.rstrip("."), "TXT", [record.text])
+
+    def dnsfunc(name, timeout=5):
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers, resolver.nameserver_ports = [net.address[0]], {net.address[0]: net.port}
+        answer = resolver.resolve(name.decode().rstrip("."), "TXT")
+        return b"".join(answer[0].strings)
+
+    with Sink(MX1, net.mail_port) as mx1:
+        submit_with_dsn(submission_servers.ports["submission"], envelope_params=[], rcpt_params=[])
+        delivery.deliver_domain("faraway.test")
+    data = mx1.received[0].data
+    assert data.count(b"DKIM-Signature:") == 2 and b"a=ed25519-sha256" in data and b"a=rsa-sha256" in data
+    verifier = dkimpy.DKIM(data)
+    assert verifier.verify(idx=0, dnsfunc=dnsfunc) and verifier.verify(idx=1, dnsfunc=dnsfunc)
+    with pytest.raises(dkimpy.ValidationError, match="body hash mismatch"):
+        dkimpy.DKIM(data.replace(b"hello", b"HELLO")).verify(dnsfunc=dnsfunc)
