@@ -1,5 +1,6 @@
 """First-run help: an admin login for the Django admin, and what to do next."""
 import secrets
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -30,7 +31,14 @@ def ports_table():
         ("submission (STARTTLS + AUTH)", s.MAILSUITE_SUBMISSION_PORT),
         ("SMTPS (TLS + AUTH)", s.MAILSUITE_SMTPS_PORT),
     ]
-    return "\n".join(f"  {name:<32} {s.MAILSUITE_BIND}:{port}" for name, port in rows)
+    lines = [f"  {name:<32} {s.MAILSUITE_BIND}:{port}" for name, port in rows]
+    if s.CELERY_BROKER_URL == "filesystem://":
+        broker = "embedded (in the data dir)"
+    else:
+        url = urlsplit(s.CELERY_BROKER_URL)  # never print credentials
+        broker = f"{url.scheme}://{url.hostname}:{url.port or ''}"
+    lines.append(f"  {'outbound queue':<32} Celery, broker {broker}")
+    return "\n".join(lines)
 
 
 def welcome(admin_password):

@@ -14,15 +14,25 @@ from django.conf import settings
 from mailstore.actions import IncomingMessage, OverQuota, Recipient, deliver, read_blob
 from mta import dsn, inbound, queue
 from mta.client import Connection, DeliveryError
-from mta.headers import field_values
+from mta.headers import count_fields
 from mta.routing import RouteError, route_for
 
 log = logging.getLogger(__name__)
 
 
 def deliver_domain(domain, *, owner=None, batch=100):
-    """Attempt every due recipient of `domain` ("" = local retries); returns how many."""
+    """Attempt every due recipient of `domain` ("" = local retries); returns how many.
+
+    A remote destination gets at most MAILSUITE_QUEUE_DESTINATION_CONCURRENCY workers
+    at once; when all its slots are taken this returns 0 at once, since those workers
+    go on until nothing is due.
+    """
     owner = owner or queue.new_owner()
+    slot = None
+    if domain:
+        slot = queue.acquire_slot(domain, owner=owner)
+        if slot is None:
+            return 0
     done = 0
     connection = None
     try:
@@ -31,11 +41,14 @@ def deliver_domain(domain, *, owner=None, batch=100):
             if domain == "":
                 _deliver_local(claimed, owner)
             else:
+                queue.renew_slot(domain, slot, owner=owner)
                 connection = _deliver_remote(domain, claimed, owner, connection)
             notify(claimed)
     finally:
         if connection is not None:
             connection.close()
+        if slot is not None:
+            queue.release_slot(domain, slot, owner=owner)
     return done
 
 
@@ -50,7 +63,7 @@ def _deliver_remote(domain, claimed, owner, connection):
         recipients = list(group)
         message = recipients[0].message
         raw = read_blob(message.blob)
-        if len(field_values(raw, "Received")) > settings.MAILSUITE_MAX_HOPS:
+        if count_fields(raw, "Received") > settings.MAILSUITE_MAX_HOPS:
             for recipient in recipients:
                 _record(recipient, owner, "bounced", reply="too many hops: mail loop", status="5.4.6")
             continue

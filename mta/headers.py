@@ -77,3 +77,10 @@ def field_values(raw, name):
 
 def has_field(raw, name):
     return bool(field_values(raw, name))
+
+
+def count_fields(raw, name):
+    """How many header fields are called `name` (cheap: no unfolding or decoding)."""
+    wanted = name.lower().encode("ascii") + b":"
+    header, _ = split_header(raw)
+    return sum(1 for line in header.split(b"\n") if line[: len(wanted)].lower() == wanted)

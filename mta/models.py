@@ -89,6 +89,25 @@ class DeliveryAttempt(models.Model):
         return f"{self.recipient_id} {self.outcome} at {self.started:%Y-%m-%d %H:%M:%S}"
 
 
+class DestinationSlot(models.Model):
+    """A lease on one of the few connections a destination domain gets at a time
+    (MAILSUITE_QUEUE_DESTINATION_CONCURRENCY), shared by every worker on every machine."""
+
+    domain = models.CharField(max_length=253)
+    slot = models.PositiveSmallIntegerField()
+    owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # One row per slot: workers race for it with a conditional UPDATE.
+            models.UniqueConstraint(fields=["domain", "slot"], name="destination_slot_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.domain}#{self.slot}"
+
+
 class SmartHost(models.Model):
     """Where mail goes instead of MX lookups: for every domain (domain empty) or one domain.
 

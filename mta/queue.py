@@ -17,12 +17,12 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from mailsuite.lib.addresses import AddressError, split_address
-from mta.models import DeliveryAttempt, QueuedMessage, QueuedRecipient
+from mta.models import DeliveryAttempt, DestinationSlot, QueuedMessage, QueuedRecipient
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,33 @@ def record(recipient, *, owner, outcome, host="", reply="", status=""):
     for name, value in fields.items():
         setattr(recipient, name, value)
     return recipient.state
+
+
+def acquire_slot(domain, *, owner):
+    """One of the destination's connection slots for `owner`, or None when all are taken."""
+    at = now()
+    until = at + timedelta(seconds=settings.MAILSUITE_QUEUE_LEASE_SECONDS)
+    for slot in range(settings.MAILSUITE_QUEUE_DESTINATION_CONCURRENCY):
+        try:
+            with transaction.atomic():
+                DestinationSlot.objects.get_or_create(domain=domain, slot=slot)
+        except IntegrityError:
+            pass  # another worker created it just now
+        free = DestinationSlot.objects.filter(domain=domain, slot=slot).filter(
+            Q(lease_until__isnull=True) | Q(lease_until__lt=at)
+        )
+        if free.update(owner=owner, lease_until=until):
+            return slot
+    return None
+
+
+def renew_slot(domain, slot, *, owner):
+    until = now() + timedelta(seconds=settings.MAILSUITE_QUEUE_LEASE_SECONDS)
+    DestinationSlot.objects.filter(domain=domain, slot=slot, owner=owner).update(lease_until=until)
+
+
+def release_slot(domain, slot, *, owner):
+    DestinationSlot.objects.filter(domain=domain, slot=slot, owner=owner).update(owner="", lease_until=None)
 
 
 def release(recipients, *, owner):

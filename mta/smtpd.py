@@ -34,7 +34,7 @@ from mailsuite.lib.aio import GroupCommit, run_sync
 from mailstore.actions import queue_id
 from mailstore.storage import new_blob_name
 from mta import dsn_params, inbound, submission
-from mta.headers import received_field, remove_fields
+from mta.headers import count_fields, received_field, remove_fields
 from mta.recipients import Client, ResolutionCache, check_recipient, decide
 
 log = logging.getLogger(__name__)
@@ -302,6 +302,8 @@ class InboundHandler:
 
     async def handle_DATA(self, server, session, envelope):
         client = self.client(session)
+        if count_fields(envelope.original_content, "Received") >= settings.MAILSUITE_MAX_HOPS:
+            return "554 5.4.6 Too many hops: this message is looping"  # RFC 5321 §6.3
         # Bcc must not reach recipients (RFC 5322 §3.6.3); some clients leave it in.
         content = remove_fields(envelope.original_content, ["Bcc"])
         content, refusal = await self.check_message(server, session, envelope, content)

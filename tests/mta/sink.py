@@ -27,6 +27,7 @@ class Behaviour:
     data_reply: str = "250 2.0.0 Ok: stored"
     pipelining: bool = True
     smtputf8: bool = True
+    rcpt_delay: float = 0.0  # seconds to wait before answering RCPT
 
 
 class _Handler:
@@ -41,6 +42,8 @@ class _Handler:
         return [*lines, "250 HELP"]
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.sink.behaviour.rcpt_delay:
+            await asyncio.sleep(self.sink.behaviour.rcpt_delay)
         reply = self.sink.behaviour.rcpt_replies.get(address)
         if reply and not reply.startswith("2"):
             return reply

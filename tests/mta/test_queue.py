@@ -330,3 +330,17 @@ def test_submitted_mail_arrives_with_dkim_signatures_that_verify(net, alice, sub
     assert verifier.verify(idx=0, dnsfunc=dnsfunc) and verifier.verify(idx=1, dnsfunc=dnsfunc)
     with pytest.raises(dkimpy.ValidationError, match="body hash mismatch"):
         dkimpy.DKIM(data.replace(b"hello", b"HELLO")).verify(dnsfunc=dnsfunc)
+
+
+def test_a_destination_gets_only_so_many_workers_at_once(net, alice, settings):
+    settings.MAILSUITE_QUEUE_DESTINATION_CONCURRENCY = 2
+    assert queue.acquire_slot("faraway.test", owner="w1") == 0
+    assert queue.acquire_slot("faraway.test", owner="w2") == 1
+    assert queue.acquire_slot("faraway.test", owner="w3") is None
+    send("friend@faraway.test")
+    assert delivery.deliver_domain("faraway.test", owner="w3") == 0  # waits for a free slot
+    queue.release_slot("faraway.test", 1, owner="w2")
+    with Sink(MX1, net.mail_port) as mx1:
+        assert delivery.deliver_domain("faraway.test", owner="w3") == 1
+    assert len(mx1.received) == 1
+    assert queue.acquire_slot("faraway.test", owner="w4") == 1  # released again

@@ -324,3 +324,13 @@ def test_uids_ascend_and_modseq_grows(smtp_server, alice):
     folder = messages[0].folder
     folder.refresh_from_db()
     assert (folder.uidnext, folder.highestmodseq, folder.message_count) == (4, messages[-1].modseq, 3)
+
+
+def test_a_looping_message_is_refused(smtp_server, settings, alice):
+    looped = b"".join(b"Received: from hop%d by x; Fri, 27 Nov 2026 10:00:00 +0000\r\n" % i for i in range(60))
+    client = connect(smtp_server)
+    client.mail("mallory@elsewhere.test")
+    client.rcpt("alice@example.test")
+    assert client.data(looped + SIMPLE) == (554, b"5.4.6 Too many hops: this message is looping")
+    client.quit()
+    assert inbox(alice) == []

@@ -17,5 +17,6 @@ class Command(BaseCommand):
         children = [
             Child("web", manage_py("runweb")),
             Child("smtp", manage_py("runsmtp")),
+            Child("queue", manage_py("runqueue")),
         ]
         raise SystemExit(Supervisor(children).run())
