@@ -29,7 +29,7 @@ import logging
 import re
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 
 from accounts.errors import Conflict, InvalidInput, NotFound
 from accounts.models import Domain, DomainAlias
@@ -231,10 +231,11 @@ def flush(domain=None):
     domains = [domain] if domain is not None else queue.due_domains(limit=None)
     results = {}
     for name in domains:
-        started = queue.now()
+        # Attempts are counted by id, not time: ids only grow, and a clock may stand still.
+        before = DeliveryAttempt.objects.aggregate(last=Max("pk"))["last"] or 0
         tried = delivery.deliver_domain(name)
         outcomes = dict(
-            DeliveryAttempt.objects.filter(recipient__domain=name, started__gte=started)
+            DeliveryAttempt.objects.filter(recipient__domain=name, pk__gt=before)
             .order_by()
             .values_list("outcome")
             .annotate(n=Count("pk"))
@@ -357,6 +358,8 @@ def _save_route(domain, host, port, *, replace, accept_relay, tls, verify_certif
     username = _username(username)
     existing = SmartHost.objects.select_for_update().filter(domain=domain).first()
     if existing is not None and not replace:
+        if not domain:
+            raise Conflict(f"a smart host is already set: {format_next_hop(existing.host, existing.port)}")
         raise Conflict(f"{domain} already has a route: {_describe(existing)}")
     fields = {
         "host": host,

@@ -155,9 +155,12 @@ class Command(SubcommandCommand):
         now = queue.now()
         messages = QueuedMessage.objects.select_related("blob").filter(pk__in=actions.find_messages([queue_id]))
         for message in messages.order_by("pk"):
+            sender = f"<{message.mail_from}>"
+            if message.srs_sender:
+                sender += f" (sent as <{message.srs_sender}>)"
             self.write_table([
                 ["queue id", message.queue_id],
-                ["from", f"<{message.mail_from}>" + (f" (sent as <{message.srs_sender}>)" if message.srs_sender else "")],
+                ["from", sender],
                 ["size", format_size(message.blob.size)],
                 ["received", f"{show_time(message.created)} from {message.received_from or 'this server'}"],
                 ["age", show_duration(now - message.created)],
