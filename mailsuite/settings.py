@@ -4,6 +4,7 @@ A fresh clone runs with no variables set: SQLite and blobs under
 MAILSUITE_DATA_DIR (./var), dev ports, a self-signed TLS pair.
 """
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -65,6 +66,8 @@ MAILSUITE_DNS_SERVERS = env_hostports("MAILSUITE_DNS_SERVERS", 53)
 MAILSUITE_TRUSTED_NETWORKS = env_networks("MAILSUITE_TRUSTED_NETWORKS")
 MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK = env_bool("MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK", False)
 MAILSUITE_RELAYHOST = env_str("MAILSUITE_RELAYHOST")
+if MAILSUITE_RELAYHOST and not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", MAILSUITE_RELAYHOST):
+    raise ImproperlyConfigured(f"MAILSUITE_RELAYHOST={MAILSUITE_RELAYHOST!r}: expected host[:port] or [ipv6]:port")
 
 # Outbound queue.
 MAILSUITE_QUEUE_LIFETIME = env_int("MAILSUITE_QUEUE_LIFETIME", 5 * 86400, minimum=60)  # seconds, then bounce

@@ -202,7 +202,10 @@ def _connect(route, host, ip):
         client.ehlo_or_helo_if_needed()
         if not implicit and route.tls != SmartHost.TLS.NONE:
             if client.has_extn("starttls"):
-                context = _tls_context(route.verify_certificate)
+                # Opportunistic TLS encrypts without checking (RFC 7435): refusing an unchecked
+                # certificate would only make us fall back to no encryption at all.
+                verify = route.verify_certificate and route.tls == SmartHost.TLS.REQUIRED
+                context = _tls_context(verify)
                 client._host = host  # smtplib checks the certificate against _host, which connect() set to the IP
                 client.starttls(context=context)
                 client.ehlo()

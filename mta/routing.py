@@ -129,8 +129,8 @@ def route_for(domain):
     if "" in rows:
         return _from_smarthost(rows[""], "smarthost")
     if settings.MAILSUITE_RELAYHOST:
-        host, _, port = settings.MAILSUITE_RELAYHOST.rpartition(":")
-        if not host:
-            host, port = port, "25"
-        return Route(hosts=[host.strip("[]")], port=int(port), kind="smarthost")
+        from mta.actions import parse_next_hop
+
+        host, port = parse_next_hop(settings.MAILSUITE_RELAYHOST)
+        return Route(hosts=[host], port=port, kind="smarthost")
     return Route(hosts=mx_hosts(domain), port=settings.MAILSUITE_OUTBOUND_PORT)

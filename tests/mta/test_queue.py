@@ -344,3 +344,25 @@ def test_a_destination_gets_only_so_many_workers_at_once(net, alice, settings):
         assert delivery.deliver_domain("faraway.test", owner="w3") == 1
     assert len(mx1.received) == 1
     assert queue.acquire_slot("faraway.test", owner="w4") == 1  # released again
+
+
+def test_an_idna_destination_is_routed_by_its_ascii_name(net, alice, smtp_server):
+    import ipaddress
+    import smtplib
+
+    net.set("xn--bcher-kva.test", "MX", [(10, "mx1.faraway.test")])
+    smtp_server.service.handler.trusted_networks = (ipaddress.ip_network("127.0.0.0/8"),)
+    with Sink(MX1, net.mail_port) as mx1:
+        client = smtplib.SMTP("127.0.0.1", smtp_server.port, local_hostname="trusted.test", timeout=10)
+        assert client.sendmail("alice@example.test", ["leser@bücher.test"], MESSAGE, mail_options=["SMTPUTF8"]) == {}
+        client.quit()
+        assert delivery.deliver_domain("xn--bcher-kva.test") == 1
+    assert mx1.received[0].rcpt_tos == ["leser@xn--bcher-kva.test"]
+
+
+def test_mailsuite_relayhost_sends_everything_to_one_host(net, alice, settings):
+    settings.MAILSUITE_RELAYHOST = f"[{MX2}]:{net.mail_port}"
+    with Sink(MX2, net.mail_port) as relay:
+        send("friend@faraway.test")
+        delivery.deliver_domain("faraway.test")
+    assert len(relay.received) == 1
