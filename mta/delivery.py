@@ -59,6 +59,7 @@ def _deliver_remote(domain, claimed, owner, connection):
         for recipient in claimed:
             _record(recipient, owner, "bounced" if error.permanent else "deferred", reply=str(error), status=error.status)
         return connection
+    unreachable = None
     for _, group in itertools.groupby(claimed, key=lambda r: r.message_id):
         recipients = list(group)
         message = recipients[0].message
@@ -67,9 +68,17 @@ def _deliver_remote(domain, claimed, owner, connection):
             for recipient in recipients:
                 _record(recipient, owner, "bounced", reply="too many hops: mail loop", status="5.4.6")
             continue
-        try:
-            if connection is None:
+        if connection is None and unreachable is None:
+            try:
                 connection = Connection.open(route)
+            except DeliveryError as error:
+                unreachable = error  # no host answered: the rest of the batch waits too
+        if unreachable is not None:
+            for recipient in recipients:
+                _record(recipient, owner, "bounced" if unreachable.permanent else "deferred",
+                        reply=str(unreachable), status=unreachable.status)
+            continue
+        try:
             results = connection.send(
                 mail_from=message.srs_sender or message.mail_from,
                 recipients=[(r.address, r.notify, r.orcpt) for r in recipients],
@@ -79,11 +88,10 @@ def _deliver_remote(domain, claimed, owner, connection):
                 ret=message.ret,
             )
         except DeliveryError as error:
-            host = connection.host_label if connection else ""
             for recipient in recipients:
                 _record(recipient, owner, "bounced" if error.permanent else "deferred",
-                        host=host, reply=str(error), status=error.status)
-            if connection is not None and not error.permanent:
+                        host=connection.host_label, reply=str(error), status=error.status)
+            if not error.permanent:  # the connection may be broken: the next message gets a new one
                 connection.close()
                 connection = None
             continue

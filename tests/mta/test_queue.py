@@ -366,3 +366,11 @@ def test_mailsuite_relayhost_sends_everything_to_one_host(net, alice, settings):
         send("friend@faraway.test")
         delivery.deliver_domain("faraway.test")
     assert len(relay.received) == 1
+
+
+def test_an_unreachable_destination_is_tried_once_per_run(net, alice):
+    for _ in range(3):
+        send("friend@faraway.test")
+    assert delivery.deliver_domain("faraway.test") == 3  # nothing listens on either MX
+    assert [s for _, s, _ in states()] == ["deferred"] * 3
+    assert net.queries.count(("mx1.faraway.test", "A")) == 1
