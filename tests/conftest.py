@@ -61,6 +61,30 @@ def bob(domain):
     return actions.create_account("bob@example.test", password=PASSWORD, display_name="Bob")
 
 
+@pytest.fixture(scope="module")
+def manage(tmp_path_factory):
+    """Run manage.py in a subprocess against a fresh, migrated data dir: exit status and
+    output exactly as scripts see them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, MAILSUITE_DATA_DIR=str(tmp_path_factory.mktemp("data")))
+    env.pop("DATABASE_URL", None)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    root = Path(__file__).resolve().parent.parent
+
+    def manage(*args, stdin=""):
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=root, env=env, input=stdin, capture_output=True, text=True, timeout=120,
+        )
+
+    migrated = manage("migrate", "--no-input")
+    assert migrated.returncode == 0, migrated.stderr
+    return manage
+
+
 def inbox(account):
     from mailstore.models import Message
 

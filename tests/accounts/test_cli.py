@@ -4,10 +4,6 @@ Personas: alice runs example.test, bob has a mailbox there, mallory is an outsid
 whose mail lives at elsewhere.example (not served here).
 """
 import io
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -21,7 +17,6 @@ from mailstore.models import Folder
 
 pytestmark = pytest.mark.django_db
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 GOOD_PASSWORD = "correct-horse-battery-staple"
 GiB = 1024**3
 MiB = 1024**2
@@ -587,24 +582,6 @@ def test_it_refuses_a_redirect_over_an_existing_address(bob):
 
 
 # the real process: exit status and one line on stderr -----------------------------
-
-
-@pytest.fixture(scope="module")
-def manage(tmp_path_factory):
-    """Run manage.py in a subprocess against a fresh, migrated data dir."""
-    env = dict(os.environ, MAILSUITE_DATA_DIR=str(tmp_path_factory.mktemp("data")))
-    env.pop("DATABASE_URL", None)
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-
-    def manage(*args, stdin=""):
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=PROJECT_DIR, env=env, input=stdin, capture_output=True, text=True, timeout=120,
-        )
-
-    migrated = manage("migrate", "--no-input")
-    assert migrated.returncode == 0, migrated.stderr
-    return manage
 
 
 def test_it_exits_zero_on_success_and_non_zero_with_one_line_on_failure(manage):

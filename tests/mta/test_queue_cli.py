@@ -7,10 +7,6 @@ elsewhere.test, which are not; mail to them waits on the outbound queue. Deliver
 """
 import datetime
 import io
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -28,7 +24,6 @@ from tests.mta.test_queue import MX1, clock, net, send  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 RELAY_SECRET = "s3cret relay pass"
 
 
@@ -486,24 +481,6 @@ def test_it_refuses_bad_route_input(db):
 
 
 # Exit status, as scripts see it -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def manage(tmp_path_factory):
-    """Run manage.py in a subprocess against a fresh, migrated data dir."""
-    env = dict(os.environ, MAILSUITE_DATA_DIR=str(tmp_path_factory.mktemp("data")))
-    env.pop("DATABASE_URL", None)
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-
-    def manage(*args, stdin=""):
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=PROJECT_DIR, env=env, input=stdin, capture_output=True, text=True, timeout=120,
-        )
-
-    migrated = manage("migrate", "--no-input")
-    assert migrated.returncode == 0, migrated.stderr
-    return manage
 
 
 def test_it_exits_non_zero_with_one_line_on_failure(manage):
