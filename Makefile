@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export MAILSUITE_DATA_DIR ?= $(CURDIR)/var
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test setup demo bench debs-test clean
+.PHONY: run test setup demo bench bench-smtp bench-queue debs-test clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,9 +36,15 @@ debs-test:
 test: $(VENV)/.test debs-test
 	$(PY) tests/run.py
 
-bench: setup
+# Benchmarks (not part of `make test`): results go to bench/RESULTS.md by hand.
+bench: bench-smtp bench-queue
+
+bench-smtp: setup $(VENV)/.test
 	@command -v postfix >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix >/dev/null)
 	$(PY) bench/smtp_ingest.py
+
+bench-queue: setup $(VENV)/.test
+	$(PY) bench/queue.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

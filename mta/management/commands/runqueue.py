@@ -12,14 +12,17 @@ class Command(BaseCommand):
         parser.add_argument("--no-beat", action="store_true", help="do not run the periodic sweep here")
 
     def handle(self, *args, concurrency, no_beat, **options):
-        argv = [
-            "worker",
-            "--pool", "threads",
-            "--concurrency", str(concurrency),
+        worker = app.Worker(
+            pool_cls="threads",
+            concurrency=concurrency,
+            beat=not no_beat,
             # The embedded (filesystem) broker has no broadcast; these need it and add nothing here.
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--loglevel", "INFO",
-        ]
-        if not no_beat:
-            argv.append("--beat")
-        app.worker_main(argv)
+            without_gossip=True,
+            without_mingle=True,
+            without_heartbeat=True,
+            loglevel="INFO",
+        )
+        worker.start()
+        # A worker that died of an unrecoverable error must look like a failure to
+        # whatever supervises it, not like a clean stop.
+        raise SystemExit(worker.exitcode or 0)
