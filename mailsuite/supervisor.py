@@ -1,9 +1,12 @@
 """A small process supervisor: runmail and multi-worker daemons use it.
 
 Children are started as subprocesses in our process group (so a terminal's Ctrl-C
-reaches them even if we die), restarted with growing backoff if they exit on their
-own, and on SIGINT/SIGTERM asked to stop with SIGTERM, then killed after a timeout.
+reaches them), are sent SIGTERM by the kernel if we die without stopping them (so a
+kill -9 of the supervisor leaves no orphan serving ports), are restarted with growing
+backoff if they exit on their own, and on SIGINT/SIGTERM are asked to stop with
+SIGTERM, then killed after a timeout.
 """
+import ctypes
 import logging
 import os
 import signal
@@ -26,6 +29,17 @@ class Child:
     started_at: float = 0.0
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def die_with_parent():
+    """preexec_fn for Popen: the child gets SIGTERM when its parent dies (Linux only)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def manage_py(*args):
     """argv that runs a manage.py command with this interpreter."""
     base = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +55,7 @@ class Supervisor:
 
     def _start(self, child):
         env = {**os.environ, **child.env}
-        child.process = subprocess.Popen(child.argv, env=env)
+        child.process = subprocess.Popen(child.argv, env=env, preexec_fn=die_with_parent)
         child.started_at = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.process.pid)
 

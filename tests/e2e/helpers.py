@@ -9,6 +9,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from mailsuite.supervisor import die_with_parent
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -50,7 +52,25 @@ def child_env(data_dir, **extra):
 
 
 def manage(*args, env, **kwargs):
-    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, **kwargs)
+    """A manage.py child that the kernel stops if this test process dies."""
+    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT,
+                            preexec_fn=die_with_parent, **kwargs)
+
+
+def children_of(pid):
+    """Process ids of pid's direct children (Linux /proc)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def settings_blob_location(settings_fixture, data_dir):

@@ -13,7 +13,7 @@ from accounts.resolve import Resolution
 from mta import inbound
 from mta.models import QueuedRecipient
 from tests.dnsserver import DNSServer
-from tests.e2e.helpers import child_env, manage, settings_blob_location
+from tests.e2e.helpers import alive, child_env, children_of, manage, settings_blob_location
 from tests.mta.sink import Behaviour, Sink, free_port_on_loopback_hosts
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -128,11 +128,15 @@ def test_a_worker_killed_mid_delivery_is_finished_by_the_next_exactly_once(setti
         try:
             assert wait_for(lambda: sink.connections >= 1, timeout=30), "the first worker never connected"
             time.sleep(1)  # it is now waiting for the RCPT reply
+            orphans = children_of(first.pid)
+            assert orphans, "runqueue should run its worker and beat as children"
             first.send_signal(signal.SIGKILL)
             first.wait()
         finally:
             stop(first)
         assert sink.received == []
+        assert wait_for(lambda: not any(alive(pid) for pid in orphans), timeout=30), \
+            "a kill -9 of runqueue left its children running"
         behaviour.rcpt_delay = 0
         second = worker(settings, dns, port, broker=broker)
         try:
