@@ -179,6 +179,8 @@ def _message_row(folder_id, uid, modseq, blob, parsed, *, prefix, internaldate, 
         to_display=parsed.to,
         cc_display=parsed.cc,
         message_id=parsed.message_id[:998],
+        in_reply_to=parsed.in_reply_to[:998],
+        references=" ".join(parsed.references),
         has_attachments=parsed.has_attachments,
     )
     set_flag_fields(message, flags)

@@ -88,6 +88,9 @@ class Message(models.Model):
     to_display = models.TextField(blank=True)
     cc_display = models.TextField(blank=True)
     message_id = models.CharField(max_length=998, blank=True)
+    # Threading (RFC 5256 THREAD=REFERENCES, the webmail's conversations).
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    references = models.TextField(blank=True, help_text="Message-IDs of References, space-separated")
     has_attachments = models.BooleanField(default=False)
 
     class Meta:
@@ -123,3 +126,21 @@ class Message(models.Model):
             if on
         ]
         return system + self.keywords.split()
+
+
+class ExpungedMessage(models.Model):
+    """A UID removed from a folder and the MODSEQ of its removal: QRESYNC's VANISHED
+    (RFC 7162 §3.2.10) answers "which UIDs went away since MODSEQ n" from these rows."""
+
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="expunged")
+    uid = models.PositiveBigIntegerField()
+    modseq = models.PositiveBigIntegerField()
+
+    class Meta:
+        indexes = [
+            # VANISHED (EARLIER): removals in one folder after a MODSEQ.
+            models.Index(fields=["folder", "modseq"], name="expunged_folder_modseq"),
+        ]
+
+    def __str__(self):
+        return f"{self.folder_id}/{self.uid}@{self.modseq}"

@@ -129,6 +129,8 @@ INSTALLED_APPS = [
     "accounts",
     "mailstore",
     "mta",
+    "imap",
+    "pop3",
     "webmail",
 ]
 

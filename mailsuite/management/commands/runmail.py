@@ -17,6 +17,8 @@ class Command(BaseCommand):
         children = [
             Child("web", manage_py("runweb")),
             Child("smtp", manage_py("runsmtp")),
+            Child("imap", manage_py("runimap")),
+            Child("pop3", manage_py("runpop3")),
             Child("queue", manage_py("runqueue")),
         ]
         raise SystemExit(Supervisor(children).run())
