@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 
 from django.core.files.base import ContentFile
 from django.db import connection, models, transaction
-from django.db.models import F
+from django.db.models import F, Q, Value
+from django.db.models.functions import Concat, Substr
 from django.utils import timezone
 
 from accounts.models import Account
 from mailstore import events
 from mailstore.mime import parse_message
-from mailstore.models import DEFAULT_FOLDERS, Blob, Folder, Message
+from mailstore.models import DEFAULT_FOLDERS, HIERARCHY_DELIMITER, Blob, ExpungedMessage, Folder, Message
 from mailstore.storage import blob_storage, new_blob_name, sync_names
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,14 @@ class NoSuchFolder(MailstoreError):
 
 class FolderExists(MailstoreError):
     pass
+
+
+class InvalidFolderName(MailstoreError):
+    pass
+
+
+class CannotDelete(MailstoreError):
+    """DELETE refused: the message says why (INBOX, or the folder has children)."""
 
 
 @dataclass
@@ -85,18 +94,81 @@ def _next_uidvalidity(account):
     return value
 
 
+# Longest full name a folder may have (Folder.name's column).
+MAX_FOLDER_NAME = 1000
+
+
+def normalise_folder_name(name):
+    """INBOX is case-insensitive (RFC 9051 §5.1); so is its name as the first level of a
+    hierarchical name, so that "inbox/x" and "INBOX/x" are one folder."""
+    head, sep, rest = name.partition(HIERARCHY_DELIMITER)
+    if head.upper() == "INBOX":
+        return "INBOX" + sep + rest
+    return name
+
+
+def validate_folder_name(name):
+    """Raise InvalidFolderName unless `name` can be a folder's full name.
+
+    Wildcards are refused because LIST patterns (RFC 9051 §6.3.9) could not name such a
+    folder alone; control characters because they cannot be sent as a quoted string.
+    A trailing delimiter is refused too: CREATE's "intends to create children" suffix
+    (RFC 9051 §6.3.4) is for the protocol layer to strip before calling.
+    """
+    if not name:
+        raise InvalidFolderName("a folder name cannot be empty")
+    if len(name) > MAX_FOLDER_NAME:
+        raise InvalidFolderName(f"a folder name is at most {MAX_FOLDER_NAME} characters")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
+        raise InvalidFolderName("a folder name cannot contain control characters")
+    if "*" in name or "%" in name:
+        raise InvalidFolderName("a folder name cannot contain * or %")
+    if "" in name.split(HIERARCHY_DELIMITER):
+        raise InvalidFolderName(f"a folder name cannot have an empty level (leading, trailing or doubled {HIERARCHY_DELIMITER})")
+
+
+def _ancestors(name):
+    """"a/b/c" -> ["a", "a/b"]."""
+    levels = name.split(HIERARCHY_DELIMITER)
+    return [HIERARCHY_DELIMITER.join(levels[:i]) for i in range(1, len(levels))]
+
+
+def _create_missing_parents(account, name):
+    """Create the ancestors of `name` that do not exist (account row locked): RFC 9051
+    §6.3.4 lets CREATE make them, and a name whose parent is missing would be
+    unreachable by a client browsing the hierarchy."""
+    parents = _ancestors(name)
+    if not parents:
+        return []
+    existing = set(Folder.objects.filter(account=account, name__in=parents).values_list("name", flat=True))
+    return [
+        Folder.objects.create(account=account, name=parent, uidvalidity=_next_uidvalidity(account))
+        for parent in parents
+        if parent not in existing
+    ]
+
+
 @transaction.atomic
 def create_folder(account, name, *, special_use="", subscribed=True):
+    """Create a folder and any missing parents (which get the defaults).
+
+    Raises InvalidFolderName, or FolderExists (INBOX in any case always exists).
+    """
+    validate_folder_name(name)
+    name = normalise_folder_name(name)
     account = _lock_account(account.pk)
     if Folder.objects.filter(account=account, name=name).exists():
         raise FolderExists(f"folder {name} already exists")
-    return Folder.objects.create(
+    _create_missing_parents(account, name)
+    folder = Folder.objects.create(
         account=account,
         name=name,
         special_use=special_use,
         subscribed=subscribed,
         uidvalidity=_next_uidvalidity(account),
     )
+    events.publish_on_commit(events.Change("folder", account.pk, folder.pk))
+    return folder
 
 
 @transaction.atomic
@@ -196,16 +268,35 @@ SYSTEM_FLAGS = {
 }
 
 
-def set_flag_fields(message, flags):
-    keywords = []
+# Message's boolean flag columns, in the order Message.flags lists them.
+FLAG_FIELDS = ("seen", "answered", "flagged", "deleted", "draft")
+
+
+def parse_flags(flags):
+    """(set of system flag field names, tuple of keywords) for IMAP flag strings.
+
+    System flags are case-insensitive; \\Recent and unknown system flags are not stored
+    (RFC 9051 dropped \\Recent). Keywords keep the spelling first given and are
+    de-duplicated ignoring case, so a client spelling $forwarded and $Forwarded does
+    not end up with two keywords.
+    """
+    system, keywords, folded = set(), [], set()
     for flag in flags:
-        field = SYSTEM_FLAGS.get(flag.lower())
-        if field:
-            setattr(message, field, True)
+        name = SYSTEM_FLAGS.get(flag.lower())
+        if name:
+            system.add(name)
         elif flag.startswith("\\"):
-            continue  # \Recent and unknown system flags are not stored
-        elif flag not in keywords:
+            continue
+        elif flag.lower() not in folded:
+            folded.add(flag.lower())
             keywords.append(flag)
+    return system, tuple(keywords)
+
+
+def set_flag_fields(message, flags):
+    system, keywords = parse_flags(flags)
+    for name in system:
+        setattr(message, name, True)
     message.keywords = " ".join(keywords)
 
 
@@ -499,25 +590,374 @@ def append(account, folder_name, raw, *, flags=(), internaldate=None):
     return outcome.message
 
 
+# Operations on stored messages ---------------------------------------------------------
+
+# Most values one statement binds: far below SQLite's and PostgreSQL's limits.
+_BATCH = 500
+# A run of at least this many consecutive UIDs is matched as a range, not listed.
+_MIN_RANGE = 8
+
+
+def _chunks(values, size=_BATCH):
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _uid_filters(uids):
+    """Q objects that together match exactly `uids`, each binding at most _BATCH values.
+
+    IMAP sets are mostly ranges (1:*, 400:700), so runs of consecutive UIDs become
+    BETWEEN and a STORE on 100k messages reads them in one statement, not 200.
+    """
+    ordered = sorted(set(uids))
+    ranges, singles, start = [], [], 0
+    for i in range(1, len(ordered) + 1):
+        if i == len(ordered) or ordered[i] != ordered[i - 1] + 1:
+            run = ordered[start:i]
+            if len(run) >= _MIN_RANGE:
+                ranges.append((run[0], run[-1]))
+            else:
+                singles.extend(run)
+            start = i
+    for chunk in _chunks(ranges, _BATCH // 2):
+        q = Q()
+        for low, high in chunk:
+            q |= Q(uid__range=(low, high))
+        yield q
+    for chunk in _chunks(singles):
+        yield Q(uid__in=chunk)
+
+
+def _messages(folder_id, uids, *fields):
+    """Rows of the folder's messages with these UIDs, ascending UID: values_list tuples
+    of `fields`, or Message instances when no fields are named."""
+    rows = []
+    for q in _uid_filters(uids):
+        query = Message.objects.filter(q, folder_id=folder_id).order_by()
+        rows.extend(query.values_list(*fields) if fields else query)
+    rows.sort(key=(lambda m: m.uid) if not fields else (lambda row: row[fields.index("uid")]))
+    return rows
+
+
+def _lock_folders(account_id, folder_ids):
+    """Lock the account row, then the folders' rows in primary-key order (the order every
+    writer takes, so PostgreSQL writers cannot deadlock); returns (account, {pk: folder}).
+
+    Raises NoSuchFolder if one of them is gone (deleted by another session).
+    """
+    account = _lock_account(account_id)
+    folders = {f.pk: f for f in Folder.objects.select_for_update().filter(pk__in=folder_ids, account_id=account_id).order_by("pk")}
+    if len(folders) != len(set(folder_ids)):
+        raise NoSuchFolder("the folder no longer exists")
+    return account, folders
+
+
+def _folder_id(account_id, name):
+    """The id of the account's folder called `name`, or NoSuchFolder.
+
+    Looked up before the folder rows are locked: safe because every change to folder
+    names locks the account row first, which the caller holds.
+    """
+    name = normalise_folder_name(name)
+    pk = Folder.objects.filter(account_id=account_id, name=name).values_list("pk", flat=True).first()
+    if pk is None:
+        raise NoSuchFolder(f"folder {name} does not exist")
+    return pk
+
+
+def _save_folder(folder, **extra):
+    Folder.objects.filter(pk=folder.pk).update(
+        uidnext=folder.uidnext,
+        highestmodseq=folder.highestmodseq,
+        message_count=folder.message_count,
+        unseen_count=folder.unseen_count,
+        total_size=folder.total_size,
+        **extra,
+    )
+
+
+def _remove(folder, rows, modseq):
+    """Delete messages (rows of pk, uid, size, seen) from a locked folder and write their
+    tombstones at `modseq` (QRESYNC's VANISHED reads them); adjusts the folder in
+    memory and returns the bytes freed."""
+    pks = [row[0] for row in rows]
+    for chunk in _chunks(pks):
+        Message.objects.filter(pk__in=chunk).delete()
+    ExpungedMessage.objects.bulk_create(
+        [ExpungedMessage(folder_id=folder.pk, uid=row[1], modseq=modseq) for row in rows], batch_size=_BATCH
+    )
+    size = sum(row[2] for row in rows)
+    folder.highestmodseq = modseq
+    folder.message_count -= len(rows)
+    folder.unseen_count -= sum(1 for row in rows if not row[3])
+    folder.total_size -= size
+    return size
+
+
 @transaction.atomic
 def expunge(folder, uids):
-    """Remove messages by UID from a folder; returns the UIDs removed."""
-    account = _lock_account(folder.account_id)
-    folder = Folder.objects.select_for_update().get(pk=folder.pk)
-    doomed = list(Message.objects.filter(folder=folder, uid__in=uids).values_list("pk", "uid", "size", "seen"))
+    """Remove messages by UID from a folder; returns the UIDs removed, ascending.
+
+    All removed messages share one new MODSEQ, which their tombstones record.
+    """
+    account, folders = _lock_folders(folder.account_id, [folder.pk])
+    folder = folders[folder.pk]
+    doomed = _messages(folder.pk, uids, "pk", "uid", "size", "seen")
     if not doomed:
         return []
-    Message.objects.filter(pk__in=[row[0] for row in doomed]).delete()
-    size = sum(row[2] for row in doomed)
-    unseen = sum(1 for row in doomed if not row[3])
     modseq = folder.highestmodseq + 1
-    Folder.objects.filter(pk=folder.pk).update(
-        highestmodseq=modseq,
-        message_count=F("message_count") - len(doomed),
-        unseen_count=F("unseen_count") - unseen,
-        total_size=F("total_size") - size,
-    )
+    size = _remove(folder, doomed, modseq)
+    _save_folder(folder)
     Account.objects.filter(pk=account.pk).update(quota_used=F("quota_used") - size)
-    removed = tuple(sorted(row[1] for row in doomed))
+    removed = tuple(row[1] for row in doomed)
     events.publish_on_commit(events.Change("expunge", account.pk, folder.pk, removed, modseq))
     return list(removed)
+
+
+def vanished_since(folder, modseq, uids=None):
+    """UIDs expunged from the folder with a MODSEQ above `modseq`, ascending (RFC 7162
+    §3.2.10 VANISHED); only those in `uids` when given."""
+    found = ExpungedMessage.objects.filter(folder_id=folder.pk, modseq__gt=modseq).values_list("uid", flat=True)
+    if uids is not None:
+        wanted = set(uids)
+        found = (uid for uid in found if uid in wanted)
+    return sorted(set(found))
+
+
+@dataclass
+class StoreResult:
+    # (uid, flags as Message.flags orders them, new modseq) for each message whose flags changed.
+    changed: list = field(default_factory=list)
+    # UIDs left alone because their MODSEQ is above UNCHANGEDSINCE (RFC 7162 §3.1.3 MODIFIED).
+    modified: list = field(default_factory=list)
+    # The MODSEQ the changed messages got, and the folder's HIGHESTMODSEQ; None if nothing changed.
+    modseq: int | None = None
+
+
+STORE_MODES = ("set", "add", "remove")
+
+
+def _flags_tuple(state):
+    """Flags of a state (five booleans in FLAG_FIELDS order, keywords string), ordered as Message.flags."""
+    system = tuple(f"\\{name.capitalize()}" for name, on in zip(FLAG_FIELDS, state[:5]) if on)
+    return system + tuple(state[5].split())
+
+
+def _stored_state(state, mode, system, keywords):
+    """The flag state a message in `state` has after STORE `mode` of (system, keywords)."""
+    if mode == "set":
+        return (*(name in system for name in FLAG_FIELDS), " ".join(keywords))
+    current = state[5].split()
+    if mode == "add":
+        bits = tuple(on or name in system for name, on in zip(FLAG_FIELDS, state[:5]))
+        have = {k.lower() for k in current}
+        current += [k for k in keywords if k.lower() not in have]
+    else:
+        bits = tuple(on and name not in system for name, on in zip(FLAG_FIELDS, state[:5]))
+        drop = {k.lower() for k in keywords}
+        current = [k for k in current if k.lower() not in drop]
+    return (*bits, " ".join(current))
+
+
+@transaction.atomic
+def store_flags(folder, uids, *, mode, flags, unchangedsince=None):
+    """IMAP STORE (RFC 9051 §6.4.6) with CONDSTORE's UNCHANGEDSINCE (RFC 7162 §3.1.3).
+
+    mode is "set" (FLAGS), "add" (+FLAGS) or "remove" (-FLAGS). Messages whose flags
+    end up as they were keep their MODSEQ; the others all get one new MODSEQ, as
+    RFC 7162 allows for one command. UIDs not in the folder are ignored.
+    """
+    if mode not in STORE_MODES:
+        raise ValueError(f"store mode must be one of {STORE_MODES}, not {mode!r}")
+    system, keywords = parse_flags(flags)
+    account, folders = _lock_folders(folder.account_id, [folder.pk])
+    folder = folders[folder.pk]
+    rows = _messages(folder.pk, uids, "uid", "modseq", *FLAG_FIELDS, "keywords")
+    result = StoreResult()
+    # Messages grouped by the flag state they end in: one UPDATE per state (and per
+    # _BATCH UIDs), however many messages there are.
+    groups, unseen_delta = {}, 0
+    for uid, modseq, *state in rows:
+        if unchangedsince is not None and modseq > unchangedsince:
+            result.modified.append(uid)
+            continue
+        new = _stored_state(state, mode, system, keywords)
+        if new == tuple(state):
+            continue
+        groups.setdefault(new, []).append(uid)
+        unseen_delta += int(state[0]) - int(new[0])
+    if not groups:
+        return result
+    modseq = folder.highestmodseq + 1
+    for state, group in groups.items():
+        values = dict(zip(FLAG_FIELDS, state[:5]), keywords=state[5], modseq=modseq)
+        for q in _uid_filters(group):
+            Message.objects.filter(q, folder_id=folder.pk).update(**values)
+        flags_now = _flags_tuple(state)
+        result.changed.extend((uid, flags_now, modseq) for uid in group)
+    result.changed.sort()
+    result.modseq = modseq
+    Folder.objects.filter(pk=folder.pk).update(highestmodseq=modseq, unseen_count=F("unseen_count") + unseen_delta)
+    changed_uids = tuple(uid for uid, _, _ in result.changed)
+    events.publish_on_commit(events.Change("flags", account.pk, folder.pk, changed_uids, modseq))
+    return result
+
+
+@dataclass
+class CopyResult:
+    uidvalidity: int  # the target's, for RFC 4315 COPYUID
+    pairs: list = field(default_factory=list)  # (source uid, new uid), ascending source uid
+
+
+# What a copy takes over from its original: everything but identity and place.
+_COPIED_FIELDS = tuple(
+    f.attname for f in Message._meta.concrete_fields if f.name not in ("id", "folder", "uid", "modseq")
+)
+
+
+def _transfer(folder, uids, target_name, *, move):
+    """COPY or MOVE (caller's transaction): new rows in the target sharing the originals'
+    blobs, UIDs from the target's uidnext in ascending source-UID order."""
+    target_id = _folder_id(folder.account_id, target_name)
+    account, folders = _lock_folders(folder.account_id, [folder.pk, target_id])
+    source, target = folders[folder.pk], folders[target_id]
+    originals = _messages(source.pk, uids)
+    result = CopyResult(target.uidvalidity)
+    if not originals:
+        return result
+    size = sum(m.size for m in originals)
+    # A move within one account frees what it uses: only a copy needs room.
+    if not move and account.over_quota_with(size):
+        raise OverQuota(f"{account.address} is over its quota")
+    modseq = target.highestmodseq + 1
+    copies = [
+        Message(folder_id=target.pk, uid=target.uidnext + i, modseq=modseq, **{name: getattr(m, name) for name in _COPIED_FIELDS})
+        for i, m in enumerate(originals)
+    ]
+    _insert(Message, _MESSAGE_FIELDS, copies)
+    target.uidnext += len(copies)
+    target.highestmodseq = modseq
+    target.message_count += len(copies)
+    target.unseen_count += sum(1 for m in copies if not m.seen)
+    target.total_size += size
+    result.pairs = [(m.uid, c.uid) for m, c in zip(originals, copies)]
+    new_uids = tuple(c.uid for c in copies)
+    events.publish_on_commit(events.Change("append", account.pk, target.pk, new_uids, modseq))
+    if move:
+        # Into the same folder, the originals go at the copies' MODSEQ: one per command.
+        source_modseq = modseq if source is target else source.highestmodseq + 1
+        _remove(source, [(m.pk, m.uid, m.size, m.seen) for m in originals], source_modseq)
+        moved = tuple(m.uid for m in originals)
+        events.publish_on_commit(events.Change("expunge", account.pk, source.pk, moved, source_modseq))
+    else:
+        Account.objects.filter(pk=account.pk).update(quota_used=F("quota_used") + size)
+    _save_folder(target)
+    if source is not target and move:
+        _save_folder(source)
+    return result
+
+
+@transaction.atomic
+def copy_messages(folder, uids, target_name):
+    """IMAP COPY (RFC 9051 §6.4.7; COPYUID, RFC 4315 §3): the copies share the
+    originals' bytes. UIDs not in the folder are ignored; none found copies nothing.
+
+    Raises NoSuchFolder (the protocol's [TRYCREATE]) or OverQuota.
+    """
+    return _transfer(folder, uids, target_name, move=False)
+
+
+@transaction.atomic
+def move_messages(folder, uids, target_name):
+    """IMAP MOVE (RFC 6851): copy and expunge in one transaction, so no other session
+    sees the message in both folders or in neither. Needs no free quota.
+
+    Raises NoSuchFolder.
+    """
+    return _transfer(folder, uids, target_name, move=True)
+
+
+# Folder structure ----------------------------------------------------------------------
+
+
+def _is_under(name, parent):
+    return name.startswith(parent + HIERARCHY_DELIMITER)
+
+
+@transaction.atomic
+def rename_folder(account, old_name, new_name):
+    """IMAP RENAME (RFC 9051 §6.3.6): the folder and its children get new names and
+    keep their UIDVALIDITY, UIDs and messages; missing parents of the new name are
+    created.
+
+    Renaming INBOX instead moves all its messages into a new folder of the new name
+    and leaves INBOX empty; INBOX's children stay where they are.
+
+    Raises NoSuchFolder, FolderExists (the new name or a child's new name is taken),
+    InvalidFolderName (also for renaming a folder under itself).
+    """
+    validate_folder_name(old_name)
+    validate_folder_name(new_name)
+    old_name, new_name = normalise_folder_name(old_name), normalise_folder_name(new_name)
+    account = _lock_account(account.pk)
+    if old_name == "INBOX":
+        return _rename_inbox(account, new_name)
+    if new_name == old_name or _is_under(new_name, old_name):
+        raise InvalidFolderName(f"cannot rename {old_name} to {new_name}, under itself")
+    renamed = list(
+        Folder.objects.select_for_update()
+        .filter(Q(name=old_name) | Q(name__startswith=old_name + HIERARCHY_DELIMITER), account=account)
+        .order_by("pk")
+    )
+    # name__startswith uses LIKE, case-insensitive on SQLite: keep exact matches only.
+    renamed = [f for f in renamed if f.name == old_name or _is_under(f.name, old_name)]
+    if not any(f.name == old_name for f in renamed):
+        raise NoSuchFolder(f"folder {old_name} does not exist")
+    targets = [new_name + f.name[len(old_name) :] for f in renamed]
+    if any(len(t) > MAX_FOLDER_NAME for t in targets):
+        raise InvalidFolderName(f"a folder name is at most {MAX_FOLDER_NAME} characters")
+    taken = sorted(Folder.objects.filter(account=account, name__in=targets).values_list("name", flat=True))
+    if taken:
+        raise FolderExists(f"folder {taken[0]} already exists")
+    _create_missing_parents(account, new_name)
+    # One statement for the whole subtree; a rename is a change to each folder, so each
+    # gets a new HIGHESTMODSEQ (the messages are unchanged).
+    Folder.objects.filter(pk__in=[f.pk for f in renamed]).update(
+        name=Concat(Value(new_name), Substr("name", len(old_name) + 1)),
+        highestmodseq=F("highestmodseq") + 1,
+    )
+    events.publish_on_commit(events.Change("folder", account.pk))
+
+
+def _rename_inbox(account, new_name):
+    """RENAME INBOX (RFC 9051 §6.3.6): the messages move to a new folder (new
+    UIDVALIDITY, so they keep their UIDs there); INBOX keeps its UIDVALIDITY and
+    uidnext, so its UIDs are never reused, and records tombstones for QRESYNC."""
+    if Folder.objects.filter(account=account, name=new_name).exists():
+        raise FolderExists(f"folder {new_name} already exists")
+    _create_missing_parents(account, new_name)
+    inbox = Folder.objects.select_for_update().get(account=account, name="INBOX")
+    modseq = inbox.highestmodseq + 1
+    folder = Folder.objects.create(
+        account=account,
+        name=new_name,
+        uidvalidity=_next_uidvalidity(account),
+        uidnext=inbox.uidnext,
+        highestmodseq=modseq,
+        message_count=inbox.message_count,
+        unseen_count=inbox.unseen_count,
+        total_size=inbox.total_size,
+    )
+    uids = tuple(Message.objects.filter(folder=inbox).order_by("uid").values_list("uid", flat=True))
+    # Tombstones and the move in two set-based statements, however big INBOX is.
+    expunged, message = ExpungedMessage._meta.db_table, Message._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {expunged} (folder_id, uid, modseq) SELECT %s, uid, %s FROM {message} WHERE folder_id = %s",
+            [inbox.pk, modseq, inbox.pk],
+        )
+    Message.objects.filter(folder=inbox).update(folder=folder)
+    Folder.objects.filter(pk=inbox.pk).update(highestmodseq=modseq, message_count=0, unseen_count=0, total_size=0)
+    if uids:
+        events.publish_on_commit(events.Change("expunge", account.pk, inbox.pk, uids, modseq))
+    events.publish_on_commit(events.Change("folder", account.pk))
