@@ -1,0 +1,578 @@
+"""FETCH response data for one message (RFC 9051 §6.4.5, §7.5.2).
+
+`render(items, message=..., flags=..., modseq=..., raw=...)` returns what goes between
+the parentheses of `* n FETCH (...)`.
+
+Implementation notes
+- Nothing is parsed at request time. ENVELOPE and BODYSTRUCTURE are serialised from the
+  JSON that `mailstore.mime.parse_message` stored at delivery; body sections are byte
+  ranges of the message named by the offsets stored with it. Only HEADER.FIELDS splits
+  a header (into fields), and only BINARY decodes a transfer encoding.
+- The bytes IMAP shows are `prefix + blob`. Every stored offset indexes the blob, so it
+  shifts by len(prefix); the top-level header starts at 0 and so holds the prefix.
+- Pure: no ORM query, no I/O, no clock, and no cache that outlives one call. The caller
+  reads the bytes (only when `needs_bytes(items)`; only the header when
+  `header_only(items)`) and decides about \\Seen (`sets_seen(items)`).
+- Strings go out through `imap.responses`, which picks quoted or literal. Section data
+  is never sent quoted when it holds 8-bit octets, whatever `utf8` says: UTF8=ACCEPT
+  relaxes quoting for text (RFC 6855 §3), not for message octets.
+- A section that does not exist is an empty string (RFC 9051 §6.4.5 allows it); a
+  transfer encoding BINARY cannot undo raises UnknownTransferEncoding (RFC 3516 §4.3,
+  NO [UNKNOWN-CTE]).
+"""
+import binascii
+import hashlib
+import re
+from typing import Iterable, Optional, Sequence
+
+from imap.parser import FetchAttribute, FetchBinary, FetchBinarySize, FetchBody, FetchItem, FetchPreview, Section
+from imap.responses import astring, flag_list, literal, nstring, quoted, string
+
+NIL = b"NIL"
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
+_HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT"})
+# RFC 3501 §6.4.5: RFC822 is BODY[], RFC822.HEADER is BODY.PEEK[HEADER], RFC822.TEXT is BODY[TEXT].
+_RFC822_SECTIONS = {
+    "RFC822": Section(),
+    "RFC822.HEADER": Section(text="HEADER"),
+    "RFC822.TEXT": Section(text="TEXT"),
+}
+EMAILID_DIGITS = 24  # hex digits of the content hash in an EMAILID (96 bits)
+
+
+class UnknownTransferEncoding(Exception):
+    """BINARY[...] of a part whose Content-Transfer-Encoding we cannot decode.
+
+    The session answers `tag NO [UNKNOWN-CTE] ...` (RFC 3516 §4.3). `message`, `code`
+    and `status` mirror imap.parser.ParseError so both map to the wire in one place."""
+
+    def __init__(self, encoding: str):
+        super().__init__("unknown Content-Transfer-Encoding")
+        self.message = "unknown Content-Transfer-Encoding"
+        self.code = "UNKNOWN-CTE"
+        self.status = "NO"
+        self.encoding = encoding
+
+
+# --- What a FETCH needs ---------------------------------------------------------------
+
+
+def needs_bytes(items: Iterable[FetchItem]) -> bool:
+    """True if any item reads the message bytes (sections, RFC822*, BINARY*)."""
+    return any(_reads_bytes(item) for item in items)
+
+
+def header_only(items: Iterable[FetchItem]) -> bool:
+    """True if the only bytes the items read are the top-level header: the caller may
+    then pass `raw = prefix + blob[:blob.header_size]`. The common client request
+    `BODY.PEEK[HEADER.FIELDS (...)]` over a whole mailbox needs no more."""
+    return all(not _reads_bytes(item) or _is_top_header(_section_of(item)) for item in items)
+
+
+def sets_seen(items: Iterable[FetchItem]) -> bool:
+    """True if the FETCH sets \\Seen (RFC 9051 §6.4.5, RFC 3516 §4.1): BODY[...] and
+    BINARY[...] without .PEEK, RFC822 and RFC822.TEXT (RFC 3501 §6.4.5)."""
+    for item in items:
+        if isinstance(item, (FetchBody, FetchBinary)) and not item.peek:
+            return True
+        if isinstance(item, FetchAttribute) and item.name in ("RFC822", "RFC822.TEXT"):
+            return True
+    return False
+
+
+def _reads_bytes(item: FetchItem) -> bool:
+    if isinstance(item, (FetchBody, FetchBinary, FetchBinarySize)):
+        return True
+    return isinstance(item, FetchAttribute) and item.name in _RFC822_SECTIONS
+
+
+def _section_of(item: FetchItem) -> Optional[Section]:
+    if isinstance(item, FetchBody):
+        return item.section
+    if isinstance(item, FetchAttribute):
+        return _RFC822_SECTIONS.get(item.name)
+    return None
+
+
+def _is_top_header(section: Optional[Section]) -> bool:
+    return (
+        section is not None
+        and not section.part
+        and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")
+    )
+
+
+# --- Rendering ------------------------------------------------------------------------
+
+
+def render(
+    items: Sequence[FetchItem],
+    *,
+    message,
+    flags: Sequence[str],
+    modseq: int,
+    raw: Optional[bytes] = None,
+    utf8: bool = False,
+    uid: bool = True,
+) -> bytes:
+    """The msg-att of `* n FETCH (...)` for `message` (a Message with its blob loaded).
+
+    `flags` and `modseq` are the session's view of the message; `raw` is its full bytes
+    (prefix + blob) when needs_bytes(items), else None; `utf8` is true once the client
+    enabled UTF8=ACCEPT or IMAP4rev2; `uid` is true for UID FETCH, whose replies always
+    carry UID (RFC 9051 §6.4.8): it comes first when the client did not ask for it.
+    Items come out in the order asked, each once. Raises UnknownTransferEncoding.
+    """
+    renderer = _Renderer(message, flags, modseq, raw, utf8)
+    out = []
+    seen = set()
+    if uid and _UID not in items:
+        out.append(b"UID %d" % message.uid)
+    for item in items:
+        label = _label(item)
+        if label in seen:
+            continue
+        seen.add(label)
+        out.append(label + b" " + renderer.value(item))
+    return b" ".join(out)
+
+
+_UID = FetchAttribute("UID")
+
+
+def _label(item: FetchItem) -> bytes:
+    """The item's name in the response: BODY[1.HEADER]<0>, BINARY.SIZE[2], FLAGS..."""
+    if isinstance(item, FetchAttribute):
+        return item.name.encode("ascii")
+    if isinstance(item, FetchBody):
+        return b"BODY" + _section_spec(item.section) + _origin(item.partial)
+    if isinstance(item, FetchBinary):
+        return b"BINARY[" + _part_spec(item.part) + b"]" + _origin(item.partial)
+    if isinstance(item, FetchBinarySize):
+        return b"BINARY.SIZE[" + _part_spec(item.part) + b"]"
+    if isinstance(item, FetchPreview):
+        return b"PREVIEW"
+    raise TypeError(f"not a fetch item: {item!r}")
+
+
+def _part_spec(part: tuple[int, ...]) -> bytes:
+    return b".".join(b"%d" % number for number in part)
+
+
+def _section_spec(section: Section) -> bytes:
+    spec = _part_spec(section.part)
+    if section.text:
+        spec += (b"." if spec else b"") + section.text.encode("ascii")
+    if section.fields:
+        # Echoed as the client sent them (RFC 9051 §7.5.2: the section spec of the request).
+        spec += b" (" + b" ".join(astring(name) for name in section.fields) + b")"
+    return b"[" + spec + b"]"
+
+
+def _origin(partial) -> bytes:
+    # RFC 9051 §7.5.2: the response names only the origin octet: BODY[]<0>.
+    return b"" if partial is None else b"<%d>" % partial.start
+
+
+class _Renderer:
+    """One message's values; lives for one render() call."""
+
+    def __init__(self, message, flags, modseq, raw, utf8):
+        self.message = message
+        self.blob = message.blob
+        self.flags = flags
+        self.modseq = modseq
+        self.raw = raw
+        self.utf8 = utf8
+        self.shift = len(message.prefix) if message.prefix is not None else 0
+        self._structure = None
+
+    @property
+    def structure(self):
+        if self._structure is None:
+            self._structure = self.blob.structure or _fallback_structure(self.blob)
+        return self._structure
+
+    def value(self, item: FetchItem) -> bytes:
+        if isinstance(item, FetchAttribute):
+            return _ATTRIBUTES[item.name](self)
+        if isinstance(item, FetchBody):
+            return self.section(item.section, item.partial)
+        if isinstance(item, FetchBinary):
+            return self.binary(item.part, item.partial)
+        if isinstance(item, FetchBinarySize):
+            return b"%d" % len(self.decoded(item.part))
+        if isinstance(item, FetchPreview):
+            # RFC 8970 §3.1: NIL when there is no preview; we always have one computed.
+            return nstring(self.blob.preview or None, utf8=self.utf8)
+        raise TypeError(f"not a fetch item: {item!r}")
+
+    # Attributes
+
+    def uid(self) -> bytes:
+        return b"%d" % self.message.uid
+
+    def flags_value(self) -> bytes:
+        return flag_list(self.flags)
+
+    def internaldate(self) -> bytes:
+        return quoted(format_internaldate(self.message.internaldate))
+
+    def rfc822_size(self) -> bytes:
+        return b"%d" % self.message.size
+
+    def modseq_value(self) -> bytes:
+        return b"(%d)" % self.modseq  # RFC 7162 §3.1.4.1
+
+    def envelope(self) -> bytes:
+        return envelope(self.blob.envelope, utf8=self.utf8)
+
+    def bodystructure(self) -> bytes:
+        return body_structure(self.structure, extensible=True, utf8=self.utf8)
+
+    def body(self) -> bytes:
+        return body_structure(self.structure, extensible=False, utf8=self.utf8)
+
+    def emailid(self) -> bytes:
+        return b"(" + email_id(self.message).encode("ascii") + b")"  # RFC 8474 §5.1
+
+    def threadid(self) -> bytes:
+        return NIL  # RFC 8474 §5.2: NIL where the server does not thread
+
+    def rfc822(self, name: str) -> bytes:
+        return self.section(_RFC822_SECTIONS[name], None)
+
+    # Sections
+
+    def section(self, section: Section, partial) -> bytes:
+        data = self.section_bytes(section)
+        return string(_cut(data, partial))
+
+    def section_bytes(self, section: Section) -> bytes:
+        raw = self._raw()
+        span = self.section_span(section)
+        if span is None:
+            return b""
+        data = raw[span[0] : span[1]]
+        if section.text == "HEADER.FIELDS":
+            return select_fields(data, section.fields, keep=True)
+        if section.text == "HEADER.FIELDS.NOT":
+            return select_fields(data, section.fields, keep=False)
+        return bytes(data)
+
+    def section_span(self, section: Section) -> Optional[tuple[int, int]]:
+        """(start, end) of the section in raw, or None if it does not exist."""
+        top = self.structure
+        if not section.part and section.text is None:
+            return 0, len(self._raw())
+        node = find_part(top, section.part)
+        if node is None:
+            return None
+        if section.text == "MIME":
+            return self._start(node, "header_start", top), self._start(node, "body_start", top)
+        if section.text in _HEADER_TEXTS:
+            if section.part:
+                if "message" not in node:  # only a message/rfc822 part has a header and text
+                    return None
+                node = node["message"]["structure"]
+            if section.text == "TEXT":
+                return self._start(node, "body_start", top), self._start(node, "end", top)
+            return self._start(node, "header_start", top), self._start(node, "body_start", top)
+        return self._start(node, "body_start", top), self._start(node, "end", top)
+
+    def _start(self, node, key, top) -> int:
+        if key == "header_start" and node is top:
+            return 0  # the top-level header includes the prefix
+        return node[key] + self.shift
+
+    def _raw(self) -> bytes:
+        if self.raw is None:
+            raise ValueError("render() needs raw bytes for these items (see needs_bytes)")
+        return self.raw
+
+    # BINARY (RFC 3516)
+
+    def binary(self, part, partial) -> bytes:
+        data = _cut(self.decoded(part), partial)
+        if b"\0" in data:
+            return literal(data, binary=True)  # RFC 3516 §4.2: literal8 only when needed
+        return string(data)
+
+    def decoded(self, part) -> bytes:
+        """The part's content with its transfer encoding undone; b"" if it does not exist."""
+        raw = self._raw()
+        if not part:
+            return bytes(raw)  # the whole message: it has no transfer encoding of its own
+        top = self.structure
+        node = find_part(top, part)
+        if node is None:
+            return b""
+        data = raw[self._start(node, "body_start", top) : self._start(node, "end", top)]
+        return decode_transfer(bytes(data), node["encoding"])
+
+
+_ATTRIBUTES = {
+    "UID": _Renderer.uid,
+    "FLAGS": _Renderer.flags_value,
+    "INTERNALDATE": _Renderer.internaldate,
+    "RFC822.SIZE": _Renderer.rfc822_size,
+    "MODSEQ": _Renderer.modseq_value,
+    "ENVELOPE": _Renderer.envelope,
+    "BODYSTRUCTURE": _Renderer.bodystructure,
+    "BODY": _Renderer.body,
+    "EMAILID": _Renderer.emailid,
+    "THREADID": _Renderer.threadid,
+    **{name: (lambda r, name=name: r.rfc822(name)) for name in _RFC822_SECTIONS},
+}
+
+
+def _cut(data: bytes, partial) -> bytes:
+    if partial is None:
+        return data
+    return data[partial.start : partial.start + partial.length]  # past the end: b""
+
+
+def _fallback_structure(blob) -> dict:
+    """A row parsed before structures were stored: one opaque body after the header."""
+    return {
+        "type": "application", "subtype": "octet-stream", "params": [], "id": None,
+        "description": None, "encoding": "7bit", "size": blob.size - blob.header_size,
+        "lines": None, "md5": None, "disposition": None, "language": None,
+        "location": None, "header_start": 0, "body_start": blob.header_size, "end": blob.size,
+    }
+
+
+# --- Part numbers (RFC 9051 §6.4.5) -------------------------------------------------------
+
+
+def find_part(top: dict, part: tuple[int, ...]) -> Optional[dict]:
+    """The structure node that part number `part` (1.2.3 → (1, 2, 3)) names, or None.
+
+    The parts of a message are those of its body when it is multipart; otherwise its
+    body is part 1. Below a message/rfc822 part, numbers continue into the embedded
+    message the same way. () is the top message itself.
+    """
+    node, is_message = top, True  # is_message: node is a message whose parts we number
+    for number in part:
+        if not is_message and "message" in node:
+            node, is_message = node["message"]["structure"], True
+        parts = node.get("parts") if node["type"] == "multipart" else None
+        if parts is not None:
+            if not 1 <= number <= len(parts):
+                return None
+            node, is_message = parts[number - 1], False
+        elif is_message and number == 1:
+            is_message = False  # a non-multipart message's body is its part 1
+        else:
+            return None
+    return node
+
+
+# --- HEADER.FIELDS (RFC 9051 §6.4.5) ------------------------------------------------------
+
+_FIELD_BREAK = re.compile(rb"\n(?![ \t])")
+
+
+def select_fields(header: bytes, names: Iterable[str], *, keep: bool) -> bytes:
+    """The fields of `header` named in `names` (keep=True) or not named (keep=False), in
+    the header's order, folded lines and line ends as stored, then the blank line that
+    ends the header (absent when the header has none: a message without a body)."""
+    wanted = {name.encode("utf-8", "surrogateescape").lower() for name in names}
+    header = bytes(header)
+    if header.endswith(b"\n\r\n") or header == b"\r\n":
+        fields, blank = header[:-2], b"\r\n"
+    elif header.endswith(b"\n\n") or header == b"\n":
+        fields, blank = header[:-1], b"\n"
+    else:
+        fields, blank = header, b""
+    out = []
+    start = 0
+    for match in _FIELD_BREAK.finditer(fields):
+        _keep_field(out, fields[start : match.end()], wanted, keep)
+        start = match.end()
+    if start < len(fields):
+        _keep_field(out, fields[start:], wanted, keep)
+    out.append(blank)
+    return b"".join(out)
+
+
+def _keep_field(out: list, field: bytes, wanted: set, keep: bool) -> None:
+    name, colon, _ = field.partition(b":")
+    named = bool(colon) and name.rstrip(b" \t").lower() in wanted
+    if named == keep:
+        out.append(field)
+
+
+# --- Transfer encodings (RFC 2045 §6, RFC 3516) ------------------------------------------
+
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def decode_transfer(data: bytes, encoding: str) -> bytes:
+    """`data` with Content-Transfer-Encoding `encoding` undone; raises
+    UnknownTransferEncoding for an encoding RFC 2045 does not define."""
+    if encoding in _IDENTITY_ENCODINGS:
+        return data
+    if encoding == "base64":
+        # Lenient, as mail readers are: stray characters skipped, padding repaired.
+        data = _NOT_BASE64.sub(b"", data)
+        data = data[: len(data) - 1] if len(data) % 4 == 1 else data
+        return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(data)
+    raise UnknownTransferEncoding(encoding)
+
+
+# --- ENVELOPE and BODYSTRUCTURE (RFC 9051 §7.5.2) ----------------------------------------
+
+
+def envelope(stored: Optional[list], *, utf8: bool = False) -> bytes:
+    """ENVELOPE from Blob.envelope: date, subject, from, sender, reply-to, to, cc, bcc,
+    in-reply-to, message-id; strings raw as in the header, address lists NIL when empty."""
+    if not stored:
+        return b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+    date, subject, from_, sender, reply_to, to, cc, bcc, in_reply_to, message_id = stored
+    return b"(%s %s %s %s %s %s %s %s %s %s)" % (
+        nstring(date, utf8=utf8),
+        nstring(subject, utf8=utf8),
+        _addresses(from_, utf8),
+        _addresses(sender, utf8),
+        _addresses(reply_to, utf8),
+        _addresses(to, utf8),
+        _addresses(cc, utf8),
+        _addresses(bcc, utf8),
+        nstring(in_reply_to, utf8=utf8),
+        nstring(message_id, utf8=utf8),
+    )
+
+
+def _addresses(addresses: Optional[list], utf8: bool) -> bytes:
+    if not addresses:
+        return NIL
+    # RFC 9051 §9: "(" 1*address ")", each address (name adl mailbox host), no spaces between.
+    return b"(" + b"".join(
+        b"(%s %s %s %s)" % tuple(nstring(value, utf8=utf8) for value in address)
+        for address in addresses
+    ) + b")"
+
+
+_EMPTY_TEXT_PART = {
+    "type": "text", "subtype": "plain", "params": [], "id": None, "description": None,
+    "encoding": "7bit", "size": 0, "lines": 0, "md5": None, "disposition": None,
+    "language": None, "location": None,
+}
+
+
+def body_structure(node: dict, *, extensible: bool, utf8: bool = False) -> bytes:
+    """BODYSTRUCTURE (extensible=True) or BODY (False) of a stored structure node."""
+    if node["type"] == "multipart" and "parts" in node:
+        # RFC 9051 §9 body-type-mpart needs one part at least; a multipart whose
+        # delimiters were never found shows one empty text part, as it reads.
+        parts = node["parts"] or [_EMPTY_TEXT_PART]
+        out = [
+            b"(",
+            b"".join(body_structure(part, extensible=extensible, utf8=utf8) for part in parts),
+            b" ",
+            _token(node["subtype"]),
+        ]
+        if extensible:
+            out += [b" ", _params(node["params"], utf8), b" ", _extension(node, utf8)]
+        out.append(b")")
+        return b"".join(out)
+    out = [
+        b"(",
+        _token(node["type"]),
+        b" ",
+        _token(node["subtype"]),
+        b" ",
+        _params(_with_default_charset(node), utf8),
+        b" ",
+        nstring(node["id"], utf8=utf8),
+        b" ",
+        nstring(node["description"], utf8=utf8),
+        b" ",
+        _token(node["encoding"]),
+        b" %d" % node["size"],
+    ]
+    if "message" in node:  # message/rfc822 or message/global, RFC 9051 §7.5.2
+        inner = node["message"]
+        out += [
+            b" ",
+            envelope(inner["envelope"], utf8=utf8),
+            b" ",
+            body_structure(inner["structure"], extensible=extensible, utf8=utf8),
+            b" %d" % (node["lines"] or 0),
+        ]
+    elif node["type"] == "text":
+        out.append(b" %d" % (node["lines"] or 0))
+    if extensible:
+        out += [b" ", nstring(node["md5"], utf8=utf8), b" ", _extension(node, utf8)]
+    out.append(b")")
+    return b"".join(out)
+
+
+def _token(value: str) -> bytes:
+    """A media type, subtype, parameter name or encoding: case-insensitive, sent upper-case
+    as in RFC 9051's examples."""
+    return string(value.upper())
+
+
+def _with_default_charset(node: dict) -> list:
+    params = node["params"]
+    # RFC 2046 §4.1.2: text without a charset parameter is US-ASCII.
+    if node["type"] == "text" and not any(name == "charset" for name, _ in params):
+        return [["charset", "us-ascii"], *params]
+    return params
+
+
+def _params(params: list, utf8: bool) -> bytes:
+    if not params:
+        return NIL
+    return b"(" + b" ".join(
+        _token(name) + b" " + string(value, utf8=utf8) for name, value in params
+    ) + b")"
+
+
+def _extension(node: dict, utf8: bool) -> bytes:
+    """body-fld-dsp SP body-fld-lang SP body-fld-loc, shared by both kinds of body."""
+    disposition = node["disposition"]
+    if disposition:
+        dsp = b"(" + _token(disposition[0]) + b" " + _params(disposition[1], utf8) + b")"
+    else:
+        dsp = NIL
+    language = node["language"]
+    if not language:
+        lang = NIL
+    elif len(language) == 1:
+        lang = string(language[0], utf8=utf8)
+    else:
+        lang = b"(" + b" ".join(string(tag, utf8=utf8) for tag in language) + b")"
+    return b"%s %s %s" % (dsp, lang, nstring(node["location"], utf8=utf8))
+
+
+# --- Simple attributes ------------------------------------------------------------------
+
+
+def format_internaldate(value) -> str:
+    """RFC 9051 §9 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz", month names in English
+    whatever the locale."""
+    offset = value.utcoffset()
+    minutes = int(offset.total_seconds()) // 60 if offset is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    minutes = abs(minutes)
+    return "%02d-%s-%04d %02d:%02d:%02d %s%02d%02d" % (
+        value.day, _MONTHS[value.month - 1], value.year,
+        value.hour, value.minute, value.second, sign, minutes // 60, minutes % 60,
+    )
+
+
+def email_id(message) -> str:
+    """RFC 8474 §5.1 EMAILID: the same for the same bytes, so it survives COPY and MOVE
+    (which keep prefix and blob) and needs no column. The blob's SHA-256 names the shared
+    bytes; a prefix (per-recipient trace fields) is mixed in, since it is content too."""
+    digest = message.blob.sha256
+    prefix = bytes(message.prefix or b"")
+    if prefix:
+        digest = hashlib.sha256(prefix + digest.encode("ascii")).hexdigest()
+    return "M" + digest[:EMAILID_DIGITS]
