@@ -21,12 +21,13 @@ Implementation notes
   NO [UNKNOWN-CTE]).
 """
 import binascii
+import functools
 import hashlib
 import re
 from typing import Iterable, Optional, Sequence
 
 from imap.parser import FetchAttribute, FetchBinary, FetchBinarySize, FetchBody, FetchItem, FetchPreview, Section
-from imap.responses import astring, flag_list, literal, nstring, quoted, string
+from imap.responses import astring, flag_list, literal, nstring, quoted, string, text_nstring
 
 NIL = b"NIL"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -434,16 +435,16 @@ def envelope(stored: Optional[list], *, utf8: bool = False) -> bytes:
         return b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
     date, subject, from_, sender, reply_to, to, cc, bcc, in_reply_to, message_id = stored
     return b"(%s %s %s %s %s %s %s %s %s %s)" % (
-        nstring(date, utf8=utf8),
-        nstring(subject, utf8=utf8),
+        text_nstring(date, utf8=utf8),
+        text_nstring(subject, utf8=utf8),
         _addresses(from_, utf8),
         _addresses(sender, utf8),
         _addresses(reply_to, utf8),
         _addresses(to, utf8),
         _addresses(cc, utf8),
         _addresses(bcc, utf8),
-        nstring(in_reply_to, utf8=utf8),
-        nstring(message_id, utf8=utf8),
+        text_nstring(in_reply_to, utf8=utf8),
+        text_nstring(message_id, utf8=utf8),
     )
 
 
@@ -452,7 +453,7 @@ def _addresses(addresses: Optional[list], utf8: bool) -> bytes:
         return NIL
     # RFC 9051 §9: "(" 1*address ")", each address (name adl mailbox host), no spaces between.
     return b"(" + b"".join(
-        b"(%s %s %s %s)" % tuple(nstring(value, utf8=utf8) for value in address)
+        b"(%s %s %s %s)" % tuple(text_nstring(value, utf8=utf8) for value in address)
         for address in addresses
     ) + b")"
 
@@ -488,9 +489,9 @@ def body_structure(node: dict, *, extensible: bool, utf8: bool = False) -> bytes
         b" ",
         _params(_with_default_charset(node), utf8),
         b" ",
-        nstring(node["id"], utf8=utf8),
+        text_nstring(node["id"], utf8=utf8),
         b" ",
-        nstring(node["description"], utf8=utf8),
+        text_nstring(node["description"], utf8=utf8),
         b" ",
         _token(node["encoding"]),
         b" %d" % node["size"],
@@ -507,15 +508,17 @@ def body_structure(node: dict, *, extensible: bool, utf8: bool = False) -> bytes
     elif node["type"] == "text":
         out.append(b" %d" % (node["lines"] or 0))
     if extensible:
-        out += [b" ", nstring(node["md5"], utf8=utf8), b" ", _extension(node, utf8)]
+        out += [b" ", text_nstring(node["md5"], utf8=utf8), b" ", _extension(node, utf8)]
     out.append(b")")
     return b"".join(out)
 
 
+@functools.lru_cache(maxsize=1024)
 def _token(value: str) -> bytes:
     """A media type, subtype, parameter name or encoding: case-insensitive, sent upper-case
-    as in RFC 9051's examples."""
-    return string(value.upper())
+    as in RFC 9051's examples. Few distinct values recur in every message, so the
+    serialised form is memoised (it depends on the value alone and cannot go stale)."""
+    return text_nstring(value.upper())
 
 
 def _with_default_charset(node: dict) -> list:
@@ -530,7 +533,7 @@ def _params(params: list, utf8: bool) -> bytes:
     if not params:
         return NIL
     return b"(" + b" ".join(
-        _token(name) + b" " + string(value, utf8=utf8) for name, value in params
+        _token(name) + b" " + text_nstring(value, utf8=utf8) for name, value in params
     ) + b")"
 
 
@@ -545,10 +548,10 @@ def _extension(node: dict, utf8: bool) -> bytes:
     if not language:
         lang = NIL
     elif len(language) == 1:
-        lang = string(language[0], utf8=utf8)
+        lang = text_nstring(language[0], utf8=utf8)
     else:
-        lang = b"(" + b" ".join(string(tag, utf8=utf8) for tag in language) + b")"
-    return b"%s %s %s" % (dsp, lang, nstring(node["location"], utf8=utf8))
+        lang = b"(" + b" ".join(text_nstring(tag, utf8=utf8) for tag in language) + b")"
+    return b"%s %s %s" % (dsp, lang, text_nstring(node["location"], utf8=utf8))
 
 
 # --- Simple attributes ------------------------------------------------------------------

@@ -24,7 +24,7 @@ from imap.fetch import (
     sets_seen,
 )
 from imap.parser import parse_command
-from imap.responses import string
+from imap.responses import nstring, string, text_nstring
 from mailstore.mime import parse_message
 from mailstore.models import Blob, Message
 
@@ -820,3 +820,13 @@ def test_it_renders_a_stored_message(alice):
         % (stored.uid, len(NESTED))
         + BODYSTRUCTURES[3][2]
     )
+
+
+# --- responses.text_nstring ---------------------------------------------------------------------
+
+
+@given(value=st.one_of(st.none(), st.text(max_size=1100), st.sampled_from(['a"b', "a\\b", "tab\there", "x" * 1025])))
+@settings(max_examples=500)
+def test_text_nstring_is_nstring(value):
+    for utf8 in (False, True):
+        assert text_nstring(value, utf8=utf8) == nstring(value, utf8=utf8)
