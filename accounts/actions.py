@@ -33,6 +33,7 @@ from mailsuite.lib.addresses import (
     normalize_localpart,
     split_address,
 )
+from mailsuite.lib import secrets
 from mailsuite.lib.sasl import make_scram_credentials
 from mailstore import actions as mailstore_actions
 from mta import dkim
@@ -247,6 +248,41 @@ def set_account_active(address, active):
 @transaction.atomic
 def set_display_name(address, display_name):
     return _save_fields(get_account(address), display_name=display_name.strip())
+
+
+# APOP (POP3, RFC 1939 §7) ------------------------------------------------------------
+
+MAX_APOP_SECRET = 255
+
+
+def _check_apop_secret(secret, account):
+    if not secret:
+        raise InvalidInput("the APOP secret is empty")
+    if len(secret) > MAX_APOP_SECRET:
+        raise InvalidInput(f"the APOP secret is longer than {MAX_APOP_SECRET} characters")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in secret):
+        raise InvalidInput("the APOP secret contains control characters")
+    try:
+        validate_password(secret, user=account)
+    except ValidationError as error:
+        raise InvalidInput(" ".join(error.messages)) from None
+    # The secret is stored so the server can read it back; the password must never be.
+    if account.check_password(secret):
+        raise InvalidInput("the APOP secret must not be the account's password")
+
+
+@transaction.atomic
+def set_apop_secret(address, secret):
+    """Turn APOP on for the account with `secret` (stored encrypted, see mailsuite.lib.secrets)."""
+    account = get_account(address)
+    _check_apop_secret(secret, account)
+    return _save_fields(account, apop_secret=secrets.encrypt(secret))
+
+
+@transaction.atomic
+def clear_apop_secret(address):
+    """Turn APOP off for the account and forget its secret."""
+    return _save_fields(get_account(address), apop_secret="")
 
 
 # Aliases and redirects --------------------------------------------------------------

@@ -81,6 +81,9 @@ class Account(AddressModel):
     # Sending limits (accounts.limits): null inherits the domain's, 0 is no limit.
     messages_per_hour = models.PositiveIntegerField(null=True, blank=True)
     recipients_per_day = models.PositiveIntegerField(null=True, blank=True)
+    # POP3 APOP (RFC 1939 §7) needs a secret the server can read back, so it is a separate
+    # secret, never the password, encrypted with mailsuite.lib.secrets. Empty: APOP is off.
+    apop_secret = models.TextField(blank=True)
 
     class Meta:
         ordering = ["domain__name", "localpart"]

@@ -1,4 +1,4 @@
-"""manage.py account add|list|remove|passwd|quota|disable|enable|send-as: mailboxes and their owners."""
+"""manage.py account add|list|remove|passwd|quota|disable|enable|send-as|apop: mailboxes and their owners."""
 from django.core.management.base import CommandError
 from django.db import transaction
 
@@ -25,6 +25,16 @@ class Command(SubcommandCommand):
 
     def add_arguments(self, parser):
         subcommands = self.add_subcommands(parser)
+
+        apop = subcommands.add_parser(
+            "apop",
+            help="turn POP3 APOP on (secret read from standard input) or off for an account",
+            description="APOP needs a secret the server can read back, so it is a separate secret, "
+            "stored encrypted with a key derived from SECRET_KEY, and never the account's password. "
+            "'on' reads it from the first line of standard input.",
+        )
+        apop.add_argument("address")
+        apop.add_argument("state", choices=["on", "off"])
 
         add = subcommands.add_parser(
             "add",
@@ -71,6 +81,18 @@ class Command(SubcommandCommand):
             "--remove", action="append", default=[], metavar="IDENTITY",
             help="take back a granted address (repeatable; done before the additions)",
         )
+
+    def handle_apop(self, *, address, state, **options):
+        if state == "off":
+            account = actions.clear_apop_secret(address)
+            self.say(f"APOP turned off for {show_address_of(account)}")
+            return
+        actions.get_account(address)  # an unknown address fails before anyone types a secret
+        line = self.stdin.readline()
+        if not line:
+            raise CommandError("no APOP secret on standard input")
+        account = actions.set_apop_secret(address, line.removesuffix("\n").removesuffix("\r"))
+        self.say(f"APOP turned on for {show_address_of(account)}")
 
     def handle_add(self, *, address, password_stdin, quota, name, **options):
         quota = quota_argument(quota) if quota is not None else None
