@@ -10,15 +10,16 @@ Implementation notes
   a header (into fields), and only BINARY decodes a transfer encoding.
 - The bytes IMAP shows are `prefix + blob`. Every stored offset indexes the blob, so it
   shifts by len(prefix); the top-level header starts at 0 and so holds the prefix.
-- Pure: no ORM query, no I/O, no clock, and no cache that outlives one call. The caller
+- Pure: no ORM query, no I/O, no clock. Nothing about a message outlives one call; the
+  one memo kept maps media-type tokens ("TEXT", "7BIT") to their wire form. The caller
   reads the bytes (only when `needs_bytes(items)`; only the header when
   `header_only(items)`) and decides about \\Seen (`sets_seen(items)`).
 - Strings go out through `imap.responses`, which picks quoted or literal. Section data
   is never sent quoted when it holds 8-bit octets, whatever `utf8` says: UTF8=ACCEPT
   relaxes quoting for text (RFC 6855 §3), not for message octets.
 - A section that does not exist is an empty string (RFC 9051 §6.4.5 allows it); a
-  transfer encoding BINARY cannot undo raises UnknownTransferEncoding (RFC 3516 §4.3,
-  NO [UNKNOWN-CTE]).
+  transfer encoding BINARY cannot undo raises UnknownTransferEncoding (RFC 3516 §4.2,
+  NO [UNKNOWN-CTE], RFC 9051 §7.1).
 """
 import binascii
 import functools
@@ -26,7 +27,9 @@ import hashlib
 import re
 from typing import Iterable, Optional, Sequence
 
-from imap.parser import FetchAttribute, FetchBinary, FetchBinarySize, FetchBody, FetchItem, FetchPreview, Section
+from imap.parser import (
+    FetchAttribute, FetchBinary, FetchBinarySize, FetchBody, FetchItem, FetchPreview, Section,
+)
 from imap.responses import astring, flag_list, literal, nstring, quoted, string, text_nstring
 
 NIL = b"NIL"
@@ -45,8 +48,9 @@ EMAILID_DIGITS = 24  # hex digits of the content hash in an EMAILID (96 bits)
 class UnknownTransferEncoding(Exception):
     """BINARY[...] of a part whose Content-Transfer-Encoding we cannot decode.
 
-    The session answers `tag NO [UNKNOWN-CTE] ...` (RFC 3516 §4.3). `message`, `code`
-    and `status` mirror imap.parser.ParseError so both map to the wire in one place."""
+    The session answers `tag NO [UNKNOWN-CTE] ...` (RFC 3516 §4.2, RFC 9051 §7.1).
+    `message`, `code` and `status` mirror imap.parser.ParseError, so both can map to the
+    wire in one place."""
 
     def __init__(self, encoding: str):
         super().__init__("unknown Content-Transfer-Encoding")
@@ -72,7 +76,7 @@ def header_only(items: Iterable[FetchItem]) -> bool:
 
 
 def sets_seen(items: Iterable[FetchItem]) -> bool:
-    """True if the FETCH sets \\Seen (RFC 9051 §6.4.5, RFC 3516 §4.1): BODY[...] and
+    """True if the FETCH sets \\Seen (RFC 9051 §6.4.5, RFC 3516 §4.2): BODY[...] and
     BINARY[...] without .PEEK, RFC822 and RFC822.TEXT (RFC 3501 §6.4.5)."""
     for item in items:
         if isinstance(item, (FetchBody, FetchBinary)) and not item.peek:

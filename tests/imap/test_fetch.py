@@ -784,7 +784,8 @@ _MIME_PIECES = st.sampled_from(
         b"Content-Type: multipart/mixed; boundary=b\r\n", b"Content-Type: message/rfc822\r\n",
         b"Content-Type: text/plain\r\n", b"Content-Transfer-Encoding: base64\r\n",
         b"Content-Transfer-Encoding: quoted-printable\r\n", b"Subject: x\r\n", b"\r\n", b"\n",
-        b"--b\r\n", b"--b--\r\n", b"aGVsbG8=\r\n", b"=C3=A9\r\n", b"\x00", b"\xff", b" folded\r\n",
+        b"Content-Transfer-Encoding: x-uuencode\r\n", b"--b\r\n", b"--b--\r\n", b"aGVsbG8=\r\n",
+        b"=C3=A9\r\n", b"\x00", b"\xff", b" folded\r\n",
     ]
 )
 
@@ -799,6 +800,11 @@ def test_render_never_fails_on_hostile_mime(pieces, prefix):
     assert out.startswith(b"UID 7 ")
     # the whole message is exactly its bytes
     assert b" BODY[] " + string(prefix + raw) + b" " in out
+    for item in items("(BINARY[] BINARY[1] BINARY[2.1]<1.5> BINARY.SIZE[1] BINARY.SIZE[2])"):
+        try:
+            render([item], message=message, flags=[], modseq=1, raw=prefix + raw)
+        except UnknownTransferEncoding:
+            pass
 
 
 # --- Through the mail store ---------------------------------------------------------------------
