@@ -116,6 +116,10 @@ MAILSUITE_SUBADDRESS_SEPARATOR = env_str("MAILSUITE_SUBADDRESS_SEPARATOR", "+")
 if len(MAILSUITE_SUBADDRESS_SEPARATOR) != 1:
     raise ImproperlyConfigured("MAILSUITE_SUBADDRESS_SEPARATOR must be one character")
 MAILSUITE_DEFAULT_QUOTA = env_bytes("MAILSUITE_DEFAULT_QUOTA", 1024**3)
+# Change events between processes (mailstore.events): local, postgres or redis://host:port/db.
+MAILSUITE_EVENT_BUS = env_str("MAILSUITE_EVENT_BUS", "postgres" if re.match(r"postgres|pgsql", env_str("DATABASE_URL")) else "local")
+if not re.fullmatch(r"local|postgres|(postgres(ql)?|rediss?)://\S+", MAILSUITE_EVENT_BUS):
+    raise ImproperlyConfigured(f"MAILSUITE_EVENT_BUS={MAILSUITE_EVENT_BUS!r}: expected local, postgres or redis://host:port/db")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
