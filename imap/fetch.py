@@ -17,6 +17,8 @@ Implementation notes
 - Strings go out through `imap.responses`, which picks quoted or literal. Section data
   is never sent quoted when it holds 8-bit octets, whatever `utf8` says: UTF8=ACCEPT
   relaxes quoting for text (RFC 6855 §3), not for message octets.
+- BODY[...] data never holds NUL (sent as 0x80, as it cannot go in a literal); BINARY
+  sends it in a literal8 (RFC 3516 §4.2).
 - A section that does not exist is an empty string (RFC 9051 §6.4.5 allows it); a
   transfer encoding BINARY cannot undo raises UnknownTransferEncoding (RFC 3516 §4.2,
   NO [UNKNOWN-CTE], RFC 9051 §7.1).
@@ -251,8 +253,12 @@ class _Renderer:
     # Sections
 
     def section(self, section: Section, partial) -> bytes:
-        data = self.section_bytes(section)
-        return string(_cut(data, partial))
+        data = _cut(self.section_bytes(section), partial)
+        if b"\0" in data:
+            # A literal cannot carry NUL (RFC 9051 §4.3, CHAR8); only BINARY may send it,
+            # as literal8. Replacing it keeps every size and offset true.
+            data = data.replace(b"\0", b"\x80")
+        return string(data)
 
     def section_bytes(self, section: Section) -> bytes:
         raw = self._raw()
