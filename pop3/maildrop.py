@@ -1,0 +1,283 @@
+"""The maildrop behind a POP3 session: logins, the lock, the snapshot, deletions at QUIT.
+
+Synchronous functions over the ORM; pop3.session runs them with run_sync, never on the
+event loop.
+
+Implementation notes
+--------------------
+- The maildrop is the account's INBOX. A session works on a snapshot taken when it
+  logs in (message numbers 1..n in UID order, RFC 1939 §5): deliveries and IMAP changes
+  meanwhile do not renumber it. A message IMAP expunges meanwhile is still readable
+  until its bytes are swept; deleting it again at QUIT is a no-op.
+- UIDL is "<INBOX UIDVALIDITY>.<UID>" (RFC 1939 §7: 1-70 characters 0x21-0x7E). It is
+  the IMAP identity of the message, so it never changes while the message lives,
+  is never reused (UIDs are not), and changes for every message only when INBOX is
+  recreated — exactly when IMAP clients must forget their cache too.
+- The exclusive-access lock (RFC 1939 §8) is a lease in the database (MaildropLock),
+  so it holds across processes and machines. It is taken with the row locked, renewed
+  by the session every LOCK_LEASE_SECONDS / 3, and given up at the end; a crashed
+  session's lease simply expires. Node clocks must agree to well within a lease (NTP),
+  as the login throttle already assumes.
+- Deletions happen only at QUIT (RFC 1939 §6), in one transaction that first checks
+  the lease is still ours and then calls mailstore.actions.expunge, the one way to
+  delete mail. Anything else (a dropped connection, autologout, a lost lease) deletes
+  nothing.
+- Sizes are the octets of the canonical form (pop3.responses.octets), exact with CRLF.
+  A Blob's count is computed from its bytes once and kept in BlobOctets; the trace
+  prefix's is computed from the bytes the snapshot holds anyway.
+- Logins go through accounts.auth (the shared throttle and audit) with service "pop3".
+  Neither passwords nor the APOP secret nor SASL payloads are logged.
+"""
+import hashlib
+import hmac
+import logging
+import secrets as token_secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.auth import (
+    authenticate,
+    check_login_allowed,
+    login_account,
+    record_login,
+    scram_credentials_for,
+)
+from mailsuite.lib import sasl
+from mailsuite.lib import secrets as stored_secrets
+from mailstore.actions import expunge
+from mailstore.models import Folder, Message
+from mailstore.storage import blob_storage
+from pop3 import responses
+from pop3.models import BlobOctets, MaildropLock
+
+log = logging.getLogger(__name__)
+
+SERVICE = "pop3"
+MAILDROP = "INBOX"
+
+# Seams (tests set them): the clock of the lock, and how long a lease lasts unrenewed.
+now = timezone.now
+LOCK_LEASE_SECONDS = 120
+
+
+class MaildropError(Exception):
+    """The maildrop cannot be opened or committed; `code` is the RFC 2449 §8 response code."""
+
+    code = "SYS/TEMP"
+
+
+class MaildropInUse(MaildropError):
+    code = "IN-USE"  # RFC 2449 §8.1.2
+
+
+class LoginTooSoon(MaildropError):
+    code = "LOGIN-DELAY"  # RFC 2449 §8.1.1
+
+    def __init__(self, delay):
+        super().__init__(f"minimum time between logins is {delay} seconds")
+        self.delay = delay
+
+
+class LockLost(MaildropError):
+    """Our lease expired and may belong to another session now."""
+
+
+@dataclass(frozen=True)
+class Login:
+    account_id: int
+    address: str
+
+
+def _login(account):
+    return Login(account.pk, account.address) if account is not None else None
+
+
+# --- Logins ----------------------------------------------------------------------------
+
+
+def password_login(username, password, *, remote_ip):
+    """USER/PASS, AUTH PLAIN and AUTH LOGIN: a Login or None; raises LoginThrottled."""
+    return _login(authenticate(username, password, service=SERVICE, remote_ip=remote_ip))
+
+
+def apop_digest(timestamp, secret):
+    """RFC 1939 §7: MD5 of the greeting's timestamp followed by the shared secret, in lower-case hex."""
+    return hashlib.md5((timestamp + secret).encode("utf-8")).hexdigest()
+
+
+def apop_login(name, digest, *, timestamp, remote_ip):
+    """APOP: a Login or None; raises LoginThrottled. Counted like any password failure."""
+    check_login_allowed(name, remote_ip, service=SERVICE)
+    account = login_account(name)  # None for unknown, disabled and password-less accounts
+    secret = None
+    if account is not None and account.apop_secret:
+        try:
+            secret = stored_secrets.decrypt(account.apop_secret)
+        except ValueError:
+            log.error("unreadable APOP secret account=%s (was SECRET_KEY changed?)", account.address)
+    # Unknown users and accounts without APOP cost the same digest as a real check.
+    expected = apop_digest(timestamp, secret if secret else token_secrets.token_hex(16))
+    success = bool(secret) and hmac.compare_digest(expected, digest)
+    record_login(name, service=SERVICE, remote_ip=remote_ip, success=success, account=account)
+    return _login(account) if success else None
+
+
+class ScramLogin:
+    """SCRAM-SHA-256 for one AUTH command: throttling, credential lookup and the audit
+    around mailsuite.lib.sasl's exchange."""
+
+    def __init__(self, *, remote_ip):
+        self.remote_ip = remote_ip
+        self.username = None
+        # A secret that outlives restarts, so unknown users get the same made-up salt each time.
+        fake_secret = hashlib.sha256(b"scram-fake-credentials" + settings.SECRET_KEY.encode()).digest()
+        self.server = sasl.ScramSha256Server(self._lookup, fake_secret=fake_secret)
+
+    def _lookup(self, username):
+        self.username = username
+        check_login_allowed(username, self.remote_ip, service=SERVICE)
+        return scram_credentials_for(username)
+
+    def step(self, message):
+        """The next server message, or None when done; raises SaslError or LoginThrottled."""
+        try:
+            return self.server.step(message)
+        except sasl.SaslError:
+            if self.username is not None:
+                record_login(self.username, service=SERVICE, remote_ip=self.remote_ip, success=False)
+            raise
+
+    def login(self):
+        """After a successful exchange: record it and return the Login."""
+        account = login_account(self.username)
+        record_login(self.username, service=SERVICE, remote_ip=self.remote_ip, success=True, account=account)
+        return _login(account)
+
+
+# --- The lock --------------------------------------------------------------------------
+
+
+def new_holder():
+    """A name for one session's lease, unique across processes and machines."""
+    return f"{settings.MAILSUITE_HOSTNAME}:{token_secrets.token_hex(8)}"[:100]
+
+
+@transaction.atomic
+def acquire_lock(account_id, holder, *, login_delay=0):
+    """Take the account's maildrop for `holder`; raises MaildropInUse or LoginTooSoon."""
+    at = now()
+    # Insert the row if missing before locking it, so two first logins cannot both win.
+    MaildropLock.objects.bulk_create([MaildropLock(account_id=account_id, expires=at)], ignore_conflicts=True)
+    lock = MaildropLock.objects.select_for_update().get(account_id=account_id)
+    if lock.expires > at and lock.holder:
+        raise MaildropInUse("maildrop is locked by another session")
+    if login_delay and lock.last_login is not None and at < lock.last_login + timedelta(seconds=login_delay):
+        raise LoginTooSoon(login_delay)
+    lock.holder, lock.expires, lock.last_login = holder, at + timedelta(seconds=LOCK_LEASE_SECONDS), at
+    lock.save(update_fields=["holder", "expires", "last_login"])
+
+
+def renew_lock(account_id, holder):
+    """Extend our lease; False if it is no longer ours."""
+    at = now()
+    return bool(
+        MaildropLock.objects.filter(account_id=account_id, holder=holder, expires__gt=at).update(
+            expires=at + timedelta(seconds=LOCK_LEASE_SECONDS)
+        )
+    )
+
+
+def release_lock(account_id, holder):
+    """Give the maildrop up (nothing happens if the lease is no longer ours)."""
+    MaildropLock.objects.filter(account_id=account_id, holder=holder).update(holder="", expires=now())
+
+
+# --- The snapshot ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One message of the snapshot."""
+
+    uid: int
+    octets: int
+    blob_name: str
+    prefix: bytes
+
+
+@dataclass(frozen=True)
+class Maildrop:
+    folder_id: int
+    uidvalidity: int
+    entries: tuple  # of Entry; message number n is entries[n - 1]
+
+    def unique_id(self, entry):
+        return f"{self.uidvalidity}.{entry.uid}"  # RFC 1939 §7 UIDL
+
+
+def _read_blob(name):
+    with blob_storage().open(name, "rb") as f:
+        return f.read()
+
+
+def open_maildrop(account_id):
+    """The snapshot of the account's INBOX: one query, plus one read per never-counted Blob."""
+    folder = Folder.objects.filter(account_id=account_id, name=MAILDROP).values_list("pk", "uidvalidity").first()
+    if folder is None:
+        raise MaildropError("the mailbox has no INBOX")
+    folder_id, uidvalidity = folder
+    rows = list(
+        Message.objects.filter(folder_id=folder_id)
+        .order_by("uid")
+        .values_list("uid", "prefix", "blob_id", "blob__name", "blob__size", "blob__pop3_octets__octets")
+    )
+    counted = {}
+    for _, _, blob_id, name, size, known in rows:
+        if known is None and size and blob_id not in counted:
+            counted[blob_id] = responses.octets(_read_blob(name))
+    if counted:
+        BlobOctets.objects.bulk_create(
+            [BlobOctets(blob_id=blob_id, octets=value) for blob_id, value in counted.items()], ignore_conflicts=True
+        )
+    entries = []
+    for uid, prefix, blob_id, name, size, known in rows:
+        prefix = bytes(prefix)
+        if not size:
+            total = responses.octets(prefix)
+        elif not prefix or prefix.endswith(b"\n"):
+            total = responses.line_end_octets(prefix) + (known if known is not None else counted[blob_id])
+        else:  # a prefix that ends mid-line: count the joined bytes (never made by our MDA)
+            total = responses.octets(prefix + _read_blob(name))
+        entries.append(Entry(uid=uid, octets=total, blob_name=name, prefix=prefix))
+    return Maildrop(folder_id=folder_id, uidvalidity=uidvalidity, entries=tuple(entries))
+
+
+def read_message(entry):
+    """The message in canonical form (pop3.responses.canonical). No database access.
+
+    Raises FileNotFoundError if its bytes were swept after another client removed it.
+    """
+    data = _read_blob(entry.blob_name)
+    return responses.canonical(entry.prefix + data if entry.prefix else data)
+
+
+# --- QUIT ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def commit_deletions(account_id, holder, folder_id, uids):
+    """The UPDATE state (RFC 1939 §6): remove `uids`, all or none, and give up the lock.
+
+    Raises LockLost, deleting nothing, if the lease is no longer ours. Returns the UIDs
+    removed (those another client removed meanwhile are not among them).
+    """
+    held = MaildropLock.objects.select_for_update().filter(account_id=account_id, holder=holder).first()
+    if held is None or held.expires <= now():
+        raise LockLost("the maildrop lock expired")
+    removed = expunge(Folder(pk=folder_id, account_id=account_id), list(uids)) if uids else []
+    MaildropLock.objects.filter(account_id=account_id, holder=holder).update(holder="", expires=now())
+    return removed
