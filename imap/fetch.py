@@ -281,18 +281,18 @@ class _Renderer:
         if node is None:
             return None
         if section.text == "MIME":
-            return self._start(node, "header_start", top), self._start(node, "body_start", top)
+            return self._offset(node, "header_start", top), self._offset(node, "body_start", top)
         if section.text in _HEADER_TEXTS:
             if section.part:
                 if "message" not in node:  # only a message/rfc822 part has a header and text
                     return None
                 node = node["message"]["structure"]
             if section.text == "TEXT":
-                return self._start(node, "body_start", top), self._start(node, "end", top)
-            return self._start(node, "header_start", top), self._start(node, "body_start", top)
-        return self._start(node, "body_start", top), self._start(node, "end", top)
+                return self._offset(node, "body_start", top), self._offset(node, "end", top)
+            return self._offset(node, "header_start", top), self._offset(node, "body_start", top)
+        return self._offset(node, "body_start", top), self._offset(node, "end", top)
 
-    def _start(self, node, key, top) -> int:
+    def _offset(self, node, key, top) -> int:
         if key == "header_start" and node is top:
             return 0  # the top-level header includes the prefix
         return node[key] + self.shift
@@ -319,7 +319,7 @@ class _Renderer:
         node = find_part(top, part)
         if node is None:
             return b""
-        data = raw[self._start(node, "body_start", top) : self._start(node, "end", top)]
+        data = raw[self._offset(node, "body_start", top) : self._offset(node, "end", top)]
         return decode_transfer(bytes(data), node["encoding"])
 
 
