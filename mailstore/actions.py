@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 
 from django.core.files.base import ContentFile
 from django.db import connection, models, transaction
-from django.db.models import F, Q, Value
-from django.db.models.functions import Concat, Substr
+from django.db.models import F, Max, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Concat, Greatest, Substr
 from django.utils import timezone
 
 from accounts.models import Account
 from mailstore import events
 from mailstore.mime import parse_message
-from mailstore.models import DEFAULT_FOLDERS, HIERARCHY_DELIMITER, Blob, ExpungedMessage, Folder, Message
+from mailstore.models import DEFAULT_FOLDERS, HIERARCHY_DELIMITER, Blob, ExpungedMessage, Folder, Message, Subscription
 from mailstore.storage import blob_storage, new_blob_name, sync_names
 
 log = logging.getLogger(__name__)
@@ -141,11 +141,22 @@ def _create_missing_parents(account, name):
     if not parents:
         return []
     existing = set(Folder.objects.filter(account=account, name__in=parents).values_list("name", flat=True))
-    return [
+    created = [
         Folder.objects.create(account=account, name=parent, uidvalidity=_next_uidvalidity(account))
         for parent in parents
         if parent not in existing
     ]
+    _adopt_subscriptions(account, [f.name for f in created])
+    return created
+
+
+def _adopt_subscriptions(account, names):
+    """Folders now exist under these names: subscriptions remembered for the names
+    (Subscription rows) become the folders' subscribed flag."""
+    remembered = list(Subscription.objects.filter(account=account, name__in=names).values_list("name", flat=True))
+    if remembered:
+        Folder.objects.filter(account=account, name__in=remembered).update(subscribed=True)
+        Subscription.objects.filter(account=account, name__in=remembered).delete()
 
 
 @transaction.atomic
@@ -167,6 +178,10 @@ def create_folder(account, name, *, special_use="", subscribed=True):
         subscribed=subscribed,
         uidvalidity=_next_uidvalidity(account),
     )
+    if Subscription.objects.filter(account=account, name=name).delete()[0]:
+        # The user subscribed to this name before it existed.
+        folder.subscribed = True
+        Folder.objects.filter(pk=folder.pk).update(subscribed=True)
     events.publish_on_commit(events.Change("folder", account.pk, folder.pk))
     return folder
 
@@ -716,12 +731,52 @@ def expunge(folder, uids):
 
 def vanished_since(folder, modseq, uids=None):
     """UIDs expunged from the folder with a MODSEQ above `modseq`, ascending (RFC 7162
-    §3.2.10 VANISHED); only those in `uids` when given."""
+    §3.2.10 VANISHED); only those in `uids` when given.
+
+    If tombstones that old were pruned (prune_expunged), the exact answer is gone: the
+    answer is then every UID below uidnext (or in `uids`) that the folder does not hold,
+    a superset a client discards harmlessly. Pass `uids` (the client's known UIDs or
+    the requested set) to keep that answer small.
+    """
+    floor = Folder.objects.filter(pk=folder.pk).values_list("expunged_pruned_modseq", "uidnext").first()
+    if floor is None:
+        return []
+    pruned_modseq, uidnext = floor
+    if modseq < pruned_modseq:
+        candidates = set(range(1, uidnext)) if uids is None else {uid for uid in uids if 0 < uid < uidnext}
+        present = {row[0] for row in _messages(folder.pk, candidates, "uid")}
+        return sorted(candidates - present)
     found = ExpungedMessage.objects.filter(folder_id=folder.pk, modseq__gt=modseq).values_list("uid", flat=True)
     if uids is not None:
         wanted = set(uids)
         found = (uid for uid in found if uid in wanted)
     return sorted(set(found))
+
+
+@transaction.atomic
+def prune_expunged(before):
+    """Delete tombstones written before `before` (a datetime); returns how many.
+
+    Each folder remembers the highest MODSEQ pruned, so vanished_since() knows when
+    it can no longer answer exactly. Only tombstones at or below that MODSEQ are
+    deleted, so one committed concurrently by a slow expunge is never lost unrecorded.
+    Meant for a periodic task (weeks of history keep QRESYNC cheap for clients that
+    reconnect after a holiday).
+    """
+    newest_pruned = (
+        ExpungedMessage.objects.filter(folder=OuterRef("pk"), expunged_at__lt=before)
+        .order_by()
+        .values("folder")
+        .annotate(top=Max("modseq"))
+        .values("top")
+    )
+    Folder.objects.filter(pk__in=ExpungedMessage.objects.filter(expunged_at__lt=before).values("folder")).update(
+        expunged_pruned_modseq=Greatest(F("expunged_pruned_modseq"), Subquery(newest_pruned))
+    )
+    deleted, _ = ExpungedMessage.objects.filter(
+        expunged_at__lt=before, modseq__lte=F("folder__expunged_pruned_modseq")
+    ).delete()
+    return deleted
 
 
 @dataclass
@@ -926,6 +981,7 @@ def rename_folder(account, old_name, new_name):
         name=Concat(Value(new_name), Substr("name", len(old_name) + 1)),
         highestmodseq=F("highestmodseq") + 1,
     )
+    _adopt_subscriptions(account, targets)
     events.publish_on_commit(events.Change("folder", account.pk))
 
 
@@ -948,16 +1004,76 @@ def _rename_inbox(account, new_name):
         unseen_count=inbox.unseen_count,
         total_size=inbox.total_size,
     )
+    _adopt_subscriptions(account, [new_name])
     uids = tuple(Message.objects.filter(folder=inbox).order_by("uid").values_list("uid", flat=True))
     # Tombstones and the move in two set-based statements, however big INBOX is.
     expunged, message = ExpungedMessage._meta.db_table, Message._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {expunged} (folder_id, uid, modseq) SELECT %s, uid, %s FROM {message} WHERE folder_id = %s",
-            [inbox.pk, modseq, inbox.pk],
+            f"INSERT INTO {expunged} (folder_id, uid, modseq, expunged_at) "
+            f"SELECT %s, uid, %s, %s FROM {message} WHERE folder_id = %s",
+            [inbox.pk, modseq, ExpungedMessage._meta.get_field("expunged_at").get_db_prep_save(timezone.now(), connection), inbox.pk],
         )
     Message.objects.filter(folder=inbox).update(folder=folder)
     Folder.objects.filter(pk=inbox.pk).update(highestmodseq=modseq, message_count=0, unseen_count=0, total_size=0)
     if uids:
         events.publish_on_commit(events.Change("expunge", account.pk, inbox.pk, uids, modseq))
     events.publish_on_commit(events.Change("folder", account.pk))
+
+
+@transaction.atomic
+def delete_folder(account, name):
+    """IMAP DELETE (RFC 9051 §6.3.5): the folder and its messages go, and their bytes
+    stop counting against the quota. A subscription to the name stays (§6.3.7).
+
+    Raises NoSuchFolder, or CannotDelete for INBOX and for a folder with children
+    (deleting it would leave them under a name that is not a folder).
+    """
+    name = normalise_folder_name(name)
+    if name == "INBOX":
+        raise CannotDelete("INBOX cannot be deleted")
+    account = _lock_account(account.pk)
+    folder = Folder.objects.select_for_update().filter(account=account, name=name).first()
+    if folder is None:
+        raise NoSuchFolder(f"folder {name} does not exist")
+    children = Folder.objects.filter(account=account, name__startswith=name + HIERARCHY_DELIMITER).values_list("name", flat=True)
+    if any(_is_under(child, name) for child in children):
+        raise CannotDelete(f"folder {name} has child folders; delete them first")
+    if folder.subscribed:
+        Subscription.objects.get_or_create(account=account, name=name)
+    # One statement for all messages: nothing refers to Message rows, so Django deletes
+    # them without loading them. Their blobs, if now unused, go with the blob sweep.
+    Message.objects.filter(folder=folder).delete()
+    Folder.objects.filter(pk=folder.pk).delete()
+    Account.objects.filter(pk=account.pk).update(quota_used=F("quota_used") - folder.total_size)
+    events.publish_on_commit(events.Change("folder", account.pk, folder.pk))
+
+
+@transaction.atomic
+def set_subscribed(account, name, subscribed):
+    """IMAP SUBSCRIBE / UNSUBSCRIBE (RFC 9051 §6.3.7, §6.3.8).
+
+    An existing folder's flag is Folder.subscribed. A name with no folder may be
+    subscribed too (§6.3.7 allows it): it is remembered as a Subscription row and
+    listed by subscribed_names(). Unsubscribing a name that is not subscribed succeeds
+    and changes nothing, so a retried UNSUBSCRIBE is not an error.
+
+    Raises InvalidFolderName.
+    """
+    validate_folder_name(name)
+    name = normalise_folder_name(name)
+    account = _lock_account(account.pk)
+    if not Folder.objects.filter(account=account, name=name).update(subscribed=subscribed):
+        if subscribed:
+            Subscription.objects.get_or_create(account=account, name=name)
+        else:
+            Subscription.objects.filter(account=account, name=name).delete()
+    events.publish_on_commit(events.Change("folder", account.pk))
+
+
+def subscribed_names(account):
+    """Every subscribed name, sorted: subscribed folders and names without a folder
+    (LIST (SUBSCRIBED) shows the latter \\NonExistent)."""
+    folders = Folder.objects.filter(account=account, subscribed=True).values_list("name", flat=True)
+    remembered = Subscription.objects.filter(account=account).values_list("name", flat=True)
+    return sorted({*folders, *remembered})

@@ -10,6 +10,7 @@ Invariants (kept by mailstore.actions, guarded here where a database can):
 """
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 # RFC 6154 special-use attributes of the folders every account starts with.
 DEFAULT_FOLDERS = (
@@ -35,6 +36,9 @@ class Folder(models.Model):
     message_count = models.PositiveIntegerField(default=0)
     unseen_count = models.PositiveIntegerField(default=0)
     total_size = models.PositiveBigIntegerField(default=0)
+    # Tombstones (ExpungedMessage) with a MODSEQ up to this were pruned: "what vanished
+    # since MODSEQ n" for a smaller n can no longer be answered from the rows alone.
+    expunged_pruned_modseq = models.PositiveBigIntegerField(default=0)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -135,12 +139,35 @@ class ExpungedMessage(models.Model):
     folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="expunged")
     uid = models.PositiveBigIntegerField()
     modseq = models.PositiveBigIntegerField()
+    expunged_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         indexes = [
             # VANISHED (EARLIER): removals in one folder after a MODSEQ.
             models.Index(fields=["folder", "modseq"], name="expunged_folder_modseq"),
+            # The periodic prune finds old tombstones without reading every row.
+            models.Index(fields=["expunged_at"], name="expunged_at"),
         ]
 
     def __str__(self):
         return f"{self.folder_id}/{self.uid}@{self.modseq}"
+
+
+class Subscription(models.Model):
+    """A subscribed name that has no folder: RFC 9051 §6.3.7 lets a client subscribe to a
+    name that does not exist, and a deleted folder's subscription outlives it (LIST
+    shows it \\NonExistent). An existing folder's subscription is Folder.subscribed;
+    creating the folder turns the row into that flag."""
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="subscriptions")
+    name = models.CharField(max_length=1000)
+
+    class Meta:
+        ordering = ["account_id", "name"]
+        constraints = [
+            # A name is subscribed once.
+            models.UniqueConstraint(fields=["account", "name"], name="subscription_unique_name"),
+        ]
+
+    def __str__(self):
+        return f"{self.account_id}:{self.name}"

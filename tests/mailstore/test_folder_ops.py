@@ -1,10 +1,13 @@
 """Folder structure: CREATE, RENAME, DELETE, SUBSCRIBE and tombstone pruning, with
 exact names, UIDVALIDITY, counters, quota usage and change events."""
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from mailstore import actions, events
-from mailstore.actions import FolderExists, InvalidFolderName, NoSuchFolder, Recipient, deliver
-from mailstore.models import ExpungedMessage, Folder, Message
+from mailstore.actions import CannotDelete, FolderExists, InvalidFolderName, NoSuchFolder, Recipient, deliver
+from mailstore.models import ExpungedMessage, Folder, Message, Subscription
 
 RAW = b"From: m@elsewhere.test\r\nTo: alice@example.test\r\nSubject: test\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n"
 DEFAULTS = ["Archive", "Drafts", "INBOX", "Junk", "Sent", "Trash"]
@@ -182,3 +185,146 @@ def test_renaming_inbox_to_a_taken_name_is_refused(alice):
         actions.rename_folder(alice, "INBOX", "Archive")
     assert folder(alice, "INBOX").message_count == 1
     assert not ExpungedMessage.objects.exists()
+
+
+# DELETE -------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_delete_removes_the_folder_its_messages_and_their_quota(alice, published, django_capture_on_commit_callbacks):
+    for _ in range(2):
+        deliver(RAW, [Recipient(alice, "alice@example.test")], return_path="")
+    inbox = folder(alice, "INBOX")
+    actions.copy_messages(inbox, [1, 2], "Junk")
+    actions.expunge(folder(alice, "Junk"), [1])
+    junk = folder(alice, "Junk")
+    alice.refresh_from_db()
+    assert alice.quota_used == inbox.total_size + junk.total_size
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.delete_folder(alice, "Junk")
+    assert names(alice) == sorted(set(DEFAULTS) - {"Junk"})
+    assert not Message.objects.filter(folder_id=junk.pk).exists()
+    assert not ExpungedMessage.objects.filter(folder_id=junk.pk).exists()
+    alice.refresh_from_db()
+    assert alice.quota_used == inbox.total_size
+    assert published == [events.Change("folder", alice.pk, junk.pk)]
+    assert Message.objects.filter(folder=inbox).count() == 2  # the blobs the copies shared are still used
+
+
+@pytest.mark.django_db
+def test_a_folder_created_again_gets_a_larger_uidvalidity(alice, counter):
+    first = actions.create_folder(alice, "Projects")
+    actions.delete_folder(alice, "Projects")
+    second = actions.create_folder(alice, "Projects")
+    assert (first.uidvalidity, second.uidvalidity) == (counter + 1, counter + 2)
+    assert second.uidnext == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["INBOX", "inbox"])
+def test_inbox_cannot_be_deleted(alice, name):
+    with pytest.raises(CannotDelete, match="INBOX cannot be deleted"):
+        actions.delete_folder(alice, name)
+
+
+@pytest.mark.django_db
+def test_a_folder_with_children_cannot_be_deleted(alice):
+    actions.create_folder(alice, "Projects/Q1")
+    with pytest.raises(CannotDelete, match="Projects has child folders"):
+        actions.delete_folder(alice, "Projects")
+    actions.delete_folder(alice, "Projects/Q1")
+    actions.delete_folder(alice, "Projects")
+    assert names(alice) == DEFAULTS
+    with pytest.raises(NoSuchFolder):
+        actions.delete_folder(alice, "Projects")
+
+
+@pytest.mark.django_db
+def test_a_sibling_with_a_longer_name_is_not_a_child(alice):
+    actions.create_folder(alice, "Projects")
+    actions.create_folder(alice, "Projects-old/x")
+    actions.delete_folder(alice, "Projects")
+    assert "Projects" not in names(alice)
+
+
+# SUBSCRIBE ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_subscribe_and_unsubscribe_an_existing_folder(alice, published, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.set_subscribed(alice, "Junk", False)
+    assert not folder(alice, "Junk").subscribed
+    assert published == [events.Change("folder", alice.pk)]
+    assert actions.subscribed_names(alice) == ["Archive", "Drafts", "INBOX", "Sent", "Trash"]
+    actions.set_subscribed(alice, "inbox", False)
+    actions.set_subscribed(alice, "Junk", True)
+    assert actions.subscribed_names(alice) == ["Archive", "Drafts", "Junk", "Sent", "Trash"]
+    assert not Subscription.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_name_without_a_folder_can_be_subscribed_and_its_folder_adopts_it(alice):
+    actions.set_subscribed(alice, "Lists/future", True)
+    actions.set_subscribed(alice, "Lists/future", True)  # once is enough
+    assert "Lists/future" in actions.subscribed_names(alice)
+    assert "Lists/future" not in names(alice)
+    created = actions.create_folder(alice, "Lists/future", subscribed=False)
+    assert created.subscribed and folder(alice, "Lists/future").subscribed
+    assert not Subscription.objects.exists()
+
+
+@pytest.mark.django_db
+def test_unsubscribing_a_name_that_is_not_subscribed_changes_nothing(alice):
+    actions.set_subscribed(alice, "Nowhere", False)
+    assert actions.subscribed_names(alice) == ["Archive", "Drafts", "INBOX", "Junk", "Sent", "Trash"]
+    with pytest.raises(InvalidFolderName):
+        actions.set_subscribed(alice, "bad//name", True)
+
+
+@pytest.mark.django_db
+def test_a_deleted_folder_stays_subscribed_until_unsubscribed(alice):
+    actions.create_folder(alice, "Projects")
+    actions.delete_folder(alice, "Projects")
+    assert "Projects" in actions.subscribed_names(alice)
+    actions.set_subscribed(alice, "Projects", False)
+    assert "Projects" not in actions.subscribed_names(alice)
+    actions.create_folder(alice, "Quiet", subscribed=False)
+    actions.delete_folder(alice, "Quiet")
+    assert "Quiet" not in actions.subscribed_names(alice)
+
+
+@pytest.mark.django_db
+def test_renaming_onto_a_subscribed_name_makes_the_folder_subscribed(alice):
+    actions.create_folder(alice, "Old", subscribed=False)
+    actions.create_folder(alice, "Old/child", subscribed=False)
+    actions.set_subscribed(alice, "New/child", True)
+    actions.rename_folder(alice, "Old", "New")
+    assert (folder(alice, "New").subscribed, folder(alice, "New/child").subscribed) == (False, True)
+    assert not Subscription.objects.exists()
+
+
+# Pruning tombstones -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_pruned_tombstones_make_vanished_answer_with_every_absent_uid(alice):
+    for _ in range(6):
+        deliver(RAW, [Recipient(alice, "alice@example.test")], return_path="")
+    inbox = folder(alice, "INBOX")  # UIDs 1-6, MODSEQ 2-7
+    actions.expunge(inbox, [1, 2])  # MODSEQ 8
+    ExpungedMessage.objects.update(expunged_at=timezone.now() - timedelta(days=60))
+    actions.expunge(inbox, [4])  # MODSEQ 9
+    assert actions.vanished_since(inbox, 7) == [1, 2, 4]
+
+    assert actions.prune_expunged(timezone.now() - timedelta(days=30)) == 2
+    assert list(ExpungedMessage.objects.values_list("uid", "modseq")) == [(4, 9)]
+    assert folder(alice, "INBOX").expunged_pruned_modseq == 8
+    # Since MODSEQ 8 or later the answer is still exact ...
+    assert actions.vanished_since(inbox, 8) == [4]
+    # ... before it, every UID the folder does not hold is reported.
+    assert actions.vanished_since(inbox, 7) == [1, 2, 4]
+    assert actions.vanished_since(inbox, 0, uids=[2, 3, 4, 99]) == [2, 4]
+    # Pruning again finds nothing older and leaves the mark.
+    assert actions.prune_expunged(timezone.now() - timedelta(days=30)) == 0
+    assert folder(alice, "INBOX").expunged_pruned_modseq == 8
