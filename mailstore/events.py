@@ -41,6 +41,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,8 @@ MAX_PAYLOAD = 7999
 READY_TIMEOUT = 2.0  # seconds the first subscribe() waits for the bus to be listening
 POLL_SECONDS = 0.5  # how often the postgres/redis receivers look at the stop flag
 RECONNECT_DELAYS = (0.1, 0.5, 1, 2, 5)
+CONNECT_TIMEOUT = 2  # seconds; a publisher waits at most this for a broker that is down
+SEND_PAUSE = 5.0  # seconds without sending after the bus failed
 
 ORIGIN = uuid.uuid4().hex  # this process on the bus; renewed in a forked child
 
@@ -168,14 +171,22 @@ def _dispatch(change):
             log.exception("change listener failed for %r", change)
 
 
+_send_paused_until = 0.0
+
+
 def publish(change):
     """Deliver `change` to this process's subscribers, then to other processes."""
+    global _send_paused_until
     _dispatch(change)
+    if time.monotonic() < _send_paused_until:
+        return  # the bus failed a moment ago: don't make every delivery wait for it
     try:
         backend = _get_backend()
         backend.send(encode(change))
     except Exception:
-        log.exception("change bus: could not publish %r", change)
+        _send_paused_until = time.monotonic() + SEND_PAUSE
+        log.exception("change bus: could not publish %r; events to other processes paused for %ss",
+                      change, SEND_PAUSE)
 
 
 def publish_on_commit(change):
@@ -257,7 +268,8 @@ def _deliver_remote(data):
 def close():
     """Stop listening, release sockets and connections, forget every subscriber
     (tests and shutdown). The next subscribe() or publish() starts afresh."""
-    global _backend, _receiver, _stop
+    global _backend, _receiver, _stop, _send_paused_until
+    _send_paused_until = 0.0
     with _lock:
         _subscribers.clear()
     with _state_lock:
@@ -412,8 +424,6 @@ class PostgresBus:
     """NOTIFY/LISTEN on CHANNEL, over connections of its own (never Django's, so
     never inside a transaction)."""
 
-    CONNECT_TIMEOUT = 5
-
     def __init__(self, params):
         import psycopg
 
@@ -421,12 +431,13 @@ class PostgresBus:
         self._params = params
         self._send_lock = threading.Lock()
         self._sender = None
+        self.listener_pid = None
 
     def __str__(self):
         return "postgres bus"
 
     def _connect(self):
-        return self._psycopg.connect(**self._params, autocommit=True, connect_timeout=self.CONNECT_TIMEOUT)
+        return self._psycopg.connect(**self._params, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
 
     def send(self, data):
         with self._send_lock:
@@ -449,6 +460,7 @@ class PostgresBus:
     def listen(self, connected, stop, deliver):
         with self._connect() as conn:
             conn.execute(f"LISTEN {CHANNEL}")
+            self.listener_pid = conn.info.backend_pid  # the server process to look for in pg_stat_activity
             connected()
             while not stop.is_set():
                 for notify in conn.notifies(timeout=POLL_SECONDS):
@@ -465,13 +477,15 @@ class PostgresBus:
 
 
 class RedisBus:
-    """Redis pub/sub on CHANNEL."""
+    """Redis pub/sub on CHANNEL. The listening connection is named in CLIENT LIST."""
 
     def __init__(self, url):
         import redis
 
-        self._redis = redis
-        self._client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        options = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": CONNECT_TIMEOUT}
+        self._client = redis.Redis.from_url(url, **options)
+        self.listener_name = f"mailsuite-events-{uuid.uuid4().hex[:12]}"
+        self._listener_client = redis.Redis.from_url(url, client_name=self.listener_name, **options)
 
     def __str__(self):
         return "redis bus"
@@ -480,7 +494,7 @@ class RedisBus:
         self._client.publish(CHANNEL, data)
 
     def listen(self, connected, stop, deliver):
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._listener_client.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(CHANNEL)
             connected()
@@ -496,3 +510,4 @@ class RedisBus:
 
     def close(self):
         self._client.close()
+        self._listener_client.close()

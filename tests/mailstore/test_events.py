@@ -2,6 +2,7 @@
 Redis pub/sub. Other processes are real `python` children publishing through
 mailstore.events with the same data dir; nothing is mocked."""
 import json
+import os
 import queue
 import random
 import socket
@@ -285,3 +286,82 @@ def test_it_refuses_an_unknown_bus_setting(data_dir):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "MAILSUITE_EVENT_BUS='amqp://x': expected local, postgres or redis://host:port/db" in done.stderr
+
+
+def test_the_postgres_listener_comes_back_after_losing_its_connection(bus, data_dir):
+    import psycopg
+
+    setting = bus("postgres")
+    received, record = arrivals()
+    events.subscribe(record, account_id=ACCOUNT)
+    backend = events._get_backend()
+    lost = backend.listener_pid
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (lost,))
+    wait_for(lambda: backend.listener_pid not in (None, lost))
+
+    publish_elsewhere(data_dir, setting, ("append", ACCOUNT, 7, [1], 2))
+
+    assert [c for _, _, c in collect(received, 1)] == [events.Change("append", ACCOUNT, 7, (1,), 2)]
+
+
+def test_the_redis_listener_comes_back_after_losing_its_connection(bus, data_dir):
+    import redis
+
+    setting = bus("redis")
+    received, record = arrivals()
+    events.subscribe(record, account_id=ACCOUNT)
+    backend = events._get_backend()
+    admin = redis.Redis.from_url(REDIS_URL)
+
+    def listener_ids():
+        return [c["id"] for c in admin.client_list() if c["name"] == backend.listener_name and c["sub"] == "1"]
+
+    [lost] = listener_ids()
+    admin.client_kill_filter(_id=lost)
+    wait_for(lambda: listener_ids() not in ([], [lost]))
+
+    publish_elsewhere(data_dir, setting, ("append", ACCOUNT, 7, [1], 2))
+
+    assert [c for _, _, c in collect(received, 1)] == [events.Change("append", ACCOUNT, 7, (1,), 2)]
+    admin.close()
+
+
+def test_a_forked_child_is_another_process_on_the_bus(bus):
+    bus("local")
+    received, record = arrivals()
+    events.subscribe(record, account_id=ACCOUNT)
+
+    child = os.fork()
+    if child == 0:  # the child publishes and leaves without running any test machinery
+        try:
+            events.publish(events.Change("append", ACCOUNT, 7, (5,), 6))
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+
+    assert [c for _, _, c in collect(received, 1)] == [events.Change("append", ACCOUNT, 7, (5,), 6)]
+
+
+def test_a_bus_that_is_down_fails_no_publisher(bus, settings, monkeypatch, caplog):
+    bus("local")
+    settings.MAILSUITE_EVENT_BUS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    monkeypatch.setattr(events, "READY_TIMEOUT", 0.1)
+    received, record = arrivals()
+    events.subscribe(record, account_id=ACCOUNT)
+
+    started = time.monotonic()
+    events.publish(events.Change("append", ACCOUNT, 7, (1,), 2))
+    events.publish(events.Change("append", ACCOUNT, 7, (2,), 3))
+
+    assert time.monotonic() - started < 1.0
+    assert [c.uids for _, _, c in collect(received, 2)] == [(1,), (2,)]
+    failures = [r for r in caplog.records if r.getMessage().startswith("change bus: could not publish")]
+    assert len(failures) == 1  # then paused: the second publish did not try again
+
+
+def wait_for(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
