@@ -56,6 +56,7 @@ CHANNEL = "mailsuite_changes"
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes and more; the same bound keeps
 # datagrams and Redis messages small.
 MAX_PAYLOAD = 7999
+MAX_UIDS = 100_000  # a received change naming more is treated as "resync"
 READY_TIMEOUT = 2.0  # seconds the first subscribe() waits for the bus to be listening
 POLL_SECONDS = 0.5  # how often the postgres/redis receivers look at the stop flag
 RECONNECT_DELAYS = (0.1, 0.5, 1, 2, 5)
@@ -94,10 +95,14 @@ def _uid_set(uids):
 
 
 def _parse_uid_set(text):
+    """The UIDs of a set; none (resync) when it names more than MAX_UIDS."""
     uids = []
     for item in filter(None, text.split(",")):
         first, _, last = item.partition(":")
-        uids.extend(range(int(first), int(last or first) + 1))
+        run = range(int(first), int(last or first) + 1)
+        if len(uids) + len(run) > MAX_UIDS:
+            return ()
+        uids.extend(run)
     return tuple(uids)
 
 
@@ -245,9 +250,13 @@ def _receive(backend, stop, ready):
         failures = 0
         ready.set()
 
+    def deliver(data):
+        if not stop.is_set():  # after close(), nothing more reaches the next subscribers
+            _deliver_remote(data)
+
     while not stop.is_set():
         try:
-            backend.listen(connected, stop, _deliver_remote)
+            backend.listen(connected, stop, deliver)
         except Exception:
             delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
             failures += 1

@@ -158,6 +158,11 @@ def test_it_encodes_uids_as_ranges_within_the_payload_limit():
     assert events.decode(events.encode(scattered))[1] == events.Change("flags", 1, 2, (), 5)
     assert not events.Change("folder", 1).needs_resync
 
+    huge = b'{"o":"o","k":"append","a":1,"f":2,"u":"1,5:999999999","m":3}'
+    assert events.decode(huge) == ("o", events.Change("append", 1, 2, (), 3))  # bounded: resync instead
+    with pytest.raises(ValueError):
+        events.decode(b'{"o":"o","k":"append","a":"x"}')
+
 
 def test_it_gives_own_subscribers_every_uid_of_a_large_change(bus):
     bus("local")
