@@ -247,6 +247,7 @@ def _blob_row(stored, parsed):
         structure=parsed.structure,
         preview=parsed.preview[:256],
         search_text=parsed.search_text,
+        header_text=parsed.header_text,
     )
 
 
@@ -386,7 +387,7 @@ def _lock_for_placement(account_ids, folder_names):
 
 
 # Columns the delivery path inserts (all but the primary key).
-_BLOB_FIELDS = ("name", "size", "sha256", "created", "header_size", "envelope", "structure", "preview", "search_text")
+_BLOB_FIELDS = ("name", "size", "sha256", "created", "header_size", "envelope", "structure", "preview", "search_text", "header_text")
 _MESSAGE_FIELDS = tuple(f.name for f in Message._meta.concrete_fields if not f.primary_key)
 
 

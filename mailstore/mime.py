@@ -42,6 +42,7 @@ MAX_ADDRESS_CHARS = 256 << 10
 MAX_ADDRESS_FIELD_CHARS = 64 << 10  # about 1,500 recipients in one To or Cc
 PREVIEW_CHARS = 200  # RFC 8970 suggests about 200 characters
 SEARCH_TEXT_CHARS = 1 << 20
+HEADER_TEXT_CHARS = 256 << 10  # searchable header text (IMAP SEARCH HEADER/TEXT)
 # Raw bytes read per character of text wanted: covers quoted-printable (3 bytes
 # per octet) of 4-octet UTF-8 with room to spare, so capping never cuts real text.
 SOURCE_BYTES_PER_CHAR = 16
@@ -70,6 +71,7 @@ class ParsedMessage:
     has_attachments: bool
     preview: str
     search_text: str
+    header_text: str = ""  # the header's fields decoded, one per line, for searching
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -93,6 +95,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         has_attachments=any(_is_attachment(node) for node in _walk(structure)),
         preview=preview,
         search_text=search_text,
+        header_text=searchable_header(raw[: structure["body_start"]]),
     )
 
 
@@ -250,6 +253,20 @@ def _header_fields(raw, start, end):
 
 def _header_text(value):
     return _clean(value.decode("utf-8", "replace"))
+
+
+def searchable_header(header):
+    """The fields of a raw header block as "Name: value" lines, unfolded, encoded words
+    decoded, in their order: what IMAP SEARCH HEADER, FROM... and TEXT look in."""
+    block = header[: HEADER_TEXT_CHARS * 2].rstrip(b"\r\n")
+    lines = []
+    for chunk in _FIELD_SPLIT.split(block) if block else ():
+        name, colon, value = chunk.partition(b":")
+        name = name.rstrip(b" \t")
+        if colon and _FIELD_NAME.fullmatch(name):
+            value = decode_words(_header_text(value.replace(b"\r", b"").replace(b"\n", b"").strip()))
+            lines.append(f"{name.decode('ascii')}: {' '.join(value.splitlines())}")
+    return "\n".join(lines)[:HEADER_TEXT_CHARS]
 
 
 def _body_parts(raw, delimiter, start, end):

@@ -65,6 +65,9 @@ class Blob(models.Model):
     structure = models.JSONField(null=True, blank=True)
     preview = models.CharField(max_length=256, blank=True)
     search_text = models.TextField(blank=True)
+    # The header decoded, one field a line (mime.searchable_header): IMAP SEARCH reads it
+    # instead of the bytes. Indexed with search_text for substring search (migration 0004).
+    header_text = models.TextField(blank=True, default="", db_default="")
 
     def __str__(self):
         return self.name
