@@ -49,8 +49,9 @@ class ScramExchange:
     """SCRAM-SHA-256 for one AUTH command: throttling, credential lookup and the audit
     around mailsuite.lib.sasl's exchange."""
 
-    def __init__(self, *, remote_ip):
+    def __init__(self, *, remote_ip, service="smtp"):
         self.remote_ip = remote_ip
+        self.service = service
         self.username = None
         # A secret that outlives restarts, so unknown users get the same made-up salt each time.
         fake_secret = hashlib.sha256(b"scram-fake-credentials" + settings.SECRET_KEY.encode()).digest()
@@ -58,7 +59,7 @@ class ScramExchange:
 
     def _lookup(self, username):
         self.username = username
-        check_login_allowed(username, self.remote_ip, service="smtp")
+        check_login_allowed(username, self.remote_ip, service=self.service)
         return scram_credentials_for(username)
 
     def step(self, message):
@@ -67,13 +68,13 @@ class ScramExchange:
             return self.server.step(message)
         except sasl.SaslError:
             if self.username is not None:
-                record_login(self.username, service="smtp", remote_ip=self.remote_ip, success=False)
+                record_login(self.username, service=self.service, remote_ip=self.remote_ip, success=False)
             raise
 
     def login(self):
         """After a successful exchange: record it and return the Login."""
         account = login_account(self.username)
-        record_login(self.username, service="smtp", remote_ip=self.remote_ip, success=True, account=account)
+        record_login(self.username, service=self.service, remote_ip=self.remote_ip, success=True, account=account)
         return Login(account.pk, account.address)
 
 

@@ -1,0 +1,326 @@
+"""Selected-state commands (RFC 9051 §6.4): reading, flagging, searching, copying and
+removing messages of the selected mailbox.
+
+Message numbers and UIDs are translated through the session's in-memory view; the
+database is read only for what the view does not hold (bytes, envelopes, text).
+"""
+from imap import fetch as fetching
+from imap import search as searching
+from imap.parser import And, FetchAttribute, ModSeq, Not, Or
+from imap.responses import flag_list, sequence_set
+from imap.session import Bad, No, State
+from mailsuite.lib.aio import run_sync
+from mailstore import actions
+from mailstore.models import Message
+from mailstore.storage import blob_storage
+
+FETCH_BATCH = 100  # messages read and rendered per database round trip
+FLUSH_AT = 256 * 1024  # octets buffered before we wait for the socket
+_MEMORY_ITEMS = frozenset({"FLAGS", "UID", "MODSEQ"})
+_FLAGS = FetchAttribute("FLAGS")
+_MODSEQ = FetchAttribute("MODSEQ")
+
+
+def resolve(session, sequence, uid):
+    """UIDs of the messages a sequence set names, ascending (RFC 9051 §9 sequence-set)."""
+    mailbox = session.selected
+    if sequence.saved:  # RFC 5182 "$"
+        present = set(mailbox.flags)
+        return sorted(u for u in mailbox.saved or () if u in present)
+    if uid:
+        highest = mailbox.uids[-1] if mailbox.uids else 0
+        return mailbox.uids_in(sequence.resolve(highest))
+    if sequence.highest() > mailbox.exists:
+        raise Bad("Invalid message sequence number")
+    return mailbox.uids_at(sequence.resolve(mailbox.exists))
+
+
+def _number(session, uid, by_uid):
+    return uid if by_uid else session.selected.seq_of(uid)
+
+
+def _writable(session):
+    if session.selected.readonly:
+        raise No("Mailbox is read-only", "READ-ONLY")
+
+
+# --- CHECK / CLOSE / UNSELECT / EXPUNGE ----------------------------------------------------
+
+
+async def check(session, command):  # RFC 3501 §6.4.1: nothing to checkpoint
+    return None
+
+
+async def close(session, command):  # RFC 9051 §6.4.1: expunge silently, then leave
+    mailbox = session.selected
+    session.selected = None
+    session.state = State.AUTHENTICATED
+    if not mailbox.readonly:
+        doomed = [u for u in mailbox.uids if "\\Deleted" in mailbox.flags[u]]
+        if doomed:
+            await run_sync(actions.expunge, mailbox.folder, doomed)
+
+
+async def unselect(session, command):  # RFC 3691
+    session.selected = None
+    session.state = State.AUTHENTICATED
+
+
+async def expunge(session, command):  # RFC 9051 §6.4.3; UID EXPUNGE RFC 4315 §2.1
+    _writable(session)
+    mailbox = session.selected
+    candidates = resolve(session, command.sequence, True) if command.uid else mailbox.uids
+    doomed = [u for u in candidates if "\\Deleted" in mailbox.flags[u]]
+    if doomed:
+        await run_sync(actions.expunge, mailbox.folder, doomed)
+    # The EXPUNGE responses come from catching up with the store, like anyone else's.
+
+
+# --- FETCH ---------------------------------------------------------------------------------
+
+
+def _read(message, header_only):
+    size = message.blob.header_size if header_only else None
+    with blob_storage().open(message.blob.name, "rb") as f:
+        data = f.read(size) if size is not None else f.read()
+    return bytes(message.prefix) + data
+
+
+def _render_batch(folder_id, uids, items, views, *, utf8, by_uid, extra_flags):
+    """`* n FETCH (...)` lines for `uids`; `views` maps uid -> (seq, flags, modseq)."""
+    needs_bytes = fetching.needs_bytes(items)
+    header_only = needs_bytes and fetching.header_only(items)
+    messages = Message.objects.filter(folder_id=folder_id, uid__in=uids).select_related("blob").order_by("uid")
+    out = []
+    for message in messages:
+        seq, flags, modseq = views[message.uid]
+        wanted = items + (_FLAGS,) if message.uid in extra_flags and _FLAGS not in items else items
+        raw = _read(message, header_only) if needs_bytes else None
+        body = fetching.render(wanted, message=message, flags=flags, modseq=modseq, raw=raw, utf8=utf8, uid=by_uid)
+        out.append(b"* %d FETCH (%s)\r\n" % (seq, body))
+    return out
+
+
+async def fetch(session, command):  # RFC 9051 §6.4.5, RFC 7162 §3.1.4 / §3.2.6
+    mailbox = session.selected
+    uids = resolve(session, command.sequence, command.uid)
+    items = command.items
+    if command.changedsince is not None:
+        session.condstore = True
+        uids = [u for u in uids if mailbox.modseqs[u] > command.changedsince]
+        if _MODSEQ not in items:
+            items = items + (_MODSEQ,)
+        if command.vanished:
+            if not session.qresync:
+                raise Bad("VANISHED needs ENABLE QRESYNC")
+            gone = await run_sync(actions.vanished_since, mailbox.folder, command.changedsince)
+            # "*" stands for every UID ever given here, expunged ones included.
+            gone = [u for u in gone if command.sequence.contains(u, mailbox.uidnext)]
+            if gone:
+                session.send(b"* VANISHED (EARLIER) " + sequence_set(gone) + b"\r\n")
+    elif any(item == _MODSEQ for item in items):
+        session.condstore = True
+    pending = mailbox.pending_expunges
+    uids = [u for u in uids if u not in pending]
+    newly_seen = set()
+    if fetching.sets_seen(items) and not mailbox.readonly:
+        unseen = [u for u in uids if "\\Seen" not in mailbox.flags[u]]
+        if unseen:
+            result = await run_sync(actions.store_flags, mailbox.folder, unseen, mode="add", flags=["\\Seen"])
+            for uid, flags, modseq in result.changed:
+                mailbox.set_flags(uid, flags, modseq)
+                newly_seen.add(uid)
+    if all(isinstance(i, FetchAttribute) and i.name in _MEMORY_ITEMS for i in items):
+        for uid in uids:
+            session.send(_memory_fetch(session, uid, items, command.uid))
+            if session.connection.pending > FLUSH_AT:
+                await session.flush()
+        return None
+    for start in range(0, len(uids), FETCH_BATCH):
+        chunk = uids[start : start + FETCH_BATCH]
+        views = {u: (mailbox.seq_of(u), mailbox.flags[u], mailbox.modseqs[u]) for u in chunk}
+        try:
+            lines = await run_sync(
+                _render_batch, mailbox.folder_id, chunk, items, views,
+                utf8=session.utf8, by_uid=command.uid, extra_flags=newly_seen,
+            )
+        except fetching.UnknownTransferEncoding:
+            raise No("Unknown content transfer encoding", "UNKNOWN-CTE") from None
+        for line in lines:
+            session.send(line)
+        if session.connection.pending > FLUSH_AT:
+            await session.flush()
+    return None
+
+
+def _memory_fetch(session, uid, items, by_uid):
+    mailbox = session.selected
+    parts = []
+    if by_uid and FetchAttribute("UID") not in items:
+        parts.append(b"UID %d" % uid)
+    for item in items:
+        if item.name == "UID":
+            parts.append(b"UID %d" % uid)
+        elif item.name == "FLAGS":
+            parts.append(b"FLAGS " + flag_list(mailbox.flags[uid]))
+        elif item.name == "MODSEQ":
+            parts.append(b"MODSEQ (%d)" % mailbox.modseqs[uid])
+    return b"* %d FETCH (%s)\r\n" % (mailbox.seq_of(uid), b" ".join(parts))
+
+
+# --- STORE ---------------------------------------------------------------------------------
+
+_STORE_MODES = {"": "set", "+": "add", "-": "remove"}
+
+
+async def store(session, command):  # RFC 9051 §6.4.6, RFC 7162 §3.1.3
+    _writable(session)
+    mailbox = session.selected
+    uids = [u for u in resolve(session, command.sequence, command.uid) if u not in mailbox.pending_expunges]
+    if command.unchangedsince is not None:
+        session.condstore = True
+    result = await run_sync(
+        actions.store_flags, mailbox.folder, uids,
+        mode=_STORE_MODES[command.mode], flags=command.flags, unchangedsince=command.unchangedsince,
+    )
+    changed = set()
+    for uid, flags, modseq in result.changed:
+        mailbox.set_flags(uid, flags, modseq)
+        changed.add(uid)
+    modified = set(result.modified)
+    for uid in uids:
+        if uid in modified:
+            continue
+        if not command.silent:
+            session.send(mailbox.flags_response(uid, with_uid=command.uid or session.qresync, modseq=session.condstore))
+        elif session.condstore and uid in changed:
+            # RFC 7162 §3.1.3: the new MODSEQ is reported even for .SILENT.
+            session.send(b"* %d FETCH (UID %d MODSEQ (%d))\r\n" % (mailbox.seq_of(uid), uid, mailbox.modseqs[uid]))
+    if modified:
+        numbers = [_number(session, u, command.uid) for u in sorted(modified)]
+        return (f"MODIFIED {sequence_set(numbers).decode()}", "Conditional STORE failed for some messages")
+    return None
+
+
+# --- COPY / MOVE ---------------------------------------------------------------------------
+
+
+async def _transfer(session, command, operation):
+    mailbox = session.selected
+    uids = [u for u in resolve(session, command.sequence, command.uid) if u not in mailbox.pending_expunges]
+    target = actions.normalise_folder_name(command.mailbox)
+    if not uids:
+        return None
+    try:
+        result = await run_sync(operation, mailbox.folder, uids, target)
+    except actions.NoSuchFolder:
+        raise No("No such mailbox", "TRYCREATE") from None
+    except actions.OverQuota:
+        raise No("Quota exceeded", "OVERQUOTA") from None
+    if not result.pairs:
+        return None
+    sources = sequence_set(p[0] for p in result.pairs).decode()
+    targets = sequence_set(p[1] for p in result.pairs).decode()
+    return f"COPYUID {result.uidvalidity} {sources} {targets}"
+
+
+async def copy(session, command):  # RFC 9051 §6.4.7, RFC 4315 COPYUID
+    code = await _transfer(session, command, actions.copy_messages)
+    return (code, "COPY completed") if code else None
+
+
+async def move(session, command):  # RFC 6851
+    _writable(session)
+    code = await _transfer(session, command, actions.move_messages)
+    if code:  # RFC 6851 §4.3: COPYUID comes untagged, before the EXPUNGEs
+        session.send(b"* OK [" + code.encode() + b"] Moved\r\n")
+    return None
+
+
+# --- SEARCH / SORT / THREAD ------------------------------------------------------------------
+
+
+def _uses_modseq(key):
+    if isinstance(key, ModSeq):
+        return True
+    if isinstance(key, Not):
+        return _uses_modseq(key.key)
+    if isinstance(key, (And, Or)):
+        return any(_uses_modseq(k) for k in _children(key))
+    return False
+
+
+def _children(key):
+    return getattr(key, "keys", None) or tuple(k for k in (getattr(key, "left", None), getattr(key, "right", None)) if k)
+
+
+def _view(mailbox):
+    return searching.MailboxView(
+        folder_id=mailbox.folder_id, uids=mailbox.uids, flags=mailbox.flags,
+        modseqs=mailbox.modseqs, saved=mailbox.saved,
+    )
+
+
+async def search(session, command):  # RFC 9051 §6.4.4, RFC 4731 ESEARCH, RFC 5182 SEARCHRES
+    mailbox = session.selected
+    uids = await run_sync(searching.search, _view(mailbox), command.key)
+    uids = [u for u in uids if u in mailbox.flags]
+    with_modseq = _uses_modseq(command.key)
+    if with_modseq:
+        session.condstore = True
+    highest = max((mailbox.modseqs[u] for u in uids), default=0)
+    options = command.return_options
+    if options is None and not session.rev2:
+        numbers = [_number(session, u, command.uid) for u in uids]
+        line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+        if with_modseq and uids:
+            line += b" (MODSEQ %d)" % highest
+        session.send(line + b"\r\n")
+        return None
+    options = options if options is not None else ("ALL",)
+    if "SAVE" in options:
+        wants_extremes_only = not ({"ALL", "COUNT"} & set(options)) and ({"MIN", "MAX"} & set(options))
+        if wants_extremes_only and uids:
+            mailbox.saved = sorted({uids[0] if "MIN" in options else uids[-1], uids[-1] if "MAX" in options else uids[0]})
+        else:
+            mailbox.saved = list(uids)
+        if options == ("SAVE",):
+            return None  # RFC 5182 §2.1: SAVE alone produces no ESEARCH response
+    numbers = sorted(_number(session, u, command.uid) for u in uids)
+    parts = [b'(TAG "' + command.tag.encode() + b'")']
+    if command.uid:
+        parts.append(b"UID")
+    if numbers:
+        if "MIN" in options:
+            parts.append(b"MIN %d" % numbers[0])
+        if "MAX" in options:
+            parts.append(b"MAX %d" % numbers[-1])
+        if "ALL" in options:
+            parts.append(b"ALL " + sequence_set(numbers))
+    if "COUNT" in options:
+        parts.append(b"COUNT %d" % len(numbers))
+    if with_modseq and numbers:
+        parts.append(b"MODSEQ %d" % highest)
+    session.send(b"* ESEARCH " + b" ".join(parts) + b"\r\n")
+    return None
+
+
+async def sort(session, command):  # RFC 5256 §4 SORT
+    mailbox = session.selected
+    uids = await run_sync(searching.sort, _view(mailbox), command.criteria, command.key)
+    numbers = [_number(session, u, command.uid) for u in uids if u in mailbox.flags]
+    session.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+
+
+async def thread(session, command):  # RFC 5256 §4 THREAD
+    mailbox = session.selected
+    threads = await run_sync(searching.thread, _view(mailbox), command.algorithm, command.key)
+    if not command.uid:
+        threads = _renumber(threads, mailbox.seq_of)
+    session.send(b"* THREAD " + searching.format_thread(threads) + b"\r\n")
+
+
+def _renumber(node, number):
+    if isinstance(node, list):
+        return [_renumber(child, number) for child in node]
+    return number(node)
