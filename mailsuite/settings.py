@@ -108,6 +108,11 @@ MAILSUITE_MAX_RECIPIENTS = env_int("MAILSUITE_MAX_RECIPIENTS", 100, minimum=1)
 MAILSUITE_SMTP_TIMEOUT = env_int("MAILSUITE_SMTP_TIMEOUT", 300, minimum=1)
 MAILSUITE_SMTP_MAX_CONNECTIONS = env_int("MAILSUITE_SMTP_MAX_CONNECTIONS", 1000, minimum=1)
 MAILSUITE_SMTP_MAX_CONNECTIONS_PER_IP = env_int("MAILSUITE_SMTP_MAX_CONNECTIONS_PER_IP", 50, minimum=1)
+# IMAP: autologout timers (RFC 9051 §5.4: at least 30 minutes once logged in) and bounds.
+MAILSUITE_IMAP_TIMEOUT = env_int("MAILSUITE_IMAP_TIMEOUT", 30 * 60, minimum=1)
+MAILSUITE_IMAP_PREAUTH_TIMEOUT = env_int("MAILSUITE_IMAP_PREAUTH_TIMEOUT", 60, minimum=1)
+MAILSUITE_IMAP_MAX_CONNECTIONS = env_int("MAILSUITE_IMAP_MAX_CONNECTIONS", 5000, minimum=1)
+MAILSUITE_IMAP_IDLE_POLL = env_int("MAILSUITE_IMAP_IDLE_POLL", 30, minimum=1)  # seconds; events wake IDLE sooner
 # Worker processes per SMTP listener (SO_REUSEPORT); 0 = one per CPU core.
 MAILSUITE_SMTP_WORKERS = env_int("MAILSUITE_SMTP_WORKERS", 0, minimum=0)
 # Threads per process that run ORM work off the event loop.
