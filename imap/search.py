@@ -37,8 +37,8 @@ Implementation notes
   nothing and OLD matches everything (a view that did carry \\Recent would be obeyed).
   System flags compare case-insensitively, keywords exactly.
 - MODSEQ with a flag entry uses the message's MODSEQ: per-flag MODSEQs are not kept
-  (RFC 7162 §3.1.5 allows it). EMAILID is the stored blob's id (see email_id()), shared
-  by every copy of a message; THREADID matches nothing: thread ids are not kept.
+  (RFC 7162 §3.1.5 allows it). EMAILID is what FETCH EMAILID says (imap.fetch.email_id);
+  THREADID matches nothing, as FETCH THREADID is NIL.
 - Reads only; no transaction is needed or opened.
 """
 from __future__ import annotations
@@ -50,10 +50,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from functools import reduce
+from types import SimpleNamespace
 
 from django.db import connection
 from django.db.models import Q
 
+from imap import fetch
 from imap.parser import (
     All,
     And,
@@ -93,11 +95,6 @@ class MailboxView:
     flags: dict[int, tuple]  # uid -> current flags (IMAP strings, e.g. "\\Seen", "$Junk")
     modseqs: dict[int, int]  # uid -> modseq
     saved: list[int] | None = None  # RFC 5182 "$" result, as UIDs
-
-
-def email_id(blob_id: int) -> str:
-    """RFC 8474 EMAILID of a message: the same for every copy of the same stored bytes."""
-    return f"M{blob_id}"
 
 
 # --- SEARCH --------------------------------------------------------------------------
@@ -232,8 +229,7 @@ class _Search:
         if isinstance(key, Smaller):
             return Q(size__lt=key.size)
         if isinstance(key, EmailId):
-            blob_id = key.id[1:]
-            return Q(blob_id=int(blob_id)) if key.id[:1] == "M" and blob_id.isdigit() and len(blob_id) < 19 else Q(pk__in=[])
+            return self.email_id_q(key)
         if isinstance(key, ThreadId):
             return Q(pk__in=[])
         raise TypeError(f"not a row key: {key!r}")
@@ -255,6 +251,16 @@ class _Search:
         matching = [uid for uid, sent, written in near if _compare(key.op, _written_date(written, sent), key.date)]
         sure = {"before": Q(sent_date__lt=low), "on": Q(pk__in=[]), "since": Q(sent_date__gte=high)}[key.op]
         return sure | Q(uid__in=matching) if matching else sure
+
+    def email_id_q(self, key):
+        """EMAILID as FETCH computes it (imap.fetch.email_id, from the blob's digest and
+        the per-copy prefix): the folder's messages are read in one query and named by UID."""
+        rows = Message.objects.filter(folder_id=self.view.folder_id).values_list("uid", "prefix", "blob__sha256")
+        matching = [
+            uid for uid, prefix, sha256 in rows
+            if fetch.email_id(SimpleNamespace(prefix=prefix, blob=SimpleNamespace(sha256=sha256))) == key.id
+        ]
+        return Q(uid__in=matching) if matching else Q(pk__in=[])
 
     # Keys answered from text
 

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from imap import search as imap_search
+from imap import fetch
 from imap.parser import All, Flag, SortCriterion, parse_command
 from imap.search import MailboxView, base_subject, format_thread, search, sort, thread
 from mailstore import actions
@@ -368,10 +368,13 @@ def test_flags_and_modseqs_come_from_the_view_not_the_database(corpus):
 
 
 @pytest.mark.django_db
-def test_emailid_names_the_stored_bytes_of_every_copy(corpus, alice):
+def test_emailid_is_what_fetch_says(corpus, alice):
     view, names = corpus
-    message = Message.objects.get(folder_id=view.folder_id, uid=names["junk"])
-    assert search(view, key_of(f"EMAILID {imap_search.email_id(message.blob_id)}")) == [names["junk"]]
+    for name in ("junk", "delivered"):  # without and with a per-copy prefix
+        message = Message.objects.get(folder_id=view.folder_id, uid=names[name])
+        assert search(view, key_of(f"EMAILID {fetch.email_id(message)}")) == [names[name]]
+    copy = actions.append(alice, "INBOX", CORPUS["junk"][0])
+    assert search(view, key_of(f"NOT EMAILID {fetch.email_id(copy)}")) == sorted(set(view.uids) - {names["junk"]})
     assert search(view, key_of("EMAILID M99999999999999999999999")) == []
 
 
