@@ -4,9 +4,11 @@ removing messages of the selected mailbox.
 Message numbers and UIDs are translated through the session's in-memory view; the
 database is read only for what the view does not hold (bytes, envelopes, text).
 """
+from dataclasses import fields
+
 from imap import fetch as fetching
 from imap import search as searching
-from imap.parser import And, FetchAttribute, ModSeq, Not, Or
+from imap.parser import FetchAttribute, ModSeq, SearchKey
 from imap.responses import flag_list, sequence_set
 from imap.session import Bad, No, State
 from mailsuite.lib.aio import run_sync
@@ -241,17 +243,14 @@ async def move(session, command):  # RFC 6851
 
 
 def _uses_modseq(key):
+    """True if the search program has a MODSEQ key anywhere (RFC 7162 §3.1.5)."""
     if isinstance(key, ModSeq):
         return True
-    if isinstance(key, Not):
-        return _uses_modseq(key.key)
-    if isinstance(key, (And, Or)):
-        return any(_uses_modseq(k) for k in _children(key))
+    for value in (getattr(key, f.name) for f in fields(key)):
+        for child in value if isinstance(value, tuple) else (value,):
+            if isinstance(child, SearchKey) and _uses_modseq(child):
+                return True
     return False
-
-
-def _children(key):
-    return getattr(key, "keys", None) or tuple(k for k in (getattr(key, "left", None), getattr(key, "right", None)) if k)
 
 
 def _view(mailbox):
@@ -315,12 +314,5 @@ async def sort(session, command):  # RFC 5256 §4 SORT
 async def thread(session, command):  # RFC 5256 §4 THREAD
     mailbox = session.selected
     threads = await run_sync(searching.thread, _view(mailbox), command.algorithm, command.key)
-    if not command.uid:
-        threads = _renumber(threads, mailbox.seq_of)
-    session.send(b"* THREAD " + searching.format_thread(threads) + b"\r\n")
-
-
-def _renumber(node, number):
-    if isinstance(node, list):
-        return [_renumber(child, number) for child in node]
-    return number(node)
+    number = None if command.uid else mailbox.seq_of
+    session.send(b"* THREAD " + searching.format_thread(threads, number) + b"\r\n")
