@@ -91,10 +91,12 @@ def connect(server, *, tls=True):
     return client
 
 
+class SSLClient(Client, poplib.POP3_SSL):
+    """Client over implicit TLS (POP3S)."""
+
+
 def connect_pop3s(server):
-    client = poplib.POP3_SSL("127.0.0.1", server.ports["pop3s"], context=insecure_context(), timeout=10)
-    client.__class__ = type("SSLClient", (poplib.POP3_SSL,), dict(Client.__dict__))
-    return client
+    return SSLClient("127.0.0.1", server.ports["pop3s"], context=insecure_context(), timeout=10)
 
 
 def login(server, address="alice@example.test", password=PASSWORD):

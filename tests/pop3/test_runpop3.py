@@ -9,19 +9,13 @@ from mailsuite import settings as project_settings
 from pop3.models import MaildropLock
 from tests.conftest import PASSWORD, inbox
 from tests.e2e.helpers import child_env, free_port, manage, settings_blob_location, wait_for_port
-from tests.pop3.conftest import Client, deliver, insecure_context, pop3_servers
+from tests.pop3.conftest import Client, SSLClient, deliver, insecure_context, pop3_servers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def login(port, *, tls="stls"):
-    if tls == "implicit":
-        import poplib
-
-        client = poplib.POP3_SSL("127.0.0.1", port, context=insecure_context(), timeout=10)
-    else:
-        client = Client("127.0.0.1", port, timeout=10)
-        client.stls(insecure_context())
+def pop3s_login(port):
+    client = SSLClient("127.0.0.1", port, context=insecure_context(), timeout=10)
     client.user("alice@example.test")
     return client, client.pass_(PASSWORD)
 
@@ -48,7 +42,7 @@ def test_runpop3_serves_the_configured_ports_locks_across_processes_and_stops_on
     try:
         wait_for_port(pop3_port, process=server)
         wait_for_port(pop3s_port, process=server)
-        first, reply = login(pop3s_port, tls="implicit")
+        first, reply = pop3s_login(pop3s_port)
         assert reply == b"+OK Logged in; maildrop has 2 messages (360 octets)"
         assert first.getwelcome().startswith(b"+OK pop.example.test POP3 server ready <")
         # Another process (this test's own server) sees the lock.
