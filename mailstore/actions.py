@@ -23,7 +23,16 @@ from django.utils import timezone
 from accounts.models import Account
 from mailstore import events
 from mailstore.mime import parse_message
-from mailstore.models import DEFAULT_FOLDERS, HIERARCHY_DELIMITER, Blob, ExpungedMessage, Folder, Message, Subscription
+from mailstore.models import (
+    DEFAULT_FOLDERS,
+    HIERARCHY_DELIMITER,
+    Blob,
+    ExpungedMessage,
+    Folder,
+    Message,
+    Subscription,
+    TrainingExample,
+)
 from mailstore.storage import blob_storage, new_blob_name, sync_names
 
 log = logging.getLogger(__name__)
@@ -910,7 +919,24 @@ def _transfer(folder, uids, target_name, *, move):
     _save_folder(target)
     if source is not target and move:
         _save_folder(source)
+    _record_training(account, source, target, originals)
     return result
+
+
+JUNK, TRASH = "\\Junk", "\\Trash"
+
+
+def _record_training(account, source, target, messages):
+    """Moving into Junk says "spam"; out of Junk (anywhere but Trash) says "not spam"."""
+    if target.special_use == JUNK and source.special_use != JUNK:
+        verdict = TrainingExample.SPAM
+    elif source.special_use == JUNK and target.special_use not in (JUNK, TRASH):
+        verdict = TrainingExample.HAM
+    else:
+        return
+    TrainingExample.objects.bulk_create(
+        TrainingExample(account_id=account.pk, blob_id=m.blob_id, verdict=verdict) for m in messages
+    )
 
 
 @transaction.atomic

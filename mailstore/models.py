@@ -174,3 +174,25 @@ class Subscription(models.Model):
 
     def __str__(self):
         return f"{self.account_id}:{self.name}"
+
+
+class TrainingExample(models.Model):
+    """A user's judgement of a message, for the spam filter to learn from: moving a
+    message into Junk says "spam", moving it out of Junk says "ham" (not spam)."""
+
+    SPAM, HAM = "spam", "ham"
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="training_examples")
+    blob = models.ForeignKey(Blob, on_delete=models.CASCADE, related_name="training_examples")
+    verdict = models.CharField(max_length=4, choices=[(SPAM, "spam"), (HAM, "ham")])
+    created = models.DateTimeField(default=timezone.now)
+    learned = models.BooleanField(default=False, help_text="Set once the filter has learned from it")
+
+    class Meta:
+        indexes = [
+            # The learner takes what it has not learned yet, oldest first.
+            models.Index(fields=["learned", "created"], name="training_unlearned"),
+        ]
+
+    def __str__(self):
+        return f"{self.account_id}:{self.blob_id} {self.verdict}"

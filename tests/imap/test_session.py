@@ -399,3 +399,23 @@ def test_enable_id_and_utf8_names(transcript, alice):
     assert client.send('b ID ("name" "test")')[0] == '* ID ("name" "mailsuite" "vendor" "mailsuite")'
     assert client.tagged('c CREATE "Entwürfe"') == "c OK CREATE completed"
     assert '* LIST (\\HasNoChildren) "/" "Entwürfe"' in client.send('d LIST "" *')
+
+
+def test_moving_into_and_out_of_junk_is_recorded_for_the_spam_filter(transcript, alice):
+    from mailstore.models import TrainingExample
+
+    spam = put(alice)
+    put(alice)
+    client = transcript(login="alice@example.test")
+    client.send("a SELECT INBOX")
+    client.send("b MOVE 1 Junk")
+    client.send("c COPY 1 Archive")  # a copy between ordinary folders teaches nothing
+    assert list(TrainingExample.objects.values_list("account", "blob", "verdict")) == [(alice.pk, spam.blob_id, "spam")]
+    client.send("d SELECT Junk")
+    client.send("e MOVE 1 INBOX")
+    assert list(TrainingExample.objects.order_by("pk").values_list("verdict", flat=True)) == ["spam", "ham"]
+    client.send("f SELECT INBOX")
+    client.send("g MOVE 1:* Junk")
+    client.send("h SELECT Junk")
+    client.send("i MOVE 1 Trash")  # throwing spam away is not a "not spam" verdict
+    assert TrainingExample.objects.filter(verdict="ham").count() == 1
