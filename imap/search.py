@@ -11,17 +11,19 @@ Implementation notes
   A message the view still has but the database lost (expunged elsewhere) matches no
   key that needs its row. Results are UIDs; the session maps them to numbers.
 - A key is evaluated by narrowing a set of candidate UIDs: keys answered from the view
-  first (no I/O), then every key on the message row (dates, size) in one SQL statement,
-  then text keys, through the text index, only for what is left. The number of queries
-  depends on the search program, never on the number of messages; every query is
-  restricted to the folder and the candidates' UIDs.
+  first (no I/O), then every key on the message row (dates, size) in one SQL statement
+  (SENT* and EMAILID first read what they need in one query each), then text keys,
+  through the text index, only for what is left. The number of queries depends on the
+  search program, never on the number of messages; every query is restricted to the
+  folder and the candidates' UIDs.
 - Text index (migration 0004): on SQLite two FTS5 tables with the trigram tokenizer,
   `mailstore_blob_text_fts` (external content: Blob.search_text, the decoded bodies)
   and `mailstore_blob_header_fts` (its own copy of Blob.header_text, the decoded
   header), kept in step with mailstore_blob by triggers. On PostgreSQL pg_trgm GIN
   indexes on both columns, queried with ILIKE. A trigram phrase query is exactly a
-  case-insensitive substring test for needles of three characters or more; shorter
-  needles have no trigram and are tested with instr/strpos on the candidates.
+  case-insensitive substring test for needles of three characters or more. Shorter
+  needles have no trigram: SQLite tests the candidates' text with instr() for every
+  upper/lower spelling of the needle; PostgreSQL's ILIKE then reads the candidates.
 - Matching is case-insensitive substring: Unicode case folding in the index (FTS5
   folds per character, PostgreSQL by the database's locale) and str.casefold where
   Python checks (header fields). Header and body text are decoded (RFC 2047 words,
@@ -39,7 +41,10 @@ Implementation notes
 - MODSEQ with a flag entry uses the message's MODSEQ: per-flag MODSEQs are not kept
   (RFC 7162 §3.1.5 allows it). EMAILID is what FETCH EMAILID says (imap.fetch.email_id);
   THREADID matches nothing, as FETCH THREADID is NIL.
-- Reads only; no transaction is needed or opened.
+- SORT and THREAD compare strings by i;ascii-casemap (RFC 5256 §3, RFC 4790 §9.2) and
+  dates by the sent date of RFC 5256 §2.2 (Date: field, else INTERNALDATE), ties by
+  sequence number. They fetch their columns for the matching messages in one query.
+- Reads only; no transaction is needed or opened. Run it off the event loop.
 """
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ import operator
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from functools import reduce
 from types import SimpleNamespace
@@ -72,7 +77,6 @@ from imap.parser import (
     SentDate,
     SequenceKey,
     Smaller,
-    SortCriterion,
     Text,
     ThreadId,
     UidKey,
@@ -463,11 +467,12 @@ class _PostgresText(_TextBackend):
         if not needle:
             return set(candidates)
         where, params = _candidates_sql(folder_id, candidates)
+        # ILIKE '%needle%' is what the pg_trgm GIN index answers.
         sql = (
             f"SELECT m.uid FROM {Message._meta.db_table} m JOIN {Blob._meta.db_table} b ON b.id = m.blob_id "
-            f"WHERE {where} AND {_pg_contains('b.' + column)}"
+            f"WHERE {where} AND b.{column} ILIKE %s"
         )
-        return self._uids(candidates, sql, [*params, _pg_pattern(needle)])
+        return self._uids(candidates, sql, [*params, _pg_like(needle)])
 
     def headers(self, folder_id, candidates, terms):
         if not candidates:
@@ -481,15 +486,6 @@ class _PostgresText(_TextBackend):
             sql += " AND b.header_text ILIKE %s"
             params.append(_pg_like(term))
         return self._pairs(candidates, sql, params)
-
-
-def _pg_contains(column):
-    # ILIKE '%needle%' is what the pg_trgm GIN index answers.
-    return f"{column} ILIKE %s"
-
-
-def _pg_pattern(needle):
-    return _pg_like(needle)
 
 
 def _pg_like(needle):
@@ -512,8 +508,8 @@ _SORT_COLUMNS = {
 
 
 def sort(view: MailboxView, criteria, key: SearchKey) -> list[int]:
-    """UIDs matching `key` in RFC 5256 SORT order: by each criterion in turn (REVERSE
-    reversing that one), ties by sequence number."""
+    """UIDs matching `key` in RFC 5256 SORT order: by each criterion in turn (a sequence
+    of imap.parser.SortCriterion; REVERSE reverses that one), ties by sequence number."""
     uids = search(view, key)
     columns = list(dict.fromkeys(c for criterion in criteria for c in _SORT_COLUMNS[criterion.key]))
     rows = _rows(view.folder_id, uids, columns)
@@ -567,7 +563,7 @@ _SORT_KEYS = {
 # --- Base subject (RFC 5256 §2.1) ----------------------------------------------------------
 
 _BLOB = r"\[[^\[\]]*\][ \t]*"  # subj-blob
-_LEADER_REFWD = re.compile(rf"(?:{_BLOB})*(?:re|fwd?)[ \t]*(?:{_BLOB})?:", re.IGNORECASE | re.ASCII)
+_REFWD = re.compile(rf"(?:re|fwd?)[ \t]*(?:{_BLOB})?:", re.IGNORECASE | re.ASCII)  # subj-refwd
 _LEADING_BLOB = re.compile(_BLOB)
 _SPACES = re.compile(r"[ \t\r\n]+")
 
@@ -578,39 +574,41 @@ def base_subject(subject: str) -> tuple[str, bool]:
     `subject` is already decoded (step 1's RFC 2047 decoding happened at delivery).
     The flag is set when a subj-refwd leader, a "(fwd)" trailer or a "[fwd: ...]"
     wrapper was removed: THREAD=REFERENCES step 5 needs it.
+
+    Linear in the subject: the text is narrowed by moving two offsets, never copied,
+    and a subj-leader's blobs (*subj-blob subj-refwd) are taken one at a time by step
+    (4), which removes the same text, so no regex rescans a run of blobs.
     """
     text = _SPACES.sub(" ", subject or "")  # (1) tabs, continuations and runs of spaces
-    marked = False
+    start, end, marked = 0, len(text), False
     while True:
         # (2) subj-trailer: "(fwd)" or whitespace at the end, repeatedly.
-        while True:
-            if text.endswith(" "):
-                text = text.rstrip(" ")
-            elif text[-5:].lower() == "(fwd)":
-                text, marked = text[:-5], True
+        while end > start:
+            if text[end - 1] == " ":
+                end -= 1
+            elif end - start >= 5 and text[end - 5 : end].lower() == "(fwd)":
+                end, marked = end - 5, True
             else:
                 break
         # (5) repeat (3) and (4) until neither removes anything.
         while True:
-            before = text
-            # (3) subj-leader: whitespace, or blobs then "re"/"fw"/"fwd" [blob] ":".
-            if text.startswith(" "):
-                text = text.lstrip(" ")
-            else:
-                leader = _LEADER_REFWD.match(text)
-                if leader:
-                    text, marked = text[leader.end() :], True
-            # (4) a leading subj-blob, unless nothing (subj-base) would be left.
-            blob = _LEADING_BLOB.match(text)
-            if blob and text[blob.end() :].strip(" "):
-                text = text[blob.end() :]
-            if text == before:
+            before = start
+            # (3) subj-leader: whitespace, or subj-refwd.
+            if start < end and text[start] == " ":
+                start += 1
+            elif leader := _REFWD.match(text, start, end):
+                start, marked = leader.end(), True
+            # (4) a leading subj-blob, if text (ending in non-space, by (2)) is left.
+            blob = _LEADING_BLOB.match(text, start, end)
+            if blob and blob.end() < end:
+                start = blob.end()
+            if start == before:
                 break
         # (6) "[fwd:" subject "]": unwrap and start again at (2).
-        if text[:5].lower() == "[fwd:" and text.endswith("]"):
-            text, marked = text[5:-1], True
+        if end - start >= 6 and text[start : start + 5].lower() == "[fwd:" and text[end - 1] == "]":
+            start, end, marked = start + 5, end - 1, True
             continue
-        return text, marked
+        return text[start:end], marked
 
 
 # --- THREAD (RFC 5256 §2.2, §3) ------------------------------------------------------------

@@ -466,6 +466,17 @@ def test_the_index_follows_every_change_to_blobs(corpus):
 
 
 @pytest.mark.django_db
+@pytest.mark.skipif(database_vendor() != "postgresql", reason="PostgreSQL's pg_trgm indexes")
+@pytest.mark.parametrize("column", ["search_text", "header_text"])
+def test_postgresql_answers_ilike_from_the_trigram_index(corpus, column):
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # as on a table too big to scan
+        cursor.execute(f"EXPLAIN SELECT id FROM mailstore_blob WHERE {column} ILIKE %s", ["%noon%"])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert f"Bitmap Index Scan on mailstore_blob_{column}_trgm" in plan, plan
+
+
+@pytest.mark.django_db
 def test_the_migration_fills_the_header_of_blobs_stored_before_it(corpus):
     view, names = corpus
     migration = importlib.import_module("mailstore.migrations.0004_search_index")
