@@ -280,6 +280,9 @@ if MAILSUITE_LOGIN_BLOCK_MAX < MAILSUITE_LOGIN_BLOCK_INITIAL:
 MAILSUITE_LOGIN_IPV6_PREFIX = env_int("MAILSUITE_LOGIN_IPV6_PREFIX", 64, minimum=1, maximum=128)
 # Days the login audit (every login attempt, any protocol) is kept; pruned by a periodic job.
 MAILSUITE_LOGIN_EVENT_DAYS = env_int("MAILSUITE_LOGIN_EVENT_DAYS", 30, minimum=1)
+# Days expunged UIDs are remembered for QRESYNC clients (RFC 7162 VANISHED); older ones
+# make a reconnecting client re-check what it holds.
+MAILSUITE_EXPUNGED_DAYS = env_int("MAILSUITE_EXPUNGED_DAYS", 60, minimum=1)
 # Sending limits per account (sliding windows); domains and accounts may override them. 0 = no limit.
 MAILSUITE_SEND_MESSAGES_PER_HOUR = env_int("MAILSUITE_SEND_MESSAGES_PER_HOUR", 500, minimum=0)
 MAILSUITE_SEND_RECIPIENTS_PER_DAY = env_int("MAILSUITE_SEND_RECIPIENTS_PER_DAY", 2000, minimum=0)

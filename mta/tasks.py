@@ -26,7 +26,15 @@ def sweep():
 
 @shared_task(ignore_result=True)
 def prune():
-    """Daily housekeeping: old login audit rows and spent throttle rows."""
+    """Daily housekeeping: old login audit rows, spent throttle rows, and expunge
+    tombstones older than MAILSUITE_EXPUNGED_DAYS (QRESYNC's memory)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
     from accounts.actions import prune_abuse_records
+    from mailstore.actions import prune_expunged
 
     prune_abuse_records()
+    prune_expunged(timezone.now() - timedelta(days=settings.MAILSUITE_EXPUNGED_DAYS))

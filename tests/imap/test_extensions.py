@@ -143,3 +143,19 @@ def test_move_within_qresync_and_uidplus(client, mailbox):
     client.send("c STORE 2 +FLAGS.SILENT (\\Deleted)")
     assert client.send("d UID EXPUNGE 4") == ["* 2 EXPUNGE", "d OK EXPUNGE completed"]
     assert client.send("e FETCH 1:* UID") == ["* 1 FETCH (UID 1)", "* 2 FETCH (UID 5)", "e OK FETCH completed"]
+
+
+def test_the_daily_prune_forgets_old_tombstones_only(mailbox, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from mailstore.models import ExpungedMessage
+    from mta.tasks import prune
+
+    folder = mailbox.folders.get(name="INBOX")
+    actions.expunge(folder, [1])
+    actions.expunge(folder, [2])
+    ExpungedMessage.objects.filter(uid=1).update(expunged_at=timezone.now() - timedelta(days=settings.MAILSUITE_EXPUNGED_DAYS + 1))
+    prune()
+    assert list(ExpungedMessage.objects.values_list("uid", flat=True)) == [2]
