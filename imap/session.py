@@ -30,6 +30,7 @@ from imap.parser import LiteralTooBig, ParseError
 from imap.responses import status_line
 from imap.server import ConnectionClosed, LineTooLong
 from mailsuite.lib.aio import run_sync
+from mailsuite.lib.net import is_loopback
 
 log = logging.getLogger("mailsuite.imap")
 
@@ -112,9 +113,7 @@ class Session:
         """Password mechanisms need TLS, except from loopback when the operator allows it."""
         if self.connection.tls:
             return True
-        from mta.smtpd import _is_loopback
-
-        return settings.MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK and _is_loopback(self.peer)
+        return settings.MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK and is_loopback(self.peer)
 
     def send(self, data: bytes):
         self.connection.write(data)
@@ -305,12 +304,15 @@ class Session:
         self.send(b"+ idling\r\n")
         await self.flush()
         self.idling = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.MAILSUITE_IMAP_TIMEOUT
         reader = asyncio.ensure_future(self.connection.readline(MAX_LINE))
         try:
             while True:
                 waker = asyncio.ensure_future(self._wake.wait())
+                # Events are hints that can be lost: a slow poll makes sure nothing waits forever.
                 done, _ = await asyncio.wait(
-                    {reader, waker}, timeout=self._idle_check_interval(), return_when=asyncio.FIRST_COMPLETED
+                    {reader, waker}, timeout=settings.MAILSUITE_IMAP_IDLE_POLL, return_when=asyncio.FIRST_COMPLETED
                 )
                 if waker not in done:
                     waker.cancel()
@@ -329,23 +331,13 @@ class Session:
                 if self.selected is not None:
                     await self.catch_up()
                 await self.flush()
-                if self._idle_expired():
+                if loop.time() > deadline:
                     self.send(b"* BYE Autologout; idle for too long\r\n")
                     raise Logout()
         finally:
             self.idling = False
             if not reader.done():
                 reader.cancel()
-
-    def _idle_check_interval(self):
-        # Events are hints that can be lost; a slow poll makes sure nothing waits forever.
-        return settings.MAILSUITE_IMAP_IDLE_POLL
-
-    def _idle_expired(self):
-        loop = asyncio.get_running_loop()
-        if not hasattr(self, "_idle_started"):
-            self._idle_started = loop.time()
-        return loop.time() - self._idle_started > settings.MAILSUITE_IMAP_TIMEOUT
 
     # --- account --------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from accounts.identities import may_send_as
 from mailsuite.lib import sasl
 from mailsuite.lib.addresses import AddressError, split_address
 from mailsuite.lib.aio import GroupCommit, run_sync
+from mailsuite.lib.net import is_loopback
 from mailstore.actions import queue_id
 from mailstore.storage import new_blob_name
 from mta import dsn_params, inbound, submission
@@ -161,7 +162,7 @@ class MailSMTP(SMTP):
                 transport.write(b"421 4.7.0 Too many connections from your address\r\n")
                 transport.close()
                 return
-            if self._plaintext_loopback and _is_loopback(self._client_ip):
+            if self._plaintext_loopback and is_loopback(self._client_ip):
                 self._auth_require_tls = False
         super().connection_made(transport)
 
@@ -183,13 +184,6 @@ class _Refuse(asyncio.Protocol):
     def connection_made(self, transport):
         transport.write(b"421 4.3.2 Too many connections, try again later\r\n")
         transport.close()
-
-
-def _is_loopback(ip):
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
 
 
 def _declared_size(mail_options):
