@@ -256,6 +256,16 @@ def open_maildrop(account_id):
     return Maildrop(folder_id=folder_id, uidvalidity=uidvalidity, entries=tuple(entries))
 
 
+def lock_and_open(account_id, holder, *, login_delay=0):
+    """acquire_lock, then open_maildrop; the lock is given up again if opening fails."""
+    acquire_lock(account_id, holder, login_delay=login_delay)
+    try:
+        return open_maildrop(account_id)
+    except BaseException:
+        release_lock(account_id, holder)
+        raise
+
+
 def read_message(entry):
     """The message in canonical form (pop3.responses.canonical). No database access.
 

@@ -388,12 +388,9 @@ class Session:
             raise Refusal("Authentication failed", "AUTH")  # RFC 3206 §4
         holder = maildrop.new_holder()
         # RFC 1939 §8 / RFC 2449 §8.1.2: the maildrop is ours alone, or [IN-USE].
-        await run_sync(maildrop.acquire_lock, login.account_id, holder, login_delay=self.options.login_delay)
-        try:
-            opened = await run_sync(maildrop.open_maildrop, login.account_id)
-        except BaseException:
-            await run_sync(maildrop.release_lock, login.account_id, holder)
-            raise
+        opened = await run_sync(
+            maildrop.lock_and_open, login.account_id, holder, login_delay=self.options.login_delay
+        )
         self.login, self.holder, self.maildrop = login, holder, opened
         self.state = T
         self._heartbeat = asyncio.ensure_future(self._keep_lock())

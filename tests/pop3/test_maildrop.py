@@ -75,10 +75,10 @@ def test_a_crashed_sessions_lock_expires(pop3_server, alice):
 
 
 def test_a_live_session_renews_its_lease(pop3_server, alice, monkeypatch):
-    monkeypatch.setattr(maildrop, "LOCK_LEASE_SECONDS", 0.6)
+    monkeypatch.setattr(maildrop, "LOCK_LEASE_SECONDS", 1.2)
     client = login(pop3_server)
     first_expiry = MaildropLock.objects.get(account=alice).expires
-    time.sleep(1.0)  # longer than one lease: it must have been renewed meanwhile
+    time.sleep(1.8)  # longer than one lease: it must have been renewed meanwhile
     assert MaildropLock.objects.get(account=alice).expires > first_expiry
     second, reply = try_login(pop3_server)
     assert reply == IN_USE
@@ -344,3 +344,12 @@ def test_blob_octets_are_counted_once(pop3_server, alice, monkeypatch):
     snapshot = maildrop.open_maildrop(alice.pk)
     assert reads == [] and snapshot.entries[0].octets == 180
     assert Message.objects.count() == 1
+
+
+def test_a_maildrop_that_cannot_be_opened_is_not_left_locked(pop3_server, alice):
+    Folder.objects.filter(account=alice, name="INBOX").delete()
+    client, reply = try_login(pop3_server)
+    assert reply == "-ERR [SYS/TEMP] Maildrop not available"
+    assert client.command("STAT") == "-ERR Command not valid in this state"
+    client.quit()
+    assert lock_free(alice)
