@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, syntax
 from django.conf import settings
 
+from accounts.auth import ScramExchange
 from accounts.errors import LoginThrottled
 from accounts.identities import may_send_as
 from mailsuite.lib import sasl
@@ -392,7 +393,7 @@ class SubmissionHandler(InboundHandler):
             return AuthResult(success=False, handled=True)
 
     async def auth_SCRAM__SHA__256(self, server, args):
-        exchange = submission.ScramExchange(remote_ip=server._client_ip)
+        exchange = ScramExchange(remote_ip=server._client_ip, service="smtp")
         message = await _initial_response(server, args, b"")
         try:
             # RFC 4954 §4: the server-final data goes out as one more challenge, which
@@ -407,7 +408,7 @@ class SubmissionHandler(InboundHandler):
             return AuthResult(success=False, handled=False, message=submission.INVALID)
         if message is None:
             return AuthResult(success=False, handled=True)
-        return AuthResult(success=True, auth_data=await run_sync(exchange.login))
+        return AuthResult(success=True, auth_data=await run_sync(submission.scram_login, exchange))
 
     async def _password_login(self, server, username, password):
         login, refusal = await run_sync(submission.password_login, username, password, remote_ip=server._client_ip)

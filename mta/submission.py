@@ -4,19 +4,15 @@ sending limits, and the fields a submission server completes.
 Synchronous functions over the database; mta.smtpd runs them off the event loop.
 """
 import email.utils
-import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
 
-from django.conf import settings
-
-from accounts.auth import authenticate, check_login_allowed, login_account, record_login, scram_credentials_for
+from accounts.auth import authenticate
 from accounts.errors import LoginThrottled, SendLimitExceeded
 from accounts.identities import may_send_as
 from accounts.limits import check_and_record_send
 from accounts.models import Account
-from mailsuite.lib import sasl
 from mta import dkim
 from mta.headers import field_values, has_field
 
@@ -45,37 +41,10 @@ def password_login(username, password, *, remote_ip):
     return Login(account.pk, account.address), None
 
 
-class ScramExchange:
-    """SCRAM-SHA-256 for one AUTH command: throttling, credential lookup and the audit
-    around mailsuite.lib.sasl's exchange."""
-
-    def __init__(self, *, remote_ip, service="smtp"):
-        self.remote_ip = remote_ip
-        self.service = service
-        self.username = None
-        # A secret that outlives restarts, so unknown users get the same made-up salt each time.
-        fake_secret = hashlib.sha256(b"scram-fake-credentials" + settings.SECRET_KEY.encode()).digest()
-        self.server = sasl.ScramSha256Server(self._lookup, fake_secret=fake_secret)
-
-    def _lookup(self, username):
-        self.username = username
-        check_login_allowed(username, self.remote_ip, service=self.service)
-        return scram_credentials_for(username)
-
-    def step(self, message):
-        """Returns the next server message; raises SaslError or LoginThrottled."""
-        try:
-            return self.server.step(message)
-        except sasl.SaslError:
-            if self.username is not None:
-                record_login(self.username, service=self.service, remote_ip=self.remote_ip, success=False)
-            raise
-
-    def login(self):
-        """After a successful exchange: record it and return the Login."""
-        account = login_account(self.username)
-        record_login(self.username, service=self.service, remote_ip=self.remote_ip, success=True, account=account)
-        return Login(account.pk, account.address)
+def scram_login(exchange):
+    """The Login after a successful SCRAM exchange (accounts.auth.ScramExchange)."""
+    account = exchange.login()
+    return Login(account.pk, account.address)
 
 
 def check_submission(raw, *, login, mail_from, recipient_count, hostname):

@@ -39,14 +39,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.auth import (
-    authenticate,
-    check_login_allowed,
-    login_account,
-    record_login,
-    scram_credentials_for,
-)
-from mailsuite.lib import sasl
+from accounts.auth import authenticate, check_login_allowed, login_account, record_login
 from mailsuite.lib import secrets as stored_secrets
 from mailstore.actions import expunge
 from mailstore.models import Folder, Message
@@ -126,39 +119,9 @@ def apop_login(name, digest, *, timestamp, remote_ip):
     return _login(account) if success else None
 
 
-class ScramLogin:
-    """SCRAM-SHA-256 for one AUTH command: throttling, credential lookup and the audit
-    around mailsuite.lib.sasl's exchange."""
-
-    def __init__(self, *, remote_ip):
-        self.remote_ip = remote_ip
-        self.username = None
-        # A secret that outlives restarts, so unknown users get the same made-up salt each time.
-        fake_secret = hashlib.sha256(b"scram-fake-credentials" + settings.SECRET_KEY.encode()).digest()
-        self.server = sasl.ScramSha256Server(self._lookup, fake_secret=fake_secret)
-
-    def _lookup(self, username):
-        self.username = username
-        check_login_allowed(username, self.remote_ip, service=SERVICE)
-        return scram_credentials_for(username)
-
-    def step(self, message):
-        """The next server message, or None when done; raises SaslError or LoginThrottled."""
-        try:
-            return self.server.step(message)
-        except sasl.SaslError:
-            if self.username is not None:
-                record_login(self.username, service=SERVICE, remote_ip=self.remote_ip, success=False)
-            raise
-
-    def login(self):
-        """After a successful exchange: record it and return the Login."""
-        account = login_account(self.username)
-        record_login(self.username, service=SERVICE, remote_ip=self.remote_ip, success=True, account=account)
-        return _login(account)
-
-
-# --- The lock --------------------------------------------------------------------------
+def scram_login(exchange):
+    """The Login after a successful SCRAM exchange (accounts.auth.ScramExchange)."""
+    return _login(exchange.login())
 
 
 def new_holder():

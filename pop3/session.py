@@ -35,6 +35,7 @@ import os
 import secrets
 from dataclasses import dataclass
 
+from accounts.auth import ScramExchange
 from accounts.errors import LoginThrottled
 from mailsuite.lib import sasl
 from mailsuite.lib.aio import run_sync
@@ -369,13 +370,13 @@ class Session:
         return await run_sync(maildrop.password_login, username, password, remote_ip=self.channel.peer_ip)
 
     async def _auth_scram(self, first):
-        exchange = maildrop.ScramLogin(remote_ip=self.channel.peer_ip)
+        exchange = ScramExchange(remote_ip=self.channel.peer_ip, service=maildrop.SERVICE)
         message = first if first is not None else await self._sasl_response(b"")
         # The server-final message goes out as one more challenge; the client answers
         # with an empty line and step() returns None (mailsuite.lib.sasl, RFC 5034 §4).
         while (reply := await run_sync(exchange.step, message)) is not None:
             message = await self._sasl_response(reply)
-        return await run_sync(exchange.login)
+        return await run_sync(maildrop.scram_login, exchange)
 
     async def _logged_in(self, login):
         """After a login attempt: lock and open the maildrop, or count a failure."""

@@ -4,7 +4,7 @@ Password checks, throttling and the login audit are the shared ones in accounts.
 the SCRAM exchange is mta.submission's, with "imap" as the audited service.
 """
 from accounts.auth import authenticate as check_password_login
-from accounts.auth import login_account
+from accounts.auth import ScramExchange
 from accounts.errors import LoginThrottled
 from imap.capabilities import capability_names
 from imap.session import ANSWERED, Bad, No
@@ -94,8 +94,6 @@ async def _login(session, initial):
 
 
 async def _scram(session, initial):
-    from mta.submission import ScramExchange
-
     exchange = ScramExchange(remote_ip=session.peer, service=SERVICE)
     message = initial if initial is not None else await _challenge(session, b"")
     while True:
@@ -103,8 +101,7 @@ async def _scram(session, initial):
         if reply is None:
             break
         message = await _challenge(session, reply)
-    login = await run_sync(exchange.login)
-    return await run_sync(login_account, login.address)
+    return await run_sync(exchange.login)
 
 
 _MECHANISMS = {"PLAIN": _plain, "LOGIN": _login, "SCRAM-SHA-256": _scram}
