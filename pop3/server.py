@@ -20,11 +20,11 @@ Implementation notes
 """
 import asyncio
 import collections
-import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
 
+from mailsuite.lib.net import is_loopback
 from pop3.responses import err
 from pop3.session import ConnectionClosed, IdleTimeout, LineTooLong, Options, Session
 
@@ -32,13 +32,6 @@ log = logging.getLogger(__name__)
 
 MAX_BUFFERED_OCTETS = 64 * 1024
 TLS_HANDSHAKE_SECONDS = 30.0
-
-
-def _is_loopback(ip):
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
 
 
 class Connection(asyncio.Protocol):
@@ -100,7 +93,7 @@ class Connection(asyncio.Protocol):
 
     @property
     def is_loopback(self):
-        return _is_loopback(self.peer_ip)
+        return is_loopback(self.peer_ip)
 
     @property
     def tls_available(self):
