@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export MAILSUITE_DATA_DIR ?= $(CURDIR)/var
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test setup demo bench bench-smtp bench-queue debs-test clean
+.PHONY: run test setup demo bench bench-smtp bench-queue bench-imap debs-test clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ test: $(VENV)/.test debs-test
 	$(PY) tests/run.py
 
 # Benchmarks (not part of `make test`): results go to bench/RESULTS.md by hand.
-bench: bench-smtp bench-queue
+bench: bench-smtp bench-queue bench-imap
 
 bench-smtp: setup $(VENV)/.test
 	@command -v postfix >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix >/dev/null)
@@ -45,6 +45,11 @@ bench-smtp: setup $(VENV)/.test
 
 bench-queue: setup $(VENV)/.test
 	$(PY) bench/queue.py
+
+# BENCH_IMAP_ARGS: e.g. --quick, or --database postgres
+bench-imap: setup
+	@command -v dovecot >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-imapd >/dev/null)
+	$(PY) bench/imap.py $(BENCH_IMAP_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
