@@ -52,7 +52,9 @@ def fetchmail(port, tmp_path, *, keep):
     rc.chmod(0o600)
     env = {**os.environ, "HOME": str(home), "FETCHMAILHOME": str(home)}
     result = subprocess.run(
-        ["fetchmail", "--nodetach", "--nosyslog", "-v", "-f", str(rc)],
+        # Our own pid file: as root fetchmail would otherwise share /var/run/fetchmail.pid
+        # with any other fetchmail on the machine (another test run) and refuse to start.
+        ["fetchmail", "--nodetach", "--nosyslog", "--pidfile", str(home / "fetchmail.pid"), "-v", "-f", str(rc)],
         capture_output=True, text=True, timeout=300, env=env,
     )
     return result.returncode, result.stdout + result.stderr, sorted(out.iterdir())
