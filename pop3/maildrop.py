@@ -14,14 +14,21 @@ Implementation notes
   is never reused (UIDs are not), and changes for every message only when INBOX is
   recreated — exactly when IMAP clients must forget their cache too.
 - The exclusive-access lock (RFC 1939 §8) is a lease in the database (MaildropLock),
-  so it holds across processes and machines. It is taken with the row locked, renewed
-  by the session every LOCK_LEASE_SECONDS / 3, and given up at the end; a crashed
-  session's lease simply expires. Node clocks must agree to well within a lease (NTP),
-  as the login throttle already assumes.
-- Deletions happen only at QUIT (RFC 1939 §6), in one transaction that first checks
-  the lease is still ours and then calls mailstore.actions.expunge, the one way to
-  delete mail. Anything else (a dropped connection, autologout, a lost lease) deletes
-  nothing.
+  so it holds across processes and machines. Taking it is one guarded UPDATE (the row
+  is free, or its lease ran out) in a short write transaction; the row is created on
+  an account's first POP3 login. The session renews it every LOCK_LEASE_SECONDS / 3 and
+  gives it up at the end; a crashed session's lease simply expires. Node clocks must
+  agree to well within a lease (NTP), as the login throttle already assumes.
+- A login costs three short write transactions, the reason it is worth keeping each one
+  to a statement or two: the login audit (accounts.auth), taking the lease, and QUIT
+  (giving the lease up, with the session's changes if there are any). Password hashing
+  (Argon2id, in accounts.auth) costs several times more than all three: see
+  bench/RESULTS.md, POP3.
+- The session's changes happen only at QUIT (RFC 1939 §6), in one transaction that
+  first gives up the lease, which must still be ours, then marks the messages RETR sent
+  \\Seen (mailstore.actions.store_flags, as Dovecot does) and removes those marked
+  deleted (mailstore.actions.expunge, the one way to delete mail). Anything else (a
+  dropped connection, autologout, a lost lease) changes nothing.
 - Sizes are the octets of the canonical form (pop3.responses.octets), exact with CRLF.
   A Blob's count is computed from its bytes once and kept in BlobOctets; the trace
   prefix's is computed from the bytes the snapshot holds anyway.
@@ -37,11 +44,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.auth import authenticate, check_login_allowed, login_account, record_login
 from mailsuite.lib import secrets as stored_secrets
-from mailstore.actions import expunge
+from mailstore.actions import expunge, store_flags
 from mailstore.models import Folder, Message
 from mailstore.storage import blob_storage
 from pop3 import responses
@@ -129,21 +137,40 @@ def new_holder():
     return f"{settings.MAILSUITE_HOSTNAME}:{token_secrets.token_hex(8)}"[:100]
 
 
+def _take_lock(account_id, holder, at, login_delay):
+    """Give the lease to `holder` if the row exists and is free (and LOGIN-DELAY allows); True if it did."""
+    free = Q(holder="") | Q(expires__lte=at)
+    if login_delay:
+        free &= Q(last_login__isnull=True) | Q(last_login__lte=at - timedelta(seconds=login_delay))
+    taken = MaildropLock.objects.filter(free, account_id=account_id).update(
+        holder=holder, expires=at + timedelta(seconds=LOCK_LEASE_SECONDS), last_login=at
+    )
+    return bool(taken)
+
+
 @transaction.atomic
 def acquire_lock(account_id, holder, *, login_delay=0):
-    """Take the account's maildrop for `holder`; raises MaildropInUse or LoginTooSoon."""
+    """Take the account's maildrop for `holder`; raises MaildropInUse or LoginTooSoon.
+
+    One UPDATE when the account's row exists. The UPDATE's condition is checked with the
+    row locked (SQLite: the whole write transaction; PostgreSQL: the row, re-checked after
+    a concurrent writer commits), so two sessions can never both get the lease.
+    """
     at = now()
-    # Insert the row if missing before locking it, so two first logins cannot both win.
+    if _take_lock(account_id, holder, at, login_delay):
+        return
+    # The first POP3 login of this account: create the row, free. ignore_conflicts: when
+    # two first logins race, one insert wins and both UPDATEs then see the same row.
     MaildropLock.objects.bulk_create([MaildropLock(account_id=account_id, expires=at)], ignore_conflicts=True)
-    lock = MaildropLock.objects.select_for_update().get(account_id=account_id)
-    if lock.expires > at and lock.holder:
+    if _take_lock(account_id, holder, at, login_delay):
+        return
+    lock = MaildropLock.objects.get(account_id=account_id)
+    if lock.holder and lock.expires > at:
         raise MaildropInUse("maildrop is locked by another session")
-    if login_delay and lock.last_login is not None and at < lock.last_login + timedelta(seconds=login_delay):
-        raise LoginTooSoon(login_delay)
-    lock.holder, lock.expires, lock.last_login = holder, at + timedelta(seconds=LOCK_LEASE_SECONDS), at
-    lock.save(update_fields=["holder", "expires", "last_login"])
+    raise LoginTooSoon(login_delay)
 
 
+@transaction.atomic
 def renew_lock(account_id, holder):
     """Extend our lease; False if it is no longer ours."""
     at = now()
@@ -154,6 +181,7 @@ def renew_lock(account_id, holder):
     )
 
 
+@transaction.atomic
 def release_lock(account_id, holder):
     """Give the maildrop up (nothing happens if the lease is no longer ours)."""
     MaildropLock.objects.filter(account_id=account_id, holder=holder).update(holder="", expires=now())
@@ -170,6 +198,7 @@ class Entry:
     octets: int
     blob_name: str
     prefix: bytes
+    seen: bool  # when the session began: RETR of an unseen message marks it \Seen at QUIT
 
 
 @dataclass(frozen=True)
@@ -188,18 +217,25 @@ def _read_blob(name):
 
 
 def open_maildrop(account_id):
-    """The snapshot of the account's INBOX: one query, plus one read per never-counted Blob."""
-    folder = Folder.objects.filter(account_id=account_id, name=MAILDROP).values_list("pk", "uidvalidity").first()
-    if folder is None:
-        raise MaildropError("the mailbox has no INBOX")
-    folder_id, uidvalidity = folder
+    """The snapshot of the account's INBOX: one query (two if INBOX is empty), plus one
+    read per never-counted Blob."""
     rows = list(
-        Message.objects.filter(folder_id=folder_id)
+        Message.objects.filter(folder__account_id=account_id, folder__name=MAILDROP)
         .order_by("uid")
-        .values_list("uid", "prefix", "blob_id", "blob__name", "blob__size", "blob__pop3_octets__octets")
+        .values_list(
+            "folder_id", "folder__uidvalidity", "uid", "prefix", "seen",
+            "blob_id", "blob__name", "blob__size", "blob__pop3_octets__octets",
+        )
     )
+    if rows:
+        folder_id, uidvalidity = rows[0][:2]
+    else:
+        folder = Folder.objects.filter(account_id=account_id, name=MAILDROP).values_list("pk", "uidvalidity").first()
+        if folder is None:
+            raise MaildropError("the mailbox has no INBOX")
+        folder_id, uidvalidity = folder
     counted = {}
-    for _, _, blob_id, name, size, known in rows:
+    for *_, blob_id, name, size, known in rows:
         if known is None and size and blob_id not in counted:
             counted[blob_id] = responses.octets(_read_blob(name))
     if counted:
@@ -207,7 +243,7 @@ def open_maildrop(account_id):
             [BlobOctets(blob_id=blob_id, octets=value) for blob_id, value in counted.items()], ignore_conflicts=True
         )
     entries = []
-    for uid, prefix, blob_id, name, size, known in rows:
+    for _, _, uid, prefix, seen, blob_id, name, size, known in rows:
         prefix = bytes(prefix)
         if not size:
             total = responses.octets(prefix)
@@ -215,7 +251,7 @@ def open_maildrop(account_id):
             total = responses.line_end_octets(prefix) + (known if known is not None else counted[blob_id])
         else:  # a prefix that ends mid-line: count the joined bytes (never made by our MDA)
             total = responses.octets(prefix + _read_blob(name))
-        entries.append(Entry(uid=uid, octets=total, blob_name=name, prefix=prefix))
+        entries.append(Entry(uid=uid, octets=total, blob_name=name, prefix=prefix, seen=seen))
     return Maildrop(folder_id=folder_id, uidvalidity=uidvalidity, entries=tuple(entries))
 
 
@@ -242,15 +278,21 @@ def read_message(entry):
 
 
 @transaction.atomic
-def commit_deletions(account_id, holder, folder_id, uids):
-    """The UPDATE state (RFC 1939 §6): remove `uids`, all or none, and give up the lock.
+def commit_update(account_id, holder, folder_id, *, deleted=(), seen=()):
+    """The UPDATE state (RFC 1939 §6): give up the lock, mark the UIDs in `seen` \\Seen and
+    remove those in `deleted`, all or nothing.
 
-    Raises LockLost, deleting nothing, if the lease is no longer ours. Returns the UIDs
+    Raises LockLost, changing nothing, if the lease is no longer ours. Returns the UIDs
     removed (those another client removed meanwhile are not among them).
     """
-    held = MaildropLock.objects.select_for_update().filter(account_id=account_id, holder=holder).first()
-    if held is None or held.expires <= now():
+    at = now()
+    # Giving the lease up first locks its row (PostgreSQL) until we commit: nobody can
+    # take the maildrop between this check and our changes.
+    if not MaildropLock.objects.filter(account_id=account_id, holder=holder, expires__gt=at).update(
+        holder="", expires=at
+    ):
         raise LockLost("the maildrop lock expired")
-    removed = expunge(Folder(pk=folder_id, account_id=account_id), list(uids)) if uids else []
-    MaildropLock.objects.filter(account_id=account_id, holder=holder).update(holder="", expires=now())
-    return removed
+    folder = Folder(pk=folder_id, account_id=account_id)
+    if seen:
+        store_flags(folder, list(seen), mode="add", flags=["\\Seen"])
+    return expunge(folder, list(deleted)) if deleted else []

@@ -16,9 +16,11 @@ Implementation notes
 - ORM work runs in the database thread pool (run_sync) and message bytes are read in
   a worker thread: never on the event loop. No transaction is open while we write.
 - The maildrop is locked from login to the end of the session (pop3.maildrop): the
-  session renews its lease while it lives and gives it up however it ends. Deletions
-  happen only at QUIT, in one transaction; a dropped connection or the autologout
-  timer (RFC 1939 §3: no reply, no UPDATE state) deletes nothing.
+  session renews its lease while it lives and gives it up however it ends, before the
+  QUIT reply (a client that logs in again at once finds it free). Deletions happen only
+  at QUIT, in one transaction with the \\Seen flag on every unseen message RETR sent
+  whole (as Dovecot does; TOP marks nothing, RSET forgets both); a dropped connection or
+  the autologout timer (RFC 1939 §3: no reply, no UPDATE state) changes nothing.
 - Passwords (USER/PASS, AUTH PLAIN/LOGIN) are taken only over TLS, or from loopback
   clients when MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK is on (RFC 2595 §2.3, RFC 8314 §3).
   APOP and SCRAM-SHA-256 never send the password and are taken before TLS too.
@@ -153,6 +155,7 @@ class Session:
         self.holder = None  # our maildrop lease, while we hold it
         self.maildrop = None
         self.deleted = set()  # message numbers marked by DELE
+        self.retrieved = set()  # message numbers RETR sent whole: \Seen at QUIT
         self.bad_in_a_row = 0
         self.auth_failures = 0
         self.commands = 0
@@ -472,6 +475,7 @@ class Session:
         entry = self._entry(number)
         data = await self._message(entry)
         self.channel.write(responses.message_response(ok(f"{entry.octets} octets"), data))
+        self.retrieved.add(number)
 
     async def cmd_top(self, command):
         # RFC 1939 §7
@@ -493,30 +497,44 @@ class Session:
         self.channel.write(ok())
 
     async def cmd_rset(self, command):
-        # RFC 1939 §5
+        # RFC 1939 §5. What RETR would mark \Seen is forgotten too, as Dovecot does: the
+        # session is back where it started.
         self.deleted.clear()
+        self.retrieved.clear()
         count, size = self._totals()
         self.channel.write(ok(f"Maildrop has {count} messages ({size} octets)"))
 
     async def _update(self):
-        # RFC 1939 §6: the UPDATE state. Remove the marked messages, all or none.
+        # RFC 1939 §6: the UPDATE state. Remove the marked messages and mark the retrieved
+        # ones \Seen, all or none; the lease is given up before the reply.
         self.state = State.UPDATE
         self.done = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
-        uids = [self.maildrop.entries[number - 1].uid for number in sorted(self.deleted)]
-        try:
-            await run_sync(
-                maildrop.commit_deletions, self.login.account_id, self.holder, self.maildrop.folder_id, uids
-            )
-        except maildrop.LockLost:
-            log.warning("pop3 deletions not made: lock lost user=%s", self._who())
-            self.channel.write(err("Some deleted messages not removed", "SYS/TEMP"))
-            return
-        self.holder = None  # commit_deletions gave it up
-        left = len(self.maildrop.entries) - len(self.deleted)
-        log.info("pop3 quit user=%s deleted=%d left=%d", self._who(), len(uids), left)
+        entries = self.maildrop.entries
+        deleted = [entries[number - 1].uid for number in sorted(self.deleted)]
+        seen = [
+            entries[number - 1].uid for number in sorted(self.retrieved - self.deleted) if not entries[number - 1].seen
+        ]
+        if deleted or seen:
+            try:
+                await run_sync(
+                    maildrop.commit_update, self.login.account_id, self.holder, self.maildrop.folder_id,
+                    deleted=deleted, seen=seen,
+                )
+            except maildrop.LockLost:
+                log.warning("pop3 changes not made: lock lost user=%s deleted=%d seen=%d",
+                            self._who(), len(deleted), len(seen))
+                if deleted:
+                    self.channel.write(err("Some deleted messages not removed", "SYS/TEMP"))
+                    return
+                # Only \Seen flags lost: nothing the client asked for went undone.
+        else:
+            await run_sync(maildrop.release_lock, self.login.account_id, self.holder)
+        self.holder = None  # given up
+        left = len(entries) - len(self.deleted)
+        log.info("pop3 quit user=%s deleted=%d seen=%d left=%d", self._who(), len(deleted), len(seen), left)
         self.channel.write(ok(f"{self.options.hostname} POP3 server signing off ({left} messages left)"))
 
 

@@ -1,5 +1,6 @@
-"""The maildrop: the lock ([IN-USE]), deletions only at QUIT and all at once, a stable
-snapshot and stable UIDLs, exact octets, dot-stuffing, TOP, autologout, LOGIN-DELAY."""
+"""The maildrop: the lock ([IN-USE]), deletions only at QUIT and all at once, \\Seen for
+what RETR sent (at QUIT, with the deletions), a stable snapshot and stable UIDLs, exact
+octets, dot-stuffing, TOP, autologout, LOGIN-DELAY."""
 import socket
 import time
 from datetime import timedelta
@@ -95,6 +96,53 @@ def test_a_session_that_lost_its_lease_deletes_nothing(pop3_server, alice):
     assert len(inbox(alice)) == 1
 
 
+NOW = timezone.now()
+SECONDS = timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    "row, login_delay, outcome",
+    [
+        (None, 0, "taken"),  # the account's first POP3 login creates the row
+        (("", NOW - 60 * SECONDS, None), 0, "taken"),
+        (("", NOW + 60 * SECONDS, None), 0, "taken"),  # given up early: holder cleared
+        (("dead", NOW - SECONDS, None), 0, "taken"),  # a crashed session's lease ran out
+        (("live", NOW + 60 * SECONDS, None), 0, maildrop.MaildropInUse),
+        (("", NOW - 60 * SECONDS, NOW - 30 * SECONDS), 60, maildrop.LoginTooSoon),
+        (("", NOW - 60 * SECONDS, NOW - 90 * SECONDS), 60, "taken"),
+        (("live", NOW + 60 * SECONDS, NOW - 30 * SECONDS), 60, maildrop.MaildropInUse),  # in use says more
+    ],
+)
+def test_taking_the_lease(alice, monkeypatch, row, login_delay, outcome):
+    monkeypatch.setattr(maildrop, "now", lambda: NOW)
+    if row is not None:
+        holder, expires, last_login = row
+        MaildropLock.objects.create(account=alice, holder=holder, expires=expires, last_login=last_login)
+    before = MaildropLock.objects.filter(account=alice).values().first()
+    if outcome == "taken":
+        maildrop.acquire_lock(alice.pk, "me", login_delay=login_delay)
+        lock = MaildropLock.objects.get(account=alice)
+        assert (lock.holder, lock.expires, lock.last_login) == (
+            "me", NOW + timedelta(seconds=maildrop.LOCK_LEASE_SECONDS), NOW
+        )
+    else:
+        with pytest.raises(outcome):
+            maildrop.acquire_lock(alice.pk, "me", login_delay=login_delay)
+        assert MaildropLock.objects.filter(account=alice).values().first() == before  # untouched
+
+
+def test_taking_a_free_lease_is_one_statement(alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    maildrop.acquire_lock(alice.pk, "first")  # creates the row
+    maildrop.release_lock(alice.pk, "first")
+    with CaptureQueriesContext(connection) as queries:
+        maildrop.acquire_lock(alice.pk, "second")
+    statements = [q["sql"] for q in queries if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]
+    assert len(statements) == 1 and statements[0].startswith("UPDATE"), statements
+
+
 # --- Deletions --------------------------------------------------------------------------
 
 
@@ -161,6 +209,106 @@ def test_quit_in_authorization_deletes_nothing(pop3_server, alice):
     client = connect(pop3_server)
     assert client.command("QUIT") == "+OK pop.example.test POP3 server signing off"
     assert len(inbox(alice)) == 1
+
+
+# --- RETR marks \Seen at QUIT -----------------------------------------------------------
+
+
+def flags_and_modseqs(account):
+    return [(message.flags, message.modseq) for message in inbox(account)]
+
+
+def unseen_count(account):
+    return Folder.objects.get(account=account, name="INBOX").unseen_count
+
+
+def test_quit_marks_what_retr_sent_seen_and_nothing_else(pop3_server, alice):
+    for _ in range(4):
+        deliver(alice)
+    client = login(pop3_server)
+    client.retr(1)
+    client.top(2, 0)  # TOP is not reading the message
+    client.retr(3)
+    client.dele(3)  # deleted: not worth a flag
+    before = flags_and_modseqs(alice)
+    assert [flags for flags, _ in before] == [[], [], [], []]  # nothing before QUIT
+    assert client.command("QUIT") == "+OK pop.example.test POP3 server signing off (3 messages left)"
+    after = inbox(alice)
+    assert [message.flags for message in after] == [["\\Seen"], [], []]
+    # One new MODSEQ for the flag change, above everything before it (CONDSTORE clients see it).
+    folder = Folder.objects.get(account=alice, name="INBOX")
+    assert after[0].modseq > max(modseq for _, modseq in before)
+    assert after[0].modseq < folder.highestmodseq  # the expunge came after it, in the same QUIT
+    assert unseen_count(alice) == 2
+    wait_until(lambda: lock_free(alice))
+
+
+def test_a_dropped_session_marks_nothing_seen(pop3_server, alice):
+    deliver(alice)
+    client = login(pop3_server)
+    client.retr(1)
+    client.sock.shutdown(socket.SHUT_RDWR)
+    client.sock.close()
+    wait_until(lambda: lock_free(alice))
+    assert [message.flags for message in inbox(alice)] == [[]]
+    assert unseen_count(alice) == 1
+
+
+def test_rset_forgets_what_retr_would_have_marked(pop3_server, alice):
+    deliver(alice)
+    deliver(alice)
+    client = login(pop3_server)
+    client.retr(1)
+    client.rset()
+    client.retr(2)
+    client.quit()
+    assert [message.flags for message in inbox(alice)] == [[], ["\\Seen"]]
+
+
+def test_a_message_already_seen_is_left_alone(pop3_server, alice):
+    message = deliver(alice)
+    mailstore_actions.store_flags(message.folder, [message.uid], mode="add", flags=["\\Seen", "\\Flagged"])
+    before = flags_and_modseqs(alice)
+    client = login(pop3_server)
+    client.retr(1)
+    client.quit()
+    assert flags_and_modseqs(alice) == before  # no write, no new MODSEQ
+
+
+def test_seen_flags_and_deletions_are_one_transaction(pop3_server, alice, monkeypatch):
+    deliver(alice)
+    deliver(alice)
+
+    def expunge_fails(folder, uids):
+        raise RuntimeError("the disk went away")
+
+    monkeypatch.setattr(maildrop, "expunge", expunge_fails)
+    client = login(pop3_server)
+    client.retr(1)
+    client.dele(2)
+    assert client.command("QUIT") == "-ERR [SYS/TEMP] Internal error; try again later"
+    assert [message.flags for message in inbox(alice)] == [[], []]
+    assert unseen_count(alice) == 2
+
+
+def test_a_session_that_lost_its_lease_marks_nothing_seen(pop3_server, alice):
+    deliver(alice)
+    client = login(pop3_server)
+    client.retr(1)
+    MaildropLock.objects.filter(account=alice).update(expires=timezone.now() - timedelta(seconds=1))
+    # Nothing the client asked for is left undone, so the reply is +OK.
+    assert client.command("QUIT") == "+OK pop.example.test POP3 server signing off (1 messages left)"
+    assert [message.flags for message in inbox(alice)] == [[]]
+
+
+def test_a_message_imap_removed_meanwhile_is_skipped(pop3_server, alice):
+    first, second = deliver(alice), deliver(alice)
+    client = login(pop3_server)
+    client.retr(1)
+    client.retr(2)
+    mailstore_actions.expunge(first.folder, [first.uid])
+    client.quit()
+    assert [(message.uid, message.flags) for message in inbox(alice)] == [(second.uid, ["\\Seen"])]
 
 
 # --- The snapshot and UIDL --------------------------------------------------------------
