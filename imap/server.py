@@ -125,14 +125,26 @@ class Connection:
     def pending(self) -> int:
         return self._out_size
 
+    def _discard_output(self):
+        self._out.clear()
+        self._out_size = 0
+
+    def _take_output(self) -> bytes:
+        data = b"".join(self._out)
+        self._discard_output()
+        if self._deflate is not None:
+            data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        return data
+
     async def flush(self):
         if not self._out:
             return
-        data = b"".join(self._out)
-        self._out.clear()
-        self._out_size = 0
-        if self._deflate is not None:
-            data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        # A closing transport drops what it is given; asyncio's TLS transport, once closed
+        # twice, even raises AttributeError. Either way the client is gone for us.
+        if self.writer.transport.is_closing():
+            self._discard_output()
+            raise ConnectionClosed("connection closed")
+        data = self._take_output()
         try:
             self.writer.write(data)
             await self.writer.drain()
@@ -162,8 +174,17 @@ class Connection:
             except zlib.error:
                 raise ConnectionClosed("bad deflate stream") from None
 
-    def close(self):
+    def close(self, farewell: bytes = b""):
+        """Close once (closing asyncio's TLS transport a second time breaks it). Output not
+        yet flushed may end mid-response and is dropped; `farewell` (a BYE) is sent, as the
+        transport sends its buffer before it closes."""
+        if self.writer.transport.is_closing():
+            return
+        self._discard_output()
         try:
+            if farewell:
+                self.write(farewell)
+                self.writer.write(self._take_output())
             self.writer.close()
         except Exception:  # already gone
             pass

@@ -17,6 +17,9 @@ Implementation notes
   process made the change; while idling, a change event triggers the same.
 - Ten syntax errors in a row, or a line over the limit before login, end the session
   with BYE: a client that speaks garbage is cut off.
+- A server shutdown ends every session with BYE (RFC 9051 §7.1.5), never in the middle
+  of a response: at once when the session waits for its client, else after the command
+  or IDLE wake-up under way.
 """
 import asyncio
 import enum
@@ -38,6 +41,7 @@ MAX_LINE = 64 * 1024  # Dovecot's default too; long UID sets fit
 PREAUTH_MAX_LITERAL = 8 * 1024  # a LOGIN password in a literal, no more
 MAX_BAD_COMMANDS = 10
 SASL_LINE = 16 * 1024
+BYE_SHUTDOWN = b"* BYE Server shutting down\r\n"
 
 
 class State(enum.Enum):
@@ -87,6 +91,7 @@ class Session:
         self.idling = False
         self._wake = asyncio.Event()
         self._stopping = False
+        self._awaiting_input = False
         self.client_id = None
         self.task = None
 
@@ -130,10 +135,13 @@ class Session:
             self._wake.set()
 
     def shutdown(self):
-        """Server stopping: end at the next opportunity with BYE."""
+        """Server stopping: BYE (RFC 9051 §7.1.5), then the end. A session waiting for its
+        client hears it at once; one running a command or idling says it when that step
+        ends, so a BYE never lands inside a response."""
         self._stopping = True
         self._wake.set()
-        self.connection.close()
+        if self._awaiting_input:
+            self.connection.close(farewell=BYE_SHUTDOWN)
 
     # --- the loop --------------------------------------------------------------------
 
@@ -143,7 +151,10 @@ class Session:
         self.send(b"* OK [CAPABILITY " + " ".join(capability_names(self)).encode() + b"] mailsuite IMAP ready\r\n")
         try:
             await self.flush()
-            while self.state is not State.LOGOUT and not self._stopping:
+            while self.state is not State.LOGOUT:
+                if self._stopping:
+                    self.send(BYE_SHUTDOWN)
+                    raise Logout()
                 if not await self._one_command():
                     break
                 await self.flush()
@@ -209,9 +220,18 @@ class Session:
             await self.connection.discard(error.literal.size)
             await self.connection.readline(MAX_LINE)  # the rest of that command line
 
+    async def _await_input(self, reading):
+        """What the client sends next. Meanwhile nothing waits in our output buffer, so a
+        server shutdown may say BYE and close the connection straight away."""
+        self._awaiting_input = True
+        try:
+            return await asyncio.wait_for(reading, self._timeout())
+        finally:
+            self._awaiting_input = False
+
     async def _one_command(self):
         try:
-            data = await asyncio.wait_for(self._read_command(), self._timeout())
+            data = await self._await_input(self._read_command())
         except asyncio.TimeoutError:
             self.send(b"* BYE Autologout; idle for too long\r\n")
             await self.flush()
@@ -291,7 +311,7 @@ class Session:
 
     async def read_line(self, limit=SASL_LINE):
         try:
-            line = await asyncio.wait_for(self.connection.readline(limit), self._timeout())
+            line = await self._await_input(self.connection.readline(limit))
         except asyncio.TimeoutError:
             self.send(b"* BYE Autologout; idle for too long\r\n")
             raise Logout() from None
@@ -317,7 +337,7 @@ class Session:
                 if waker not in done:
                     waker.cancel()
                 if self._stopping:
-                    self.send(b"* BYE Server shutting down\r\n")
+                    self.send(BYE_SHUTDOWN)
                     raise Logout()
                 if reader in done:
                     try:

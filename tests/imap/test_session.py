@@ -419,3 +419,74 @@ def test_moving_into_and_out_of_junk_is_recorded_for_the_spam_filter(transcript,
     client.send("h SELECT Junk")
     client.send("i MOVE 1 Trash")  # throwing spam away is not a "not spam" verdict
     assert TrainingExample.objects.filter(verdict="ham").count() == 1
+
+
+# --- found by real clients (tests/e2e/test_imap_clients.py) --------------------------------
+
+
+def test_stopping_the_server_says_bye_to_idling_and_waiting_sessions(transactional_db, settings, alice, caplog):
+    # RFC 9051 §7.1.5: BYE announces a shutdown. fetchmail idling over IMAPS got a bare close
+    # instead (the connection was closed before the BYE was written), and the server logged
+    # an unhandled AttributeError when that client had just gone away.
+    import logging
+
+    from tests.imap.conftest import imap_servers
+
+    settings.MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK = True
+    with imap_servers() as server:
+        idler = Transcript(server.ports["imaps"], tls=True)
+        idler.login()
+        idler.send("a SELECT INBOX")
+        idler.write("b IDLE")
+        assert idler.readline() == "+ idling"
+        waiting = Transcript(server.ports["imaps"], tls=True)
+        waiting.login()
+        plain = Transcript(server.ports["imap"])
+        plain.login()
+        plain.send("a SELECT INBOX")
+    for client in (idler, waiting, plain):
+        assert client.readline() == "* BYE Server shutting down"
+        with pytest.raises((EOFError, OSError)):
+            client.readline()
+        client.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_tls_connection_its_client_closed_refuses_writes_with_connection_closed(transactional_db, settings):
+    # The other half of the fetchmail finding: once the client's close reached the server, a
+    # second close() left asyncio's TLS transport without its protocol, and the BYE that
+    # followed raised AttributeError out of the connection handler.
+    import asyncio
+    import ssl
+
+    from imap.server import Connection, ConnectionClosed
+    from mailsuite.lib.tls import TLSContextProvider, ensure_certificate
+
+    ensure_certificate(settings.MAILSUITE_TLS_CERT, settings.MAILSUITE_TLS_KEY, "localhost")
+    context = TLSContextProvider(settings.MAILSUITE_TLS_CERT, settings.MAILSUITE_TLS_KEY).listener_context()
+
+    async def scenario():
+        accepted = asyncio.get_running_loop().create_future()
+        server = await asyncio.start_server(
+            lambda r, w: accepted.set_result(Connection(r, w, tls=True)), "127.0.0.1", 0, ssl=context
+        )
+        port = server.sockets[0].getsockname()[1]
+        client_context = ssl.create_default_context()
+        client_context.check_hostname, client_context.verify_mode = False, ssl.CERT_NONE
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context)
+        connection = await asyncio.wait_for(accepted, 5)
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(200):  # until the server's side has seen the client go
+            if connection.writer.transport.is_closing():
+                break
+            await asyncio.sleep(0.01)
+        connection.close()
+        connection.close()
+        connection.write(b"* BYE Server shutting down\r\n")
+        with pytest.raises(ConnectionClosed):
+            await connection.flush()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())
