@@ -331,7 +331,9 @@ def fetchmail(port, tmp_path, *, keep, tls):
     rc.chmod(0o600)
     env = {**os.environ, "HOME": str(home), "FETCHMAILHOME": str(home)}
     result = subprocess.run(
-        ["fetchmail", "--nodetach", "--nosyslog", "-v", "-f", str(rc)],
+        # Its own pid file: as root, fetchmail shares /var/run/fetchmail.pid with every other
+        # fetchmail on the machine (another test) and refuses to start beside one.
+        ["fetchmail", "--nodetach", "--nosyslog", "--pidfile", str(home / "fetchmail.pid"), "-v", "-f", str(rc)],
         capture_output=True, text=True, timeout=300, env=env,
     )
     return result.returncode, result.stdout + result.stderr, sorted(out.iterdir())
@@ -417,7 +419,8 @@ def test_fetchmail_idles_over_imaps_and_hears_the_server_stop(settings, alice, t
         )
         rc.chmod(0o600)
         fetchmail = subprocess.Popen(
-            ["fetchmail", "--nodetach", "--nosyslog", "-v", "-f", str(rc)], stdout=log, stderr=subprocess.STDOUT,
+            ["fetchmail", "--nodetach", "--nosyslog", "--pidfile", str(home / "fetchmail.pid"), "-v", "-f", str(rc)],
+            stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "HOME": str(home), "FETCHMAILHOME": str(home)},
         )
         try:
