@@ -12,6 +12,7 @@ import shutil
 import signal
 import smtplib
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tests.imap.conftest import imap_servers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-for _tool in ("mbsync", "fetchmail"):
+for _tool in ("mbsync", "fetchmail", "mutt"):
     if shutil.which(_tool) is None:
         pytest.fail(f"{_tool} is not installed (make test installs it from Debian)", pytrace=False)
 
@@ -616,3 +617,129 @@ def test_idle_hears_within_a_second_of_what_other_processes_do(settings, alice, 
     finally:
         codes = stop(*processes)
     assert codes == [0, 0, 0]
+
+
+# --- mutt ------------------------------------------------------------------------------------
+
+
+class Mutt:
+    """mutt on a pseudo-terminal: keys in, the screen drained in the background. What it
+    did is read back from the server, not from the screen."""
+
+    def __init__(self, rc, home):
+        import pty
+
+        self.master, terminal = pty.openpty()
+        env = {"HOME": str(home), "TERM": "vt100", "PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
+        self.process = subprocess.Popen(
+            ["mutt", "-n", "-d", "2", "-F", str(rc)], stdin=terminal, stdout=terminal, stderr=terminal,
+            env=env, start_new_session=True,
+        )
+        os.close(terminal)
+        self.screen = bytearray()
+        self.reader = threading.Thread(target=self._drain, daemon=True)
+        self.reader.start()
+
+    def _drain(self):
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.screen += data
+
+    def shows(self, text):
+        return text.encode() in self.screen
+
+    def keys(self, text):
+        os.write(self.master, text.encode())
+        time.sleep(0.3)  # mutt reads keys as they come; give each step its screen
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        os.close(self.master)
+
+
+def muttrc(tmp_path, port):
+    rc = tmp_path / "muttrc"
+    rc.write_text("\n".join([
+        f'set folder="imap://{ADDRESS.replace("@", "%40")}@127.0.0.1:{port}/"',
+        'set spoolfile="+INBOX"',
+        f'set imap_pass="{PASSWORD}"',
+        "set ssl_starttls=no ssl_force_tls=no",
+        f'set header_cache="{tmp_path}/hcache"',  # a cache is what lets QRESYNC pay off
+        "set imap_condstore=yes imap_qresync=yes",
+        "set move=no confirmappend=no confirmcreate=no delete=yes quit=yes beep=no wait_key=no mark_old=no",
+        "set sort=mailbox-order",
+        "",
+    ]))
+    return rc
+
+
+def folder_ids(account, name):
+    return sorted(m.message_id.strip("<>") for m in Message.objects.filter(folder__account=account, folder__name=name))
+
+
+def test_mutt_with_a_header_cache_and_qresync(settings, alice, tmp_path):
+    settings.MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK = True
+    load(alice, 20)
+    home = tmp_path / "home"
+    home.mkdir()
+    ids = [f"message-{n}@clients.test" for n in range(20)]
+    with imap_servers() as server:
+        rc = muttrc(tmp_path, server.ports["imap"])
+        # First session: flag message 1, delete 2, save 3 to Archive (a copy, then a delete).
+        mutt = Mutt(rc, home)
+        try:
+            assert wait_until(lambda: mutt.shows("message 19"), 15), mutt.screen[-2000:]
+            mutt.keys("1\rF")
+            mutt.keys("2\rd")
+            mutt.keys("3\rs=Archive\r")
+            assert wait_until(lambda: folder_ids(alice, "Archive") == [ids[2]], 10)
+            mutt.keys("$")
+            assert wait_until(lambda: len(inbox(alice)) == 18, 10)
+            mutt.keys("q")
+            assert mutt.process.wait(10) == 0
+        finally:
+            mutt.close()
+        stored = server_messages(alice)
+        assert sorted(stored) == sorted(set(ids) - {ids[1], ids[2]})
+        assert [mid for mid, m in stored.items() if m.flagged] == [ids[0]]
+        # mutt reads bodies with BODY.PEEK; only what it displayed would be \Seen.
+        assert not any(m.seen for m in stored.values())
+
+        # Meanwhile, elsewhere: an expunge, a flag, new mail.
+        folder = inbox_folder(alice)
+        actions.expunge(folder, [stored[ids[5]].uid])
+        actions.store_flags(folder, [stored[ids[6]].uid], mode="add", flags=["\\Flagged"])
+        actions.append(alice, "INBOX", message(0, subject="late"))
+
+        # Second session, from the header cache: SELECT with QRESYNC must tell mutt all of
+        # that. Save what it thinks is flagged to one folder, then copy all it sees to another.
+        mutt = Mutt(rc, home)
+        try:
+            assert wait_until(lambda: mutt.shows("late 0"), 15), mutt.screen[-2000:]
+            mutt.keys("T~F\r")
+            mutt.keys(";s=Flagged\r")
+            assert wait_until(lambda: len(folder_ids(alice, "Flagged")) >= 2, 10)
+            mutt.keys("$")
+            mutt.keys("T~A\r")
+            mutt.keys(";C=All\r")
+            assert wait_until(lambda: len(folder_ids(alice, "All")) >= 15, 10)
+            mutt.keys("q")
+            assert mutt.process.wait(10) == 0
+        finally:
+            mutt.close()
+        debug = (home / ".muttdebug0").read_text(errors="replace")
+        # mutt 2.2 resynchronises with UID FETCH … (CHANGEDSINCE m VANISHED) (RFC 7162 §3.2.6):
+        # UIDs 2 and 3 went in its own last session, 6 elsewhere.
+        assert re.search(r"> a\d+ UID FETCH 1:20 \(FLAGS\) \(CHANGEDSINCE \d+ VANISHED\)", debug)
+        assert "< * VANISHED (EARLIER) 2:3,6\n" in debug
+        assert folder_ids(alice, "Flagged") == sorted([ids[0], ids[6]])
+        expected = sorted(set(ids) - {ids[n] for n in (0, 1, 2, 5, 6)} | {"late-0@clients.test"})
+        assert folder_ids(alice, "INBOX") == expected
+        assert folder_ids(alice, "All") == expected
