@@ -22,7 +22,7 @@ from mailstore import actions
 from mailstore.models import Folder, Message
 from tests.conftest import PASSWORD, inbox, message_bytes
 from tests.e2e.helpers import child_env, free_port, manage, settings_blob_location, wait_for_port
-from tests.imap.conftest import imap_servers
+from tests.imap.conftest import imap_servers, no_verify
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -575,9 +575,11 @@ def test_idle_hears_within_a_second_of_what_other_processes_do(settings, alice, 
     )
     smtp = manage("runsmtp", "--workers", "1", "--submission-port", "0", "--smtps-port", "0",
                   env=child_env(data_dir, MAILSUITE_SMTP_PORT=smtp_port, **common))
+    logs = [open(tmp_path / f"runimap-{i}.log", "w+") for i in range(2)]
     imaps = [
-        manage("runimap", env=child_env(data_dir, MAILSUITE_IMAP_PORT=port, MAILSUITE_IMAPS_PORT=tls_port, **common))
-        for port, tls_port in imap_ports
+        manage("runimap", env=child_env(data_dir, MAILSUITE_IMAP_PORT=port, MAILSUITE_IMAPS_PORT=tls_port, **common),
+               stdout=log, stderr=subprocess.STDOUT)
+        for (port, tls_port), log in zip(imap_ports, logs)
     ]
     processes = [smtp, *imaps]
     try:
@@ -585,7 +587,10 @@ def test_idle_hears_within_a_second_of_what_other_processes_do(settings, alice, 
         for process, (port, tls_port) in zip(imaps, imap_ports):
             wait_for_port(port, process=process)
             wait_for_port(tls_port, process=process)
-        idler, other = imap_login(imap_ports[0][0]), imap_login(imap_ports[1][0])
+        # The idler over IMAPS, the other session in plain text on loopback.
+        idler = imaplib.IMAP4_SSL("127.0.0.1", imap_ports[0][1], ssl_context=no_verify(), timeout=10)
+        idler.login(ADDRESS, PASSWORD)
+        other = imap_login(imap_ports[1][0])
         assert idler.select("INBOX") == ("OK", [b"0"])
         idle = Idler(idler)
 
@@ -612,11 +617,19 @@ def test_idle_hears_within_a_second_of_what_other_processes_do(settings, alice, 
         assert sorted(stored) == ["smtp-1@clients.test", "smtp-3@clients.test"]
         typ, data = idler.uid("FETCH", str(stored["smtp-3@clients.test"].uid), "(BODY.PEEK[])")
         assert data[0][1] == message_bytes(stored["smtp-3@clients.test"])
-        for client in (idler, other):
-            client.logout()
+        other.logout()
+
+        # runimap stopping (SIGTERM) says BYE to a client idling over TLS, and exits cleanly.
+        idle = Idler(idler)
+        imaps[0].send_signal(signal.SIGTERM)
+        assert idle.next_line(5) == "* BYE Server shutting down"
+        assert imaps[0].wait(10) == 0
     finally:
         codes = stop(*processes)
     assert codes == [0, 0, 0]
+    for log in logs:
+        log.seek(0)
+        assert "Traceback" not in log.read()
 
 
 # --- mutt ------------------------------------------------------------------------------------
