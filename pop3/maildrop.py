@@ -199,6 +199,9 @@ class Entry:
     blob_name: str
     prefix: bytes
     seen: bool  # when the session began: RETR of an unseen message marks it \Seen at QUIT
+    # Prefix and stored bytes are canonical already (CRLF everywhere, a complete last line)
+    # and the prefix ends a line: RETR sends them as they are, without a copy.
+    canonical: bool = False
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,9 @@ def open_maildrop(account_id):
             total = responses.line_end_octets(prefix) + (known if known is not None else counted[blob_id])
         else:  # a prefix that ends mid-line: count the joined bytes (never made by our MDA)
             total = responses.octets(prefix + _read_blob(name))
-        entries.append(Entry(uid=uid, octets=total, blob_name=name, prefix=prefix, seen=seen))
+        # octets() adds to the length exactly what canonical() would add: equal means nothing to add.
+        canonical = total == len(prefix) + size and (not prefix or prefix.endswith(b"\n"))
+        entries.append(Entry(uid=uid, octets=total, blob_name=name, prefix=prefix, seen=seen, canonical=canonical))
     return Maildrop(folder_id=folder_id, uidvalidity=uidvalidity, entries=tuple(entries))
 
 
@@ -265,13 +270,17 @@ def lock_and_open(account_id, holder, *, login_delay=0):
         raise
 
 
-def read_message(entry):
-    """The message in canonical form (pop3.responses.canonical). No database access.
+def read_message_parts(entry):
+    """The message in canonical form (pop3.responses.canonical) as pieces that each start
+    a line: the prefix and the stored bytes as they are when both are canonical already
+    (what SMTP delivers), else the one joined and mended piece. No database access.
 
     Raises FileNotFoundError if its bytes were swept after another client removed it.
     """
     data = _read_blob(entry.blob_name)
-    return responses.canonical(entry.prefix + data if entry.prefix else data)
+    if entry.canonical:
+        return (entry.prefix, data) if entry.prefix else (data,)
+    return (responses.canonical(entry.prefix + data if entry.prefix else data),)
 
 
 # --- QUIT ------------------------------------------------------------------------------

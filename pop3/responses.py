@@ -83,9 +83,13 @@ def dot_stuff(data: bytes) -> bytes:
     return stuffed
 
 
-def message_response(first: bytes, canonical_bytes: bytes) -> bytes:
-    """A status line, then the canonical message dot-stuffed, then the terminating "."."""
-    return first + dot_stuff(canonical_bytes) + b".\r\n"
+def message_response(first: bytes, *parts: bytes) -> bytes:
+    """A status line, then the canonical message dot-stuffed, then the terminating ".".
+
+    The message may come in parts that each start a line (a trace prefix, then the stored
+    bytes): stuffing them one by one is stuffing the whole, and they are copied once.
+    """
+    return b"".join([first, *(dot_stuff(part) for part in parts), b".\r\n"])
 
 
 def top(canonical_bytes: bytes, lines: int) -> bytes:

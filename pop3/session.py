@@ -460,27 +460,29 @@ class Session:
         lines = [f"{number} {unique_id(entry)}" for number, entry in self._live()]
         self.channel.write(responses.multiline(ok("Unique-ID listing follows"), lines))
 
-    async def _message(self, entry):
+    async def _message_parts(self, entry):
+        """The canonical message in pieces (maildrop.read_message_parts), read in a worker thread."""
         try:
-            data = await asyncio.to_thread(maildrop.read_message, entry)
+            parts = await asyncio.to_thread(maildrop.read_message_parts, entry)
         except FileNotFoundError:
             raise Refusal("Message was removed by another session") from None
-        if len(data) != entry.octets:
-            log.error("pop3 size mismatch uid=%s listed=%d sent=%d", entry.uid, entry.octets, len(data))
-        return data
+        sent = sum(len(part) for part in parts)
+        if sent != entry.octets:
+            log.error("pop3 size mismatch uid=%s listed=%d sent=%d", entry.uid, entry.octets, sent)
+        return parts
 
     async def cmd_retr(self, command):
         # RFC 1939 §5
         (number,) = command.args
         entry = self._entry(number)
-        data = await self._message(entry)
-        self.channel.write(responses.message_response(ok(f"{entry.octets} octets"), data))
+        parts = await self._message_parts(entry)
+        self.channel.write(responses.message_response(ok(f"{entry.octets} octets"), *parts))
         self.retrieved.add(number)
 
     async def cmd_top(self, command):
         # RFC 1939 §7
         number, lines = command.args
-        data = await self._message(self._entry(number))
+        data = b"".join(await self._message_parts(self._entry(number)))
         self.channel.write(responses.message_response(ok("Top of message follows"), responses.top(data, lines)))
 
     async def cmd_dele(self, command):

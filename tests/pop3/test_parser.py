@@ -205,6 +205,15 @@ def test_dot_stuffing_of_lines_that_start_with_a_dot():
     assert responses.message_response(b"+OK\r\n", message).endswith(b"end.\r\n.\r\n")
 
 
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from([b"", b".", b"..", b"a", b".b", b"c."]), max_size=8), st.binary(max_size=60))
+def test_a_message_in_parts_is_stuffed_as_the_whole(prefix_lines, tail):
+    # RETR sends the trace prefix and the stored bytes as two parts when both are canonical.
+    prefix = b"".join(line + b"\r\n" for line in prefix_lines)
+    body = responses.canonical(tail)
+    assert responses.message_response(b"+OK\r\n", prefix, body) == responses.message_response(b"+OK\r\n", prefix + body)
+
+
 def test_top_gives_the_header_the_blank_line_and_n_body_lines():
     message = b"A: 1\r\nB: 2\r\n\r\none\r\ntwo\r\nthree\r\n"
     assert responses.top(message, 0) == b"A: 1\r\nB: 2\r\n\r\n"
