@@ -141,12 +141,16 @@ INSTALLED_APPS = [
     "imap",
     "pop3",
     "webmail",
+    "sieve",
+    "django_htmx",  # htmx and its SSE extension as static files, and the template tag
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The browser's language (Accept-Language) unless the user chose one (cookie).
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -219,7 +223,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+# The languages the webmail is translated into (webmail/locale).
+LANGUAGES = [("en", "English"), ("es", "Español")]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -245,6 +251,12 @@ WHITENOISE_USE_FINDERS = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True  # pages pass the token to htmx themselves
+# Cookies only over HTTPS (browsers also send them to http://localhost). Off only for a
+# server reached over plain HTTP on another address, e.g. a test machine on a LAN.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("MAILSUITE_SECURE_COOKIES", True)
+# A webmail session without "remember me" ends with the browser; with it, after this.
+SESSION_COOKIE_AGE = env_int("MAILSUITE_SESSION_DAYS", 30, minimum=1) * 86400
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
