@@ -1,8 +1,35 @@
+"""The webmail at /. URL names other pieces link to: webmail:compose (composing, next),
+webmail:contacts (address book, next), webmail:settings and webmail:settings_section."""
 from django.urls import path
 
-from webmail import views
+from webmail import events, views
 
 app_name = "webmail"
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", views.index, name="index"),
+    path("login/", views.login, name="login"),
+    path("logout/", views.logout, name="logout"),
+    path("events/", events.stream, name="events"),
+    path("search/", views.search, name="search"),
+    path("tree/", views.tree, name="tree"),
+    path("folders/", views.folders, name="folders"),
+    path("folders/new/", views.folder_create, name="folder_create"),
+    path("folders/<int:folder_id>/rename/", views.folder_rename, name="folder_rename"),
+    path("folders/<int:folder_id>/delete/", views.folder_delete, name="folder_delete"),
+    path("folders/<int:folder_id>/subscribe/", views.folder_subscribe, name="folder_subscribe"),
+    path("folders/<int:folder_id>/empty/", views.folder_empty, name="folder_empty"),
+    path("f/<int:folder_id>/", views.folder, name="folder"),
+    path("f/<int:folder_id>/bulk/", views.bulk, name="bulk"),
+    path("f/<int:folder_id>/m/<int:uid>/", views.message, name="message"),
+    path("f/<int:folder_id>/m/<int:uid>/body/", views.body, name="body"),
+    path("f/<int:folder_id>/m/<int:uid>/raw/", views.raw, name="raw"),
+    path("f/<int:folder_id>/m/<int:uid>/part/<str:number>/", views.part, name="part"),
+    path("f/<int:folder_id>/m/<int:uid>/read/", views.mark_read, name="mark_read"),
+    path("f/<int:folder_id>/m/<int:uid>/action/", views.message_action, name="message_action"),
+    path("f/<int:folder_id>/m/<int:uid>/trust/", views.trust_sender, name="trust_sender"),
+    path("compose/", views.compose, name="compose"),
+    path("contacts/", views.contacts, name="contacts"),
+    path("settings/", views.settings_page, name="settings"),
+    path("settings/<slug:section>/", views.settings_page, name="settings_section"),
+    path("settings/privacy/forget/", views.distrust_sender, name="distrust_sender"),
 ]

@@ -1,0 +1,259 @@
+"""What the webmail reads from the mail store: folders, message pages, search.
+
+Implementation notes:
+- Everything starts from the signed-in account (folders_of, folder_of): a folder or
+  message of another account is simply not found.
+- A page of the list costs a fixed number of queries whatever the folder's size: the
+  folder tree reads the counters the mail store maintains (never COUNT(*) per folder), an
+  unfiltered page takes its total from the folder's counters, and the rows come in one
+  query with only the columns the list shows.
+- Text search uses the mail store's substring index (migration 0004 of mailstore: FTS5
+  trigram tables on SQLite, pg_trgm on PostgreSQL), as IMAP SEARCH does (imap/search.py);
+  see webmail.search.
+"""
+from dataclasses import dataclass, field
+
+from django.db.models import F, Q
+from django.db.models.functions import Lower
+from django.utils.translation import gettext_lazy as _
+
+from mailstore.models import DEFAULT_FOLDERS, HIERARCHY_DELIMITER, Folder, Message
+from webmail.search import Criteria
+
+PAGE_SIZE = 50
+TRASH, JUNK, SENT, DRAFTS, ARCHIVE = "\\Trash", "\\Junk", "\\Sent", "\\Drafts", "\\Archive"
+# Folder order in the tree: INBOX, then the special-use folders as new accounts get them.
+_SPECIAL_ORDER = {use: i for i, (_, use) in enumerate(DEFAULT_FOLDERS) if use}
+# Names shown for the top-level special folders (the stored names stay as IMAP sees them).
+LABELS = {TRASH: _("Trash"), JUNK: _("Junk"), SENT: _("Sent"), DRAFTS: _("Drafts"), ARCHIVE: _("Archive")}
+ICONS = {"": "folder", TRASH: "trash", JUNK: "junk", SENT: "sent", DRAFTS: "drafts", ARCHIVE: "archive", "\\All": "all", "\\Flagged": "flagged"}
+
+
+def folders_of(account):
+    """The account's folders (the columns the tree and the menus need)."""
+    return list(
+        Folder.objects.filter(account=account)
+        .only("id", "name", "special_use", "subscribed", "message_count", "unseen_count", "account_id")
+        .order_by("name")
+    )
+
+
+@dataclass
+class TreeNode:
+    folder: Folder
+    depth: int
+    label: str
+    icon: str
+    has_children: bool = False
+
+    @property
+    def parent_name(self):
+        return self.folder.name.rpartition(HIERARCHY_DELIMITER)[0]
+
+    @property
+    def indented_label(self):
+        """The label indented by depth, for <option>s (which take no markup)."""
+        return "\u00a0\u00a0" * self.depth + str(self.label)
+
+
+def folder_tree(account, folders=None):
+    """TreeNodes in display order; a child's label is its last level."""
+    folders = folders if folders is not None else folders_of(account)
+    by_top = {}
+    for folder in folders:
+        if HIERARCHY_DELIMITER not in folder.name:
+            by_top[folder.name] = folder
+    ranked = sorted(by_top.values(), key=lambda f: (0 if f.name == "INBOX" else 1 + _SPECIAL_ORDER.get(f.special_use, 99), f.name.casefold()))
+    rank = {f.name: i for i, f in enumerate(ranked)}
+    ordered = sorted(
+        folders,
+        key=lambda f: (rank.get(f.name.split(HIERARCHY_DELIMITER)[0], len(rank)), [p.casefold() for p in f.name.split(HIERARCHY_DELIMITER)]),
+    )
+    names = {f.name for f in folders}
+    nodes = []
+    for folder in ordered:
+        levels = folder.name.split(HIERARCHY_DELIMITER)
+        nodes.append(
+            TreeNode(
+                folder=folder,
+                depth=len(levels) - 1,
+                label=_("Inbox") if folder.name == "INBOX" else (LABELS.get(folder.special_use) if len(levels) == 1 else None) or levels[-1],
+                icon=ICONS.get(folder.special_use, "folder") if folder.name != "INBOX" else "inbox",
+                has_children=any(n.startswith(folder.name + HIERARCHY_DELIMITER) for n in names),
+            )
+        )
+    return nodes
+
+
+def folder_of(account, folder_id):
+    """The account's folder with this id; raises Folder.DoesNotExist."""
+    return Folder.objects.get(pk=folder_id, account=account)
+
+
+def special_folder(account, use, folders=None):
+    """The account's folder with this special use (\\Trash, \\Junk...), or None."""
+    if folders is not None:
+        return next((f for f in folders if f.special_use == use), None)
+    return Folder.objects.filter(account=account, special_use=use).order_by("pk").first()
+
+
+# The list ----------------------------------------------------------------------------
+
+# sort name -> (column, descending by default); text columns sort ignoring case.
+SORTS = {
+    "date": ("sent_date", True),
+    "arrival": ("uid", True),
+    "from": ("from_display", False),
+    "subject": ("subject", False),
+    "size": ("size", True),
+}
+_TEXT_SORTS = {"from_display", "subject"}
+
+
+def _sort_key(column):
+    return Lower(column) if column in _TEXT_SORTS else F(column)
+FILTERS = ("unread", "flagged", "attachments")
+LIST_COLUMNS = (
+    "id", "folder_id", "uid", "sent_date", "internaldate", "size", "subject", "from_display",
+    "from_address", "to_display", "seen", "flagged", "answered", "draft", "has_attachments", "blob__preview",
+)
+
+
+@dataclass
+class ListQuery:
+    """What the user asked the list for: parsed from the query string, never trusted."""
+
+    sort: str = "date"
+    reverse: bool | None = None  # None: the sort's natural direction
+    filter: str = ""
+    page: int = 1
+    search: Criteria = field(default_factory=Criteria)
+
+    @classmethod
+    def from_params(cls, params):
+        sort = params.get("sort", "date")
+        if sort not in SORTS:
+            sort = "date"
+        order = params.get("order")
+        reverse = {"asc": False, "desc": True}.get(order)
+        filter_ = params.get("filter", "")
+        if filter_ not in FILTERS:
+            filter_ = ""
+        try:
+            page = max(1, min(int(params.get("page", 1)), 1_000_000))
+        except ValueError:
+            page = 1
+        return cls(sort=sort, reverse=reverse, filter=filter_, page=page, search=Criteria.from_params(params))
+
+    @property
+    def descending(self):
+        return SORTS[self.sort][1] if self.reverse is None else self.reverse
+
+    def params(self, **changes):
+        """Query-string parameters for this query with some changed (links keep the rest)."""
+        values = {"sort": self.sort, "filter": self.filter, "page": self.page}
+        if self.reverse is not None:
+            values["order"] = "desc" if self.reverse else "asc"
+        values.update(self.search.params())
+        values.update(changes)
+        return {k: v for k, v in values.items() if v not in ("", None) and not (k == "page" and v == 1) and not (k == "sort" and v == "date")}
+
+
+@dataclass
+class Page:
+    messages: list
+    total: int
+    number: int
+    size: int = PAGE_SIZE
+
+    @property
+    def pages(self):
+        return max(1, -(-self.total // self.size))
+
+    @property
+    def has_next(self):
+        return self.number < self.pages
+
+    @property
+    def has_previous(self):
+        return self.number > 1
+
+    @property
+    def first_index(self):
+        return (self.number - 1) * self.size + 1 if self.total else 0
+
+    @property
+    def last_index(self):
+        return min(self.total, self.number * self.size)
+
+
+def _ordering(query):
+    column, _ = SORTS[query.sort]
+    desc = query.descending
+    key = _sort_key(column)
+    keys = [key.desc() if desc else key.asc()]
+    if column != "uid":
+        keys.append(F("uid").desc() if desc else F("uid").asc())  # a stable order for equal keys
+    return keys
+
+
+def message_page(account, query, folder=None):
+    """One page of the list: the folder's messages, or with search criteria and no folder,
+    the account's messages in every folder."""
+    messages = Message.objects.filter(folder=folder) if folder is not None else Message.objects.filter(folder__account=account)
+    filtered = False
+    if query.filter == "unread":
+        messages, filtered = messages.filter(seen=False), True
+    elif query.filter == "flagged":
+        messages, filtered = messages.filter(flagged=True), True
+    elif query.filter == "attachments":
+        messages, filtered = messages.filter(has_attachments=True), True
+    if query.search:
+        messages, filtered = messages.filter(query.search.q()), True
+    if folder is not None and not filtered:
+        total = folder.message_count
+    elif folder is not None and query.filter == "unread" and not query.search:
+        total = folder.unseen_count
+    else:
+        total = messages.count()
+    pages = max(1, -(-total // PAGE_SIZE))
+    number = min(query.page, pages)
+    start = (number - 1) * PAGE_SIZE
+    columns = LIST_COLUMNS if folder is not None else LIST_COLUMNS + ("folder__name",)
+    rows = list(messages.order_by(*_ordering(query)).values(*columns)[start : start + PAGE_SIZE])
+    return Page(messages=rows, total=total, number=number)
+
+
+def message_of(folder, uid):
+    """The folder's message with this UID, with its blob; raises Message.DoesNotExist."""
+    return Message.objects.select_related("blob").get(folder=folder, uid=uid)
+
+
+def neighbours(folder, message, query):
+    """(previous uid, next uid) of `message` in the folder's list order for `query`
+    (its sort and filter; None at the ends). Two indexed queries."""
+    column, _ = SORTS[query.sort]
+    value = getattr(message, column)
+    if value is None:
+        return None, None
+    base = Message.objects.filter(folder=folder)
+    if query.filter == "unread":
+        base = base.filter(seen=False)
+    elif query.filter == "flagged":
+        base = base.filter(flagged=True)
+    elif query.filter == "attachments":
+        base = base.filter(has_attachments=True)
+    if column in _TEXT_SORTS:
+        base, column, value = base.annotate(sort_key=Lower(column)), "sort_key", value.lower()
+    desc = query.descending
+    after, before = ("lt", "gt") if desc else ("gt", "lt")
+    if column == "uid":
+        later = base.filter(**{f"uid__{after}": value})
+        earlier = base.filter(**{f"uid__{before}": value})
+    else:
+        later = base.filter(Q(**{f"{column}__{after}": value}) | Q(**{column: value, f"uid__{after}": message.uid}))
+        earlier = base.filter(Q(**{f"{column}__{before}": value}) | Q(**{column: value, f"uid__{before}": message.uid}))
+    next_uid = later.order_by(*_ordering(query)).values_list("uid", flat=True).first()
+    backwards = ListQuery(sort=query.sort, reverse=not desc)
+    previous_uid = earlier.order_by(*_ordering(backwards)).values_list("uid", flat=True).first()
+    return previous_uid, next_uid

@@ -1,0 +1,193 @@
+// mailsuite webmail: live updates, selection, drag and drop, keyboard shortcuts.
+// Pages work without this file; it only adds to them. The body is hx-boost'ed, so
+// everything here is delegated from document and survives page swaps.
+(function () {
+  "use strict";
+
+  var body = document.body;
+  function $(selector, root) { return (root || document).querySelector(selector); }
+  function $$(selector, root) { return Array.prototype.slice.call((root || document).querySelectorAll(selector)); }
+
+  // --- Live updates: server-sent events from the change bus --------------------------
+  var pending = null;
+  var lastChange = { folders: {} };
+
+  function checkedUids() {
+    return $$('#list input[name=uid]:checked').map(function (box) { return box.value; });
+  }
+
+  function refresh() {
+    pending = null;
+    var change = lastChange;
+    lastChange = { folders: {} };
+    var treeUrl = document.body.dataset.treeUrl;
+    if (treeUrl && $("#tree")) {
+      htmx.ajax("GET", treeUrl, { target: "#tree", swap: "outerHTML" });
+    }
+    var here = location.pathname + location.search;
+    if ($("#list")) {
+      var checked = checkedUids();
+      htmx.ajax("GET", here, { target: "#list", select: "#list", swap: "outerHTML" }).then(function () {
+        checked.forEach(function (uid) {
+          var box = $('#list input[name=uid][value="' + uid + '"]');
+          if (box) { box.checked = true; markRow(box); }
+        });
+        document.dispatchEvent(new CustomEvent("webmail:list-refreshed"));
+      });
+    } else if ($("#reader") && (change.any || change.folders[document.body.dataset.folder])) {
+      htmx.ajax("GET", here, { target: "#message-state", select: "#message-state", swap: "outerHTML" });
+    }
+  }
+
+  function onChange(event) {
+    var data = {};
+    try { data = JSON.parse(event.data); } catch (e) { return; }
+    if (data.folder === null || data.kind === "folder" || data.kind === "resync") { lastChange.any = true; }
+    else { lastChange.folders[data.folder] = true; }
+    if (!pending) { pending = setTimeout(refresh, 250); }
+  }
+
+  var source = null;
+  function connect() {
+    var url = document.body.dataset.eventsUrl;
+    if (!url || source || !window.EventSource) { return; }
+    source = new EventSource(url);
+    source.addEventListener("change", onChange);
+    source.addEventListener("open", function () { body.dataset.live = "on"; });
+  }
+
+  // The open message vanished (moved or deleted elsewhere): say so instead of failing silently.
+  document.addEventListener("htmx:responseError", function (event) {
+    if (event.detail.xhr.status === 404 && $("#reader")) {
+      var notice = $("#live-notice");
+      if (notice) { notice.textContent = notice.dataset.goneText || "This message was moved or deleted."; }
+    }
+  });
+
+  // After a flag change or mark-read the tree's unread counts change: refresh them.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var element = event.detail.elt;
+    if (element && element.hasAttribute && element.hasAttribute("data-mark-read") && event.detail.successful) {
+      var treeUrl = document.body.dataset.treeUrl;
+      if (treeUrl && $("#tree")) { htmx.ajax("GET", treeUrl, { target: "#tree", swap: "outerHTML" }); }
+    }
+  });
+
+  // --- Selection ------------------------------------------------------------------------
+  function markRow(box) {
+    var row = box.closest("tr");
+    if (row) { row.classList.toggle("selected", box.checked); }
+  }
+  var lastClicked = null;
+  document.addEventListener("click", function (event) {
+    var target = event.target;
+    if (target.matches && target.matches("[data-select-all]")) {
+      $$("#list input[name=uid]").forEach(function (box) { box.checked = target.checked; markRow(box); });
+      return;
+    }
+    if (target.matches && target.matches("#list input[name=uid]")) {
+      var boxes = $$("#list input[name=uid]");
+      if (event.shiftKey && lastClicked && boxes.indexOf(lastClicked) >= 0) {
+        var a = boxes.indexOf(lastClicked), b = boxes.indexOf(target);
+        boxes.slice(Math.min(a, b), Math.max(a, b) + 1).forEach(function (box) { box.checked = target.checked; markRow(box); });
+      }
+      markRow(target);
+      lastClicked = target;
+    }
+    var toggle = target.closest && target.closest("[data-menu-toggle]");
+    if (toggle) {
+      var sidebar = $("#sidebar");
+      var open = sidebar.classList.toggle("open");
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    }
+  });
+
+  // --- Drag messages onto a folder ------------------------------------------------------
+  document.addEventListener("dragstart", function (event) {
+    var row = event.target.closest && event.target.closest("#list tr.message-row");
+    if (!row) { return; }
+    var box = $("input[name=uid]", row);
+    if (!box) { return; }
+    if (!box.checked) {
+      $$("#list input[name=uid]:checked").forEach(function (other) { other.checked = false; markRow(other); });
+      box.checked = true; markRow(box);
+    }
+    event.dataTransfer.setData("text/plain", checkedUids().join(","));
+    event.dataTransfer.effectAllowed = "move";
+  });
+  document.addEventListener("dragover", function (event) {
+    var link = event.target.closest && event.target.closest(".folder-link");
+    if (link && $("#bulk-form")) { event.preventDefault(); link.classList.add("drop-over"); }
+  });
+  document.addEventListener("dragleave", function (event) {
+    var link = event.target.closest && event.target.closest(".folder-link");
+    if (link) { link.classList.remove("drop-over"); }
+  });
+  document.addEventListener("drop", function (event) {
+    var link = event.target.closest && event.target.closest(".folder-link");
+    var form = $("#bulk-form");
+    if (!link || !form) { return; }
+    event.preventDefault();
+    link.classList.remove("drop-over");
+    var select = $("select[name=target]", form);
+    var button = $('button[name=action][value=move]', form);
+    if (!select || !button || !checkedUids().length) { return; }
+    select.value = link.dataset.folderId;
+    if (select.value === link.dataset.folderId) { form.requestSubmit(button); }
+  });
+  function makeRowsDraggable() {
+    $$("#list tr.message-row").forEach(function (row) { row.setAttribute("draggable", "true"); });
+  }
+
+  // --- Keyboard shortcuts (Gmail's letters) ------------------------------------------------
+  var cursor = -1;
+  function rows() { return $$("#list tr.message-row"); }
+  function moveCursor(step) {
+    var all = rows();
+    if (!all.length) { return; }
+    if (cursor >= 0 && all[cursor]) { all[cursor].classList.remove("cursor"); }
+    cursor = Math.max(0, Math.min(all.length - 1, cursor + step));
+    all[cursor].classList.add("cursor");
+    var link = $("a.open", all[cursor]);
+    if (link) { link.focus(); }
+  }
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) { return; }
+    var tag = (event.target.tagName || "").toLowerCase();
+    if (tag === "input" || tag === "textarea" || tag === "select" || event.target.isContentEditable) {
+      if (event.key === "Escape") { event.target.blur(); }
+      return;
+    }
+    var key = event.key;
+    if ($("#list") && (key === "j" || key === "k")) { moveCursor(key === "j" ? 1 : -1); event.preventDefault(); return; }
+    if ($("#list") && key === "x" && cursor >= 0) {
+      var box = $("input[name=uid]", rows()[cursor]);
+      if (box) { box.checked = !box.checked; markRow(box); }
+      return;
+    }
+    if ($("#list") && (key === "o" || key === "Enter") && cursor >= 0) {
+      var open = $("a.open", rows()[cursor]);
+      if (open) { open.click(); event.preventDefault(); }
+      return;
+    }
+    if (key === "#" && $("#list")) {
+      if (checkedUids().length) { $('#bulk-form button[value=delete]').click(); }
+      return;
+    }
+    var shortcut = $('[data-shortcut="' + (key === '"' ? "" : key) + '"]');
+    if (!shortcut) { return; }
+    event.preventDefault();
+    if (shortcut.tagName === "INPUT") { shortcut.focus(); shortcut.select(); } else { shortcut.click(); }
+  });
+
+  function pageReady() {
+    cursor = -1;
+    makeRowsDraggable();
+    connect();
+  }
+  document.addEventListener("htmx:load", function (event) {
+    if (event.detail.elt === document.body || (event.detail.elt.id === "list")) { pageReady(); }
+  });
+  document.addEventListener("webmail:list-refreshed", makeRowsDraggable);
+  if (document.readyState !== "loading") { pageReady(); } else { document.addEventListener("DOMContentLoaded", pageReady); }
+})();
