@@ -141,7 +141,6 @@ INSTALLED_APPS = [
     "imap",
     "pop3",
     "webmail",
-    "sieve",
     "django_htmx",  # htmx and its SSE extension as static files, and the template tag
 ]
 
