@@ -141,6 +141,7 @@ INSTALLED_APPS = [
     "imap",
     "pop3",
     "webmail",
+    "sieve",
     "django_htmx",  # htmx and its SSE extension as static files, and the template tag
 ]
 

@@ -11,11 +11,12 @@ from datetime import timedelta
 
 from django.conf import settings
 
-from mailstore.actions import IncomingMessage, OverQuota, Recipient, deliver, read_blob
+from mailstore.actions import IncomingMessage, OverQuota, Recipient, read_blob
 from mta import dsn, inbound, queue
 from mta.client import Connection, DeliveryError
 from mta.headers import count_fields
 from mta.routing import RouteError, route_for
+from sieve import delivery as sieve_delivery
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,14 @@ def _deliver_local(claimed, owner):
     for recipient in claimed:
         message = recipient.message
         incoming = IncomingMessage.from_blob(message.blob)
-        [outcome] = deliver(incoming, [Recipient(recipient.local_account, recipient.address)], return_path=message.mail_from)
-        if outcome.error is None:
+        # Through the recipient's Sieve scripts; a reject there bounces (RFC 5429 §2.1).
+        outcome = sieve_delivery.deliver(
+            incoming, read_blob(message.blob), Recipient(recipient.local_account, recipient.address),
+            return_path=message.mail_from,
+        )
+        if outcome.rejected is not None:
+            _record(recipient, owner, "bounced", host="local", reply=f"550 5.7.1 {outcome.rejected}", status="5.7.1")
+        elif outcome.error is None:
             _record(recipient, owner, "delivered", host="local", reply="delivered to the mailbox", status="2.0.0")
             recipient.success_action = dsn.DELIVERED
         else:

@@ -1,8 +1,9 @@
 """Taking responsibility for a message received over SMTP.
 
 Two steps, so that many sessions share one database commit:
-- prepare() parses the message and writes its bytes durably; it touches no database,
-  and accept() runs it for a batch's messages side by side.
+- prepare() parses the message, writes its bytes durably and runs the local recipients'
+  Sieve scripts (sieve.delivery); it writes no database rows, and accept() runs it for
+  a batch's messages side by side.
 - commit() stores a batch of prepared messages in one transaction (group commit) and
   returns each one's SMTP reply. A 250 is returned only when every recipient's copy is
   committed to a mailbox or to the outbound queue, so an answered message is never
@@ -22,11 +23,11 @@ from mailstore.actions import (
     Recipient,
     forget_new_blobs_on_rollback,
     place_messages,
-    placements_for,
 )
 from mailstore.storage import sync_names
 from mta import forwarding
 from mta.queue import enqueue
+from sieve import delivery as sieve_delivery
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Pending:
     dsn: dict = field(default_factory=dict)  # RFC 3461 parameters: envid, ret, notify, orcpt
     reply: str = ""
     counts: dict = field(default_factory=dict)
+    filtering: object = None  # sieve.delivery.Filtering: where each mailbox's copies go
 
 
 def prepare(raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name=None, dsn=None):
@@ -53,20 +55,32 @@ def prepare(raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name
     `dsn` holds RFC 3461 parameters: {"envid", "ret", "notify": {rcpt: …}, "orcpt": {rcpt: …}},
     the per-recipient ones keyed by the address as given in RCPT TO.
     """
-    mailboxes, external = {}, []
+    mailboxes, external, envelope_to = {}, [], {}
     dsn = dsn or {}
     notify, orcpt = {}, {}
     for resolution in resolutions:
         for account in resolution.accounts.values():
             mailboxes.setdefault(account.pk, Recipient(account, account.address))
+            envelope_to.setdefault(account.pk, resolution.address)
         for address in resolution.external:
             if address not in external:
                 external.append(address)
                 # A relayed address keeps its own DSN parameters; forwarding targets inherit them.
                 notify[address] = dsn.get("notify", {}).get(resolution.address, "")
                 orcpt[address] = dsn.get("orcpt", {}).get(resolution.address, "")
+    incoming = IncomingMessage(raw, name=blob_name)
+    try:
+        # Sieve: folders, flags, rejects, redirects, vacation replies (spam_percent comes
+        # with the anti-spam filter).
+        filtering = sieve_delivery.filter_message(
+            incoming, raw, list(mailboxes.values()), mail_from=mail_from, envelope_to=envelope_to,
+            client_ip=client_ip, others=bool(external), dsn=dsn,
+        )
+    except BaseException:
+        incoming.release()
+        raise
     return Pending(
-        incoming=IncomingMessage(raw, name=blob_name),
+        incoming=incoming,
         mail_from=mail_from,
         mailboxes=list(mailboxes.values()),
         external=external,
@@ -74,6 +88,7 @@ def prepare(raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name
         smtputf8=smtputf8,
         forwarded=any(r.external and not r.relayed for r in resolutions),
         dsn={"envid": dsn.get("envid", ""), "ret": dsn.get("ret", ""), "notify": notify, "orcpt": orcpt},
+        filtering=filtering,
     )
 
 
@@ -82,6 +97,7 @@ def commit(batch):
     _store_or_split(batch)
     for pending in batch:
         pending.incoming.release()
+        pending.filtering.release()
         if pending.reply.startswith("250"):
             log.info(
                 "accepted id=%s from=<%s> delivered=%d queued=%d size=%d",
@@ -92,9 +108,10 @@ def commit(batch):
 
 
 def _store_or_split(batch):
-    sync_names([p.incoming.stored.name for p in batch])
+    generated = [incoming for p in batch for incoming in p.filtering.generated()]
+    sync_names([p.incoming.stored.name for p in batch] + [i.stored.name for i in generated])
     try:
-        with forget_new_blobs_on_rollback([p.incoming for p in batch]), transaction.atomic():
+        with forget_new_blobs_on_rollback([p.incoming for p in batch] + generated), transaction.atomic():
             _store(batch)
     except DatabaseError:
         if len(batch) == 1:
@@ -107,12 +124,15 @@ def _store_or_split(batch):
 
 
 def _store(batch):
-    jobs = [Job(p.incoming, placements_for(p.mailboxes, p.mail_from)) for p in batch]
+    jobs = [Job(p.incoming, p.filtering.placements()) for p in batch]
     place_messages(jobs)
     for pending, job in zip(batch, jobs):
-        delivered = sum(1 for o in job.outcomes if o.message is not None)
-        failed = [(r, o.error) for r, o in zip(pending.mailboxes, job.outcomes) if o.error is not None]
+        settled = pending.filtering.settle(job.outcomes)
+        delivered, failed = len(settled.handled), settled.failed
         if not delivered and not pending.external:
+            if settled.refusal:  # every recipient's script rejected it (RFC 5429 §2.1.1)
+                pending.reply = settled.refusal
+                continue
             quota = all(isinstance(error, OverQuota) for _, error in failed)
             pending.reply = "452 4.2.2 Mailbox full" if quota else "451 4.3.0 Local delivery failed; try again later"
             continue
@@ -132,6 +152,7 @@ def _store(batch):
                 srs_sender=forwarding.rewrite_sender(pending.mail_from) if pending.forwarded else "",
                 **pending.dsn,
             )
+        pending.filtering.commit(settled, accepted=True)
         pending.counts = {"delivered": delivered, "queued": len(pending.external) + len(retry)}
         pending.reply = f"250 2.0.0 Ok: queued as {pending.incoming.queue_id}"
 
