@@ -19,6 +19,7 @@ class Command(BaseCommand):
             Child("smtp", manage_py("runsmtp")),
             Child("imap", manage_py("runimap")),
             Child("pop3", manage_py("runpop3")),
+            Child("managesieve", manage_py("runmanagesieve")),
             Child("queue", manage_py("runqueue")),
         ]
         raise SystemExit(Supervisor(children).run())
