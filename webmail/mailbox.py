@@ -234,9 +234,9 @@ def neighbours(folder, message, query):
     (its sort and filter; None at the ends). Two indexed queries."""
     column, _ = SORTS[query.sort]
     value = getattr(message, column)
-    if value is None:
-        return None, None
     base = Message.objects.filter(folder=folder)
+    if value is None:  # no Date: field; its neighbours among the others without one, by arrival
+        base, column, value = base.filter(**{f"{column}__isnull": True}), "uid", message.uid
     if query.filter == "unread":
         base = base.filter(seen=False)
     elif query.filter == "flagged":
