@@ -516,9 +516,13 @@ class Mailsuite(Server):
             env["DATABASE_URL"] = self.database_url
         return env
 
-    def manage(self, *args, what, stdin=None):
-        return ingest.run_checked([ingest.venv_python(), str(self.source / "manage.py"), *args],
-                                  env=self.env(), what=f"mailsuite: {what}")
+    def manage(self, *args, what):
+        # cwd: Python puts the working directory first on the path here, so it must be the tree we run.
+        result = subprocess.run([ingest.venv_python(), str(self.source / "manage.py"), *args], env=self.env(),
+                                cwd=self.source, capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise BenchError(f"mailsuite: {what} failed ({result.returncode}): {(result.stderr or result.stdout)[-2000:]}")
+        return result.stdout
 
     def _pg(self, sql):
         import psycopg
@@ -557,7 +561,7 @@ class Mailsuite(Server):
         if not fsync:
             argv.append("--bulk-no-fsync")
         return subprocess.Popen(argv, env=self.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=self.source)
 
     def stop(self):
         ingest.stop_session(self.process, timeout=20)
@@ -1086,6 +1090,8 @@ def parse_args(argv):
                         help="before each measurement wait for other load to drop below this %% of a core (25)")
     parser.add_argument("--background-wait", type=float, default=30, help="seconds to wait for that (30)")
     parser.add_argument("--in-place", action="store_true", help="run mailsuite from the working tree, not a snapshot")
+    parser.add_argument("--source", type=Path, metavar="DIR",
+                        help="run mailsuite from this project tree (e.g. `git archive HEAD | tar -x -C DIR`)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy runimap during each mailsuite measurement; raw stacks and a summary go to DIR "
                              "(profiled figures are slower: don't quote them)")
@@ -1094,7 +1100,6 @@ def parse_args(argv):
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (debugging)")
     parser.add_argument("--bulk-load", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--bulk-user", help=argparse.SUPPRESS)
     parser.add_argument("--bulk-folder", help=argparse.SUPPRESS)
     parser.add_argument("--bulk-start", type=int, default=0, help=argparse.SUPPRESS)
@@ -1148,7 +1153,10 @@ def run(args, cleanup):
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
     source_note = ingest.working_tree_state()
     source = ROOT
-    if not args.in_place:
+    if args.source:
+        source = args.source.resolve()
+        source_note = f"the tree at {source}"
+    elif not args.in_place:
         source = workdir / "source"
         shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*ingest.SNAPSHOT_SKIP))
         source_note += ", snapshot taken at start"
