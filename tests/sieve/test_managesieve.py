@@ -228,14 +228,14 @@ def test_sieve_connect_uploads_and_activates(server, alice, tmp_path):
     script_file.write_text(SCRIPT)
     password_file = tmp_path / "password"
     password_file.write_text(PASSWORD + "\n")
-    common = ["sieve-connect", "--server", "127.0.0.1", "--port", str(server.port), "--user", "alice@example.test",
-              "--passwordfd", "3", "--nosslverify", "--authmech", "PLAIN", "--remotesieve", "main"]
-
     def run(*args):
         with open(password_file) as secret:
-            return subprocess.run([*common, *args], pass_fds=(secret.fileno(),), capture_output=True, text=True,
-                                  timeout=60, env={"PATH": "/usr/bin:/bin", "SIEVE_PASSWORD_FD": "3"},
-                                  stdin=subprocess.DEVNULL, preexec_fn=lambda: _dup_to_3(secret.fileno()))
+            return subprocess.run(
+                ["sieve-connect", "--server", "127.0.0.1", "--port", str(server.port), "--user", "alice@example.test",
+                 "--passwordfd", str(secret.fileno()), "--notlsverify", "--authmech", "PLAIN",
+                 "--remotesieve", "main", *args],
+                pass_fds=(secret.fileno(),), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+            )
 
     upload = run("--localsieve", str(script_file), "--upload")
     assert upload.returncode == 0, upload.stderr
@@ -244,9 +244,3 @@ def test_sieve_connect_uploads_and_activates(server, alice, tmp_path):
     script = SieveScript.objects.get(account=alice)
     assert (script.name, script.text, script.active) == ("main", SCRIPT, True)
 
-
-def _dup_to_3(fd):
-    import os
-
-    if fd != 3:
-        os.dup2(fd, 3)
