@@ -353,8 +353,10 @@ def trust_sender(request, folder_id, uid):
 @require_GET
 @account_required
 def tree(request):
-    """The folder tree alone (htmx refreshes it on new mail)."""
-    return render(request, "webmail/_tree.html", _layout(request))
+    """The folder tree alone (htmx refreshes it on new mail); ?folder= marks the current one."""
+    current = request.GET.get("folder", "")
+    folder = Folder.objects.filter(account=request.account, pk=current).first() if current.isdigit() else None
+    return render(request, "webmail/_tree.html", _layout(request, folder))
 
 
 @never_cache

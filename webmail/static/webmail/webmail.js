@@ -16,14 +16,18 @@
     return $$('#list input[name=uid]:checked').map(function (box) { return box.value; });
   }
 
+  function refreshTree() {
+    var treeUrl = document.body.dataset.treeUrl;
+    if (!treeUrl || !$("#tree")) { return; }
+    var main = $("#main"); var current = main && main.dataset.folder;
+    htmx.ajax("GET", treeUrl + (current ? "?folder=" + encodeURIComponent(current) : ""), { target: "#tree", swap: "outerHTML" });
+  }
+
   function refresh() {
     pending = null;
     var change = lastChange;
     lastChange = { folders: {} };
-    var treeUrl = document.body.dataset.treeUrl;
-    if (treeUrl && $("#tree")) {
-      htmx.ajax("GET", treeUrl, { target: "#tree", swap: "outerHTML" });
-    }
+    refreshTree();
     var here = location.pathname + location.search;
     if ($("#list")) {
       var checked = checkedUids();
@@ -34,7 +38,7 @@
         });
         document.dispatchEvent(new CustomEvent("webmail:list-refreshed"));
       });
-    } else if ($("#reader") && (change.any || change.folders[document.body.dataset.folder])) {
+    } else if ($("#reader") && (change.any || change.folders[($("#main") || {dataset: {}}).dataset.folder])) {
       htmx.ajax("GET", here, { target: "#message-state", select: "#message-state", swap: "outerHTML" });
     }
   }
@@ -68,8 +72,7 @@
   document.addEventListener("htmx:afterRequest", function (event) {
     var element = event.detail.elt;
     if (element && element.hasAttribute && element.hasAttribute("data-mark-read") && event.detail.successful) {
-      var treeUrl = document.body.dataset.treeUrl;
-      if (treeUrl && $("#tree")) { htmx.ajax("GET", treeUrl, { target: "#tree", swap: "outerHTML" }); }
+      refreshTree();
     }
   });
 
