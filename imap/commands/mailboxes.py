@@ -43,14 +43,15 @@ def _open(account_id, name, qresync):
     folder = _find(account_id, name)
     if folder is None:
         return None, None, None
-    snapshot = view.load(folder.pk)
+    opened = view.load(folder.pk)
+    folder, _, _, modseqs = opened
     vanished = changed = None
     if qresync and qresync.uidvalidity == folder.uidvalidity:
         known = qresync.known_uids.resolve(folder.uidnext) if qresync.known_uids else None
         known_uids = [u for r in known for u in r] if known is not None else None
         vanished = actions.vanished_since(folder, qresync.modseq, known_uids)
-        changed = [row[0] for row in snapshot.rows if row[1] > qresync.modseq]
-    return snapshot, vanished, changed
+        changed = sorted(uid for uid, modseq in modseqs.items() if modseq > qresync.modseq)
+    return opened, vanished, changed
 
 
 async def select(session, command):  # RFC 9051 §6.3.2 SELECT, §6.3.3 EXAMINE; RFC 7162 §3.2.5
@@ -61,12 +62,12 @@ async def select(session, command):  # RFC 9051 §6.3.2 SELECT, §6.3.3 EXAMINE;
         session.state = State.AUTHENTICATED
         if session.rev2 or session.condstore:  # RFC 7162 §3.2.11, RFC 9051 §7.1
             session.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
-    snapshot, vanished, changed = await run_sync(_open, session.account.pk, command.mailbox, command.qresync)
-    if snapshot is None:
+    opened, vanished, changed = await run_sync(_open, session.account.pk, command.mailbox, command.qresync)
+    if opened is None:
         raise No("No such mailbox", "NONEXISTENT")
     if command.condstore or command.qresync:
         session.condstore = True
-    mailbox = view.SelectedMailbox(snapshot, readonly=command.readonly)
+    mailbox = view.SelectedMailbox(opened, readonly=command.readonly)
     flags = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", *sorted(mailbox.keywords))
     session.send(b"* %d EXISTS\r\n" % mailbox.exists)
     if not session.rev2:

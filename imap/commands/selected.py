@@ -4,6 +4,7 @@ removing messages of the selected mailbox.
 Message numbers and UIDs are translated through the session's in-memory view; the
 database is read only for what the view does not hold (bytes, envelopes, text).
 """
+from bisect import bisect_left
 from dataclasses import fields
 
 from imap import fetch as fetching
@@ -133,10 +134,7 @@ async def fetch(session, command):  # RFC 9051 §6.4.5, RFC 7162 §3.1.4 / §3.2
                 mailbox.set_flags(uid, flags, modseq)
                 newly_seen.add(uid)
     if all(isinstance(i, FetchAttribute) and i.name in _MEMORY_ITEMS for i in items):
-        for uid in uids:
-            session.send(_memory_fetch(session, uid, items, command.uid))
-            if session.connection.pending > FLUSH_AT:
-                await session.flush()
+        await _fetch_from_memory(session, uids, items, command.uid)
         return None
     for start in range(0, len(uids), FETCH_BATCH):
         chunk = uids[start : start + FETCH_BATCH]
@@ -155,19 +153,34 @@ async def fetch(session, command):  # RFC 9051 §6.4.5, RFC 7162 §3.1.4 / §3.2
     return None
 
 
-def _memory_fetch(session, uid, items, by_uid):
+async def _fetch_from_memory(session, uids, items, by_uid):
+    """FETCH of FLAGS/UID/MODSEQ only: answered from the view, no database (the usual
+    "what changed" request of every client, over whole mailboxes)."""
     mailbox = session.selected
-    parts = []
-    if by_uid and FetchAttribute("UID") not in items:
-        parts.append(b"UID %d" % uid)
-    for item in items:
-        if item.name == "UID":
-            parts.append(b"UID %d" % uid)
-        elif item.name == "FLAGS":
-            parts.append(b"FLAGS " + flag_list(mailbox.flags[uid]))
-        elif item.name == "MODSEQ":
-            parts.append(b"MODSEQ (%d)" % mailbox.modseqs[uid])
-    return b"* %d FETCH (%s)\r\n" % (mailbox.seq_of(uid), b" ".join(parts))
+    names = [item.name for item in items]
+    if by_uid and "UID" not in names:
+        names.insert(0, "UID")
+    rendered_flags = {}  # flag tuples are interned: render each distinct one once
+    all_uids, flags, modseqs = mailbox.uids, mailbox.flags, mailbox.modseqs
+    position = bisect_left(all_uids, uids[0]) if uids else 0
+    for uid in uids:
+        while all_uids[position] != uid:  # both ascending: one walk, no search per message
+            position += 1
+        parts = []
+        for name in names:
+            if name == "UID":
+                parts.append(b"UID %d" % uid)
+            elif name == "FLAGS":
+                message_flags = flags[uid]
+                text = rendered_flags.get(id(message_flags))
+                if text is None:
+                    text = rendered_flags[id(message_flags)] = b"FLAGS " + flag_list(message_flags)
+                parts.append(text)
+            else:
+                parts.append(b"MODSEQ (%d)" % modseqs[uid])
+        session.send(b"* %d FETCH (%s)\r\n" % (position + 1, b" ".join(parts)))
+        if session.connection.pending > FLUSH_AT:
+            await session.flush()
 
 
 # --- STORE ---------------------------------------------------------------------------------

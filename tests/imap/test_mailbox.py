@@ -1,0 +1,49 @@
+"""The per-process folder index behind SELECT: a second open reads only what changed."""
+import pytest
+
+from imap import mailbox
+from mailstore import actions
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+RAW = b"From: bob@example.test\r\nSubject: x\r\n\r\nbody\r\n"
+
+
+@pytest.fixture(autouse=True)
+def fresh_indexes():
+    mailbox._indexes.clear()
+    yield
+    mailbox._indexes.clear()
+
+
+def test_a_second_open_reads_only_the_changes(alice, django_assert_max_num_queries):
+    for _ in range(50):
+        actions.append(alice, "INBOX", RAW)
+    folder = alice.folders.get(name="INBOX")
+    _, uids, flags, _ = mailbox.load(folder.pk)
+    assert uids == list(range(1, 51))
+
+    actions.store_flags(folder, [2, 3], mode="add", flags=["\\Seen", "$Work"])
+    actions.expunge(folder, [1, 4])
+    actions.append(alice, "INBOX", RAW, flags=["\\Flagged"])
+    with django_assert_max_num_queries(3):  # folder row, tombstones, changed rows
+        opened_folder, uids, flags, modseqs = mailbox.load(folder.pk)
+    assert uids == [2, 3] + list(range(5, 52))
+    assert flags[2] == ("\\Seen", "$Work") and flags[5] == () and flags[51] == ("\\Flagged",)
+    assert opened_folder.highestmodseq == max(modseqs.values())
+
+    uids.append(99)  # each opener gets its own copy
+    assert 99 not in mailbox.load(folder.pk)[1]
+
+
+def test_a_recreated_or_pruned_folder_is_read_whole(alice):
+    from django.utils import timezone
+
+    actions.create_folder(alice, "Work")
+    work = alice.folders.get(name="Work")
+    actions.append(alice, "Work", RAW)
+    assert mailbox.load(work.pk)[1] == [1]
+    actions.expunge(work, [1])
+    actions.append(alice, "Work", RAW)
+    actions.prune_expunged(timezone.now() + timezone.timedelta(seconds=1))
+    assert mailbox.load(work.pk)[1] == [2]
