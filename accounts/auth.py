@@ -10,9 +10,19 @@ Implementation notes:
   real check, so the time taken does not tell them apart.
 - Neither passwords nor hashes nor SCRAM credentials are ever logged or stored in the
   audit; the address is logged with repr() so control characters stay visible.
+- A password verified once is remembered for MAILSUITE_AUTH_CACHE_SECONDS as an HMAC
+  under a per-process random key, tied to the stored hash: clients that log in again
+  and again (IMAP and POP3 pollers) skip the deliberately slow hash, and a password
+  change or a wrong password is never served from it. Throttling and the audit apply
+  to every login all the same.
 """
 import hashlib
+import hmac
 import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
@@ -32,6 +42,40 @@ log = logging.getLogger(__name__)
 _DUMMY_HASH = None
 
 OK, WRONG_PASSWORD, UNKNOWN, DISABLED, THROTTLED = "ok", "password", "unknown", "disabled", "throttled"
+
+
+_CACHE_KEY = secrets.token_bytes(32)
+_verified = OrderedDict()  # account pk -> (stored hash, HMAC of the password, expiry)
+_verified_lock = threading.Lock()
+MAX_VERIFIED = 10_000
+
+
+def _password_digest(password):
+    return hmac.new(_CACHE_KEY, password.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+
+def _recently_verified(account, password):
+    with _verified_lock:
+        entry = _verified.get(account.pk)
+    if entry is None:
+        return False
+    stored_hash, digest, expires = entry
+    return (
+        stored_hash == account.password
+        and time.monotonic() < expires
+        and hmac.compare_digest(digest, _password_digest(password))
+    )
+
+
+def _remember_verified(account, password):
+    ttl = settings.MAILSUITE_AUTH_CACHE_SECONDS
+    if not ttl:
+        return
+    with _verified_lock:
+        _verified[account.pk] = (account.password, _password_digest(password), time.monotonic() + ttl)
+        _verified.move_to_end(account.pk)
+        while len(_verified) > MAX_VERIFIED:
+            _verified.popitem(last=False)
 
 
 def _burn_time(password):
@@ -174,9 +218,11 @@ def authenticate(address, password, *, service, remote_ip):
         account.password = make_password(raw)
         Account.objects.filter(pk=account.pk).update(password=account.password)
 
-    if not check_password(password, account.password, setter=upgrade_hash):
-        _record(address, service=service, remote_ip=remote_ip, account=account, reason=WRONG_PASSWORD)
-        return None
+    if not _recently_verified(account, password):
+        if not check_password(password, account.password, setter=upgrade_hash):
+            _record(address, service=service, remote_ip=remote_ip, account=account, reason=WRONG_PASSWORD)
+            return None
+        _remember_verified(account, password)
     if not account.scram_sha256:
         _store_scram_credentials(account, password)
     _record(address, service=service, remote_ip=remote_ip, account=account, reason=OK)

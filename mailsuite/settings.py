@@ -292,6 +292,9 @@ if MAILSUITE_LOGIN_BLOCK_MAX < MAILSUITE_LOGIN_BLOCK_INITIAL:
 MAILSUITE_LOGIN_IPV6_PREFIX = env_int("MAILSUITE_LOGIN_IPV6_PREFIX", 64, minimum=1, maximum=128)
 # Days the login audit (every login attempt, any protocol) is kept; pruned by a periodic job.
 MAILSUITE_LOGIN_EVENT_DAYS = env_int("MAILSUITE_LOGIN_EVENT_DAYS", 30, minimum=1)
+# Seconds a verified password is remembered (as a keyed hash) so repeated logins skip
+# the slow password hash; 0 turns it off.
+MAILSUITE_AUTH_CACHE_SECONDS = env_int("MAILSUITE_AUTH_CACHE_SECONDS", 300, minimum=0)
 # Days expunged UIDs are remembered for QRESYNC clients (RFC 7162 VANISHED); older ones
 # make a reconnecting client re-check what it holds.
 MAILSUITE_EXPUNGED_DAYS = env_int("MAILSUITE_EXPUNGED_DAYS", 60, minimum=1)
