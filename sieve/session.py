@@ -356,7 +356,7 @@ class Session:
 
     async def cmd_checkscript(self, command):  # RFC 5804 §2.12
         (text,) = command.args
-        actions.check_text(text)
+        await asyncio.to_thread(actions.check_text, text)  # compiling is CPU work: off the event loop
         self.channel.write(ok())
 
     async def cmd_listscripts(self, command):  # RFC 5804 §2.7
