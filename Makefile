@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export MAILSUITE_DATA_DIR ?= $(CURDIR)/var
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test setup demo bench bench-smtp bench-queue bench-imap debs-test clean
+.PHONY: run test setup demo bench bench-smtp bench-queue bench-imap bench-pop3 debs-test clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ test: $(VENV)/.test debs-test
 	$(PY) tests/run.py
 
 # Benchmarks (not part of `make test`): results go to bench/RESULTS.md by hand.
-bench: bench-smtp bench-queue bench-imap
+bench: bench-smtp bench-queue bench-imap bench-pop3
 
 bench-smtp: setup $(VENV)/.test
 	@command -v postfix >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix >/dev/null)
@@ -50,6 +50,11 @@ bench-queue: setup $(VENV)/.test
 bench-imap: setup
 	@command -v dovecot >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-imapd >/dev/null)
 	$(PY) bench/imap.py $(BENCH_IMAP_ARGS)
+
+# BENCH_POP3_ARGS: e.g. -r 5, or -W logins -c 1,10,20
+bench-pop3: setup
+	@test -x /usr/lib/dovecot/pop3 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-pop3d >/dev/null)
+	$(PY) bench/pop3.py $(BENCH_POP3_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
