@@ -31,6 +31,7 @@ from mailstore.actions import read_blob
 from mailstore.storage import blob_storage
 
 TEXT_LIMIT = 1 << 20  # characters of one text part shown
+HTML_LIMIT = 100_000  # characters of one HTML part shown (Gmail clips at about 100 kB too)
 INLINE_IMAGE_BYTES = 10 << 20  # cid: images embedded in one message's body
 # What a browser shows inline safely (never SVG: it is a document that can script).
 PREVIEWABLE = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "application/pdf"}
@@ -251,7 +252,7 @@ class Reading:
         pieces = []
         for number, node in _body_parts(self.structure, ()):
             part = Part(number, node)
-            text, truncated = self.part_text(part)
+            text, truncated = self.part_text(part, HTML_LIMIT if node["subtype"] == "html" else TEXT_LIMIT)
             pieces.append(BodyPiece("html" if node["subtype"] == "html" else "plain", text, truncated))
         return pieces
 
@@ -285,6 +286,11 @@ class Reading:
                 budget -= len(data)
                 images[part.content_id] = f"data:{part.content_type};base64,{base64.b64encode(data).decode('ascii')}"
         return images
+
+    @property
+    def clipped(self):
+        """Whether some of the body is not shown (the raw source has it all)."""
+        return any(piece.truncated for piece in self.body())
 
     def html_summary(self, *, allow_remote):
         """CleanHtml (without the markup) of the HTML body: remote images, cid: references."""
@@ -420,7 +426,7 @@ def clean_html(markup, *, cid_images, allow_remote):
 
 DOCUMENT_STYLE = (
     "body{margin:0;padding:12px;font:15px/1.5 system-ui,sans-serif;color:#1d1d1f;background:#fff;"
-    "overflow-wrap:anywhere}img{max-width:100%;height:auto}table{max-width:100%}"
+    "overflow-wrap:break-word}img{max-width:100%;height:auto}table{max-width:100%}"
     "pre.plain{white-space:pre-wrap;font:inherit;margin:0}blockquote{margin:0 0 0 .8em;padding-left:.8em;"
     "border-left:3px solid #ccc}"
 )
