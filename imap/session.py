@@ -41,6 +41,7 @@ MAX_LINE = 64 * 1024  # Dovecot's default too; long UID sets fit
 PREAUTH_MAX_LITERAL = 8 * 1024  # a LOGIN password in a literal, no more
 MAX_BAD_COMMANDS = 10
 SASL_LINE = 16 * 1024
+CATCH_UP_MAX_AGE = 2.0  # seconds a look at the folder stands when no change was announced
 BYE_SHUTDOWN = b"* BYE Server shutting down\r\n"
 
 
@@ -84,7 +85,7 @@ class Session:
         self.service = service
         self.state = State.NOT_AUTHENTICATED
         self.account = None
-        self.selected: SelectedMailbox | None = None
+        self._selected: SelectedMailbox | None = None
         self.enabled = set()  # RFC 5161 ENABLE: CONDSTORE, QRESYNC, UTF8=ACCEPT, IMAP4rev2
         self.condstore = False  # on after ENABLE CONDSTORE/QRESYNC or a CONDSTORE-using command
         self.bad_commands = 0
@@ -93,9 +94,21 @@ class Session:
         self._stopping = False
         self._awaiting_input = False
         self.client_id = None
+        self._stale = True  # the selected folder may have changed since we last looked
+        self._checked_at = 0.0
         self.task = None
 
     # --- properties the handlers use ------------------------------------------------
+
+    @property
+    def selected(self) -> SelectedMailbox | None:
+        return self._selected
+
+    @selected.setter
+    def selected(self, mailbox):
+        # A change may have slipped in while the folder was being opened: look once more.
+        self._selected = mailbox
+        self._stale = True
 
     @property
     def peer(self):
@@ -130,6 +143,7 @@ class Session:
 
     def notify(self, change):
         if self.selected is not None and change.folder_id in (self.selected.folder_id, None):
+            self._stale = True
             self._wake.set()
         elif change.kind == "folder":
             self._wake.set()
@@ -293,10 +307,21 @@ class Session:
             return
         # RFC 9051 §7.5.1: no EXPUNGE during FETCH, STORE or SEARCH by message number.
         by_number = isinstance(command, (parser.Fetch, parser.Store, parser.Search)) and not command.uid
+        # The change bus tells us when the folder changed (our own writes included, since
+        # they publish before their result reaches us); without news, a recent check
+        # stands, except for the commands whose point is to look (NOOP, CHECK).
+        fresh = asyncio.get_running_loop().time() - self._checked_at < CATCH_UP_MAX_AGE
+        if not self._stale and fresh and not isinstance(command, (parser.Noop, parser.Check)):
+            if not by_number:
+                for line in self.selected.announce_expunges(qresync=self.qresync):
+                    self.send(line)
+            return
         await self.catch_up(allow_expunge=not by_number)
 
     async def catch_up(self, *, allow_expunge=True):
         mailbox = self.selected
+        self._stale = False
+        self._checked_at = asyncio.get_running_loop().time()
         snapshot = await run_sync(changes_since, mailbox.folder_id, mailbox.highestmodseq)
         if mailbox is not self.selected:
             return
@@ -322,8 +347,10 @@ class Session:
     async def idle(self):
         """RFC 2177: updates as they happen until the client sends DONE."""
         self.send(b"+ idling\r\n")
-        await self.flush()
         self.idling = True
+        if self.selected is not None:
+            await self.catch_up()
+        await self.flush()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.MAILSUITE_IMAP_TIMEOUT
         reader = asyncio.ensure_future(self.connection.readline(MAX_LINE))

@@ -602,17 +602,32 @@ def deliver(message, recipients, *, return_path, received_at=None):
 
 def append(account, folder_name, raw, *, flags=(), internaldate=None):
     """Add a message a client uploads (IMAP APPEND, webmail drafts, imports)."""
-    incoming = IncomingMessage(raw)
-    job = Job(incoming, [Placement(account, folder_name, flags=tuple(flags), internaldate=internaldate)])
+    [message] = append_many(account, folder_name, [(raw, flags, internaldate)])
+    return message
+
+
+def append_many(account, folder_name, uploads):
+    """Add uploaded messages, (raw, flags, internaldate) each, all or none (IMAP
+    MULTIAPPEND, RFC 3502). Parsing and the durable write of the bytes happen before the
+    transaction, so the database's write lock is held for the rows alone."""
+    incomings = []
     try:
-        with incoming.atomic():
-            place_messages([job])
+        for raw, _, _ in uploads:
+            incomings.append(IncomingMessage(raw))
+        jobs = [
+            Job(incoming, [Placement(account, folder_name, flags=tuple(flags), internaldate=internaldate)])
+            for incoming, (_, flags, internaldate) in zip(incomings, uploads)
+        ]
+        sync_names([incoming.stored.name for incoming in incomings])
+        with forget_new_blobs_on_rollback(incomings), transaction.atomic():
+            place_messages(jobs)
+            for job in jobs:
+                if job.outcomes[0].error:
+                    raise job.outcomes[0].error  # undoes the ones placed before it
     finally:
-        incoming.release()
-    [outcome] = job.outcomes
-    if outcome.error:
-        raise outcome.error
-    return outcome.message
+        for incoming in incomings:
+            incoming.release()
+    return [job.outcomes[0].message for job in jobs]
 
 
 # Operations on stored messages ---------------------------------------------------------

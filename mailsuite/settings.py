@@ -117,6 +117,7 @@ MAILSUITE_IMAP_IDLE_POLL = env_int("MAILSUITE_IMAP_IDLE_POLL", 30, minimum=1)  #
 MAILSUITE_SMTP_WORKERS = env_int("MAILSUITE_SMTP_WORKERS", 0, minimum=0)
 # Threads per process that run ORM work off the event loop.
 MAILSUITE_DB_THREADS = env_int("MAILSUITE_DB_THREADS", 4, minimum=1)
+MAILSUITE_DB_WRITE_THREADS = env_int("MAILSUITE_DB_WRITE_THREADS", 2, minimum=1)
 MAILSUITE_SUBADDRESS_SEPARATOR = env_str("MAILSUITE_SUBADDRESS_SEPARATOR", "+")
 if len(MAILSUITE_SUBADDRESS_SEPARATOR) != 1:
     raise ImproperlyConfigured("MAILSUITE_SUBADDRESS_SEPARATOR must be one character")

@@ -26,8 +26,8 @@ def sweep():
 
 @shared_task(ignore_result=True)
 def prune():
-    """Daily housekeeping: old login audit rows, spent throttle rows, and expunge
-    tombstones older than MAILSUITE_EXPUNGED_DAYS (QRESYNC's memory)."""
+    """Daily housekeeping: old login audit rows, spent throttle rows, expunge tombstones
+    older than MAILSUITE_EXPUNGED_DAYS (QRESYNC's memory), spent vacation-reply records."""
     from datetime import timedelta
 
     from django.conf import settings
@@ -35,6 +35,8 @@ def prune():
 
     from accounts.actions import prune_abuse_records
     from mailstore.actions import prune_expunged
+    from sieve.actions import prune_vacation_replies
 
     prune_abuse_records()
     prune_expunged(timezone.now() - timedelta(days=settings.MAILSUITE_EXPUNGED_DAYS))
+    prune_vacation_replies()

@@ -3,14 +3,13 @@ mailboxes, STATUS, APPEND and QUOTA. All writes go through mailstore.actions."""
 import re
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Count, Q, Sum
 
 from accounts.models import Account
 from imap import mailbox as view
 from imap.responses import flag_list, mailbox as mailbox_name, paren, sequence_set
 from imap.session import Bad, No, State
-from mailsuite.lib.aio import run_sync
+from mailsuite.lib.aio import run_sync, run_write
 from mailstore import actions
 from mailstore.models import HIERARCHY_DELIMITER, Folder
 
@@ -107,7 +106,7 @@ async def create(session, command):  # RFC 9051 §6.3.4, RFC 6154 §3 CREATE-SPE
     if name == "INBOX":
         raise No("INBOX always exists", "ALREADYEXISTS")
     try:
-        await run_sync(actions.create_folder, session.account, name, special_use=use)
+        await run_write(actions.create_folder, session.account, name, special_use=use)
     except actions.FolderExists:
         raise No("Mailbox already exists", "ALREADYEXISTS") from None
     except actions.InvalidFolderName as error:
@@ -120,7 +119,7 @@ async def delete(session, command):  # RFC 9051 §6.3.5
         session.selected = None
         session.state = State.AUTHENTICATED
     try:
-        await run_sync(actions.delete_folder, session.account, name)
+        await run_write(actions.delete_folder, session.account, name)
     except actions.NoSuchFolder:
         raise No("No such mailbox", "NONEXISTENT") from None
     except actions.CannotDelete as error:
@@ -130,7 +129,7 @@ async def delete(session, command):  # RFC 9051 §6.3.5
 async def rename(session, command):  # RFC 9051 §6.3.6
     old, new = _name(command.mailbox), _name(command.new_name.rstrip(DELIMITER))
     try:
-        await run_sync(actions.rename_folder, session.account, old, new)
+        await run_write(actions.rename_folder, session.account, old, new)
     except actions.NoSuchFolder:
         raise No("No such mailbox", "NONEXISTENT") from None
     except actions.FolderExists:
@@ -144,11 +143,11 @@ async def rename(session, command):  # RFC 9051 §6.3.6
 
 
 async def subscribe(session, command):  # RFC 9051 §6.3.7
-    await run_sync(actions.set_subscribed, session.account, _name(command.mailbox), True)
+    await run_write(actions.set_subscribed, session.account, _name(command.mailbox), True)
 
 
 async def unsubscribe(session, command):  # RFC 9051 §6.3.8
-    await run_sync(actions.set_subscribed, session.account, _name(command.mailbox), False)
+    await run_write(actions.set_subscribed, session.account, _name(command.mailbox), False)
 
 
 # --- LIST / LSUB ---------------------------------------------------------------------------
@@ -285,10 +284,7 @@ async def status(session, command):  # RFC 9051 §6.3.11
 
 
 def _append_all(account, name, messages):
-    with transaction.atomic():  # RFC 3502 §6.3.11: all of a MULTIAPPEND or none
-        stored = [
-            actions.append(account, name, m.data, flags=m.flags, internaldate=m.internaldate) for m in messages
-        ]
+    stored = actions.append_many(account, name, [(m.data, m.flags, m.internaldate) for m in messages])
     uidvalidity = Folder.objects.values_list("uidvalidity", flat=True).get(pk=stored[0].folder_id)
     return uidvalidity, [m.uid for m in stored]
 
@@ -300,7 +296,7 @@ async def append(session, command):  # RFC 9051 §6.3.12, RFC 3502 MULTIAPPEND, 
         if any(f.lower() == "\\recent" for f in message.flags):
             raise Bad("\\Recent cannot be set")
     try:
-        uidvalidity, uids = await run_sync(_append_all, session.account, _name(command.mailbox), command.messages)
+        uidvalidity, uids = await run_write(_append_all, session.account, _name(command.mailbox), command.messages)
     except actions.NoSuchFolder:
         raise No("No such mailbox", "TRYCREATE") from None
     except actions.OverQuota:

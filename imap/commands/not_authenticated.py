@@ -9,7 +9,7 @@ from accounts.errors import LoginThrottled
 from imap.capabilities import capability_names
 from imap.session import ANSWERED, Bad, No
 from mailsuite.lib import sasl
-from mailsuite.lib.aio import run_sync
+from mailsuite.lib.aio import run_sync, run_write
 
 SERVICE = "imap"
 THROTTLED = ("Too many failed logins; try again later", "UNAVAILABLE")
@@ -40,8 +40,7 @@ async def _logged_in(session, account):
 async def login(session, command):  # RFC 9051 §6.2.3
     _require_privacy(session)
     try:
-        account = await run_sync(
-            check_password_login, command.userid, command.password, service=SERVICE, remote_ip=session.peer
+        account = await run_write(check_password_login, command.userid, command.password, service=SERVICE, remote_ip=session.peer
         )
     except LoginThrottled:
         raise No(*THROTTLED) from None
@@ -79,7 +78,7 @@ async def _plain(session, initial):
     authzid, username, password = sasl.decode_plain(response)
     if authzid and authzid != username:
         raise sasl.SaslError("proxy authorisation is not offered")
-    return await run_sync(check_password_login, username, password, service=SERVICE, remote_ip=session.peer)
+    return await run_write(check_password_login, username, password, service=SERVICE, remote_ip=session.peer)
 
 
 async def _login(session, initial):
@@ -90,18 +89,18 @@ async def _login(session, initial):
         username, password = username.decode("utf-8"), password.decode("utf-8")
     except UnicodeDecodeError:
         raise sasl.SaslError("LOGIN credentials are not UTF-8") from None
-    return await run_sync(check_password_login, username, password, service=SERVICE, remote_ip=session.peer)
+    return await run_write(check_password_login, username, password, service=SERVICE, remote_ip=session.peer)
 
 
 async def _scram(session, initial):
     exchange = ScramExchange(remote_ip=session.peer, service=SERVICE)
     message = initial if initial is not None else await _challenge(session, b"")
     while True:
-        reply = await run_sync(exchange.step, message)
+        reply = await run_write(exchange.step, message)
         if reply is None:
             break
         message = await _challenge(session, reply)
-    return await run_sync(exchange.login)
+    return await run_write(exchange.login)
 
 
 _MECHANISMS = {"PLAIN": _plain, "LOGIN": _login, "SCRAM-SHA-256": _scram}

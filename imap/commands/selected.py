@@ -12,7 +12,7 @@ from imap import search as searching
 from imap.parser import FetchAttribute, ModSeq, SearchKey
 from imap.responses import flag_list, sequence_set
 from imap.session import Bad, No, State
-from mailsuite.lib.aio import run_sync
+from mailsuite.lib.aio import run_sync, run_write
 from mailstore import actions
 from mailstore.models import Message
 from mailstore.storage import blob_storage
@@ -61,7 +61,7 @@ async def close(session, command):  # RFC 9051 §6.4.1: expunge silently, then l
     if not mailbox.readonly:
         doomed = [u for u in mailbox.uids if "\\Deleted" in mailbox.flags[u]]
         if doomed:
-            await run_sync(actions.expunge, mailbox.folder, doomed)
+            await run_write(actions.expunge, mailbox.folder, doomed)
 
 
 async def unselect(session, command):  # RFC 3691
@@ -75,7 +75,7 @@ async def expunge(session, command):  # RFC 9051 §6.4.3; UID EXPUNGE RFC 4315 �
     candidates = resolve(session, command.sequence, True) if command.uid else mailbox.uids
     doomed = [u for u in candidates if "\\Deleted" in mailbox.flags[u]]
     if doomed:
-        await run_sync(actions.expunge, mailbox.folder, doomed)
+        await run_write(actions.expunge, mailbox.folder, doomed)
     # The EXPUNGE responses come from catching up with the store, like anyone else's.
 
 
@@ -147,7 +147,7 @@ async def fetch(session, command):  # RFC 9051 §6.4.5, RFC 7162 §3.1.4 / §3.2
     if fetching.sets_seen(items) and not mailbox.readonly:
         unseen = [u for u in uids if "\\Seen" not in mailbox.flags[u]]
         if unseen:
-            result = await run_sync(actions.store_flags, mailbox.folder, unseen, mode="add", flags=["\\Seen"])
+            result = await run_write(actions.store_flags, mailbox.folder, unseen, mode="add", flags=["\\Seen"])
             for uid, flags, modseq in result.changed:
                 mailbox.set_flags(uid, flags, modseq)
                 newly_seen.add(uid)
@@ -212,8 +212,7 @@ async def store(session, command):  # RFC 9051 §6.4.6, RFC 7162 §3.1.3
     uids = [u for u in resolve(session, command.sequence, command.uid) if u not in mailbox.pending_expunges]
     if command.unchangedsince is not None:
         session.condstore = True
-    result = await run_sync(
-        actions.store_flags, mailbox.folder, uids,
+    result = await run_write(actions.store_flags, mailbox.folder, uids,
         mode=_STORE_MODES[command.mode], flags=command.flags, unchangedsince=command.unchangedsince,
     )
     changed = set()
@@ -245,7 +244,7 @@ async def _transfer(session, command, operation):
     if not uids:
         return None
     try:
-        result = await run_sync(operation, mailbox.folder, uids, target)
+        result = await run_write(operation, mailbox.folder, uids, target)
     except actions.NoSuchFolder:
         raise No("No such mailbox", "TRYCREATE") from None
     except actions.OverQuota:

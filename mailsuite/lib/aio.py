@@ -1,8 +1,11 @@
 """Running the synchronous ORM from asyncio servers.
 
-ORM work runs in one bounded thread pool per process (MAILSUITE_DB_THREADS), never
-on the event loop. Each thread keeps its own database connection; a connection
-that broke or aged out is replaced before the next job.
+ORM work runs in bounded thread pools, never on the event loop: `run_sync` for reads
+(MAILSUITE_DB_THREADS) and `run_write` for work that writes (MAILSUITE_DB_WRITE_THREADS).
+Writers queue for the database's write lock (one writer at a time on SQLite); in their
+own pool they cannot take every thread while reads wait behind them. Each thread
+keeps its own database connection; a connection that broke or aged out is replaced
+before the next job.
 """
 import asyncio
 import functools
@@ -12,14 +15,15 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from django.conf import settings
 from django.db import close_old_connections, connections
 
-_executor = None
+_executors = {}  # "read"/"write" -> ThreadPoolExecutor
 
 
-def db_executor():
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=settings.MAILSUITE_DB_THREADS, thread_name_prefix="db")
-    return _executor
+def db_executor(kind="read"):
+    executor = _executors.get(kind)
+    if executor is None:
+        size = settings.MAILSUITE_DB_THREADS if kind == "read" else settings.MAILSUITE_DB_WRITE_THREADS
+        executor = _executors[kind] = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"db-{kind}")
+    return executor
 
 
 def _call(fn, args, kwargs):
@@ -28,27 +32,31 @@ def _call(fn, args, kwargs):
 
 
 async def run_sync(fn, *args, **kwargs):
-    """Run `fn(*args, **kwargs)` in the database thread pool and await its result."""
+    """Run `fn(*args, **kwargs)` in the database read pool and await its result."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(db_executor(), functools.partial(_call, fn, args, kwargs))
 
 
+async def run_write(fn, *args, **kwargs):
+    """Like run_sync, for work that writes: it runs in the writers' pool."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(db_executor("write"), functools.partial(_call, fn, args, kwargs))
+
+
 def shutdown_db_executor():
-    """Close every pool thread's database connection, then stop the pool."""
-    global _executor
-    if _executor is None:
-        return
-    size = _executor._max_workers
-    # One task per thread: each waits at the barrier, so no thread takes two.
-    barrier = threading.Barrier(size)
+    """Close every pool thread's database connection, then stop the pools."""
+    while _executors:
+        _, executor = _executors.popitem()
+        size = executor._max_workers
+        # One task per thread: each waits at the barrier, so no thread takes two.
+        barrier = threading.Barrier(size)
 
-    def close_connections():
-        barrier.wait(timeout=30)
-        connections.close_all()
+        def close_connections():
+            barrier.wait(timeout=30)
+            connections.close_all()
 
-    wait([_executor.submit(close_connections) for _ in range(size)])
-    _executor.shutdown(wait=True)
-    _executor = None
+        wait([executor.submit(close_connections) for _ in range(size)])
+        executor.shutdown(wait=True)
 
 
 class GroupCommit:
@@ -79,7 +87,7 @@ class GroupCommit:
                 batch = self._waiting[: self.max_batch]
                 del self._waiting[: self.max_batch]
                 try:
-                    results = await run_sync(self.fn, [item for item, _ in batch])
+                    results = await run_write(self.fn, [item for item, _ in batch])
                 except Exception as error:
                     for _, future in batch:
                         if not future.done():

@@ -490,3 +490,12 @@ def test_a_tls_connection_its_client_closed_refuses_writes_with_connection_close
         await server.wait_closed()
 
     asyncio.run(scenario())
+
+
+def test_multiappend_is_all_or_nothing(transcript, alice):
+    Account.objects.filter(pk=alice.pk).update(quota=len(MESSAGE) + 10)  # room for one message
+    client = transcript(login="alice@example.test")
+    command = b"a APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s\r\n" % (len(MESSAGE), MESSAGE, len(MESSAGE), MESSAGE)
+    assert client.tagged(command) == "a NO [OVERQUOTA] Quota exceeded"
+    assert client.send("b STATUS INBOX (MESSAGES)")[0] == "* STATUS INBOX (MESSAGES 0)"
+    assert client.tagged(b"c APPEND INBOX {%d+}\r\n%s\r\n" % (len(MESSAGE), MESSAGE)).startswith("c OK [APPENDUID")
