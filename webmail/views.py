@@ -1,5 +1,6 @@
 """Webmail views: parse the request, call webmail.mailbox (reads) or the actions
 (webmail.actions, mailstore.actions), render. Scoped to request.account once."""
+import re
 from urllib.parse import urlencode
 
 from django.contrib import messages as notices
@@ -266,8 +267,10 @@ def part(request, folder_id, uid, number):
         raise Http404("no such part")
     inline = request.GET.get("inline") == "1" and found.previewable
     data = reading.part_bytes(found)
-    content_type = found.content_type if inline or found.content_type != "text/html" else "application/octet-stream"
-    if found.node["type"] == "text" and found.charset:
+    content_type = found.content_type if _TOKEN_TYPE.fullmatch(found.content_type) else "application/octet-stream"
+    if content_type == "text/html" and not inline:
+        content_type = "application/octet-stream"  # never rendered by the browser on our origin
+    if found.node["type"] == "text" and _CHARSET.fullmatch(found.charset or ""):
         content_type += f"; charset={found.charset}"
     response = HttpResponse(data, content_type=content_type)
     disposition = "inline" if inline else "attachment"
@@ -276,6 +279,11 @@ def part(request, folder_id, uid, number):
     if inline:
         response["X-Frame-Options"] = "SAMEORIGIN"
     return response
+
+
+# What a sender's Content-Type may put in our response header (anything else is bytes).
+_TOKEN_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+_CHARSET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,39}")
 
 
 def _disposition(kind, filename):

@@ -162,3 +162,20 @@ def test_a_huge_message_is_shown_truncated_and_stays_usable(alice, alice_client)
     assert page.status_code == 200
     assert "too long to show in full" in page.content.decode()
     assert len(page.content) < 2_000_000
+
+
+def test_a_forged_content_type_cannot_shape_our_response_headers(alice, alice_client):
+    raw = (
+        b"From: m@elsewhere.test\r\nTo: alice@example.test\r\nSubject: odd parts\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n"
+        b"--b\r\nContent-Type: text/csv; charset=\"utf-8\r\n X-Injected: 1\"\r\nContent-Disposition: attachment; filename=a.csv\r\n\r\na,b\r\n"
+        b"--b\r\nContent-Type: image/p\xc3\xa9ng\r\nContent-Disposition: attachment; filename=b.png\r\n\r\nxx\r\n"
+        b"--b--\r\n"
+    )
+    message = deliver(alice, raw)
+    csv = alice_client.get(url(message, "part/2/"))
+    assert csv.status_code == 200 and csv["Content-Type"] == "text/csv" and "X-Injected" not in csv
+    odd = alice_client.get(url(message, "part/3/?inline=1"))
+    assert odd.status_code == 200 and odd["Content-Type"] == "application/octet-stream"
+    assert odd["Content-Disposition"].startswith("attachment")

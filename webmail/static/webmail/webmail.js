@@ -97,6 +97,7 @@
       markRow(target);
       lastClicked = target;
     }
+    if (target.closest && target.closest("[data-print]")) { window.print(); return; }
     var toggle = target.closest && target.closest("[data-menu-toggle]");
     if (toggle) {
       var sidebar = $("#sidebar");
