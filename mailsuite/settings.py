@@ -143,6 +143,7 @@ INSTALLED_APPS = [
     "pop3",
     "webmail",
     "sieve",
+    "migration",  # mail import/export, IMAP migration, external accounts (issue 12)
     "django_htmx",  # htmx and its SSE extension as static files, and the template tag
 ]
 

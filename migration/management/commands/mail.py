@@ -1,0 +1,100 @@
+"""manage.py mail import|export: move an account's mail in from files and out to files.
+
+Every write goes through migration.actions (and so mailstore.actions). A refusal
+(unknown account, unreadable source, folder name the store refuses, quota) exits
+non-zero with a one-line reason on stderr; what was stored before it stays, and a rerun
+carries on from there.
+"""
+import time
+
+from django.core.management.base import CommandError
+
+from accounts import actions as accounts
+from accounts.management.cli import SubcommandCommand, show_address_of
+from mailsuite.lib.sizes import format_size
+from mailstore.actions import MailstoreError
+from migration import actions
+from migration.sources import SourceError
+
+
+class Command(SubcommandCommand):
+    help = "Import mail from files, export it to files."
+
+    def add_arguments(self, parser):
+        subcommands = self.add_subcommands(parser)
+
+        imports = subcommands.add_parser(
+            "import",
+            help="import an mbox, Maildir, EML or ZIP file (or a directory of them) into an account",
+            description="Folders, flags, keywords and dates are kept: Maildir++ folders (.A.B) and fs-layout "
+            "subdirectories, Dovecot's dovecot-keywords, mbox Status/X-Status/X-Keywords (and Thunderbird's "
+            "X-Mozilla-*) fields, a directory of mbox files (Thunderbird's Name.sbd/ children), a ZIP of .eml "
+            "files or of a Maildir. A rerun skips what an earlier run stored, so an interrupted import is "
+            "simply run again.",
+        )
+        imports.add_argument("address", help="the account to import into")
+        imports.add_argument("path")
+        imports.add_argument(
+            "--folder", help="put the source's top level in this folder and its subfolders beneath it "
+            "(default: the top level is INBOX and subfolders keep their names)",
+        )
+
+        export = subcommands.add_parser(
+            "export",
+            help="write an account's folders as mbox files or a Maildir++ tree",
+            description="mbox: DEST/INBOX.mbox, DEST/Work/Clients.mbox … (mboxrd; flags in Status, X-Status and "
+            "X-Keywords). maildir: INBOX at DEST, subfolders as DEST/.Work.Clients (flags in file names, keywords "
+            "in dovecot-keywords, INTERNALDATE as the file time). DEST must be new or empty.",
+        )
+        export.add_argument("address")
+        export.add_argument("dest")
+        export.add_argument("--format", choices=["mbox", "maildir"], required=True)
+        export.add_argument("--folder", help="only this folder and its subfolders")
+
+    def handle_import(self, *, address, path, folder, **options):
+        account = accounts.get_account(address)
+        started = time.monotonic()
+        last = [started]
+
+        def progress(report):
+            now = time.monotonic()
+            if self.verbosity > 1 or (self.verbosity > 0 and now - last[0] >= 5):
+                last[0] = now
+                self.stdout.write(f"… {report.imported} imported, {report.already} already there")
+
+        with transfer_errors():
+            report = actions.import_path(account, path, root=folder, progress=progress)
+        elapsed = time.monotonic() - started
+        for name in report.created_folders:
+            self.say(f"created folder {name}")
+        for name, count in sorted(report.folders.items()):
+            self.say(f"{name}: {count} imported")
+        for reason in report.skipped.reasons:
+            self.warn(f"skipped {reason}")
+        rate = f", {report.imported / elapsed:.0f}/s" if report.imported and elapsed > 0 else ""
+        self.say(
+            f"imported {report.imported} messages ({format_size(report.bytes)}) into {show_address_of(account)} "
+            f"in {elapsed:.1f}s{rate}; {report.already} were already there"
+        )
+
+    def handle_export(self, *, address, dest, format, folder, **options):
+        account = accounts.get_account(address)
+        with transfer_errors():
+            report = actions.export_account(account, dest, format=format, folder=folder)
+        for name, count in sorted(report.folders.items()):
+            self.say(f"{name}: {count} exported")
+        self.say(f"exported {report.exported} messages ({format_size(report.bytes)}) to {dest} as {format}")
+
+
+class transfer_errors:
+    """A refusal from the readers or the store becomes a CommandError (exit status 1)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, (actions.TransferError, SourceError, MailstoreError)):
+            raise CommandError(str(error)) from None
+        if isinstance(error, OSError):
+            raise CommandError(f"{error.filename or ''}: {error.strerror or error}") from None
+        return False
