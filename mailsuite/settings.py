@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from mailsuite.lib.config import (
     env_bool,
     env_bytes,
+    env_domains,
     env_hostports,
     env_int,
     env_networks,
@@ -80,6 +81,10 @@ MAILSUITE_QUEUE_DESTINATION_CONCURRENCY = env_int("MAILSUITE_QUEUE_DESTINATION_C
 MAILSUITE_SRS_DOMAIN = env_str("MAILSUITE_SRS_DOMAIN").lower()
 MAILSUITE_MAX_HOPS = env_int("MAILSUITE_MAX_HOPS", 50, minimum=5)  # Received: fields before a loop is declared
 
+# Sender authentication (antispam): domains whose ARC seals vouch for mail they forward, so
+# that a DMARC failure they caused (a list footer, a new subject) is not held against it.
+MAILSUITE_ARC_TRUSTED_SEALERS = env_domains("MAILSUITE_ARC_TRUSTED_SEALERS")
+
 # Celery: by default an embedded broker in the data dir (kombu's filesystem transport),
 # which needs no server; CELERY_BROKER_URL=redis://… or amqp://… for several machines.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
@@ -143,6 +148,7 @@ INSTALLED_APPS = [
     "pop3",
     "webmail",
     "sieve",
+    "antispam",  # sender authentication and spam checks (issue 9)
     "migration",  # mail import/export, IMAP migration, external accounts (issue 12)
     "django_htmx",  # htmx and its SSE extension as static files, and the template tag
 ]

@@ -12,7 +12,7 @@ from datetime import timedelta
 from django.conf import settings
 
 from mailstore.actions import IncomingMessage, OverQuota, Recipient, read_blob
-from mta import dsn, inbound, queue
+from mta import dsn, forwarding, inbound, queue
 from mta.client import Connection, DeliveryError
 from mta.headers import count_fields
 from mta.routing import RouteError, route_for
@@ -83,7 +83,7 @@ def _deliver_remote(domain, claimed, owner, connection):
             results = connection.send(
                 mail_from=message.srs_sender or message.mail_from,
                 recipients=[(r.address, r.notify, r.orcpt) for r in recipients],
-                data=raw,
+                data=forwarding.outgoing_bytes(raw, srs_sender=message.srs_sender),
                 smtputf8=message.smtputf8 or not all(r.address.isascii() for r in recipients),
                 envid=message.envid,
                 ret=message.ret,

@@ -1,5 +1,5 @@
-"""Forwarding done right: SRS for the envelope sender of mail we pass on, and routing
-bounces to SRS addresses back to the original sender."""
+"""Forwarding done right: SRS for the envelope sender of mail we pass on, an ARC seal on
+it (antispam.arc), and routing bounces to SRS addresses back to the original sender."""
 import functools
 import hashlib
 import hmac
@@ -10,7 +10,7 @@ from accounts.resolve import local_domain
 from mailsuite.lib.addresses import AddressError, split_address
 from mta.srs import SRS, SRSError
 
-__all__ = ["SRSError", "srs", "rewrite_sender", "is_srs", "reverse"]
+__all__ = ["SRSError", "srs", "rewrite_sender", "is_srs", "reverse", "outgoing_bytes"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -44,3 +44,13 @@ def is_srs(address):
 def reverse(address):
     """Where a bounce to one of our SRS addresses goes; raises SRSError."""
     return srs().reverse(address)
+
+
+def outgoing_bytes(raw, *, srs_sender):
+    """The bytes to send for a queued message: mail we forward (it has an SRS sender)
+    leaves with an ARC seal over what we found when it arrived (RFC 8617 §5.1)."""
+    if not srs_sender:
+        return raw
+    from antispam import arc
+
+    return arc.seal(raw)

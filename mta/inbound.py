@@ -49,11 +49,16 @@ class Pending:
     filtering: object = None  # sieve.delivery.Filtering: where each mailbox's copies go
 
 
-def prepare(raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name=None, dsn=None):
-    """Parse and durably store `raw` for the recipients' resolutions; no database work.
+def prepare(
+    raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name=None, dsn=None, spam_percent=None,
+    junk=False,
+):
+    """Parse and durably store `raw` for the recipients' resolutions; no database writes.
 
     `dsn` holds RFC 3461 parameters: {"envid", "ret", "notify": {rcpt: …}, "orcpt": {rcpt: …}},
-    the per-recipient ones keyed by the address as given in RCPT TO.
+    the per-recipient ones keyed by the address as given in RCPT TO. `spam_percent` (0-100)
+    is the anti-spam verdict Sieve's spamtest sees; `junk` files the copies a script leaves
+    in INBOX into each recipient's Junk folder instead (DMARC quarantine).
     """
     mailboxes, external, envelope_to = {}, [], {}
     dsn = dsn or {}
@@ -70,12 +75,13 @@ def prepare(raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name
                 orcpt[address] = dsn.get("orcpt", {}).get(resolution.address, "")
     incoming = IncomingMessage(raw, name=blob_name)
     try:
-        # Sieve: folders, flags, rejects, redirects, vacation replies (spam_percent comes
-        # with the anti-spam filter).
+        # Sieve: folders, flags, rejects, redirects, vacation replies.
         filtering = sieve_delivery.filter_message(
             incoming, raw, list(mailboxes.values()), mail_from=mail_from, envelope_to=envelope_to,
-            client_ip=client_ip, others=bool(external), dsn=dsn,
+            client_ip=client_ip, others=bool(external), dsn=dsn, spam_percent=spam_percent,
         )
+        if junk:
+            file_into_junk(filtering.placements())
     except BaseException:
         incoming.release()
         raise
@@ -90,6 +96,21 @@ def prepare(raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name
         dsn={"envid": dsn.get("envid", ""), "ret": dsn.get("ret", ""), "notify": notify, "orcpt": orcpt},
         filtering=filtering,
     )
+
+
+def file_into_junk(placements):
+    """Move the INBOX copies among `placements` to their account's \\Junk folder, where it has one."""
+    from mailstore.models import Folder
+
+    inbox = [p for p in placements if p.folder == sieve_delivery.INBOX]
+    if not inbox:
+        return
+    junk = dict(
+        Folder.objects.filter(account_id__in={p.account.pk for p in inbox}, special_use="\\Junk")
+        .order_by("name").values_list("account_id", "name")
+    )
+    for placement in inbox:
+        placement.folder = junk.get(placement.account.pk, placement.folder)
 
 
 def commit(batch):

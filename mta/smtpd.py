@@ -29,6 +29,7 @@ from django.conf import settings
 from accounts.auth import ScramExchange
 from accounts.errors import LoginThrottled
 from accounts.identities import may_send_as
+from antispam import checks as sender_checks
 from mailsuite.lib import sasl
 from mailsuite.lib.addresses import AddressError, split_address
 from mailsuite.lib.aio import GroupCommit, run_sync
@@ -324,12 +325,22 @@ class InboundHandler:
             "smtputf8": envelope.smtp_utf8,
             "blob_name": blob_name,
             "dsn": envelope.dsn,
+            **getattr(envelope, "verdict", {}),
         }
         return await self.committer.submit(request)
 
     async def check_message(self, server, session, envelope, content):
-        """(the content to store, a reply refusing it or None)."""
-        return content, None
+        """(the content to store, a reply refusing it or None).
+
+        Sender authentication (antispam.checks): SPF, DKIM, ARC, DMARC; our
+        Authentication-Results on top; DMARC reject refuses, quarantine files into Junk."""
+        client = self.client(session)
+        outcome = await sender_checks.check_message_off_loop(
+            content, client_ip=client.ip, helo=session.host_name,
+            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from, skip=client.may_relay,
+        )
+        envelope.verdict = {"junk": outcome.junk, "spam_percent": outcome.spam_percent}
+        return outcome.content, outcome.refusal
 
     async def close(self):
         close = getattr(self.committer, "close", None)

@@ -98,3 +98,15 @@ def env_hostports(name, default_port):
             raise ImproperlyConfigured(f"{name}: {item!r} is not ip[:port]") from None
         result.append((host, port))
     return tuple(result)
+
+
+def env_domains(name):
+    """A comma-separated list of domain names, lower-cased, e.g. lists.example.org,forwarder.example."""
+    value = _raw(name) or ""
+    domains = []
+    for item in filter(None, (part.strip().rstrip(".").lower() for part in value.split(","))):
+        labels = item.split(".")
+        if len(item) > 253 or not all(label and len(label) < 64 and label.replace("-", "").isalnum() for label in labels):
+            raise ImproperlyConfigured(f"{name}: {item!r} is not a domain name")
+        domains.append(item)
+    return tuple(domains)

@@ -1,0 +1,197 @@
+"""Sender authentication of a message arriving on the MX port: the one entry point.
+
+check_message() runs after DATA (synchronous, in the database thread pool: it does DNS
+and no database writes) and returns what mta.smtpd and mta.inbound need:
+- the content to store: incoming Authentication-Results claiming our authserv-id
+  (MAILSUITE_HOSTNAME) removed, ours added on top;
+- a refusal (DMARC p=reject → "550 5.7.1 …") or None;
+- junk: DMARC p=quarantine, so local copies are filed into Junk;
+- the rules that fired with their points, and spam_percent (0-100) for Sieve's spamtest.
+
+Order: SPF (HELO, MAIL FROM), DKIM (every signature), ARC (the chain), DMARC (from those).
+Clients that authenticated or are in MAILSUITE_TRUSTED_NETWORKS are not checked (their
+mail is ours to send); forged Authentication-Results are removed from theirs too. Loopback
+is a client like any other unless the operator lists it as trusted.
+"""
+import asyncio
+import email.utils
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from antispam import arc, authresults, dkim_check, dmarc, spf_check
+from mta.headers import field_values
+
+log = logging.getLogger(__name__)
+
+# The checks wait on DNS, not the database: they get threads of their own, so a slow
+# resolver never holds up the database pool.
+_executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sender-checks")
+
+# Points per rule; SPAM_POINTS points make 100 % for Sieve's spamtest (RFC 5235).
+SPAM_POINTS = 10.0
+POINTS = {
+    "SPF_FAIL": 3.0,
+    "SPF_SOFTFAIL": 1.0,
+    "DKIM_INVALID": 1.0,  # a signature that does not verify, and none that does
+    "DMARC_FAIL": 3.0,  # policy none: only the score says so
+    "DMARC_QUARANTINE": 6.0,
+    "DMARC_REJECT": 10.0,
+    "FROM_MALFORMED": 2.0,
+}
+EXPLANATIONS = {
+    "SPF_FAIL": "the sending host is not allowed to send for the envelope sender's domain (SPF fail)",
+    "SPF_SOFTFAIL": "the sender's domain says this host is probably not allowed to send for it (SPF softfail)",
+    "DKIM_INVALID": "the message carries a DKIM signature that does not verify",
+    "DMARC_FAIL": "the From domain failed DMARC (no aligned SPF or DKIM pass)",
+    "DMARC_QUARANTINE": "the From domain failed DMARC and asks for such mail to be quarantined",
+    "DMARC_REJECT": "the From domain failed DMARC and asks for such mail to be rejected",
+    "FROM_MALFORMED": "the From header field does not name exactly one sender",
+}
+
+
+@dataclass
+class Rule:
+    name: str
+    points: float
+    explanation: str
+
+
+@dataclass
+class Outcome:
+    content: bytes
+    refusal: str | None = None
+    junk: bool = False
+    rules: list = field(default_factory=list)
+    results: dict = field(default_factory=dict)  # method → result, for logs and later display
+
+    @property
+    def score(self):
+        return round(sum(rule.points for rule in self.rules), 2)
+
+    @property
+    def spam_percent(self):
+        return max(0, min(100, round(self.score * 100 / SPAM_POINTS)))
+
+    def add(self, name):
+        self.rules.append(Rule(name, POINTS[name], EXPLANATIONS[name]))
+
+
+def from_domain(raw):
+    """The domain of the single author address (RFC 7489 §6.6.1), or None."""
+    values = field_values(raw, "From")
+    if len(values) != 1:
+        return None
+    addresses = [a for _, a in email.utils.getaddresses(values) if a]
+    if len(addresses) != 1 or "@" not in addresses[0]:
+        return None
+    domain = addresses[0].rpartition("@")[2].strip().rstrip(".").lower()
+    return domain or None
+
+
+def check_message(content, *, client_ip, helo, mail_from, skip=False):
+    """See the module docstring. `mail_from` is "" for the null sender; `skip` for
+    authenticated or trusted clients."""
+    our_id = settings.MAILSUITE_HOSTNAME
+    content, forged = authresults.remove_ours(content, our_id)
+    if forged:
+        log.info("removed %d Authentication-Results field(s) claiming %s from %s", forged, our_id, client_ip)
+    outcome = Outcome(content)
+    if skip:
+        return outcome
+    receiver = settings.MAILSUITE_HOSTNAME
+    helo_spf = spf_check.check_helo(client_ip, helo, receiver=receiver)
+    spf = spf_check.check_mail_from(client_ip, mail_from, helo, receiver=receiver, helo_result=helo_spf)
+    dkim_results = dkim_check.verify_all(content)
+    arc_result = arc.verify(content, trusted_sealers=settings.MAILSUITE_ARC_TRUSTED_SEALERS)
+    author_domain = from_domain(content)
+    dmarc_result = (
+        dmarc.evaluate(author_domain, spf=spf, dkim_results=dkim_results)
+        if author_domain else dmarc.DMARCResult("permerror", "", reason="no single From address")
+    )
+    _score(outcome, spf, dkim_results, dmarc_result)
+    _act(outcome, dmarc_result, arc_result)
+    methods = _methods(spf, helo_spf, dkim_results, dmarc_result, arc_result, client_ip, overridden=_overridden(dmarc_result, arc_result))
+    outcome.content = authresults.field(our_id, methods) + content
+    outcome.results = {
+        "spf": spf.result, "helo": helo_spf.result, "dkim": [d.result for d in dkim_results],
+        "dmarc": dmarc_result.result, "arc": arc_result.result,
+    }
+    log.info(
+        "sender checks ip=%s mail_from=<%s> from_domain=%s spf=%s dkim=%s dmarc=%s/%s arc=%s%s",
+        client_ip, mail_from, author_domain or "-", spf.result, ",".join(d.result for d in dkim_results) or "none",
+        dmarc_result.result, dmarc_result.disposition, arc_result.result,
+        f" trusted_sealer={arc_result.sealer}" if arc_result.trusted else "",
+    )
+    return outcome
+
+
+def _score(outcome, spf, dkim_results, dmarc_result):
+    if spf.result == "fail":
+        outcome.add("SPF_FAIL")
+    elif spf.result == "softfail":
+        outcome.add("SPF_SOFTFAIL")
+    if dkim_results and not any(d.result == "pass" for d in dkim_results) and any(d.result == "fail" for d in dkim_results):
+        outcome.add("DKIM_INVALID")
+    if dmarc_result.result == "permerror" and not dmarc_result.from_domain:
+        outcome.add("FROM_MALFORMED")
+
+
+def _overridden(dmarc_result, arc_result):
+    return dmarc_result.result == "fail" and dmarc_result.disposition != "none" and arc_result.trusted
+
+
+def _act(outcome, dmarc_result, arc_result):
+    if dmarc_result.result != "fail":
+        return
+    if _overridden(dmarc_result, arc_result):
+        outcome.add("DMARC_FAIL")  # a trusted forwarder vouches for it: scored, not punished
+        return
+    if dmarc_result.disposition == "reject":
+        outcome.add("DMARC_REJECT")
+        outcome.refusal = (
+            f"550 5.7.1 Rejected by the DMARC policy of {dmarc_result.from_domain}: "
+            "the message has no aligned SPF or DKIM pass"
+        )
+    elif dmarc_result.disposition == "quarantine":
+        outcome.add("DMARC_QUARANTINE")
+        outcome.junk = True
+    else:
+        outcome.add("DMARC_FAIL")
+
+
+def _methods(spf, helo_spf, dkim_results, dmarc_result, arc_result, client_ip, *, overridden):
+    methods = []
+    if spf.identity == "mailfrom":
+        methods.append(authresults.method("spf", spf.result, [("smtp.mailfrom", spf.domain)]))
+    if helo_spf.domain:
+        methods.append(authresults.method("spf", helo_spf.result, [("smtp.helo", helo_spf.domain)]))
+    elif spf.identity == "helo":
+        methods.append(authresults.method("spf", "none", comment="no usable HELO name for the null sender"))
+    if dkim_results:
+        for d in dkim_results:
+            methods.append(authresults.method(
+                "dkim", d.result,
+                [("header.d", d.domain), ("header.s", d.selector), ("header.a", d.algorithm), ("header.b", d.b_prefix)],
+                comment=d.reason,
+            ))
+    else:
+        methods.append(authresults.method("dkim", "none"))
+    comment = dmarc_result.header_comment()
+    if overridden:
+        comment += f"; policy overridden: trusted ARC sealer {arc_result.sealer}"
+    methods.append(authresults.method(
+        "dmarc", dmarc_result.result, [("header.from", dmarc_result.from_domain)], comment=comment,
+    ))
+    arc_comment = f"sealed by {arc_result.sealer}" if arc_result.sealer else ""
+    methods.append(authresults.method("arc", arc_result.result, [("smtp.remote-ip", client_ip)], comment=arc_comment))
+    return methods
+
+
+async def check_message_off_loop(content, **kwargs):
+    """check_message() in the checks' own thread pool, for the SMTP server's event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_executor, functools.partial(check_message, content, **kwargs))

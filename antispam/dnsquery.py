@@ -1,0 +1,84 @@
+"""DNS for the sender checks, through the resolver MAILSUITE_DNS_SERVERS configures
+(mta.routing.resolver), so tests answer from a DNS server on loopback.
+
+Three callers, three shapes:
+- txt(): our own lookups (DMARC, DNSBL), raising TempError on a DNS failure;
+- spf_lookup(): pyspf's DNSLookup hook (installed by antispam.spf_check);
+- DKIMKeyLookup: dkimpy's dnsfunc, which remembers why a key was not found, since
+  dkimpy reports every failure as a plain False.
+"""
+import dns.exception
+import dns.resolver
+
+from mta.routing import resolver
+
+LIFETIME = 10.0
+
+
+class TempError(Exception):
+    """The DNS did not answer (timeout, SERVFAIL): the result may differ later."""
+
+
+def _answers(name, rtype, lifetime=LIFETIME):
+    """The rdata of `name`'s `rtype` records; [] when there are none or the name does not exist."""
+    try:
+        return list(resolver().resolve(name, rtype, search=False, lifetime=lifetime))
+    except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+        return []
+    except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
+        raise TempError(f"{name} {rtype}: {error.__class__.__name__}") from None
+    except dns.exception.DNSException as error:  # a malformed name, an unparsable answer
+        raise TempError(f"{name} {rtype}: {error.__class__.__name__}") from None
+
+
+def txt(name):
+    """Each TXT record at `name` as one text (its character-strings joined, RFC 7208 §3.3)."""
+    return [b"".join(r.strings).decode("utf-8", "replace") for r in _answers(name, "TXT")]
+
+
+def addresses(name):
+    """The A records of `name`, as strings (DNSBL answers)."""
+    return [r.address for r in _answers(name, "A")]
+
+
+def spf_lookup(name, qtype, strict=True, timeout=LIFETIME):
+    """pyspf's DNSLookup: [((name, qtype), value), …]; raises pyspf's TempError."""
+    import spf
+
+    try:
+        records = _answers(name, qtype, lifetime=min(float(timeout), LIFETIME))
+    except TempError as error:
+        raise spf.TempError(f"DNS {error}") from None
+    results = []
+    for r in records:
+        if qtype in ("A", "AAAA"):
+            value = r.address
+        elif qtype == "MX":
+            value = (r.preference, r.exchange)
+        elif qtype == "PTR":
+            value = r.target.to_text(True)
+        elif qtype in ("TXT", "SPF"):
+            value = r.strings
+        else:
+            continue
+        results.append(((name, qtype), value))
+    return results
+
+
+class DKIMKeyLookup:
+    """dkimpy's dnsfunc for one message; `.failures` maps a key name to "temperror" or "nokey"."""
+
+    def __init__(self):
+        self.failures = {}
+
+    def __call__(self, name, timeout=5):
+        key_name = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+        try:
+            records = txt(key_name)
+        except TempError:
+            self.failures[key_name.rstrip(".").lower()] = "temperror"
+            return None
+        if not records:
+            self.failures[key_name.rstrip(".").lower()] = "nokey"
+            return None
+        return records[0].encode("utf-8")
