@@ -41,6 +41,7 @@ POINTS = {
     "DMARC_QUARANTINE": 6.0,
     "DMARC_REJECT": 10.0,
     "FROM_MALFORMED": 2.0,
+    # DNSBL_LISTED: each listing scores its zone's weight (antispam.dnsbl)
 }
 EXPLANATIONS = {
     "SPF_FAIL": "the sending host is not allowed to send for the envelope sender's domain (SPF fail)",
@@ -79,6 +80,12 @@ class Outcome:
     def add(self, name):
         self.rules.append(Rule(name, POINTS[name], EXPLANATIONS[name]))
 
+    def add_listings(self, listings):
+        for listing in listings:
+            self.rules.append(Rule(
+                "DNSBL_LISTED", listing.weight, f"{listing.listed} is listed on the block list {listing.zone}",
+            ))
+
 
 def from_domain(raw):
     """The domain of the single author address (RFC 7489 §6.6.1), or None."""
@@ -92,9 +99,9 @@ def from_domain(raw):
     return domain or None
 
 
-def check_message(content, *, client_ip, helo, mail_from, skip=False):
+def check_message(content, *, client_ip, helo, mail_from, skip=False, listings=()):
     """See the module docstring. `mail_from` is "" for the null sender; `skip` for
-    authenticated or trusted clients."""
+    authenticated or trusted clients; `listings` the block list entries found at MAIL FROM."""
     our_id = settings.MAILSUITE_HOSTNAME
     content, forged = authresults.remove_ours(content, our_id)
     if forged:
@@ -113,6 +120,7 @@ def check_message(content, *, client_ip, helo, mail_from, skip=False):
         if author_domain else dmarc.DMARCResult("permerror", "", reason="no single From address")
     )
     _score(outcome, spf, dkim_results, dmarc_result)
+    outcome.add_listings(listings)
     _act(outcome, dmarc_result, arc_result)
     methods = _methods(spf, helo_spf, dkim_results, dmarc_result, arc_result, client_ip, overridden=_overridden(dmarc_result, arc_result))
     outcome.content = authresults.field(our_id, methods) + content
@@ -191,7 +199,11 @@ def _methods(spf, helo_spf, dkim_results, dmarc_result, arc_result, client_ip, *
     return methods
 
 
-async def check_message_off_loop(content, **kwargs):
-    """check_message() in the checks' own thread pool, for the SMTP server's event loop."""
+async def off_loop(function, *args, **kwargs):
+    """Run a check in the checks' own thread pool, for the SMTP server's event loop."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor, functools.partial(check_message, content, **kwargs))
+    return await loop.run_in_executor(_executor, functools.partial(function, *args, **kwargs))
+
+
+async def check_message_off_loop(content, **kwargs):
+    return await off_loop(check_message, content, **kwargs)

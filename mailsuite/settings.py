@@ -20,6 +20,7 @@ from mailsuite.lib.config import (
     env_networks,
     env_port,
     env_str,
+    env_weighted_domains,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -84,6 +85,11 @@ MAILSUITE_MAX_HOPS = env_int("MAILSUITE_MAX_HOPS", 50, minimum=5)  # Received: f
 # Sender authentication (antispam): domains whose ARC seals vouch for mail they forward, so
 # that a DMARC failure they caused (a list footer, a new subject) is not held against it.
 MAILSUITE_ARC_TRUSTED_SEALERS = env_domains("MAILSUITE_ARC_TRUSTED_SEALERS")
+# DNS block lists, ZONE[:WEIGHT],… (weight 10 when left out): the client IP in DNSBL zones, the
+# MAIL FROM domain in RHSBL zones; listings weighing MAILSUITE_DNSBL_REJECT_WEIGHT refuse at MAIL.
+MAILSUITE_DNSBL_ZONES = env_weighted_domains("MAILSUITE_DNSBL_ZONES", 10)
+MAILSUITE_RHSBL_ZONES = env_weighted_domains("MAILSUITE_RHSBL_ZONES", 10)
+MAILSUITE_DNSBL_REJECT_WEIGHT = env_int("MAILSUITE_DNSBL_REJECT_WEIGHT", 10, minimum=1)
 
 # Celery: by default an embedded broker in the data dir (kombu's filesystem transport),
 # which needs no server; CELERY_BROKER_URL=redis://… or amqp://… for several machines.
@@ -105,6 +111,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celery" / "beat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "queue-sweep": {"task": "mta.tasks.sweep", "schedule": float(MAILSUITE_QUEUE_SWEEP_SECONDS)},
     "prune": {"task": "mta.tasks.prune", "schedule": 86400.0},
+    "fetch-external": {"task": "migration.tasks.fetch_external_accounts", "schedule": 60.0},  # due ones only
 }
 
 # SMTP limits (RFC 5321 §4.5.3.1 minimums are far below these).

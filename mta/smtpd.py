@@ -30,6 +30,7 @@ from accounts.auth import ScramExchange
 from accounts.errors import LoginThrottled
 from accounts.identities import may_send_as
 from antispam import checks as sender_checks
+from antispam import dnsbl
 from mailsuite.lib import sasl
 from mailsuite.lib.addresses import AddressError, split_address
 from mailsuite.lib.aio import GroupCommit, run_sync
@@ -264,8 +265,15 @@ class InboundHandler:
         return "250 2.1.0 Ok"
 
     async def check_sender(self, session, address):
-        """A reply refusing this MAIL FROM, or None."""
-        return None
+        """A reply refusing this MAIL FROM, or None: DNS block lists (antispam.dnsbl)."""
+        client = self.client(session)
+        session.listings = []
+        if client.may_relay:
+            return None
+        refusal, session.listings = await sender_checks.off_loop(
+            dnsbl.check_sender, client.ip, "" if address == "<>" else address
+        )
+        return refusal
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if _needs_smtputf8(address) and not envelope.smtp_utf8:
@@ -338,6 +346,7 @@ class InboundHandler:
         outcome = await sender_checks.check_message_off_loop(
             content, client_ip=client.ip, helo=session.host_name,
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from, skip=client.may_relay,
+            listings=getattr(session, "listings", ()),
         )
         envelope.verdict = {"junk": outcome.junk, "spam_percent": outcome.spam_percent}
         return outcome.content, outcome.refusal

@@ -100,13 +100,30 @@ def env_hostports(name, default_port):
     return tuple(result)
 
 
+
+def _domain_name(name, item):
+    item = item.strip().rstrip(".").lower()
+    labels = item.split(".")
+    if not item or len(item) > 253 or not all(
+        label and len(label) < 64 and label.replace("-", "").replace("_", "").isalnum() for label in labels
+    ):
+        raise ImproperlyConfigured(f"{name}: {item!r} is not a domain name")
+    return item
+
+
 def env_domains(name):
     """A comma-separated list of domain names, lower-cased, e.g. lists.example.org,forwarder.example."""
-    value = _raw(name) or ""
-    domains = []
-    for item in filter(None, (part.strip().rstrip(".").lower() for part in value.split(","))):
-        labels = item.split(".")
-        if len(item) > 253 or not all(label and len(label) < 64 and label.replace("-", "").isalnum() for label in labels):
-            raise ImproperlyConfigured(f"{name}: {item!r} is not a domain name")
-        domains.append(item)
-    return tuple(domains)
+    return tuple(_domain_name(name, item) for item in (_raw(name) or "").split(",") if item.strip())
+
+
+def env_weighted_domains(name, default_weight):
+    """A comma-separated list of DOMAIN[:WEIGHT] (a number), e.g. bl.example:10,rbl.example:2.5."""
+    result = []
+    for item in filter(None, (part.strip() for part in (_raw(name) or "").split(","))):
+        domain, _, weight = item.partition(":")
+        try:
+            number = float(weight) if weight else float(default_weight)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r}: the weight must be a number") from None
+        result.append((_domain_name(name, domain), number))
+    return tuple(result)
