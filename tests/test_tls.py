@@ -79,3 +79,20 @@ def test_tls_status_prints_subject_names_and_expiry(tmp_path, settings):
     assert "subject:  CN=mail.example.test" in text
     assert "names:    mail.example.test, localhost, 127.0.0.1, ::1" in text
     assert "valid:    " in text and " to " in text
+
+
+def test_daemons_starting_together_make_one_matching_pair(tmp_path):
+    """runmail starts SMTP, IMAP and POP3 at once on a new data dir: every one of them
+    must load a key that matches the certificate."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, ssl\n"
+        "from mailsuite.lib.tls import ensure_certificate\n"
+        "ensure_certificate(sys.argv[1], sys.argv[2], 'mx.example.test')\n"
+        "ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(sys.argv[1], sys.argv[2])\n"
+    )
+    cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(cert), str(key)]) for _ in range(12)]
+    assert [p.wait(60) for p in processes] == [0] * 12

@@ -4,6 +4,7 @@ With no MAILSUITE_TLS_CERT/KEY configured, a self-signed pair for the hostname i
 generated into the data dir on first start; operators replace it with a real one.
 """
 import datetime
+import fcntl
 import ipaddress
 import logging
 import os
@@ -20,12 +21,26 @@ log = logging.getLogger(__name__)
 
 
 def ensure_certificate(cert_path, key_path, hostname):
-    """Create a self-signed pair at the paths unless both exist. Returns True if created."""
+    """Create a self-signed pair at the paths unless both exist. Returns True if created.
+
+    Safe when several daemons start at once on a new data dir (runmail): one makes the
+    pair under a lock while the others wait, and each file appears whole (written
+    beside, then renamed), so nobody loads a key that does not match the certificate.
+    """
     cert_path, key_path = Path(cert_path), Path(key_path)
     if cert_path.exists() and key_path.exists():
         return False
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     key_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(cert_path.parent / ".tls-create.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if cert_path.exists() and key_path.exists():
+            return False
+        _create_pair(cert_path, key_path, hostname)
+    return True
+
+
+def _create_pair(cert_path, key_path, hostname):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     names = [x509.DNSName(hostname)]
     if hostname != "localhost":
@@ -48,11 +63,15 @@ def ensure_certificate(cert_path, key_path, hostname):
     key_bytes = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    partial_key = key_path.with_name(key_path.name + ".new")
+    fd = os.open(partial_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key_bytes)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return True
+    partial_cert = cert_path.with_name(cert_path.name + ".new")
+    partial_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # Key first: a certificate on disk always has its key there already.
+    os.replace(partial_key, key_path)
+    os.replace(partial_cert, cert_path)
 
 
 def server_context(cert_path, key_path):

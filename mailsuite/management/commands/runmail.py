@@ -1,8 +1,10 @@
 import logging
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from mailsuite.bootstrap import ensure_admin_user, welcome
+from mailsuite.lib.tls import ensure_certificate
 from mailsuite.supervisor import Child, Supervisor, manage_py
 
 log = logging.getLogger("mailsuite.runmail")
@@ -12,6 +14,8 @@ class Command(BaseCommand):
     help = "Run every mailsuite service in the foreground; Ctrl-C or SIGTERM stops them all."
 
     def handle(self, *args, **options):
+        # Made once here rather than by each daemon racing at its first start.
+        ensure_certificate(settings.MAILSUITE_TLS_CERT, settings.MAILSUITE_TLS_KEY, settings.MAILSUITE_HOSTNAME)
         self.stdout.write(welcome(ensure_admin_user()))
         self.stdout.flush()
         children = [
