@@ -45,3 +45,57 @@ class MigratedFolder(models.Model):
 
     def __str__(self):
         return f"{self.account_id}:{self.source}:{self.remote_name}"
+
+
+class ExternalAccount(models.Model):
+    """A remote POP3 or IMAP mailbox whose new mail is fetched into a local account (MRA)."""
+
+    class Protocol(models.TextChoices):
+        POP3 = "pop3", "POP3"
+        IMAP = "imap", "IMAP"
+
+    class TLS(models.TextChoices):
+        IMPLICIT = "implicit", "TLS from the first byte (993/995)"
+        STARTTLS = "starttls", "STARTTLS / STLS"
+        NONE = "none", "none (plaintext)"
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="external_accounts")
+    protocol = models.CharField(max_length=4, choices=Protocol.choices)
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField()
+    tls = models.CharField(max_length=8, choices=TLS.choices, default=TLS.IMPLICIT)
+    verify_certificate = models.BooleanField(default=True)
+    username = models.CharField(max_length=320)
+    password = models.CharField(max_length=500, help_text="Encrypted (mailsuite.lib.secrets)")
+    remote_folders = models.TextField(blank=True, help_text="IMAP: folders to fetch, one a line; empty = INBOX; * = all")
+    local_folder = models.CharField(max_length=1000, default="INBOX", help_text="INBOX goes through Sieve")
+    keep = models.BooleanField(default=True, help_text="Leave fetched mail on the server")
+    enabled = models.BooleanField(default=True)
+    last_attempt = models.DateTimeField(null=True, blank=True)
+    last_success = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    failures = models.PositiveIntegerField(default=0, help_text="Consecutive failed fetches")
+    next_attempt = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The periodic task picks what is due.
+            models.Index(fields=["enabled", "next_attempt"], name="external_due"),
+        ]
+
+    def __str__(self):
+        return f"{self.username}@{self.host} ({self.protocol}) for {self.account_id}"
+
+
+class FetchedMessage(models.Model):
+    """A remote message already fetched: POP3 UIDL, or IMAP `folder UIDVALIDITY UID`."""
+
+    external = models.ForeignKey(ExternalAccount, on_delete=models.CASCADE, related_name="fetched")
+    remote_id = models.CharField(max_length=1100)
+    fetched_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # A message is fetched once.
+            models.UniqueConstraint(fields=["external", "remote_id"], name="fetched_message_key"),
+        ]

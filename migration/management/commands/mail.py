@@ -14,7 +14,8 @@ from accounts import actions as accounts
 from accounts.management.cli import SubcommandCommand, show_address_of
 from mailsuite.lib.sizes import format_size
 from mailstore.actions import MailstoreError
-from migration import actions
+from migration import actions, fetching
+from migration.models import ExternalAccount
 from migration.remote import DEFAULT_PORTS, TLS_MODES, RemoteError
 from migration.sources import SourceError
 
@@ -73,6 +74,78 @@ class Command(SubcommandCommand):
         migrate.add_argument("--tls", choices=TLS_MODES, default="implicit")
         migrate.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
         migrate.add_argument("--only", action="append", metavar="FOLDER", help="copy only this remote folder (repeatable)")
+
+        fetch_add = subcommands.add_parser(
+            "fetch-add", help="fetch mail from an external POP3 or IMAP account into an account, every few minutes",
+            description="The password is read from standard input and stored encrypted. Mail for INBOX goes "
+            "through Sieve and the quota like mail received over SMTP.",
+        )
+        fetch_add.add_argument("address")
+        fetch_add.add_argument("--protocol", choices=["pop3", "imap"], required=True)
+        fetch_add.add_argument("--host", required=True)
+        fetch_add.add_argument("--port", type=int)
+        fetch_add.add_argument("--user", required=True)
+        fetch_add.add_argument("--password-stdin", action="store_true", required=True, help=PASSWORD_STDIN_HELP)
+        fetch_add.add_argument("--tls", choices=TLS_MODES, default="implicit")
+        fetch_add.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
+        fetch_add.add_argument("--remote-folder", action="append", default=[], help="IMAP: fetch this folder "
+                               "(repeatable; default INBOX; * for all)")
+        fetch_add.add_argument("--folder", default="INBOX", help="local folder (default INBOX)")
+        fetch_add.add_argument("--delete", action="store_true", help="delete fetched mail on the server")
+        fetch_list = subcommands.add_parser("fetch-list", help="list external accounts with their last success and error")
+        fetch_list.add_argument("address", nargs="?")
+        fetch_run = subcommands.add_parser("fetch-run", help="fetch now (one external account by id, or all due)")
+        fetch_run.add_argument("id", nargs="?", type=int)
+        fetch_remove = subcommands.add_parser("fetch-remove", help="stop fetching an external account")
+        fetch_remove.add_argument("id", type=int)
+
+    def handle_fetch_add(self, *, address, protocol, host, port, user, tls, insecure, remote_folder, folder, delete, **options):
+        account = accounts.get_account(address)
+        password = self.stdin.readline().removesuffix("\n").removesuffix("\r")
+        with transfer_errors():
+            external = fetching.add_external_account(
+                account, protocol=protocol, host=host, port=port, username=user, password=password, tls=tls,
+                verify_certificate=not insecure, remote_folders="\n".join(remote_folder), local_folder=folder,
+                keep=not delete,
+            )
+        self.say(f"external account {external.pk}: {user}@{host}:{external.port} ({protocol}) into {folder}")
+
+    def handle_fetch_list(self, *, address, **options):
+        externals = ExternalAccount.objects.select_related("account__domain").order_by("pk")
+        if address:
+            externals = externals.filter(account=accounts.get_account(address))
+        self.write_table(
+            [e.pk, show_address_of(e.account), e.protocol, f"{e.username}@{e.host}:{e.port}",
+             "enabled" if e.enabled else "disabled",
+             f"last success {e.last_success:%Y-%m-%d %H:%M}" if e.last_success else "never fetched",
+             e.last_error or ""]
+            for e in externals
+        )
+
+    def handle_fetch_run(self, *, id, **options):
+        if id is None:
+            results = fetching.fetch_due()
+        else:
+            external = ExternalAccount.objects.filter(pk=id).select_related("account__domain").first()
+            if external is None:
+                raise CommandError(f"no external account {id}")
+            results = {id: fetching.fetch_external(external)}
+        failed = []
+        for pk, count in results.items():
+            external = ExternalAccount.objects.get(pk=pk)
+            if external.last_error:
+                failed.append(f"{external.pk}: {external.last_error}")
+            else:
+                self.say(f"{pk}: {count} fetched")
+        if failed:
+            raise CommandError("; ".join(failed))
+
+    def handle_fetch_remove(self, *, id, **options):
+        external = ExternalAccount.objects.filter(pk=id).first()
+        if external is None:
+            raise CommandError(f"no external account {id}")
+        fetching.remove_external_account(external)
+        self.say(f"removed external account {id}")
 
     def handle_import(self, *, address, path, folder, **options):
         account = accounts.get_account(address)
@@ -142,7 +215,7 @@ class transfer_errors:
         return self
 
     def __exit__(self, kind, error, traceback):
-        if isinstance(error, (actions.TransferError, SourceError, MailstoreError, RemoteError)):
+        if isinstance(error, (actions.TransferError, SourceError, MailstoreError, RemoteError, fetching.ExternalAccountError)):
             raise CommandError(str(error)) from None
         if isinstance(error, OSError):
             raise CommandError(f"{error.filename or ''}: {error.strerror or error}") from None

@@ -1,0 +1,171 @@
+"""Fetching mail from external POP3/IMAP accounts (MRA) into local accounts.
+
+Implementation notes:
+- Every write is in migration.actions' style: the fetched message and its FetchedMessage
+  row commit together per message, so a fetch stopped anywhere fetches nothing twice.
+- A message for INBOX goes through the SMTP path's accept() (quota, Sieve, the spam
+  checks as configured); another local folder is delivered into directly.
+- No transaction is open while talking to the remote server.
+- Bounded: at most FETCH_LIMIT messages per account per run, messages larger than
+  MAILSUITE_MESSAGE_SIZE_LIMIT are left on the server; repeated failures back off
+  (BACKOFF_BASE doubling, at most BACKOFF_MAX).
+"""
+import logging
+import re
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.resolve import Resolution
+from mailsuite.lib import secrets
+from mailstore import actions as store
+from migration.models import ExternalAccount, FetchedMessage
+from migration.remote import DEFAULT_PORTS, TLS_MODES, IMAPClient, POP3Client, RemoteError, quote, sequence_set
+
+log = logging.getLogger(__name__)
+
+FETCH_LIMIT = 500
+INTERVAL = timedelta(minutes=5)  # between successful fetches
+BACKOFF_BASE = timedelta(minutes=5)
+BACKOFF_MAX = timedelta(hours=6)
+
+
+class ExternalAccountError(Exception):
+    """A request about external accounts refused; the message is one line for the user."""
+
+
+def add_external_account(account, *, protocol, host, username, password, port=None, tls="implicit",
+                         verify_certificate=True, remote_folders="", local_folder="INBOX", keep=True):
+    if protocol not in ("pop3", "imap"):
+        raise ExternalAccountError(f"unknown protocol {protocol!r}: pop3 or imap")
+    if tls not in TLS_MODES:
+        raise ExternalAccountError(f"unknown TLS mode {tls!r}: implicit, starttls or none")
+    if not host or not username or not password:
+        raise ExternalAccountError("host, user and password are required")
+    local_folder = store.normalise_folder_name(local_folder)
+    if not account.folders.filter(name=local_folder).exists():
+        raise ExternalAccountError(f"folder {local_folder} does not exist")
+    return ExternalAccount.objects.create(
+        account=account, protocol=protocol, host=host, port=port or DEFAULT_PORTS[(protocol, tls)], tls=tls,
+        verify_certificate=verify_certificate, username=username, password=secrets.encrypt(password),
+        remote_folders=remote_folders, local_folder=local_folder, keep=keep,
+    )
+
+
+def remove_external_account(external):
+    external.delete()  # its FetchedMessage rows go with it
+
+
+def _deliver(external, raw):
+    """Store one fetched message for the external account's owner (in the caller's transaction)."""
+    from mta import inbound
+
+    account = external.account
+    if external.local_folder == "INBOX":
+        match = re.search(rb"^Return-Path:\s*<([^>\r\n]*)>", raw[:8192], re.M | re.I)
+        mail_from = match[1].decode("utf-8", "replace") if match else ""
+        resolution = Resolution(address=account.address, accounts={account.pk: account})
+        reply = inbound.accept([{"raw": raw, "mail_from": mail_from, "resolutions": [resolution], "client_ip": None}])[0]
+        if not reply.startswith("250"):
+            raise RemoteError(f"local delivery refused: {reply}")
+        return
+    outcome = store.deliver(raw, [store.Recipient(account, account.address, external.local_folder)], return_path="")[0]
+    if outcome.error:
+        raise outcome.error
+
+
+def _store(external, remote_id, raw):
+    """Deliver and remember one message, together: a failure leaves it to fetch again."""
+    with transaction.atomic():
+        _deliver(external, raw)
+        FetchedMessage.objects.create(external=external, remote_id=remote_id[:1100])
+
+
+def _fetch_pop3(external, password):
+    count = 0
+    with POP3Client(external.host, external.port, tls=external.tls, user=external.username, password=password,
+                    verify=external.verify_certificate) as client:
+        listing = client.listing()
+        known = set(FetchedMessage.objects.filter(external=external, remote_id__in=[uid for _, uid, _ in listing])
+                    .values_list("remote_id", flat=True))
+        for number, uid, size in listing:
+            if uid in known:
+                if not external.keep:
+                    client.delete(number)
+                continue
+            if size > settings.MAILSUITE_MESSAGE_SIZE_LIMIT or count >= FETCH_LIMIT:
+                continue
+            raw = client.retrieve(number)
+            _store(external, uid, raw)
+            count += 1
+            if not external.keep:
+                client.delete(number)
+    return count
+
+
+def _fetch_imap(external, password):
+    count = 0
+    with IMAPClient(external.host, external.port, tls=external.tls, user=external.username, password=password,
+                    verify=external.verify_certificate) as client:
+        wanted = [line.strip() for line in external.remote_folders.splitlines() if line.strip()] or ["INBOX"]
+        folders = [f for f in client.folders() if "*" in wanted or f.name in wanted]
+        for folder in folders:
+            uidvalidity, _ = client.examine(folder)
+            if not external.keep:
+                client.call(f"SELECT {folder.name}", client.conn.select, quote(folder.encoded))
+            prefix = f"{folder.name}\0{uidvalidity}\0"
+            known = {int(r.rsplit("\0", 1)[1]) for r in FetchedMessage.objects.filter(
+                external=external, remote_id__startswith=prefix).values_list("remote_id", flat=True)}
+            todo = [uid for uid in client.uids() if uid not in known][: FETCH_LIMIT - count]
+            for start in range(0, len(todo), 50):
+                sizes = client.fetch(todo[start : start + 50], "UID RFC822.SIZE")
+                small = [m.uid for m in sizes if m.size <= settings.MAILSUITE_MESSAGE_SIZE_LIMIT]
+                for message in client.fetch(small, "UID BODY.PEEK[]"):
+                    if message.raw is None:
+                        continue
+                    _store(external, f"{prefix}{message.uid}", message.raw)
+                    count += 1
+                if not external.keep and small:
+                    client.call("UID STORE", client.conn.uid, "STORE", sequence_set(small), "+FLAGS.SILENT", "(\\Deleted)")
+            if not external.keep and todo:
+                client.call("EXPUNGE", client.conn.expunge)
+    return count
+
+
+def fetch_external(external):
+    """Fetch what is new on one external account; record success or the error and the
+    next attempt (backoff on repeated failures). Returns the number of messages fetched."""
+    now = timezone.now()
+    try:
+        password = secrets.decrypt(external.password)
+        fetch = _fetch_pop3 if external.protocol == "pop3" else _fetch_imap
+        count = fetch(external, password)
+    except (RemoteError, ValueError, store.MailstoreError) as error:
+        failures = external.failures + 1
+        delay = min(BACKOFF_BASE * 2 ** (failures - 1), BACKOFF_MAX)
+        ExternalAccount.objects.filter(pk=external.pk).update(
+            last_attempt=now, last_error=str(error)[:1000], failures=failures, next_attempt=now + delay,
+        )
+        log.warning("fetching %s@%s failed (%d in a row): %s", external.username, external.host, failures, error)
+        external.refresh_from_db()
+        return 0
+    ExternalAccount.objects.filter(pk=external.pk).update(
+        last_attempt=now, last_success=now, last_error="", failures=0, next_attempt=now + INTERVAL,
+    )
+    external.refresh_from_db()
+    return count
+
+
+def fetch_due(now=None):
+    """Fetch every enabled external account whose next attempt is due (the periodic task)."""
+    now = now or timezone.now()
+    due = (
+        ExternalAccount.objects.filter(enabled=True)
+        .filter(Q(next_attempt__isnull=True) | Q(next_attempt__lte=now))
+        .select_related("account", "account__domain")
+        .order_by("next_attempt")[:200]
+    )
+    return {external.pk: fetch_external(external) for external in due}
