@@ -112,7 +112,6 @@ CELERY_BEAT_SCHEDULE = {
     "queue-sweep": {"task": "mta.tasks.sweep", "schedule": float(MAILSUITE_QUEUE_SWEEP_SECONDS)},
     "prune": {"task": "mta.tasks.prune", "schedule": 86400.0},
     "fetch-external": {"task": "migration.tasks.fetch_external_accounts", "schedule": 60.0},  # due ones only
-    "fetch-external": {"task": "migration.tasks.fetch_external_accounts", "schedule": 60.0},  # due ones only
 }
 
 # SMTP limits (RFC 5321 §4.5.3.1 minimums are far below these).
