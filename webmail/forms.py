@@ -69,3 +69,22 @@ class FolderForm(forms.Form):
             except forms.ValidationError as error:
                 self.add_error("name", error)
         return data
+
+
+class ComposeForm(forms.Form):
+    """The compose page. From: is free text here on purpose: the submission policy
+    (mta.submission) is what decides whether the user may send as it."""
+
+    from_address = forms.CharField(label=_("From"), max_length=320)
+    to = forms.CharField(label=_("To"), max_length=20000, required=False)
+    cc = forms.CharField(label=_("Cc"), max_length=20000, required=False)
+    bcc = forms.CharField(label=_("Bcc"), max_length=20000, required=False)
+    subject = forms.CharField(label=_("Subject"), max_length=998, required=False)
+    body = forms.CharField(label=_("Message"), required=False, strip=False, widget=forms.Textarea(attrs={"rows": 18}))
+    html = forms.BooleanField(label=_("Also send as rich text (HTML)"), required=False)
+    in_reply_to = forms.CharField(required=False, max_length=998, widget=forms.HiddenInput)
+    references = forms.CharField(required=False, max_length=20000, widget=forms.HiddenInput)
+    # "folder_id:uid" of the draft this form replaces, and of the message whose parts are kept.
+    draft = forms.RegexField(regex=r"^\d+:\d+$", required=False, widget=forms.HiddenInput)
+    source = forms.RegexField(regex=r"^\d+:\d+$", required=False, widget=forms.HiddenInput)
+    answered = forms.RegexField(regex=r"^\d+:\d+$", required=False, widget=forms.HiddenInput)

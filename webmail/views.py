@@ -4,7 +4,8 @@ import re
 from urllib.parse import urlencode
 
 from django.contrib import messages as notices
-from django.http import Http404, HttpResponse
+from django.conf import settings
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
@@ -17,9 +18,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.errors import LoginThrottled
 from mailstore import actions as store
 from mailstore.models import Folder, Message
-from webmail import actions, mailbox
+from webmail import actions, compose, mailbox
 from webmail.auth import account_required, current_account, safe_next, sign_in, sign_out
-from webmail.forms import BulkForm, FolderForm, SignInForm
+from webmail.forms import BulkForm, ComposeForm, FolderForm, SignInForm
 from webmail.message import Reading, body_document, safe_filename
 from webmail.models import TrustedSender
 from webmail.security import DOWNLOAD_POLICY, PREVIEW_POLICY, body_policy, page_csp
@@ -448,11 +449,142 @@ def folder_empty(request, folder_id):
 # Room for the next pieces ------------------------------------------------------------------------
 
 
-@require_GET
+def _reference(request, value):
+    """The (folder, message) named by "folder_id:uid" in the user's account, or (None, None)."""
+    folder_id, _colon, uid = (value or "").partition(":")
+    if not (folder_id.isdigit() and uid.isdigit()):
+        return None, None
+    folder = Folder.objects.filter(account=request.account, pk=int(folder_id)).first()
+    if folder is None:
+        return None, None
+    found = Message.objects.select_related("blob").filter(folder=folder, uid=int(uid)).first()
+    return (folder, found) if found is not None else (None, None)
+
+
+def _compose_start(request, identities):
+    """(initial form data, the message whose attachments are offered to keep)."""
+    account = request.account
+    for key in ("reply", "replyall", "forward", "draft"):
+        if key not in request.GET:
+            continue
+        folder, original = _reference(request, request.GET[key])
+        if original is None:
+            raise Http404("no such message")
+        reference = f"{folder.pk}:{original.uid}"
+        if key == "forward":
+            draft = compose.forward_draft(
+                account, identities, original, heading=_("---------- Forwarded message ----------"),
+                labels={"From": _("From"), "Date": _("Date"), "Subject": _("Subject"), "To": _("To"), "Cc": _("Cc")},
+            )
+            return {**vars(draft), "source": reference}, original
+        if key == "draft":
+            draft = compose.resume_draft(account, original)
+            return {**vars(draft), "source": reference, "draft": reference}, original
+        draft = compose.reply_draft(
+            account, identities, original, everyone=key == "replyall", attribution=_("On {date}, {sender} wrote:"),
+        )
+        return {**vars(draft), "answered": reference}, None
+    initial = {"from_address": account.address, "to": request.GET.get("to", "")[:2000]}
+    return initial, None
+
+
+def _compose_draft(request, form):
+    """The compose.Draft the submitted form describes: uploads and the kept parts."""
+    data = form.cleaned_data
+    draft = compose.Draft(
+        from_address=data["from_address"].strip(), to=data["to"], cc=data["cc"], bcc=data["bcc"],
+        subject=data["subject"], body=data["body"], html=data["html"],
+        in_reply_to=data["in_reply_to"], references=data["references"],
+        display_name=request.account.display_name if data["from_address"].strip().lower() == request.account.address.lower() else "",
+    )
+    _folder_unused, source = _reference(request, data["source"])
+    if source is not None:
+        for number in request.POST.getlist("keep"):
+            try:
+                numbers = tuple(int(n) for n in number.split("."))
+            except ValueError:
+                continue
+            attachment = compose.part_attachment(source, numbers)
+            if attachment is not None:
+                draft.attachments.append(attachment)
+    for upload in request.FILES.getlist("attachments"):
+        if upload.size > settings.MAILSUITE_MESSAGE_SIZE_LIMIT:
+            raise compose.SendRefused("552 5.3.4 " + _("The attachment %(name)s is larger than the size limit.") % {"name": upload.name})
+        draft.attachments.append(
+            compose.Attachment(safe_filename(upload.name) or "attachment", upload.content_type or "application/octet-stream", upload.read())
+        )
+    return draft
+
+
+def _refusal_text(refusal):
+    """An SMTP-style reply as the user reads it: without the codes."""
+    return re.sub(r"^\d{3}(?:[ -]\d\.\d{1,3}\.\d{1,3})?\s*", "", str(refusal))
+
+
+@never_cache
+@page_csp
+@require_http_methods(["GET", "POST"])
 @account_required
-def compose(request):
-    """Composing comes next (issue 6): the URL and the button exist already."""
-    raise Http404("composing is not available yet")
+def compose_view(request):
+    """Compose, reply, forward, resume a draft; POST sends, saves or autosaves."""
+    identities = compose.identities_of(request.account)
+    if request.method == "GET":
+        initial, source = _compose_start(request, identities)
+        form = ComposeForm(initial=initial)
+        return _compose_page(request, form, identities, source)
+    form = ComposeForm(request.POST)
+    action = request.POST.get("action", "send")
+    autosave = action == "autosave"
+    if not form.is_valid():
+        if autosave:
+            return JsonResponse({"error": _("The draft could not be saved.")}, status=400)
+        return _compose_page(request, form, identities, None, status=400)
+    replaces = _reference(request, form.cleaned_data["draft"])
+    replaces = (replaces[0], replaces[1].uid) if replaces[1] is not None else None
+    try:
+        draft = _compose_draft(request, form)
+        if action in ("save", "autosave"):
+            saved = compose.save_draft(request.account, draft, replaces=replaces)
+        else:
+            compose.send(request.account, draft, client_ip=request.META.get("REMOTE_ADDR"), replaces=replaces)
+    except compose.SendRefused as refusal:
+        if autosave:
+            return JsonResponse({"error": _refusal_text(refusal)}, status=400)
+        field = "from_address" if " 5.7.1 " in str(refusal) and "send as" in str(refusal) else None
+        form.add_error(field, _refusal_text(refusal))
+        _folder_unused, source = _reference(request, form.cleaned_data["source"])
+        return _compose_page(request, form, identities, source, status=400)
+    except store.OverQuota:
+        message = _("Your mailbox is full: the draft could not be saved.")
+        if autosave:
+            return JsonResponse({"error": message}, status=400)
+        form.add_error(None, message)
+        return _compose_page(request, form, identities, None, status=400)
+    if action in ("save", "autosave"):
+        reference = f"{saved.folder_id}:{saved.uid}"
+        kept = [part.number_text for part in Reading(saved).attachments()]
+        if autosave:
+            return JsonResponse({"draft": reference, "keep": kept})
+        notices.success(request, _("Draft saved."))
+        return _done(request, reverse("webmail:compose") + "?draft=" + reference)
+    answered = _reference(request, form.cleaned_data["answered"])
+    if answered[1] is not None:
+        store.store_flags(answered[0], [answered[1].uid], mode="add", flags=["\\Answered"])
+    notices.success(request, _("Message sent."))
+    return _done(request, reverse("webmail:index"))
+
+
+def _compose_page(request, form, identities, source, status=200):
+    kept = compose.kept_parts(source) if source is not None else []
+    chosen = set(request.POST.getlist("keep")) if request.method == "POST" else None
+    context = {
+        **_layout(request),
+        "form": form,
+        "identities": identities,
+        "kept": [(part, chosen is None or part.number_text in chosen) for part, _reading in kept],
+        "size_limit": settings.MAILSUITE_MESSAGE_SIZE_LIMIT,
+    }
+    return render(request, "webmail/compose.html", context, status=status)
 
 
 @require_GET

@@ -1,0 +1,88 @@
+// mailsuite webmail: the compose page. Drafts are saved every few seconds while the
+// form changes (POST action=autosave, answered with the new draft's folder:uid, which
+// replaces the old one), and attachments over the size limit are caught before upload.
+// The page works without this file. The body is hx-boost'ed, so it looks for the
+// form on each tick instead of binding once.
+(function () {
+  "use strict";
+
+  var lastSaved = null;
+  var saving = false;
+  var boundForm = null;
+
+  function form() { return document.querySelector("form[data-autosave]"); }
+
+  function snapshot(f) {
+    var data = new FormData(f);
+    data.delete("attachments");
+    data.delete("csrfmiddlewaretoken");
+    var parts = [];
+    data.forEach(function (value, key) { parts.push(key + "=" + value); });
+    return parts.join("&");
+  }
+
+  function bind(f) {
+    if (boundForm === f) { return; }
+    boundForm = f;
+    lastSaved = snapshot(f);  // nothing typed yet: nothing to save
+    var picker = f.querySelector("input[type=file]");
+    if (picker) {
+      picker.addEventListener("change", function () {
+        var limit = parseInt(f.dataset.sizeLimit, 10) || 0;
+        var total = 0;
+        Array.prototype.forEach.call(picker.files, function (file) { total += file.size; });
+        if (limit && total > limit) {
+          window.alert(f.dataset.tooBigText);
+          picker.value = "";
+        }
+      });
+    }
+  }
+
+  function autosave() {
+    var f = form();
+    if (!f) { boundForm = null; return; }
+    bind(f);
+    var now = snapshot(f);
+    if (saving || now === lastSaved) { return; }
+    saving = true;
+    var data = new FormData(f);
+    data.delete("attachments");
+    data.set("action", "autosave");
+    fetch(f.action, { method: "POST", body: data, credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (response) { return response.json(); })
+      .then(function (answer) {
+        if (!answer.draft) { return; }
+        var draftField = f.querySelector("input[name=draft]");
+        var sourceField = f.querySelector("input[name=source]");
+        var oldDraft = draftField.value;
+        draftField.value = answer.draft;
+        // Kept attachments now live in the new draft, under its part numbers.
+        if (sourceField && (sourceField.value === oldDraft || !sourceField.value || answer.keep.length)) {
+          var boxes = Array.prototype.filter.call(f.querySelectorAll("input[name=keep]"), function (box) { return box.checked; });
+          if (boxes.length === answer.keep.length) {
+            sourceField.value = answer.draft;
+            boxes.forEach(function (box, i) { box.value = answer.keep[i]; });
+            Array.prototype.forEach.call(f.querySelectorAll("input[name=keep]"), function (box) {
+              if (!box.checked) { box.closest("label").remove(); }
+            });
+          }
+        }
+        lastSaved = now;
+        var status = f.querySelector(".autosave-status");
+        if (status) { status.textContent = f.dataset.autosavedText + " " + new Date().toLocaleTimeString(); }
+      })
+      .catch(function () { /* the next tick tries again */ })
+      .then(function () { saving = false; });
+  }
+
+  // Bind soon after the page appears; save at the form's period (data-autosave, ms).
+  var elapsed = 0;
+  window.setInterval(function () {
+    var f = form();
+    if (!f) { boundForm = null; elapsed = 0; return; }
+    bind(f);
+    elapsed += 500;
+    if (elapsed >= (parseInt(f.dataset.autosave, 10) || 5000)) { elapsed = 0; autosave(); }
+  }, 500);
+})();
