@@ -14,6 +14,19 @@ FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_dns():
+    """No test asks the machine's resolvers: an empty DNS server on loopback answers
+    (NXDOMAIN) unless a test points MAILSUITE_DNS_SERVERS at its own."""
+    from tests.dnsserver import DNSServer
+
+    with DNSServer({}) as dns:
+        previous = django_settings.MAILSUITE_DNS_SERVERS
+        django_settings.MAILSUITE_DNS_SERVERS = [("127.0.0.1", dns.port)]
+        yield dns
+        django_settings.MAILSUITE_DNS_SERVERS = previous
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = FAST_HASHERS

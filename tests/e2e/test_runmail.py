@@ -16,6 +16,10 @@ pytestmark = [pytest.mark.sqlite_only, pytest.mark.slow]
 
 def test_runmail_starts_everything_and_stops_cleanly(tmp_path):
     http_port, smtp_port, submission_port, smtps_port = free_port(), free_port(), free_port(), free_port()
+    access_ports = {
+        name: free_port()
+        for name in ("IMAP_PORT", "IMAPS_PORT", "POP3_PORT", "POP3S_PORT", "MANAGESIEVE_PORT")
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSUITE_") and k != "DATABASE_URL"}
     env.update(
         MAILSUITE_DATA_DIR=str(tmp_path / "data"),
@@ -24,6 +28,7 @@ def test_runmail_starts_everything_and_stops_cleanly(tmp_path):
         MAILSUITE_SUBMISSION_PORT=str(submission_port),
         MAILSUITE_SMTPS_PORT=str(smtps_port),
         MAILSUITE_SMTP_WORKERS="2",
+        **{f"MAILSUITE_{name}": str(port) for name, port in access_ports.items()},
         MAILSUITE_HOSTNAME="mail.example.test",
         PYTHONUNBUFFERED="1",
     )
@@ -35,8 +40,9 @@ def test_runmail_starts_everything_and_stops_cleanly(tmp_path):
     log = open(tmp_path / "runmail.log", "w+")
     process = subprocess.Popen([*manage, "runmail"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        for port in (smtp_port, submission_port, smtps_port, http_port):
-            wait_for_port(port, process=process)
+        # Six daemons start at once: on a busy machine that takes a while.
+        for port in (smtp_port, submission_port, smtps_port, http_port, *access_ports.values()):
+            wait_for_port(port, timeout=120, process=process)
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         with smtplib.SMTP_SSL("127.0.0.1", smtps_port, context=context, timeout=10) as client:
@@ -62,14 +68,14 @@ def test_runmail_starts_everything_and_stops_cleanly(tmp_path):
     assert f"127.0.0.1:{smtp_port}" in output
     assert "all services stopped" in output
     # Every child is gone: the ports are free again.
-    for port in (http_port, smtp_port, submission_port, smtps_port):
+    for port in (http_port, smtp_port, submission_port, smtps_port, *access_ports.values()):
         with pytest.raises(OSError):
             wait_for_port(port, timeout=0.5)
 
     # The admin password is printed once only: a second start does not print a new one.
     second = subprocess.Popen([*manage, "runmail"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        wait_for_port(http_port, process=second)
+        wait_for_port(http_port, timeout=120, process=second)
     finally:
         second.send_signal(signal.SIGTERM)
         output, _ = second.communicate(timeout=30)
