@@ -264,7 +264,8 @@ def resume_draft(account, message):
     return Draft(
         from_address=senders[0] if senders else account.address,
         to=reading.header("To"), cc=reading.header("Cc"), bcc=reading.header("Bcc"),
-        subject=reading.header("Subject"), body=_plain_text(reading),
+        # set_content() ended the text with a newline the user did not type.
+        subject=reading.header("Subject"), body=_plain_text(reading).removesuffix("\n"),
         in_reply_to=reading.header("In-Reply-To").strip(), references=reading.header("References").strip(),
     )
 

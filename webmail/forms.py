@@ -75,6 +75,10 @@ class ComposeForm(forms.Form):
     """The compose page. From: is free text here on purpose: the submission policy
     (mta.submission) is what decides whether the user may send as it."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
     from_address = forms.CharField(label=_("From"), max_length=320)
     to = forms.CharField(label=_("To"), max_length=20000, required=False)
     cc = forms.CharField(label=_("Cc"), max_length=20000, required=False)

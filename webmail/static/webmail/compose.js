@@ -21,10 +21,29 @@
     return parts.join("&");
   }
 
+  // The form as the server sent it (default values), so typing that happens before
+  // this script first looks still counts as a change.
+  function pristine(f) {
+    var parts = [];
+    Array.prototype.forEach.call(f.elements, function (element) {
+      if (!element.name || element.type === "file" || element.type === "submit" || element.name === "csrfmiddlewaretoken") { return; }
+      if (element.type === "checkbox") {
+        if (element.defaultChecked) { parts.push(element.name + "=" + element.value); }
+      } else if (element.tagName === "SELECT") {
+        Array.prototype.forEach.call(element.options, function (option) {
+          if (option.defaultSelected) { parts.push(element.name + "=" + option.value); }
+        });
+      } else {
+        parts.push(element.name + "=" + element.defaultValue);
+      }
+    });
+    return parts.join("&");
+  }
+
   function bind(f) {
     if (boundForm === f) { return; }
     boundForm = f;
-    lastSaved = snapshot(f);  // nothing typed yet: nothing to save
+    lastSaved = pristine(f);  // nothing typed yet: nothing to save
     var picker = f.querySelector("input[type=file]");
     if (picker) {
       picker.addEventListener("change", function () {
@@ -49,7 +68,7 @@
     var data = new FormData(f);
     data.delete("attachments");
     data.set("action", "autosave");
-    fetch(f.action, { method: "POST", body: data, credentials: "same-origin", headers: { "Accept": "application/json" } })
+    fetch(f.getAttribute("action"), { method: "POST", body: data, credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (response) { return response.json(); })
       .then(function (answer) {
         if (!answer.draft) { return; }
