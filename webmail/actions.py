@@ -93,3 +93,28 @@ def trust_sender(account, address):
 
 def distrust_sender(account, address):
     TrustedSender.objects.filter(account=account, address=(address or "").strip().lower()).delete()
+
+
+def preferences_of(account):
+    """The account's webmail Preferences, unsaved defaults when it has none."""
+    from webmail.models import Preferences
+
+    return Preferences.objects.filter(account=account).first() or Preferences(account=account)
+
+
+@transaction.atomic
+def set_preferences(account, **values):
+    """Change some of signature / remote_content."""
+    from webmail.models import Preferences
+
+    allowed = {"signature", "remote_content"}
+    if set(values) - allowed:
+        raise ActionError(f"unknown preferences: {sorted(set(values) - allowed)}")
+    if "remote_content" in values and values["remote_content"] not in Preferences.RemoteContent.values:
+        raise ActionError("unknown remote content policy")
+    preferences, _created = Preferences.objects.get_or_create(account=account)
+    for name, value in values.items():
+        setattr(preferences, name, value)
+    preferences.full_clean(exclude=["account"])
+    preferences.save()
+    return preferences

@@ -46,6 +46,12 @@ def sign_in(request, address, password, *, remember):
     return account
 
 
+def keep_signed_in(request, account):
+    """After the user changed their password here: this session stays valid (others end)."""
+    request.session.cycle_key()
+    request.session[SESSION_CHECK] = _check_value(account)
+
+
 def sign_out(request):
     request.session.flush()
 

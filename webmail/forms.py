@@ -92,3 +92,30 @@ class ComposeForm(forms.Form):
     draft = forms.RegexField(regex=r"^\d+:\d+$", required=False, widget=forms.HiddenInput)
     source = forms.RegexField(regex=r"^\d+:\d+$", required=False, widget=forms.HiddenInput)
     answered = forms.RegexField(regex=r"^\d+:\d+$", required=False, widget=forms.HiddenInput)
+
+
+class DisplayNameForm(forms.Form):
+    display_name = forms.CharField(label=_("Display name"), max_length=200, required=False)
+
+
+class PasswordChangeForm(forms.Form):
+    current = forms.CharField(label=_("Current password"), max_length=1024, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    new = forms.CharField(label=_("New password"), max_length=1024, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+    again = forms.CharField(label=_("New password again"), max_length=1024, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("new") and data.get("new") != data.get("again"):
+            self.add_error("again", _("The two new passwords differ."))
+        return data
+
+
+class SignatureForm(forms.Form):
+    signature = forms.CharField(label=_("Signature"), max_length=4000, required=False, strip=False, widget=forms.Textarea(attrs={"rows": 5}))
+
+
+class RemoteContentForm(forms.Form):
+    remote_content = forms.ChoiceField(
+        label=_("Remote images"), widget=forms.RadioSelect,
+        choices=[("ask", _("Block them until I allow them")), ("always", _("Always show them"))],
+    )

@@ -18,3 +18,18 @@ class TrustedSender(models.Model):
 
     def __str__(self):
         return f"{self.account_id}: {self.address}"
+
+
+class Preferences(models.Model):
+    """The webmail settings of one account (a row only once the user changed one)."""
+
+    class RemoteContent(models.TextChoices):
+        ASK = "ask", "ask"  # blocked until allowed once or for the sender
+        ALWAYS = "always", "always"  # every message's remote images load
+
+    account = models.OneToOneField("accounts.Account", on_delete=models.CASCADE, related_name="webmail_preferences")
+    signature = models.TextField(blank=True, max_length=4000)
+    remote_content = models.CharField(max_length=8, choices=RemoteContent.choices, default=RemoteContent.ASK)
+
+    def __str__(self):
+        return f"{self.account_id}: preferences"

@@ -1,6 +1,7 @@
 """The webmail at /. URL names other pieces link to: webmail:compose (composing, next),
 webmail:contacts (address book, next), webmail:settings and webmail:settings_section."""
 from django.urls import path
+from django.views.i18n import set_language
 
 from webmail import events, views
 
@@ -31,5 +32,6 @@ urlpatterns = [
     path("contacts/", views.contacts, name="contacts"),
     path("settings/", views.settings_page, name="settings"),
     path("settings/<slug:section>/", views.settings_page, name="settings_section"),
+    path("settings/language/set/", set_language, name="set_language"),
     path("settings/privacy/forget/", views.distrust_sender, name="distrust_sender"),
 ]

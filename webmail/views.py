@@ -19,8 +19,20 @@ from accounts.errors import LoginThrottled
 from mailstore import actions as store
 from mailstore.models import Folder, Message
 from webmail import actions, compose, mailbox
-from webmail.auth import account_required, current_account, safe_next, sign_in, sign_out
-from webmail.forms import BulkForm, ComposeForm, FolderForm, SignInForm
+from webmail.auth import account_required, current_account, keep_signed_in, safe_next, sign_in, sign_out
+from accounts import actions as accounts_actions
+from accounts.errors import AccountsError
+from webmail import sieve_pages
+from webmail.forms import (
+    BulkForm,
+    ComposeForm,
+    DisplayNameForm,
+    FolderForm,
+    PasswordChangeForm,
+    RemoteContentForm,
+    SignatureForm,
+    SignInForm,
+)
 from webmail.message import Reading, body_document, safe_filename
 from webmail.models import TrustedSender
 from webmail.security import DOWNLOAD_POLICY, PREVIEW_POLICY, body_policy, page_csp
@@ -195,7 +207,7 @@ def bulk(request, folder_id):
 
 
 def _allow_remote(request, message, once=False):
-    if once:
+    if once or actions.preferences_of(request.account).remote_content == "always":
         return True
     return bool(message.from_address) and TrustedSender.objects.filter(
         account=request.account, address=message.from_address.lower()
@@ -483,9 +495,16 @@ def _compose_start(request, identities):
         draft = compose.reply_draft(
             account, identities, original, everyone=key == "replyall", attribution=_("On {date}, {sender} wrote:"),
         )
+        draft.body = _signed("", request) + draft.body
         return {**vars(draft), "answered": reference}, None
-    initial = {"from_address": account.address, "to": request.GET.get("to", "")[:2000]}
+    initial = {"from_address": account.address, "to": request.GET.get("to", "")[:2000], "body": _signed("", request)}
     return initial, None
+
+
+def _signed(body, request):
+    """`body` with the user's signature after the usual "-- " line (RFC 3676 §4.3)."""
+    signature = actions.preferences_of(request.account).signature.strip("\r\n")
+    return f"{body}\n\n-- \n{signature}\n" if signature else body
 
 
 def _compose_draft(request, form):
@@ -603,15 +622,35 @@ SETTINGS_SECTIONS = {
     "filters": gettext_lazy("Filters"),
     "vacation": gettext_lazy("Vacation reply"),
     "forwarding": gettext_lazy("Forwarding"),
+    "sieve": gettext_lazy("Sieve script"),
     "spam": gettext_lazy("Spam"),
 }
+SIEVE_SECTIONS = ("filters", "vacation", "forwarding", "sieve")
 
 
-@never_cache
-@page_csp
-@require_GET
-@account_required
-def settings_page(request, section="privacy"):
+def _settings_forms(request, section, bound=None):
+    """The forms a settings section shows; `bound` replaces the one being submitted."""
+    account = request.account
+    preferences = actions.preferences_of(account)
+    forms = {}
+    if section == "account":
+        forms["name_form"] = DisplayNameForm(initial={"display_name": account.display_name})
+        forms["password_form"] = PasswordChangeForm()
+    elif section == "identities":
+        forms["signature_form"] = SignatureForm(initial={"signature": preferences.signature})
+        forms["identities"] = compose.identities_of(account)
+    elif section == "privacy":
+        forms["remote_form"] = RemoteContentForm(initial={"remote_content": preferences.remote_content})
+        forms["trusted_senders"] = TrustedSender.objects.filter(account=account)
+    elif section == "language":
+        forms["languages"] = settings.LANGUAGES
+    elif section in SIEVE_SECTIONS:
+        forms.update(sieve_pages.context(account, section))
+    forms.update(bound or {})
+    return forms
+
+
+def _settings_render(request, section, bound=None, status=200):
     if section not in SETTINGS_SECTIONS:
         raise Http404("no such settings section")
     context = {
@@ -619,9 +658,67 @@ def settings_page(request, section="privacy"):
         "sections": list(SETTINGS_SECTIONS.items()),
         "section": section,
         "section_label": SETTINGS_SECTIONS[section],
-        "trusted_senders": TrustedSender.objects.filter(account=request.account) if section == "privacy" else None,
+        **_settings_forms(request, section, bound),
     }
-    return render(request, "webmail/settings.html", context)
+    return render(request, "webmail/settings.html", context, status=status)
+
+
+@never_cache
+@page_csp
+@require_http_methods(["GET", "POST"])
+@account_required
+def settings_page(request, section="privacy"):
+    if section not in SETTINGS_SECTIONS:
+        raise Http404("no such settings section")
+    if request.method == "GET":
+        return _settings_render(request, section)
+    bound = _settings_change(request, section)
+    if bound is None:
+        notices.success(request, _("Settings saved."))
+        return _done(request, reverse("webmail:settings_section", args=[section]))
+    return _settings_render(request, section, bound, status=400)
+
+
+def _settings_change(request, section):
+    """Apply a settings POST; None when done, else the bound forms with their errors."""
+    account = request.account
+    what = request.POST.get("form", "")
+    if section == "account" and what == "name":
+        form = DisplayNameForm(request.POST)
+        if not form.is_valid():
+            return {"name_form": form}
+        accounts_actions.set_display_name(account.address, form.cleaned_data["display_name"])
+        return None
+    if section == "account" and what == "password":
+        form = PasswordChangeForm(request.POST)
+        if form.is_valid():
+            if not account.check_password(form.cleaned_data["current"]):
+                form.add_error("current", _("This is not your current password."))
+            else:
+                try:
+                    accounts_actions.set_password(account.address, form.cleaned_data["new"])
+                except AccountsError as error:
+                    form.add_error("new", str(error))
+                else:
+                    account.refresh_from_db()
+                    keep_signed_in(request, account)
+                    return None
+        return {"password_form": form}
+    if section == "identities" and what == "signature":
+        form = SignatureForm(request.POST)
+        if not form.is_valid():
+            return {"signature_form": form}
+        actions.set_preferences(account, signature=form.cleaned_data["signature"])
+        return None
+    if section == "privacy" and what == "remote":
+        form = RemoteContentForm(request.POST)
+        if not form.is_valid():
+            return {"remote_form": form}
+        actions.set_preferences(account, remote_content=form.cleaned_data["remote_content"])
+        return None
+    if section in SIEVE_SECTIONS:
+        return sieve_pages.change(request, section)
+    raise Http404("nothing to change here")
 
 
 @require_POST
