@@ -27,7 +27,7 @@ from mta.headers import received_field
 from mta.recipients import Client, check_recipient
 from mta.submission import Login, check_submission
 from webmail import mailbox
-from webmail.message import Reading
+from webmail.message import Reading, safe_filename
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,31 @@ def build(draft, *, include_bcc, message_id=None, date=None):
     if draft.html:
         message.add_alternative(text_to_html(draft.body.replace("\r\n", "\n")), subtype="html")
     for attachment in draft.attachments:
+        if attachment.content_type.lower() == "message/rfc822" and _attach_message(message, attachment):
+            continue
         maintype, _, subtype = attachment.content_type.partition("/")
         if not maintype or not subtype or "/" in subtype:
             maintype, subtype = "application", "octet-stream"
         message.add_attachment(attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename)
     return message.as_bytes()
+
+
+def _attach_message(message, attachment):
+    """Attach a whole message as message/rfc822, which must stay 7bit/8bit (RFC 2046
+    §5.2.1: no base64); False if it does not parse, so it goes as bytes instead."""
+    try:
+        inner = email.message_from_bytes(attachment.data, policy=SMTP)
+        message.add_attachment(inner, filename=attachment.filename)
+    except Exception:  # noqa: BLE001 - a malformed message is attached as plain bytes
+        log.info("forwarded message did not parse; attached as bytes", exc_info=True)
+        return False
+    return True
+
+
+def message_attachment(message):
+    """The Attachment forwarding `message` whole (RFC 2046 §5.2.1)."""
+    name = safe_filename((message.subject or "message")[:80]) or "message"
+    return Attachment(f"{name}.eml", "message/rfc822", Reading(message).raw())
 
 
 def check_size(draft):
@@ -205,6 +225,10 @@ def _plain_text(reading):
 
 def quote(text):
     return "\n".join(("> " + line) if line and not line.startswith(">") else (">" + line) for line in text.splitlines())
+
+
+def forward_subject(subject):
+    return _prefixed("Fwd:", subject)
 
 
 def _prefixed(prefix, subject):

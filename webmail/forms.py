@@ -92,6 +92,8 @@ class ComposeForm(forms.Form):
     draft = forms.RegexField(regex=r"^\d+:\d+$", required=False, widget=forms.HiddenInput)
     source = forms.RegexField(regex=r"^\d+:\d+$", required=False, widget=forms.HiddenInput)
     answered = forms.RegexField(regex=r"^\d+:\d+$", required=False, widget=forms.HiddenInput)
+    # "folder_id:uid" of a message forwarded whole, as a message/rfc822 attachment.
+    attach_message = forms.RegexField(regex=r"^\d+:\d+$", required=False, widget=forms.HiddenInput)
 
 
 class DisplayNameForm(forms.Form):

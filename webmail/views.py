@@ -483,6 +483,12 @@ def _compose_start(request, identities):
         if original is None:
             raise Http404("no such message")
         reference = f"{folder.pk}:{original.uid}"
+        if key == "forward" and request.GET.get("as") == "attachment":
+            initial = {
+                "from_address": account.address, "subject": compose.forward_subject(original.subject or ""),
+                "body": _signed("", request), "attach_message": reference,
+            }
+            return initial, None
         if key == "forward":
             draft = compose.forward_draft(
                 account, identities, original, heading=_("---------- Forwarded message ----------"),
@@ -526,6 +532,9 @@ def _compose_draft(request, form):
             attachment = compose.part_attachment(source, numbers)
             if attachment is not None:
                 draft.attachments.append(attachment)
+    _folder_unused, whole = _reference(request, data["attach_message"])
+    if whole is not None:
+        draft.attachments.append(compose.message_attachment(whole))
     for upload in request.FILES.getlist("attachments"):
         if upload.size > settings.MAILSUITE_MESSAGE_SIZE_LIMIT:
             raise compose.SendRefused("552 5.3.4 " + _("The attachment %(name)s is larger than the size limit.") % {"name": upload.name})
@@ -602,6 +611,7 @@ def _compose_page(request, form, identities, source, status=200):
         "identities": identities,
         "kept": [(part, chosen is None or part.number_text in chosen) for part, _reading in kept],
         "size_limit": settings.MAILSUITE_MESSAGE_SIZE_LIMIT,
+        "attached_message": _reference(request, form["attach_message"].value())[1],
     }
     return render(request, "webmail/compose.html", context, status=status)
 

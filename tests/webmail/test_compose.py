@@ -192,3 +192,27 @@ def test_a_draft_keeps_its_attachments(alice, alice_client):
 
     reading = Reading(draft)
     assert [reading.part_bytes(part) for part in reading.attachments()] == [b"keep me\n"]
+
+
+def test_it_forwards_a_message_as_an_attachment(alice, bob, alice_client):
+    original = deliver(alice, make_mail("Original", text="Inner text.", headers=[("Message-ID", "<o1@elsewhere.test>")]))
+    inbox_id = folder(alice, "INBOX").pk
+    page = alice_client.get(f"/compose/?forward={inbox_id}:{original.uid}&as=attachment").content.decode()
+    assert 'value="Fwd: Original"' in page and f'name="attach_message" value="{inbox_id}:{original.uid}"' in page
+    response = post(alice_client, to="bob@example.test", subject="Fwd: Original", body="See below.",
+                    attach_message=f"{inbox_id}:{original.uid}")
+    assert response.status_code == 302, response.content.decode()
+    raw = message_bytes(inbox(bob)[0])
+    assert b"Content-Type: message/rfc822" in raw and b"Message-ID: <o1@elsewhere.test>" in raw
+    assert b"Inner text." in raw  # 7bit/8bit, never base64 (RFC 2046 5.2.1)
+
+
+def test_rich_text_sends_an_html_and_a_text_alternative(alice, bob, alice_client):
+    response = post(alice_client, to="bob@example.test", subject="Rich", body="Hello <world>\nsecond line", html="on")
+    assert response.status_code == 302
+    raw = message_bytes(inbox(bob)[0])
+    assert b"multipart/alternative" in raw and b"text/plain" in raw and b"text/html" in raw
+    from webmail.message import Reading
+
+    pieces = {piece.kind: piece.text for piece in Reading(inbox(bob)[0]).body()}
+    assert "Hello &lt;world&gt;<br>" in pieces["html"]
