@@ -118,3 +118,105 @@ def set_preferences(account, **values):
     preferences.full_clean(exclude=["account"])
     preferences.save()
     return preferences
+
+
+# The address book -----------------------------------------------------------------------------
+
+MAX_CONTACTS = 10000
+
+
+def _contact_key(address):
+    address = (address or "").strip()
+    if "@" not in address or len(address) > 320 or any(ch in address for ch in " <>,;\r\n"):
+        raise ActionError(f"{address!r} is not an email address")
+    return address, address.lower()
+
+
+@transaction.atomic
+def save_contact(account, address, name="", *, contact_id=None):
+    """Add a contact, or change one (contact_id); returns it."""
+    from webmail.models import Contact
+
+    address, key = _contact_key(address)
+    name = (name or "").strip()[:200]
+    clash = Contact.objects.filter(account=account, key=key)
+    if contact_id is not None:
+        contact = Contact.objects.filter(account=account, pk=contact_id).first()
+        if contact is None:
+            raise ActionError("no such contact")
+        if clash.exclude(pk=contact.pk).exists():
+            raise ActionError(f"{address} is in the address book already")
+        contact.address, contact.key, contact.name, contact.collected = address, key, name, False
+        contact.save()
+        return contact
+    if clash.exists():
+        raise ActionError(f"{address} is in the address book already")
+    if Contact.objects.filter(account=account).count() >= MAX_CONTACTS:
+        raise ActionError("the address book is full")
+    return Contact.objects.create(account=account, address=address, key=key, name=name)
+
+
+@transaction.atomic
+def delete_contact(account, contact_id):
+    from webmail.models import Contact
+
+    Contact.objects.filter(account=account, pk=contact_id).delete()
+
+
+@transaction.atomic
+def import_contacts(account, cards):
+    """Add the (name, [addresses]) of parsed vCards; existing addresses get the card's
+    name if they had none. Returns how many were added."""
+    from webmail.models import Contact
+
+    existing = {c.key: c for c in Contact.objects.filter(account=account)}
+    added = []
+    for name, addresses in cards:
+        for address in addresses:
+            try:
+                address, key = _contact_key(address)
+            except ActionError:
+                continue
+            if key in existing:
+                if name and not existing[key].name:
+                    existing[key].name = name[:200]
+                    existing[key].save(update_fields=["name", "updated"])
+                continue
+            if len(existing) >= MAX_CONTACTS:
+                break
+            contact = Contact(account=account, address=address, key=key, name=(name or "")[:200])
+            existing[key] = contact
+            added.append(contact)
+    Contact.objects.bulk_create(added, ignore_conflicts=True)
+    return len(added)
+
+
+def record_correspondents(account, pairs):
+    """Collect the (name, address) people the user wrote to; never overwrites an entry."""
+    from webmail.models import Contact
+
+    rows = []
+    for name, address in pairs:
+        try:
+            address, key = _contact_key(address)
+        except ActionError:
+            continue
+        rows.append(Contact(account=account, address=address, key=key, name=(name or "")[:200], collected=True))
+    if rows and Contact.objects.filter(account=account).count() < MAX_CONTACTS:
+        Contact.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+def collect_senders(account, limit=2000):
+    """Add the senders of the account's most recent received mail (not Sent, Drafts,
+    Junk or Trash) as collected contacts; returns how many were new."""
+    from mailstore.models import Message
+    from webmail.models import Contact
+
+    before = Contact.objects.filter(account=account).count()
+    skipped = ["\\Sent", "\\Drafts", "\\Junk", "\\Trash"]
+    senders = (
+        Message.objects.filter(folder__account=account).exclude(folder__special_use__in=skipped)
+        .exclude(from_address="").order_by("-pk").values_list("from_address", flat=True)[:limit]
+    )
+    record_correspondents(account, [("", address) for address in dict.fromkeys(senders)])
+    return Contact.objects.filter(account=account).count() - before

@@ -181,6 +181,9 @@ def send(account, draft, *, client_ip, replaces=None):
     if not reply.startswith("250"):
         raise SendRefused(reply)
     log.info("webmail sent %s for %s to %d recipients", message_id, account.address, len(recipients))
+    from webmail.actions import record_correspondents
+
+    record_correspondents(account, email.utils.getaddresses([draft.to, draft.cc, draft.bcc]))
     sent = None
     sent_folder = mailbox.special_folder(account, mailbox.SENT)
     if sent_folder is not None:

@@ -71,6 +71,10 @@ class FolderForm(forms.Form):
         return data
 
 
+# Address fields offer the address book (compose.js fills the datalist as the user types).
+_ADDRESSES = forms.TextInput(attrs={"list": "contact-suggestions", "autocomplete": "off", "data-addresses": "1"})
+
+
 class ComposeForm(forms.Form):
     """The compose page. From: is free text here on purpose: the submission policy
     (mta.submission) is what decides whether the user may send as it."""
@@ -80,9 +84,9 @@ class ComposeForm(forms.Form):
         super().__init__(*args, **kwargs)
 
     from_address = forms.CharField(label=_("From"), max_length=320)
-    to = forms.CharField(label=_("To"), max_length=20000, required=False)
-    cc = forms.CharField(label=_("Cc"), max_length=20000, required=False)
-    bcc = forms.CharField(label=_("Bcc"), max_length=20000, required=False)
+    to = forms.CharField(label=_("To"), max_length=20000, required=False, widget=_ADDRESSES)
+    cc = forms.CharField(label=_("Cc"), max_length=20000, required=False, widget=_ADDRESSES)
+    bcc = forms.CharField(label=_("Bcc"), max_length=20000, required=False, widget=_ADDRESSES)
     subject = forms.CharField(label=_("Subject"), max_length=998, required=False)
     body = forms.CharField(label=_("Message"), required=False, strip=False, widget=forms.Textarea(attrs={"rows": 18}))
     html = forms.BooleanField(label=_("Also send as rich text (HTML)"), required=False)

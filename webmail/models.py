@@ -33,3 +33,25 @@ class Preferences(models.Model):
 
     def __str__(self):
         return f"{self.account_id}: preferences"
+
+
+class Contact(models.Model):
+    """An entry of the account's address book: typed in, imported, or collected from mail
+    the user sent (webmail.actions.record_correspondents)."""
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="contacts")
+    address = models.CharField(max_length=320, help_text="As typed; unique per account case-insensitively by `key`")
+    key = models.CharField(max_length=320, help_text="Lower-case address")
+    name = models.CharField(max_length=200, blank=True)
+    collected = models.BooleanField(default=False, help_text="Added from sent mail, not by hand")
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["account_id", "name", "key"]
+        constraints = [
+            # One entry per address per account; also the index autocomplete's prefix search uses.
+            models.UniqueConstraint(fields=["account", "key"], name="contact_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} <{self.address}>" if self.name else self.address

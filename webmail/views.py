@@ -1,10 +1,12 @@
 """Webmail views: parse the request, call webmail.mailbox (reads) or the actions
 (webmail.actions, mailstore.actions), render. Scoped to request.account once."""
+import email.utils
 import re
 from urllib.parse import urlencode
 
 from django.contrib import messages as notices
 from django.conf import settings
+from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,6 +24,7 @@ from webmail import actions, compose, mailbox
 from webmail.auth import account_required, current_account, keep_signed_in, safe_next, sign_in, sign_out
 from accounts import actions as accounts_actions
 from accounts.errors import AccountsError
+from webmail import contacts as contacts_module
 from webmail import sieve_pages
 from webmail.forms import (
     BulkForm,
@@ -34,7 +37,7 @@ from webmail.forms import (
     SignInForm,
 )
 from webmail.message import Reading, body_document, safe_filename
-from webmail.models import TrustedSender
+from webmail.models import Contact, TrustedSender
 from webmail.security import DOWNLOAD_POLICY, PREVIEW_POLICY, body_policy, page_csp
 
 
@@ -616,10 +619,79 @@ def _compose_page(request, form, identities, source, status=200):
     return render(request, "webmail/compose.html", context, status=status)
 
 
-@require_GET
+@never_cache
+@page_csp
+@require_http_methods(["GET", "POST"])
 @account_required
 def contacts(request):
-    raise Http404("the address book is not available yet")
+    """The address book: list and search, add, edit, delete, collect senders, vCard import."""
+    if request.method == "POST":
+        return _contacts_change(request)
+    query = request.GET.get("q", "").strip()[:200]
+    entries = Contact.objects.filter(account=request.account)
+    if query:
+        entries = entries.filter(Q(key__contains=query.lower()) | Q(name__icontains=query))
+    editing = request.GET.get("edit", "")
+    context = {
+        **_layout(request),
+        "contacts": entries[:1000],
+        "query": None,
+        "contact_query": query,
+        "editing": int(editing) if editing.isdigit() else None,
+    }
+    return render(request, "webmail/contacts.html", context)
+
+
+def _contacts_change(request):
+    what = request.POST.get("form", "")
+    account = request.account
+    try:
+        if what in ("add", "edit"):
+            contact_id = request.POST.get("id", "")
+            webmail_actions_contact = actions.save_contact(
+                account, request.POST.get("address", ""), request.POST.get("name", ""),
+                contact_id=int(contact_id) if what == "edit" and contact_id.isdigit() else None,
+            )
+            notices.success(request, _("Saved %(address)s.") % {"address": webmail_actions_contact.address})
+        elif what == "delete" and request.POST.get("id", "").isdigit():
+            actions.delete_contact(account, int(request.POST["id"]))
+            notices.success(request, _("Contact deleted."))
+        elif what == "collect":
+            count = actions.collect_senders(account)
+            notices.success(request, _("%(count)s contacts added from your mail.") % {"count": count})
+        elif what == "import":
+            upload = request.FILES.get("vcards")
+            if upload is None or upload.size > contacts_module.MAX_VCARD_BYTES:
+                notices.error(request, _("Choose a vCard file (.vcf) of at most 2 MB."))
+            else:
+                cards = contacts_module.parse_vcards(upload.read().decode("utf-8", "replace"))
+                count = actions.import_contacts(account, cards)
+                notices.success(request, _("%(count)s contacts imported.") % {"count": count})
+    except actions.ActionError as error:
+        notices.error(request, str(error))
+    return _done(request, reverse("webmail:contacts"))
+
+
+@never_cache
+@require_GET
+@account_required
+def contacts_export(request):
+    data = contacts_module.to_vcards(Contact.objects.filter(account=request.account))
+    response = HttpResponse(data, content_type="text/vcard; charset=utf-8")
+    response["Content-Disposition"] = _disposition("attachment", "contacts.vcf")
+    return response
+
+
+@never_cache
+@require_GET
+@account_required
+def contacts_suggest(request):
+    """Autocomplete for To/Cc/Bcc: [{"name", "address", "text"}] for ?q=."""
+    found = contacts_module.suggestions(request.account, request.GET.get("q", "")[:200])
+    return JsonResponse({"contacts": [
+        {"name": c.name, "address": c.address, "text": email.utils.formataddr((c.name, c.address)) if c.name else c.address}
+        for c in found
+    ]})
 
 
 # The settings menu, in order. The pages other than "privacy" are placeholders for the

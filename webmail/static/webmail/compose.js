@@ -95,6 +95,37 @@
       .then(function () { saving = false; });
   }
 
+  // Address book suggestions for the address being typed (after the last comma). Each
+  // option holds the whole field's value, so picking one keeps the addresses before it.
+  var suggestTimer = null;
+  document.addEventListener("input", function (event) {
+    var field = event.target;
+    if (!field.dataset || !field.dataset.addresses) { return; }
+    var f = field.form;
+    var list = document.getElementById("contact-suggestions");
+    if (!f || !list || !f.dataset.suggestUrl) { return; }
+    window.clearTimeout(suggestTimer);
+    suggestTimer = window.setTimeout(function () {
+      var value = field.value;
+      var cut = value.lastIndexOf(",");
+      var before = cut >= 0 ? value.slice(0, cut + 1) + " " : "";
+      var typed = value.slice(cut + 1).trim();
+      if (typed.length < 1) { list.textContent = ""; return; }
+      fetch(f.dataset.suggestUrl + "?q=" + encodeURIComponent(typed), { credentials: "same-origin" })
+        .then(function (response) { return response.json(); })
+        .then(function (answer) {
+          list.textContent = "";
+          answer.contacts.forEach(function (contact) {
+            var option = document.createElement("option");
+            option.value = before + contact.text + ", ";
+            option.label = contact.text;
+            list.appendChild(option);
+          });
+        })
+        .catch(function () { /* no suggestions this time */ });
+    }, 150);
+  });
+
   // Bind soon after the page appears; save at the form's period (data-autosave, ms).
   var elapsed = 0;
   window.setInterval(function () {
