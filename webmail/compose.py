@@ -188,7 +188,10 @@ def send(account, draft, *, client_ip, replaces=None):
     sent_folder = mailbox.special_folder(account, mailbox.SENT)
     if sent_folder is not None:
         copy = build(draft, include_bcc=True, message_id=message_id, date=date)
-        sent = store.append(account, sent_folder.name, copy, flags=["\\Seen"])
+        try:
+            sent = store.append(account, sent_folder.name, copy, flags=["\\Seen"])
+        except store.MailstoreError as error:  # sent all the same: the user must not send twice
+            log.warning("no Sent copy of %s for %s: %s", message_id, account.address, error)
     if replaces is not None:
         discard_draft(*replaces)
     return sent
