@@ -48,8 +48,8 @@ class VacationForm(forms.Form):
     enabled = forms.BooleanField(label=gettext_lazy("Send an automatic reply"), required=False)
     subject = forms.CharField(label=gettext_lazy("Subject"), max_length=500)
     body = forms.CharField(label=gettext_lazy("Message"), max_length=10000, widget=forms.Textarea(attrs={"rows": 6}))
-    start = forms.DateField(label=gettext_lazy("From date"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(label=gettext_lazy("Until date"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    start = forms.DateField(label=gettext_lazy("From date"), required=False, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
+    end = forms.DateField(label=gettext_lazy("Until date"), required=False, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
     days = forms.IntegerField(label=gettext_lazy("Reply to the same sender at most every (days)"), min_value=1, max_value=365, initial=7)
 
     def __init__(self, *args, **kwargs):

@@ -143,3 +143,18 @@ def test_settings_posts_need_the_csrf_token(alice, alice_client):
     assert alice_client.post("/settings/account/", {"form": "name", "display_name": "X"}).status_code == 403
     assert alice_client.post("/settings/sieve/", {"text": "keep;"}).status_code == 403
     assert Account.objects.get(pk=alice.pk).display_name == "Alice"
+
+
+def test_vacation_dates_round_trip_in_spanish_too(alice, alice_client):
+    response = alice_client.post("/settings/vacation/", {
+        "enabled": "on", "subject": "Away", "body": "Back later.", "start": "2026-12-20", "end": "2027-01-06", "days": "3",
+    })
+    assert response.status_code == 302
+    vacation = rules.load(alice).filters.vacation
+    assert (vacation.start.isoformat(), vacation.end.isoformat(), vacation.days) == ("2026-12-20", "2027-01-06", 3)
+    page = alice_client.get("/settings/vacation/", headers={"Accept-Language": "es"}).content.decode()
+    assert 'value="2026-12-20"' in page and 'value="2027-01-06"' in page
+    backwards = alice_client.post("/settings/vacation/", {
+        "enabled": "on", "subject": "Away", "body": "x", "start": "2027-01-06", "end": "2026-12-20", "days": "3",
+    })
+    assert backwards.status_code == 400
