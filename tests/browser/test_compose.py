@@ -33,7 +33,7 @@ def test_compose_with_attachment_download_and_reply(alice, bob, browser, web_ser
     page.get_by_label("Message", exact=True).fill("Attached is the plan.")
     page.get_by_label("Attach files").set_input_files(str(upload))
     page.get_by_role("button", name="Send").click()
-    expect(page.get_by_text("Message sent.")).to_be_visible()
+    expect(page.get_by_text("Message sent.")).to_be_visible(timeout=15_000)
 
     # Bob's open INBOX shows it without a reload.
     link = bob_page.get_by_role("link", name=re.compile("The plan"))
@@ -53,7 +53,7 @@ def test_compose_with_attachment_download_and_reply(alice, bob, browser, web_ser
     bob_page.get_by_label("Message", exact=True).press("Control+Home")
     bob_page.get_by_label("Message", exact=True).type("Looks good. ")
     bob_page.get_by_role("button", name="Send").click()
-    expect(bob_page.get_by_text("Message sent.")).to_be_visible()
+    expect(bob_page.get_by_text("Message sent.")).to_be_visible(timeout=15_000)
 
     # Alice's INBOX has the answer, threaded on her message; her Sent has the original.
     page.goto("/")
@@ -86,3 +86,19 @@ def test_drafts_autosave_and_resume(alice, page, sign_in):
     page.goto(f"/compose/?draft={drafts.pk}:{replaced.uid}")
     expect(page.get_by_label("Message", exact=True)).to_have_value("First half, second half")
     expect(page.get_by_label("Subject", exact=True)).to_have_value("Unfinished thoughts")
+
+
+def test_undo_send_keeps_the_message_and_sending_again_delivers(alice, bob, page, sign_in):
+    sign_in(page, alice)
+    page.goto("/compose/")
+    page.get_by_label("To", exact=True).fill("bob@example.test")
+    page.get_by_label("Subject", exact=True).fill("Second thoughts")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_text(re.compile("Sending in"))).to_be_visible()
+    page.get_by_role("button", name="Undo").click()
+    page.wait_for_timeout(6000)
+    assert not Message.objects.filter(folder__account=bob).exists()
+    expect(page.get_by_label("Subject", exact=True)).to_have_value("Second thoughts")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_text("Message sent.")).to_be_visible(timeout=15_000)
+    assert Message.objects.get(folder=folder(bob, "INBOX")).subject == "Second thoughts"

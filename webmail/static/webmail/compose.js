@@ -126,6 +126,56 @@
     }, 150);
   });
 
+  // Undo send: the form goes to the server only after data-undo-seconds, and until then
+  // an Undo button cancels it (nothing has left the browser yet).
+  document.addEventListener("submit", function (event) {
+    var f = event.target;
+    if (!f.matches || !f.matches("form[data-autosave]") || f.dataset.sending === "now") { return; }
+    var submitter = event.submitter;
+    var seconds = parseInt(f.dataset.undoSeconds, 10) || 0;
+    if (!submitter || submitter.value !== "send" || seconds <= 0) { return; }
+    event.preventDefault();
+    var status = f.querySelector(".undo-send");
+    var countdown = seconds;
+    status.hidden = false;
+    status.querySelector(".undo-text").textContent = f.dataset.sendingText.replace("{seconds}", countdown);
+    saving = true;  // no autosave while it goes
+    var tick = window.setInterval(function () {
+      countdown -= 1;
+      if (countdown > 0) {
+        status.querySelector(".undo-text").textContent = f.dataset.sendingText.replace("{seconds}", countdown);
+        return;
+      }
+      window.clearInterval(tick);
+      var action = document.createElement("input");
+      action.type = "hidden"; action.name = "action"; action.value = "send";
+      f.appendChild(action);
+      f.dataset.sending = "now";
+      f.submit();
+    }, 1000);
+    status.querySelector("button").onclick = function () {
+      window.clearInterval(tick);
+      status.hidden = true;
+      saving = false;
+    };
+  });
+
+  // Files dropped anywhere on the form join the picker's.
+  document.addEventListener("dragover", function (event) {
+    if (event.target.closest && event.target.closest("form[data-autosave]")) { event.preventDefault(); }
+  });
+  document.addEventListener("drop", function (event) {
+    var f = event.target.closest && event.target.closest("form[data-autosave]");
+    if (!f || !event.dataTransfer || !event.dataTransfer.files.length) { return; }
+    event.preventDefault();
+    var picker = f.querySelector("input[type=file]");
+    var all = new DataTransfer();
+    Array.prototype.forEach.call(picker.files, function (file) { all.items.add(file); });
+    Array.prototype.forEach.call(event.dataTransfer.files, function (file) { all.items.add(file); });
+    picker.files = all.files;
+    picker.dispatchEvent(new Event("change", { bubbles: true }));
+  });
+
   // Bind soon after the page appears; save at the form's period (data-autosave, ms).
   var elapsed = 0;
   window.setInterval(function () {
