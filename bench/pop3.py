@@ -665,9 +665,17 @@ class Mailsuite(Server):
                    MAILSUITE_HOSTNAME="pop3-bench.localhost", PYTHONUNBUFFERED="1")
         return env
 
+    def run(self, argv, what):
+        # cwd: the project's Celery app puts the working directory first on sys.path, so a
+        # manage.py started elsewhere would import that tree's modules, not --source's.
+        result = subprocess.run(argv, env=self.env(), cwd=self.source, capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            raise BenchError(f"mailsuite: {what} failed ({result.returncode}): "
+                             f"{(result.stderr or result.stdout).strip()[-2000:]}")
+        return result.stdout
+
     def manage(self, *args, what):
-        return ingest.run_checked([ingest.venv_python(), str(self.source / "manage.py"), *args],
-                                  env=self.env(), what=f"mailsuite: {what}", timeout=900)
+        return self.run([ingest.venv_python(), str(self.source / "manage.py"), *args], what)
 
     def prepare(self, workdir, message_count):
         """Accounts and mail; returns the Argon2id hash stored for the password."""
@@ -677,7 +685,7 @@ class Mailsuite(Server):
         self.manage("tls", "ensure", what="tls ensure")
         argv = [ingest.venv_python(), str(Path(__file__).resolve()), "--load", "--source", str(self.source),
                 "--users", str(self.count), "--messages", str(message_count)]
-        output = ingest.run_checked(argv, env=self.env(), what="mailsuite: load", timeout=900)
+        output = self.run(argv, "load")
         lines = [line for line in output.splitlines() if line.startswith(LOAD_MARKER)]
         if not lines:
             raise BenchError(f"mailsuite: the load printed nothing: {output[-500:]}")
