@@ -19,11 +19,11 @@ Implementation notes
   an account's first POP3 login. The session renews it every LOCK_LEASE_SECONDS / 3 and
   gives it up at the end; a crashed session's lease simply expires. Node clocks must
   agree to well within a lease (NTP), as the login throttle already assumes.
-- A login costs three short write transactions, the reason it is worth keeping each one
-  to a statement or two: the login audit (accounts.auth), taking the lease, and QUIT
-  (giving the lease up, with the session's changes if there are any). Password hashing
-  (Argon2id, in accounts.auth) costs several times more than all three: see
-  bench/RESULTS.md, POP3.
+- A login costs three short write transactions, the reason to keep each to a statement
+  or two: the login audit (accounts.auth), taking the lease, and QUIT (giving the lease
+  up, with the session's changes if there are any). When the password hash runs
+  (Argon2id, in accounts.auth; skipped for a password verified moments ago) it costs
+  more than all of them together: see bench/RESULTS.md, POP3.
 - The session's changes happen only at QUIT (RFC 1939 §6), in one transaction that
   first gives up the lease, which must still be ours, then marks the messages RETR sent
   \\Seen (mailstore.actions.store_flags, as Dovecot does) and removes those marked
