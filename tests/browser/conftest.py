@@ -75,8 +75,10 @@ def web_server(django_db_setup, django_db_blocker, tmp_path_factory):
     log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope: Playwright's sync API keeps an event loop running in this thread
+    # while it is open, and tests elsewhere start their own with asyncio.run().
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
