@@ -648,11 +648,11 @@ def _contacts_change(request):
     try:
         if what in ("add", "edit"):
             contact_id = request.POST.get("id", "")
-            webmail_actions_contact = actions.save_contact(
+            contact = actions.save_contact(
                 account, request.POST.get("address", ""), request.POST.get("name", ""),
                 contact_id=int(contact_id) if what == "edit" and contact_id.isdigit() else None,
             )
-            notices.success(request, _("Saved %(address)s.") % {"address": webmail_actions_contact.address})
+            notices.success(request, _("Saved %(address)s.") % {"address": contact.address})
         elif what == "delete" and request.POST.get("id", "").isdigit():
             actions.delete_contact(account, int(request.POST["id"]))
             notices.success(request, _("Contact deleted."))

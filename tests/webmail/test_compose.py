@@ -2,7 +2,6 @@
 DKIM), the Sent copy, reply/forward headers, drafts, CSRF."""
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
 
 from accounts import actions as accounts
 from mailstore.actions import read_blob
