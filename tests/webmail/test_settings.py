@@ -158,3 +158,15 @@ def test_vacation_dates_round_trip_in_spanish_too(alice, alice_client):
         "enabled": "on", "subject": "Away", "body": "x", "start": "2027-01-06", "end": "2026-12-20", "days": "3",
     })
     assert backwards.status_code == 400
+
+
+def test_a_script_put_over_managesieve_shows_in_the_webmail(alice, alice_client):
+    text = 'require ["imap4flags"];\nif address :is "from" "boss@faraway.test" { addflag "\\\\Flagged"; }\n'
+    sieve_actions.put_script(alice, "from-thunderbird", text, activate=True)
+    page = alice_client.get("/settings/sieve/").content.decode()
+    assert "addflag &quot;\\\\Flagged&quot;" in page
+    assert "too complex for the simple editor" in alice_client.get("/settings/filters/").content.decode()
+    # Saving from the raw editor keeps the script's name, so the client sees its script changed.
+    assert alice_client.post("/settings/sieve/", {"text": "keep;\n"}).status_code == 302
+    assert sieve_actions.active_script(alice).name == "from-thunderbird"
+    assert sieve_actions.active_script(alice).text == "keep;\n"
