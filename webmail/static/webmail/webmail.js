@@ -184,13 +184,21 @@
     if (shortcut.tagName === "INPUT") { shortcut.focus(); shortcut.select(); } else { shortcut.click(); }
   });
 
-  function pageReady() {
-    cursor = -1;
+  function pageReady(keepCursor) {
+    // A list refreshed by live updates keeps the keyboard's place; a new page starts over.
+    var all = rows();
+    if (keepCursor && cursor >= 0 && all.length) {
+      cursor = Math.min(cursor, all.length - 1);
+      all[cursor].classList.add("cursor");
+    } else {
+      cursor = -1;
+    }
     makeRowsDraggable();
     connect();
   }
   document.addEventListener("htmx:load", function (event) {
-    if (event.detail.elt === document.body || (event.detail.elt.id === "list")) { pageReady(); }
+    if (event.detail.elt === document.body) { pageReady(false); }
+    else if (event.detail.elt.id === "list") { pageReady(true); }
   });
   document.addEventListener("webmail:list-refreshed", makeRowsDraggable);
   if (document.readyState !== "loading") { pageReady(); } else { document.addEventListener("DOMContentLoaded", pageReady); }
