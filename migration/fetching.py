@@ -116,8 +116,9 @@ def _fetch_imap(external, password):
             uidvalidity, _ = client.examine(folder)
             if not external.keep:
                 client.call(f"SELECT {folder.name}", client.conn.select, quote(folder.encoded))
-            prefix = f"{folder.name}\0{uidvalidity}\0"
-            known = {int(r.rsplit("\0", 1)[1]) for r in FetchedMessage.objects.filter(
+            # Unit separators between the parts: PostgreSQL text cannot hold NUL.
+            prefix = f"{folder.name}\x1f{uidvalidity}\x1f"
+            known = {int(r.rsplit("\x1f", 1)[1]) for r in FetchedMessage.objects.filter(
                 external=external, remote_id__startswith=prefix).values_list("remote_id", flat=True)}
             todo = [uid for uid in client.uids() if uid not in known][: FETCH_LIMIT - count]
             for start in range(0, len(todo), 50):
