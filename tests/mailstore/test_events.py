@@ -66,6 +66,9 @@ def bus(settings, data_dir):
     settings.DATA_DIR = data_dir
 
     def use(backend):
+        # Fixtures that ran first (alice's folders) may have started the bus with the
+        # default backend: start again with this one.
+        events.close()
         settings.MAILSUITE_EVENT_BUS = bus_setting(backend)
         return settings.MAILSUITE_EVENT_BUS
 
@@ -257,11 +260,6 @@ def test_close_stops_the_receiver_thread(bus):
     assert threading.active_count() == before
 
 
-# Known failure with a PostgreSQL database (the local bus and the delivering child on
-# PostgreSQL: no event arrives), found at the end of a session and not yet understood;
-# the postgres and redis backends and the cross-process IMAP IDLE tests pass. Left in the
-# notes to investigate rather than hidden.
-@pytest.mark.sqlite_only
 @pytest.mark.django_db(transaction=True)
 def test_a_message_delivered_by_another_process_reaches_subscribers_here(bus, data_dir, alice):
     from mailstore.models import Folder
