@@ -2,11 +2,9 @@
 
 Implementation notes
 --------------------
-- One `Connection` (an asyncio.Protocol) per client frames lines for its Session
-  (pop3.session) and writes its replies. Lines are bounded: a longer one is answered
-  "-ERR Line too long" and discarded up to its line end. Reading pauses while more
-  than MAX_BUFFERED_OCTETS wait unread (a client pipelining without reading replies),
-  and a session waits for the client to take its replies before reading more.
+- The transport is mailsuite.lib.lineserver's (line framing, flow control, STARTTLS,
+  connection caps); this module says what is POP3 about it. A line over the limit is
+  answered "-ERR Line too long" by the session.
 - STLS (RFC 2595 §4): the "+OK" is written and the TLS handshake started with no
   await in between, and anything the client sent after STLS is discarded, so no
   plaintext can be taken for commands sent inside TLS.
@@ -18,202 +16,34 @@ Implementation notes
   read our replies.
 - close() stops listening and ends every session; each gives up its maildrop lock.
 """
-import asyncio
-import collections
-import logging
-import socket
 from dataclasses import dataclass
 
-from mailsuite.lib.net import is_loopback
+from mailsuite.lib import lineserver
 from pop3.responses import err
-from pop3.session import ConnectionClosed, IdleTimeout, LineTooLong, Options, Session
-
-log = logging.getLogger(__name__)
-
-MAX_BUFFERED_OCTETS = 64 * 1024
-TLS_HANDSHAKE_SECONDS = 30.0
+from pop3.session import Options, Session
 
 
-class Connection(asyncio.Protocol):
+class Connection(lineserver.LineConnection):
     """The channel a Session talks through (see Session's docstring)."""
 
-    def __init__(self, service):
-        self.service = service
-        self.transport = None
-        self.peer_ip = "unknown"
-        self.is_tls = False
-        self._buffer = bytearray()
-        self._discarding = False  # inside a line that was too long
-        self._data = asyncio.Event()
-        self._closed = False
-        self._paused = False
-        self._can_write = asyncio.Event()
-        self._can_write.set()
-        self.task = None
-
-    # --- asyncio.Protocol ---------------------------------------------------------------
-
-    def connection_made(self, transport):
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer_ip = peer[0] if isinstance(peer, tuple) else "unknown"
-        self.is_tls = transport.get_extra_info("ssl_object") is not None
-        refusal = self.service.admit(self)
-        if refusal:
-            transport.write(err(refusal, "SYS/TEMP"))
-            transport.close()
-            self._closed = True
-            return
-        self.task = asyncio.ensure_future(self._serve())
-
-    def data_received(self, data):
-        self._buffer += data
-        if len(self._buffer) > MAX_BUFFERED_OCTETS and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
-        self._data.set()
-
-    def eof_received(self):
-        self._closed = True
-        self._data.set()
-        return False
-
-    def connection_lost(self, error):
-        self._closed = True
-        self._data.set()
-        self._can_write.set()
-
-    def pause_writing(self):
-        self._can_write.clear()
-
-    def resume_writing(self):
-        self._can_write.set()
-
-    # --- The channel --------------------------------------------------------------------
-
-    @property
-    def is_loopback(self):
-        return is_loopback(self.peer_ip)
-
-    @property
-    def tls_available(self):
-        return self.service.tls is not None
-
-    async def read_line(self, limit, timeout):
-        """The next line, CRLF included; raises LineTooLong, IdleTimeout or ConnectionClosed."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            end = self._buffer.find(b"\n")
-            if self._discarding:
-                if end < 0:
-                    self._buffer.clear()
-                else:
-                    del self._buffer[: end + 1]
-                    self._discarding = False
-                    continue
-            elif end >= 0:
-                line = bytes(self._buffer[: end + 1])
-                del self._buffer[: end + 1]
-                self._resume()
-                if len(line) > limit:
-                    raise LineTooLong()
-                return line
-            elif len(self._buffer) >= limit:
-                self._buffer.clear()
-                self._discarding = True
-                self._resume()
-                raise LineTooLong()
-            self._resume()
-            if self._closed:
-                raise ConnectionClosed()
-            self._data.clear()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise IdleTimeout()
-            try:
-                await asyncio.wait_for(self._data.wait(), remaining)
-            except asyncio.TimeoutError:
-                raise IdleTimeout() from None
-
-    def _resume(self):
-        if self._paused and len(self._buffer) <= MAX_BUFFERED_OCTETS // 2 and not self._closed:
-            self._paused = False
-            self.transport.resume_reading()
-
-    def write(self, data):
-        if not self._closed:
-            self.transport.write(data)
-
-    async def drain(self, timeout):
-        """Wait until the client takes our replies (flow control); IdleTimeout if it never does."""
-        if self._closed:
-            raise ConnectionClosed()
-        if self._can_write.is_set():
-            return
-        try:
-            await asyncio.wait_for(self._can_write.wait(), timeout)
-        except asyncio.TimeoutError:
-            raise IdleTimeout() from None
-        if self._closed:
-            raise ConnectionClosed()
-
-    async def start_tls(self):
-        """Upgrade to TLS (RFC 2595 §4) after the "+OK" already written."""
-        # Commands pipelined after STLS arrived in plaintext: they must not run as if
-        # they came inside TLS.
-        self._buffer.clear()
-        self._discarding = False
-        loop = asyncio.get_running_loop()
-        try:
-            transport = await loop.start_tls(
-                self.transport,
-                self,
-                self.service.tls.current(),
-                server_side=True,
-                ssl_handshake_timeout=TLS_HANDSHAKE_SECONDS,
-            )
-        except (OSError, ConnectionError, asyncio.TimeoutError) as error:
-            log.info("pop3 STLS handshake failed ip=%s: %s", self.peer_ip, error.__class__.__name__)
-            self._closed = True
-            self.transport.abort()
-            raise ConnectionClosed() from None
-        if transport is None:
-            raise ConnectionClosed()
-        self.transport = transport
-        self.is_tls = True
-
-    def close(self):
-        self._closed = True
-        self._data.set()
-        self._can_write.set()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    async def _serve(self):
-        try:
-            await Session(self, self.service.options_for(self)).run()
-        except Exception:
-            log.exception("pop3 session failed ip=%s", self.peer_ip)
-        finally:
-            self.close()
-            self.service.leave(self)
+    def refusal(self, reason):
+        return err(reason, "SYS/TEMP")
 
 
 @dataclass
-class Listener:
-    host: str
-    port: int
+class Listener(lineserver.Listener):
     name: str = "pop3"
-    reuse_port: bool = False
 
 
-class POP3Service:
+class POP3Service(lineserver.LineService):
     """The listening sockets of one kind of POP3 port: STLS (`implicit_tls` False) or POP3S.
 
     `tls` is a TLSContextProvider, or None for a server without TLS (then USER/PASS is
     never offered except to loopback clients when `plaintext_loopback` is on).
     """
+
+    protocol = "pop3"
+    connection_class = Connection
 
     def __init__(
         self, *, hostname, tls=None, implicit_tls=False, plaintext_loopback=False, login_delay=0,
@@ -221,75 +51,21 @@ class POP3Service:
     ):
         if implicit_tls and tls is None:
             raise ValueError("an implicit-TLS port needs TLS")
-        self.hostname = hostname
-        self.tls = tls
+        super().__init__(
+            tls=tls, max_connections=max_connections, max_connections_per_ip=max_connections_per_ip,
+            open_per_ip=open_per_ip,
+        )
         self.implicit_tls = implicit_tls
+        self.hostname = hostname
         self.plaintext_loopback = plaintext_loopback
         self.login_delay = login_delay
         self.autologout = autologout
-        self.max_connections = max_connections
-        self.max_connections_per_ip = max_connections_per_ip
-        # Shared by the services of one process, so the per-IP cap counts both ports.
-        self.open_per_ip = open_per_ip if open_per_ip is not None else collections.Counter()
-        self.connections = set()
-        self.servers = []
 
-    def options_for(self, connection):
-        return Options(
-            hostname=self.hostname,
-            autologout=self.autologout,
-            login_delay=self.login_delay,
+    def session_for(self, connection):
+        return Session(connection, Options(
+            hostname=self.hostname, autologout=self.autologout, login_delay=self.login_delay,
             plaintext_loopback=self.plaintext_loopback,
-        )
+        ))
 
-    def admit(self, connection):
-        """None if the connection may proceed, else the reason it is refused."""
-        if len(self.connections) >= self.max_connections:
-            return "Too many connections; try again later"
-        if self.open_per_ip[connection.peer_ip] >= self.max_connections_per_ip:
-            return "Too many connections from your address"
-        self.connections.add(connection)
-        self.open_per_ip[connection.peer_ip] += 1
-        return None
-
-    def leave(self, connection):
-        if connection in self.connections:
-            self.connections.discard(connection)
-            self.open_per_ip[connection.peer_ip] -= 1
-            if self.open_per_ip[connection.peer_ip] <= 0:
-                del self.open_per_ip[connection.peer_ip]
-
-    async def listen(self, listener):
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
-        # proto must say TCP: asyncio turns Nagle off (TCP_NODELAY) only on sockets that do.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if listener.reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((listener.host, listener.port))
-        sock.setblocking(False)
-        ssl_context = self.tls.listener_context() if self.implicit_tls else None
-        server = await loop.create_server(
-            lambda: Connection(self),
-            sock=sock,
-            backlog=1024,
-            ssl=ssl_context,
-            ssl_handshake_timeout=TLS_HANDSHAKE_SECONDS if ssl_context else None,
-        )
-        self.servers.append(server)
-        port = sock.getsockname()[1]
-        log.info("%s listening on %s:%d", listener.name, listener.host, port)
-        return port
-
-    async def close(self):
-        """Stop listening and end the sessions still open; each gives up its maildrop lock."""
-        for server in self.servers:
-            server.close()
-        tasks = [connection.task for connection in list(self.connections) if connection.task is not None]
-        for connection in list(self.connections):
-            connection.close()
-        if tasks:
-            await asyncio.wait(tasks, timeout=10)
-        for server in self.servers:
-            await server.wait_closed()
+    def listener_ssl(self):
+        return self.tls.listener_context() if self.implicit_tls else None

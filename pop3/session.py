@@ -41,6 +41,7 @@ from accounts.auth import ScramExchange
 from accounts.errors import LoginThrottled
 from mailsuite.lib import sasl
 from mailsuite.lib.aio import run_sync
+from mailsuite.lib.lineserver import ConnectionClosed, IdleTimeout, LineTooLong
 from pop3 import maildrop, responses
 from pop3.parser import CANCELLED, MAX_COMMAND_OCTETS, MAX_SASL_LINE_OCTETS, ParseError, parse_command, parse_sasl_line
 from pop3.responses import err, ok
@@ -88,18 +89,6 @@ PASSWORD_MECHANISMS = ("PLAIN", "LOGIN")  # send the password itself: TLS only
 
 
 # --- What the I/O layer raises and the errors we map --------------------------------------
-
-
-class ConnectionClosed(Exception):
-    """The client went away (or we closed the connection)."""
-
-
-class IdleTimeout(Exception):
-    """The autologout timer expired (RFC 1939 §3)."""
-
-
-class LineTooLong(Exception):
-    """A line longer than allowed; the I/O layer has discarded it."""
 
 
 class Refusal(Exception):

@@ -30,6 +30,7 @@ from accounts.auth import authenticate
 from accounts.errors import LoginThrottled
 from mailsuite.lib import sasl
 from mailsuite.lib.aio import run_sync
+from mailsuite.lib.lineserver import ConnectionClosed, IdleTimeout, LineTooLong
 from sieve import actions, protocol
 from sieve.compiler import EXTENSIONS
 from sieve.interpreter import MAX_REDIRECTS
@@ -79,18 +80,6 @@ ARGUMENTS = {
     "DELETESCRIPT": "s", "RENAMESCRIPT": "ss", "CHECKSCRIPT": "s",
 }
 MECHANISMS = ("PLAIN",)  # RFC 4616
-
-
-class ConnectionClosed(Exception):
-    pass
-
-
-class IdleTimeout(Exception):
-    pass
-
-
-class LineTooLong(Exception):
-    pass
 
 
 class Refusal(Exception):
