@@ -13,13 +13,13 @@ Implementation notes
 """
 import asyncio
 import logging
-import socket
 import ssl
 import zlib
 from dataclasses import dataclass
 
 from django.conf import settings
 
+from mailsuite.lib.net import listening_socket
 from mailsuite.lib.tls import TLSContextProvider, ensure_certificate
 
 log = logging.getLogger("mailsuite.imap")
@@ -254,13 +254,7 @@ class IMAPService:
         if self.notifier is None:
             self.notifier = Notifier(loop)
             self.notifier.start()
-        family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if listener.reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((listener.host, listener.port))
-        sock.setblocking(False)
+        sock = listening_socket(listener.host, listener.port, reuse_port=listener.reuse_port)
         context = self.tls.listener_context() if listener.implicit_tls else None
 
         async def accept(reader, writer):

@@ -19,7 +19,6 @@ import collections
 import ipaddress
 import logging
 import re
-import socket
 import warnings
 from dataclasses import dataclass
 
@@ -34,7 +33,7 @@ from antispam import dnsbl
 from mailsuite.lib import sasl
 from mailsuite.lib.addresses import AddressError, split_address
 from mailsuite.lib.aio import GroupCommit, run_sync
-from mailsuite.lib.net import is_loopback
+from mailsuite.lib.net import is_loopback, listening_socket
 from mailstore.actions import queue_id
 from mailstore.storage import new_blob_name
 from mta import dsn_params, inbound, submission
@@ -512,15 +511,7 @@ class SMTPService:
 
     async def listen(self, listener):
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
-        # proto must say TCP: asyncio turns Nagle off (TCP_NODELAY) only on sockets that do,
-        # and with Nagle on, a multi-line reply stalls on the client's delayed ACK (~40 ms).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if listener.reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((listener.host, listener.port))
-        sock.setblocking(False)
+        sock = listening_socket(listener.host, listener.port, reuse_port=listener.reuse_port)
         ssl_context = self.tls.listener_context() if self.implicit_tls else None
         server = await loop.create_server(self._protocol, sock=sock, backlog=1024, ssl=ssl_context)
         self.servers.append(server)

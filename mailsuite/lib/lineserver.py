@@ -18,10 +18,9 @@ Implementation notes
 import asyncio
 import collections
 import logging
-import socket
 from dataclasses import dataclass
 
-from mailsuite.lib.net import is_loopback
+from mailsuite.lib.net import is_loopback, listening_socket
 
 log = logging.getLogger(__name__)
 
@@ -277,14 +276,7 @@ class LineService:
 
     async def listen(self, listener):
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
-        # proto must say TCP: asyncio turns Nagle off (TCP_NODELAY) only on sockets that do.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if listener.reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((listener.host, listener.port))
-        sock.setblocking(False)
+        sock = listening_socket(listener.host, listener.port, reuse_port=listener.reuse_port)
         ssl_context = self.listener_ssl()
         server = await loop.create_server(
             lambda: self.connection_class(self),
