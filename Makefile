@@ -44,7 +44,7 @@ bench-smtp: setup $(VENV)/.test
 	$(PY) bench/smtp_ingest.py
 
 bench-queue: setup $(VENV)/.test
-	$(PY) bench/queue.py
+	$(PY) bench/outbound_queue.py
 
 # BENCH_IMAP_ARGS: e.g. --quick, or --database postgres
 bench-imap: setup
