@@ -9,6 +9,7 @@ order; a domain without MX records is its own mail host (the implicit MX); a nul
 import ipaddress
 import logging
 import random
+import threading
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -45,13 +46,31 @@ class Route:
         return f"{self.kind} {','.join(self.hosts)}:{self.port}"
 
 
+# Answers are kept for their TTL (negative ones for their SOA minimum, RFC 2308), one cache per
+# set of configured servers: a receiving MX asks the same SPF, DMARC and DKIM names for every
+# message of a sender, and a round trip per lookup would set its pace. Bounded in entries.
+DNS_CACHE_ENTRIES = 20_000
+_caches = {}
+_caches_lock = threading.Lock()
+
+
+def _cache_for(servers):
+    with _caches_lock:
+        cache = _caches.get(servers)
+        if cache is None:
+            cache = _caches[servers] = dns.resolver.LRUCache(DNS_CACHE_ENTRIES)
+        return cache
+
+
 def resolver():
-    r = dns.resolver.Resolver(configure=not settings.MAILSUITE_DNS_SERVERS)
-    if settings.MAILSUITE_DNS_SERVERS:
-        r.nameservers = [ip for ip, _ in settings.MAILSUITE_DNS_SERVERS]
-        r.nameserver_ports = {ip: port for ip, port in settings.MAILSUITE_DNS_SERVERS}
+    servers = tuple(settings.MAILSUITE_DNS_SERVERS or ())
+    r = dns.resolver.Resolver(configure=not servers)
+    if servers:
+        r.nameservers = [ip for ip, _ in servers]
+        r.nameserver_ports = {ip: port for ip, port in servers}
     r.lifetime = 10.0
     r.timeout = 3.0
+    r.cache = _cache_for(servers)
     return r
 
 

@@ -18,6 +18,9 @@ Record values, one list per type (a bare string counts as a one-item list):
   CNAME, PTR, NS   "target.example.test"
   SOA          (mname, rname, serial, refresh, retry, expire, minimum)
   any other type   its presentation format, e.g. SRV (10, 5, 25, "mx1.example.test")
+Answers carry TTL 0 unless `ttl` says otherwise: resolvers (ours caches) keep nothing, so a
+`set` takes effect at once for the code under test too. Give a TTL to test caching.
+
 Names are absolute whether or not they end in a dot, match case-insensitively, and must be
 ASCII: IDNA names are given in their xn-- form, so the test states exactly which encoding
 the code under test must produce.
@@ -79,7 +82,7 @@ THREAD_TIMEOUT_SECONDS = 10
 class DNSServer:
     """Authoritative DNS over UDP and TCP on one loopback port; see the module docstring."""
 
-    def __init__(self, zones=None, *, ttl=60, host="127.0.0.1", port=0):
+    def __init__(self, zones=None, *, ttl=0, host="127.0.0.1", port=0):
         self.ttl = ttl
         self.queries = []  # (name, type) of every question received, in order
         self.tcp_queries = []  # the subset that arrived over TCP

@@ -40,7 +40,7 @@ ZONE = {
 
 @pytest.fixture
 def dns_server():
-    with DNSServer(ZONE) as server:
+    with DNSServer(ZONE, ttl=60) as server:
         yield server
 
 
