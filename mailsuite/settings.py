@@ -157,6 +157,7 @@ INSTALLED_APPS = [
     "sieve",
     "antispam",  # sender authentication and spam checks (issue 9)
     "migration",  # mail import/export, IMAP migration, external accounts (issue 12)
+    "secmail",  # S/MIME and OpenPGP: keys, sign/encrypt, verify/decrypt, WKD, Autocrypt (issue 11)
     "django_htmx",  # htmx and its SSE extension as static files, and the template tag
 ]
 
@@ -316,3 +317,6 @@ MAILSUITE_EXPUNGED_DAYS = env_int("MAILSUITE_EXPUNGED_DAYS", 60, minimum=1)
 # Sending limits per account (sliding windows); domains and accounts may override them. 0 = no limit.
 MAILSUITE_SEND_MESSAGES_PER_HOUR = env_int("MAILSUITE_SEND_MESSAGES_PER_HOUR", 500, minimum=0)
 MAILSUITE_SEND_RECIPIENTS_PER_DAY = env_int("MAILSUITE_SEND_RECIPIENTS_PER_DAY", 2000, minimum=0)
+# Message security (secmail): off keeps no private key on the server (users can then only
+# verify signatures and encrypt to others; their own keys stay in their mail clients).
+MAILSUITE_SERVER_PRIVATE_KEYS = env_bool("MAILSUITE_SERVER_PRIVATE_KEYS", True)

@@ -3,5 +3,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("secmail.urls")),  # before the webmail: /.well-known/openpgpkey/ and /security/
     path("", include("webmail.urls")),
 ]

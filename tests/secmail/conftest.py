@@ -1,0 +1,106 @@
+"""secmail fixtures: a throwaway CA and S/MIME certificates made with cryptography, the real
+`openssl` and `gpg` binaries as the independent tools, and a cheap scrypt for sealing."""
+import datetime
+import os
+import subprocess
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+NOW = datetime.datetime.now(datetime.timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def cheap_scrypt(monkeypatch):
+    from secmail import sealing
+
+    monkeypatch.setattr(sealing, "SCRYPT_LOG2_N", 10)
+
+
+@pytest.fixture(autouse=True)
+def no_system_roots(monkeypatch, tmp_path):
+    """Verification trusts only the CAs a test names: an empty system store."""
+    from secmail import smime
+
+    empty = tmp_path / "no-roots.pem"
+    empty.write_text("")
+    monkeypatch.setattr(smime, "SYSTEM_TRUST_FILE", str(empty))
+
+
+def _name(cn):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+class CA:
+    """A root CA issuing S/MIME certificates; `.pem` for openssl's -CAfile."""
+
+    _keys = []  # RSA key generation is slow: a few keys are reused across the session
+
+    def __init__(self, name="Test Root CA"):
+        self.key = self.new_key()
+        self.cert = (
+            x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
+            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - datetime.timedelta(days=10)).not_valid_after(NOW + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @classmethod
+    def new_key(cls):
+        if len(cls._keys) < 6:
+            cls._keys.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+            return cls._keys[-1]
+        cls._keys.append(cls._keys.pop(0))
+        return cls._keys[-1]
+
+    def issue(self, address, *, cn=None, key=None, not_before=None, not_after=None, eku=ExtendedKeyUsageOID.EMAIL_PROTECTION):
+        key = key or self.new_key()
+        builder = (
+            x509.CertificateBuilder().subject_name(_name(cn or address)).issuer_name(self.cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or NOW - datetime.timedelta(days=1))
+            .not_valid_after(not_after or NOW + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, True, True, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        )
+        if eku:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        return builder.sign(self.key, hashes.SHA256()), key
+
+
+@pytest.fixture(scope="session")
+def ca():
+    return CA()
+
+
+def pem(obj):
+    if isinstance(obj, x509.Certificate):
+        return obj.public_bytes(serialization.Encoding.PEM)
+    return obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def openssl(*args, input=None, check=True):
+    done = subprocess.run(["openssl", *args], input=input, capture_output=True, timeout=60)
+    if check and done.returncode != 0:
+        raise AssertionError(f"openssl {' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
+    return done
+
+
+@pytest.fixture
+def files(tmp_path):
+    """write(name, bytes) -> path, for the command-line tools."""
+    def write(name, data):
+        path = tmp_path / name
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        return str(path)
+    return write
