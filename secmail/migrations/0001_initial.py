@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('accounts', '0005_delegated_administration'),
+        ('accounts', '0004_apop_secret'),
     ]
 
     operations = [
