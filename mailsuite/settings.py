@@ -17,6 +17,7 @@ from mailsuite.lib.config import (
     env_domains,
     env_hostports,
     env_int,
+    env_ips,
     env_networks,
     env_port,
     env_str,
@@ -70,6 +71,16 @@ MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK = env_bool("MAILSUITE_ALLOW_PLAINTEXT_LOOPBAC
 MAILSUITE_RELAYHOST = env_str("MAILSUITE_RELAYHOST")
 if MAILSUITE_RELAYHOST and not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", MAILSUITE_RELAYHOST):
     raise ImproperlyConfigured(f"MAILSUITE_RELAYHOST={MAILSUITE_RELAYHOST!r}: expected host[:port] or [ipv6]:port")
+
+# Operations (ops). MTA-STS (RFC 8461) policy served at https://mta-sts.DOMAIN/.well-known/mta-sts.txt:
+# off (none served), testing (report only) or enforce. The public IPs of this server, for the DNS
+# doctor's reverse-DNS and block-list checks (default: the addresses MAILSUITE_HOSTNAME resolves
+# to). The bearer token that /metrics requires when set (unset: loopback clients only).
+MAILSUITE_MTA_STS_MODE = env_str("MAILSUITE_MTA_STS_MODE", "off").lower()
+if MAILSUITE_MTA_STS_MODE not in ("off", "testing", "enforce"):
+    raise ImproperlyConfigured(f"MAILSUITE_MTA_STS_MODE={MAILSUITE_MTA_STS_MODE!r}: expected off, testing or enforce")
+MAILSUITE_PUBLIC_IP = env_ips("MAILSUITE_PUBLIC_IP")
+MAILSUITE_METRICS_TOKEN = env_str("MAILSUITE_METRICS_TOKEN")
 
 # Outbound queue.
 MAILSUITE_QUEUE_LIFETIME = env_int("MAILSUITE_QUEUE_LIFETIME", 5 * 86400, minimum=60)  # seconds, then bounce
@@ -158,10 +169,13 @@ INSTALLED_APPS = [
     "antispam",  # sender authentication and spam checks (issue 9)
     "migration",  # mail import/export, IMAP migration, external accounts (issue 12)
     "secmail",  # S/MIME and OpenPGP: keys, sign/encrypt, verify/decrypt, WKD, Autocrypt (issue 11)
+    "ops",  # client autoconfiguration, DNS doctor, metrics and health (issue 10)
     "django_htmx",  # htmx and its SSE extension as static files, and the template tag
 ]
 
 MIDDLEWARE = [
+    "ops.middleware.RequestMetricsMiddleware",  # times everything below it for /metrics
+    "ops.middleware.ServedDomainHostsMiddleware",  # autoconfig.DOMAIN & co. (before any Host check)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -3,6 +3,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("ops.urls")),  # autoconfig, MTA-STS, /metrics, /healthz, /readyz
     path("", include("secmail.urls")),  # before the webmail: /.well-known/openpgpkey/ and /security/
     path("", include("webmail.urls")),
 ]

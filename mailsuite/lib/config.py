@@ -77,6 +77,17 @@ def env_networks(name):
     return tuple(networks)
 
 
+def env_ips(name):
+    """A comma-separated list of IP addresses, e.g. 192.0.2.25,2001:db8::25 (as strings)."""
+    result = []
+    for item in filter(None, (part.strip() for part in (_raw(name) or "").split(","))):
+        try:
+            result.append(str(ipaddress.ip_address(item)))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address") from None
+    return tuple(result)
+
+
 def env_hostports(name, default_port):
     """A comma-separated list of ip[:port] (IPv6 as [addr]:port)."""
     value = _raw(name) or ""
