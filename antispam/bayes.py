@@ -1,0 +1,228 @@
+"""The learning filter: a Bayesian classifier over a message's words.
+
+- Tokens: words of the subject ("s:" prefix) and the text (HTML reduced to what the
+  reader sees), the hosts links point at ("u:"), the From domain ("f:"). Each counts
+  once per message; at most MAX_TOKENS per message.
+- Counts are kept per account and site-wide (antispam.models). A verdict uses the
+  account's own counts once it has learned MIN_MESSAGES of each kind, else the
+  site-wide ones, else there is no verdict.
+- Probability: each token's spamminess with Robinson's correction for rare words
+  (strength S, prior X), the most telling MAX_CLUES of them combined with Fisher's
+  chi-square method into an indicator from 0 (ham) to 1 (spam). Robinson, "A
+  Statistical Approach to the Spam Problem", Linux Journal 107 (2003).
+- Learning: learn() adds a message's tokens to one side; learning the same message
+  (by digest) again on the other side moves it. Trainers of one filter are serialised
+  by locking its BayesCorpus row, so counts never lose an update.
+"""
+import hashlib
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+
+from antispam import rules
+from antispam.models import BayesCorpus, BayesToken, Learned
+
+MAX_TOKENS = 1500
+MIN_MESSAGES = 10  # of each kind before a filter's verdict counts
+MAX_CLUES = 150
+S, X = 0.45, 0.5
+MIN_DEVIATION = 0.1  # tokens closer to 0.5 than this say nothing
+
+_WORD = re.compile(r"[^\W_][\w'$€£%-]{1,22}[^\W_]|[$€£]\d+", re.UNICODE)
+
+
+def tokens_of_facts(found):
+    """The message's tokens (a sorted list without repeats)."""
+    seen = set()
+
+    def add(token):
+        if len(seen) < MAX_TOKENS:
+            seen.add(token[:64])
+
+    for word in _WORD.findall(found.subject.lower()):
+        add("s:" + word)
+    text = found.text if found.has_plain else ""
+    if found.has_html:
+        text += "\n" + rules._visible_text(found.markup)
+    for word in _WORD.findall(text.lower()):
+        if not word.isdigit():
+            add(word)
+    for href, _ in rules._links(found):
+        host = rules._host_of(href)
+        if host:
+            add("u:" + host)
+    if found.from_domain:
+        add("f:" + found.from_domain)
+    return sorted(seen)
+
+
+def tokens(raw):
+    return tokens_of_facts(rules.facts(raw))
+
+
+def digest(raw):
+    return hashlib.sha256(raw).hexdigest()
+
+
+# Scoring ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    probability: float
+    clues: tuple  # the most telling tokens, most telling first, as people read them
+    scope: str  # "personal" or "site"
+
+
+def _chi2q(chi, freedom):
+    """P(X >= chi) for a chi-square variable with `freedom` (even) degrees of freedom."""
+    m = chi / 2.0
+    total = term = math.exp(-m)
+    for i in range(1, freedom // 2):
+        term *= m / i
+        total += term
+    return min(total, 1.0)
+
+
+def spamminess(spam, ham, n_spam, n_ham):
+    """Robinson's f(w): the token's spam probability, pulled toward X when rare."""
+    spam_ratio = spam / max(n_spam, 1)
+    ham_ratio = ham / max(n_ham, 1)
+    p = spam_ratio / (spam_ratio + ham_ratio) if spam_ratio + ham_ratio else X
+    n = spam + ham
+    return (S * X + n * p) / (S + n)
+
+
+def combine(probabilities):
+    """Fisher-Robinson chi-square combination: 0 ham … 1 spam."""
+    if not probabilities:
+        return 0.5
+    n = len(probabilities)
+    ln_ham = sum(math.log(max(p, 1e-200)) for p in probabilities)
+    ln_spam = sum(math.log(max(1.0 - p, 1e-200)) for p in probabilities)
+    h = _chi2q(-2.0 * ln_ham, 2 * n)
+    s = _chi2q(-2.0 * ln_spam, 2 * n)
+    return (1.0 + h - s) / 2.0
+
+
+def readable(token):
+    return token.partition(":")[2] if token[:2] in ("s:", "u:", "f:") else token
+
+
+def classify(message_tokens, counts, n_spam, n_ham, scope="site"):
+    """A Verdict from tokens and {token: (spam, ham)} counts of a filter that learned
+    n_spam and n_ham messages."""
+    scored = []
+    for token in message_tokens:
+        spam, ham = counts.get(token, (0, 0))
+        if not spam and not ham:
+            continue
+        f = spamminess(spam, ham, n_spam, n_ham)
+        if abs(f - 0.5) >= MIN_DEVIATION:
+            scored.append((abs(f - 0.5), f, token))
+    scored.sort(reverse=True)
+    clues = scored[:MAX_CLUES]
+    probability = combine([f for _, f, _ in clues])
+    spammy = probability >= 0.5
+    leaning = [(-f if spammy else f, t) for _, f, t in clues if (f > 0.5) == spammy]
+    leaning.sort()
+    telling = tuple(dict.fromkeys(readable(t) for _, t in leaning))[:5]
+    return Verdict(round(probability, 4), telling, scope)
+
+
+def _corpus(account_id):
+    return BayesCorpus.objects.filter(account_id=account_id).values_list("spam", "ham").first() or (0, 0)
+
+
+def _counts(account_id, message_tokens):
+    rows = BayesToken.objects.filter(account_id=account_id, token__in=message_tokens).values_list("token", "spam", "ham")
+    return {token: (spam, ham) for token, spam, ham in rows}
+
+
+def verdict(account_id, message_tokens):
+    """The verdict of the account's filter (or the site's while the account's has learned
+    too little), None when neither has."""
+    for scope, owner in (("personal", account_id), ("site", None)):
+        if scope == "personal" and owner is None:
+            continue
+        n_spam, n_ham = _corpus(owner)
+        if n_spam >= MIN_MESSAGES and n_ham >= MIN_MESSAGES:
+            return classify(message_tokens, _counts(owner, message_tokens), n_spam, n_ham, scope)
+    return None
+
+
+# Learning -----------------------------------------------------------------------------------
+
+
+def learn(account_id, message_tokens, message_digest, *, spam):
+    """Teach the filter of `account_id` (None: site-wide) that a message is spam or ham.
+    Returns False when it had already learned exactly that."""
+    return learn_batch(account_id, [(message_tokens, message_digest)], spam=spam) == 1
+
+
+def learn_batch(account_id, messages, *, spam):
+    """learn() for many (tokens, digest) pairs in one transaction; returns how many
+    taught the filter something new."""
+    verdict_name = Learned.SPAM if spam else Learned.HAM
+    side, other = ("spam", "ham") if spam else ("ham", "spam")
+    with transaction.atomic():
+        corpus, _ = BayesCorpus.objects.get_or_create(account_id=account_id)
+        corpus = BayesCorpus.objects.select_for_update().get(pk=corpus.pk)
+        digests = list(dict.fromkeys(d for _, d in messages))
+        previous = dict(
+            Learned.objects.filter(account_id=account_id, digest__in=digests).values_list("digest", "verdict")
+        )
+        added, moved, seen = Counter(), Counter(), set()
+        for message_tokens, message_digest in messages:
+            if previous.get(message_digest) == verdict_name or message_digest in seen:
+                continue
+            seen.add(message_digest)
+            added.update(set(message_tokens))
+            if message_digest in previous:
+                moved.update(set(message_tokens))
+        if not seen:
+            return 0
+        existing = set(
+            BayesToken.objects.filter(account_id=account_id, token__in=list(added)).values_list("token", flat=True)
+        )
+        BayesToken.objects.bulk_create(
+            [BayesToken(account_id=account_id, token=t, **{side: n}) for t, n in added.items() if t not in existing],
+            batch_size=500,
+        )
+        # One UPDATE per distinct (added, moved) pair: few, since most words occur once.
+        groups = {}
+        for token in existing:
+            groups.setdefault((added[token], moved[token]), []).append(token)
+        for (plus, minus), group in groups.items():
+            updates = {side: F(side) + plus}
+            if minus:
+                updates[other] = Greatest(F(other) - minus, 0)
+            for start in range(0, len(group), 500):
+                BayesToken.objects.filter(account_id=account_id, token__in=group[start : start + 500]).update(**updates)
+        changed = [d for d in seen if d in previous]
+        Learned.objects.filter(account_id=account_id, digest__in=changed).update(verdict=verdict_name)
+        Learned.objects.bulk_create(
+            [Learned(account_id=account_id, digest=d, verdict=verdict_name) for d in seen if d not in previous],
+            batch_size=500,
+        )
+        updates = {side: F(side) + len(seen)}
+        if changed:
+            updates[other] = Greatest(F(other) - len(changed), 0)
+        BayesCorpus.objects.filter(pk=corpus.pk).update(**updates)
+    return len(seen)
+
+
+def learn_message(raw, *, spam, account_id=None, site=True):
+    """Learn message bytes for an account's filter and (by default) the site-wide one."""
+    message_tokens, message_digest = tokens(raw), digest(raw)
+    learned = False
+    if account_id is not None:
+        learned = learn(account_id, message_tokens, message_digest, spam=spam)
+    if site or account_id is None:
+        learned = learn(None, message_tokens, message_digest, spam=spam) or learned
+    return learned
