@@ -104,3 +104,51 @@ def files(tmp_path):
         path.write_bytes(data if isinstance(data, bytes) else data.encode())
         return str(path)
     return write
+
+
+class GpgCli:
+    """The gpg command line in a home of its own: the independent OpenPGP implementation."""
+
+    def __init__(self):
+        import tempfile
+
+        self.home = tempfile.mkdtemp(prefix="gpgtest-")  # short: gpg-agent's socket lives here
+
+    def __call__(self, *args, input=None, check=True):
+        done = subprocess.run(["gpg", "--homedir", self.home, "--batch", "--yes", "--pinentry-mode", "loopback",
+                               "--passphrase", "", *args], input=input, capture_output=True, timeout=60)
+        if check and done.returncode != 0:
+            raise AssertionError(f"gpg {' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
+        return done
+
+    def new_key(self, address, *, name="", when=None, expire="2y"):
+        """A new Ed25519/Curve25519 key; `when` fakes the clock (an expired key)."""
+        fake = ["--faked-system-time", when] if when else []
+        uid = f"{name} <{address}>" if name else f"<{address}>"
+        self(*fake, "--quick-gen-key", uid, "ed25519", "sign", expire)
+        fpr = self.fingerprint(address)
+        self(*fake, "--quick-add-key", fpr, "cv25519", "encr", expire)
+        return fpr
+
+    def fingerprint(self, address):
+        out = self("--with-colons", "--list-keys", f"<{address}>").stdout.decode()
+        return [line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:")][0]
+
+    def public(self, fpr):
+        return self("--armor", "--export", fpr).stdout.decode()
+
+    def secret(self, fpr):
+        return self("--armor", "--export-secret-keys", fpr).stdout.decode()
+
+    def close(self):
+        import shutil
+
+        subprocess.run(["gpgconf", "--homedir", self.home, "--kill", "all"], capture_output=True)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture
+def gpg():
+    cli = GpgCli()
+    yield cli
+    cli.close()
