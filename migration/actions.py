@@ -11,25 +11,34 @@ Implementation notes:
 - Folders are created through mailstore.actions.create_folder; names that the store
   refuses are reported, not guessed at.
 
-Functions for the webmail's upload and download pages (not built yet):
-import_path(account, path, *, root=None, progress=None) for an uploaded file saved to disk,
-export_account(account, dest, *, format, folder=None) then zip the directory for download.
+- Long runs are TransferJobs (see "Jobs" below): a Celery task, or the CLI in the
+  foreground, runs them through run_job(), which keeps the row's counts current and
+  stops between messages when the job is cancelled.
 """
 import hashlib
+import logging
 import os
+import shutil
+import time
+import uuid
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from mailstore import actions as store
 from mailstore.models import HIERARCHY_DELIMITER, Folder, Message
 from mailstore.storage import blob_storage
 from migration import sources
-from migration.models import ImportedMessage, MigratedFolder
-from migration.remote import IMAPClient, parse_sequence_set, sequence_set
+from mailsuite.lib import secrets
+from migration.models import ImportedMessage, MigratedFolder, TransferJob
+from migration.remote import RemoteError, IMAPClient, parse_sequence_set, sequence_set
+
+log = logging.getLogger(__name__)
 
 IMPORT_BATCH = 200
 IMPORT_BATCH_BYTES = 16 * 1024**2
@@ -39,11 +48,21 @@ class TransferError(Exception):
     """An import or export cannot go on; the message is one line for the user."""
 
 
+class Cancelled(Exception):
+    """The run stopped between two messages because its job was cancelled."""
+
+
+def _check(should_stop):
+    if should_stop is not None and should_stop():
+        raise Cancelled()
+
+
 @dataclass
 class ImportReport:
     imported: int = 0
     already: int = 0  # skipped: a previous run stored them
     bytes: int = 0
+    read_bytes: int = 0  # of every message read, imported or not (for progress)
     folders: Counter = field(default_factory=Counter)  # folder -> messages imported
     created_folders: list = field(default_factory=list)
     skipped: sources.Skipped = field(default_factory=sources.Skipped)
@@ -71,9 +90,11 @@ def _ensure_folder(account, name, report, known):
     known.add(name)
 
 
-def import_messages(account, messages, *, root=None, report=None, progress=None):
+def import_messages(account, messages, *, root=None, report=None, progress=None, should_stop=None):
     """Store SourceMessages in `account`, each in root/its folder, skipping those the
-    ledger knows. `progress(report)` is called after each batch. Returns the report.
+    ledger knows. `progress(report)` is called after each batch. `should_stop()` is asked
+    before each message; if it says so, the batch not yet stored is dropped (the ledger
+    does not know it either) and Cancelled is raised. Returns the report.
 
     Raises TransferError for a folder that cannot be created, OverQuota when the
     account is full (what was stored so far stays, and a rerun goes on from there).
@@ -95,6 +116,8 @@ def import_messages(account, messages, *, root=None, report=None, progress=None)
         batch, batch_bytes = [], 0
 
     for message in messages:
+        _check(should_stop)
+        report.read_bytes += len(message.raw)
         folder = _target_folder(root, message.folder)
         if folder != batch_folder or len(batch) >= IMPORT_BATCH or batch_bytes + len(message.raw) > IMPORT_BATCH_BYTES:
             flush()
@@ -134,12 +157,26 @@ def _import_batch(account, folder, batch, report):
     report.folders[folder] += len(new)
 
 
-def import_path(account, path, *, root=None, progress=None):
+def import_path(account, path, *, root=None, progress=None, should_stop=None, report=None):
     """Import an mbox, Maildir, EML or ZIP file (or a directory of them) into `account`.
     Raises TransferError (and sources.SourceError) with a one-line reason."""
-    report = ImportReport()
+    report = report or ImportReport()
     messages = sources.read_path(path, max_size=settings.MAILSUITE_MESSAGE_SIZE_LIMIT, skipped=report.skipped)
-    return import_messages(account, messages, root=root, report=report, progress=progress)
+    return import_messages(account, messages, root=root, report=report, progress=progress, should_stop=should_stop)
+
+
+def source_size(path):
+    """Bytes of mail under `path` as the readers will see them, for a progress bar: a
+    ZIP's members uncompressed, a file's size, a directory's files; None if unreadable."""
+    try:
+        if os.path.isdir(path):
+            return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return sum(m.file_size for m in archive.infolist())
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 # --- Export ------------------------------------------------------------------------------
@@ -181,7 +218,7 @@ def _stored_messages(folder):
         last_uid = page[-1].uid
 
 
-def export_account(account, dest, *, format, folder=None, progress=None):
+def export_account(account, dest, *, format, folder=None, progress=None, should_stop=None, report=None):
     """Write `account`'s folders (or `folder` and its subfolders) under `dest`:
     - mbox: one file per folder, `dest/INBOX.mbox`, `dest/Work/Clients.mbox` (mboxrd; flags
       in Status/X-Status/X-Keywords; INTERNALDATE on the From line);
@@ -194,20 +231,21 @@ def export_account(account, dest, *, format, folder=None, progress=None):
     os.makedirs(dest, exist_ok=True)
     if format == "mbox" and os.listdir(dest) or format == "maildir" and sources.is_maildir(dest):
         raise TransferError(f"{dest} is not empty; export into a new directory")
-    report = ExportReport()
+    report = report or ExportReport()
     writer = _write_mbox if format == "mbox" else _write_maildir
     for item in folders:
-        writer(dest, item, report)
+        writer(dest, item, report, should_stop)
         if progress:
             progress(report)
     return report
 
 
-def _write_mbox(dest, folder, report):
+def _write_mbox(dest, folder, report, should_stop=None):
     path = os.path.join(dest, *folder.name.split(HIERARCHY_DELIMITER)) + ".mbox"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as out:
         for message, raw in _stored_messages(folder):
+            _check(should_stop)
             text = sources.to_lf(sources.add_header_fields(raw, sources.mbox_state_fields(message.flags)))
             if not text.endswith(b"\n"):
                 text += b"\n"
@@ -220,13 +258,14 @@ def _write_mbox(dest, folder, report):
             report.folders[folder.name] += 1
 
 
-def _write_maildir(dest, folder, report):
+def _write_maildir(dest, folder, report, should_stop=None):
     path = dest if folder.name == "INBOX" else os.path.join(dest, sources.maildir_dirname(folder.name))
     for sub in ("cur", "new", "tmp"):
         os.makedirs(os.path.join(path, sub), exist_ok=True)
     keywords = {}  # name -> letter
     host = "mailsuite"
     for message, raw in _stored_messages(folder):
+        _check(should_stop)
         flags = {flag.lower() for flag in message.flags}
         letters = [letter for letter, flag in sources.MAILDIR_FLAGS.items() if flag.lower() in flags]
         for keyword in message.keywords.split():
@@ -263,6 +302,7 @@ class FolderCheck:
     remote: str
     local: str
     copied: int = 0  # this run
+    copied_bytes: int = 0
     remote_count: int = 0
     remote_size: int = 0
     local_count: int = 0
@@ -284,6 +324,10 @@ class MigrationReport:
         return sum(f.copied for f in self.folders)
 
     @property
+    def copied_bytes(self):
+        return sum(f.copied_bytes for f in self.folders)
+
+    @property
     def ok(self):
         return all(f.ok for f in self.folders)
 
@@ -303,7 +347,8 @@ def _local_name(remote_folder, prefix, special):
     return store.normalise_folder_name(name)
 
 
-def migrate_imap(account, *, host, port, user, password, tls="implicit", verify=True, only=None, progress=None):
+def migrate_imap(account, *, host, port, user, password, tls="implicit", verify=True, only=None, progress=None,
+                 should_stop=None, report=None):
     """Copy every folder of a remote IMAP account (or the folders named in `only`) into
     `account`: flags, keywords and INTERNALDATE kept, remote UIDs remembered per folder
     and UIDVALIDITY so that a rerun copies only what arrived since. Returns a
@@ -311,7 +356,7 @@ def migrate_imap(account, *, host, port, user, password, tls="implicit", verify=
     TransferError, or OverQuota (what was copied stays)."""
 
     source = f"{user}@{host}:{port}"
-    report = MigrationReport()
+    report = report or MigrationReport()
     special = {
         use.lower(): name
         for name, use in Folder.objects.filter(account=account).exclude(special_use="").values_list("name", "special_use")
@@ -339,6 +384,7 @@ def migrate_imap(account, *, host, port, user, password, tls="implicit", verify=
             remote_uids = client.uids()
             todo = [uid for uid in remote_uids if uid not in done]
             for start in range(0, len(todo), MIGRATE_BATCH):
+                _check(should_stop)
                 chunk = todo[start : start + MIGRATE_BATCH]
                 meta = client.fetch(chunk, "UID RFC822.SIZE")
                 small = [m.uid for m in meta if m.size <= limit]
@@ -354,6 +400,7 @@ def migrate_imap(account, *, host, port, user, password, tls="implicit", verify=
                 if fetched:
                     store.append_many(account, check.local, [(m.raw, m.flags, m.internaldate) for m in fetched], record=record)
                 check.copied += len(fetched)
+                check.copied_bytes += sum(len(m.raw) for m in fetched)
                 if progress:
                     progress(report)
             if state.uidvalidity != uidvalidity and not todo:
@@ -364,3 +411,242 @@ def migrate_imap(account, *, host, port, user, password, tls="implicit", verify=
             local = Folder.objects.get(account=account, name=check.local)
             check.local_count, check.local_size = local.message_count, local.total_size
     return report
+
+
+# --- Jobs -------------------------------------------------------------------------------------
+#
+# A TransferJob row is the truth about a long run; the Celery task only carries its id.
+# States: queued -> running -> done | failed | cancelled; a failed or cancelled job can be
+# queued again (resume), and the ledgers make that run skip what is already done.
+
+# Seams: how often a running job looks at its cancel flag and writes its counts, and the clock.
+CANCEL_CHECK_SECONDS = 0.5
+PROGRESS_SECONDS = 0.5
+clock = time.monotonic
+UPLOADS_DIR = "uploads"  # under MAILSUITE_DATA_DIR: files the webmail received, until imported
+
+
+def _enqueue(job_id):
+    from migration import tasks
+
+    try:
+        tasks.run_transfer_job.delay(job_id)
+    except Exception:  # noqa: BLE001 - the broker is down: the job stays queued, `mail job-resume` retries
+        log.warning("could not hand transfer job %s to the workers", job_id, exc_info=True)
+
+
+def create_job(account, kind, *, source, folder="", label="", options=None, password=None, remove_source=False,
+               total_bytes=None, background=True):
+    """A new queued job; with `background`, a Celery worker is asked to run it once the
+    row is committed. `password` (a migration's remote login) is stored encrypted only
+    for a background job: a foreground run gets it from its caller."""
+    if kind not in TransferJob.Kind.values:
+        raise TransferError(f"unknown job kind {kind!r}")
+    options = dict(options or {})
+    if kind == TransferJob.Kind.EXPORT and options.get("format") not in ("mbox", "maildir"):
+        raise TransferError(f"unknown export format {options.get('format')!r}: mbox or maildir")
+    if kind == TransferJob.Kind.MIGRATE and background and not password:
+        raise TransferError("a migration needs the remote password")
+    with transaction.atomic():
+        job = TransferJob.objects.create(
+            account=account, kind=kind, source=str(source)[:1000], folder=folder or "", label=label[:300],
+            options=options, secret=secrets.encrypt(password) if background and password else "",
+            remove_source=remove_source, total_bytes=total_bytes,
+        )
+        if background:
+            transaction.on_commit(lambda: _enqueue(job.pk))
+    return job
+
+
+def save_upload(account, uploaded, *, folder=""):
+    """Keep an uploaded file (a Django UploadedFile, read in chunks) in the data dir and
+    queue its import. Returns the job."""
+    name = os.path.basename(uploaded.name or "upload").replace("\x00", "")[:200] or "upload"
+    directory = Path(settings.DATA_DIR) / UPLOADS_DIR / uuid.uuid4().hex
+    directory.mkdir(parents=True)
+    path = directory / name
+    try:
+        with open(path, "wb") as out:
+            for chunk in uploaded.chunks():
+                out.write(chunk)
+        if folder:
+            folder = store.normalise_folder_name(folder)
+            if not Folder.objects.filter(account=account, name=folder).exists():
+                raise TransferError(f"folder {folder} does not exist")
+        return create_job(account, TransferJob.Kind.IMPORT, source=path, folder=folder, label=name,
+                          remove_source=True, total_bytes=source_size(path))
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def cancel_job(job):
+    """Ask a job to stop: a queued one is cancelled at once, a running one stops before
+    its next message (the worker marks it cancelled)."""
+    now = timezone.now()
+    with transaction.atomic():
+        TransferJob.objects.filter(pk=job.pk, state=TransferJob.State.QUEUED).update(
+            state=TransferJob.State.CANCELLED, cancel_requested=True, finished=now)
+        TransferJob.objects.filter(pk=job.pk, state=TransferJob.State.RUNNING).update(cancel_requested=True)
+    job.refresh_from_db()
+    return job
+
+
+def resume_job(job, *, password=None, background=True):
+    """Queue a failed or cancelled job again; the new run skips what earlier runs stored."""
+    if not job.resumable:
+        raise TransferError(f"job {job.pk} is {job.state}: only a failed or cancelled job can be resumed")
+    if job.kind == TransferJob.Kind.MIGRATE and background and not (password or job.secret):
+        raise TransferError(f"job {job.pk} needs the remote password again")
+    with transaction.atomic():
+        changes = dict(state=TransferJob.State.QUEUED, cancel_requested=False, error="", finished=None)
+        if password and background:
+            changes["secret"] = secrets.encrypt(password)
+        TransferJob.objects.filter(pk=job.pk).update(**changes)
+        if background:
+            transaction.on_commit(lambda: _enqueue(job.pk))
+    job.refresh_from_db()
+    return job
+
+
+def discard_job(job):
+    """Forget a job that is not running, and the uploaded file it kept."""
+    if job.active:
+        raise TransferError(f"job {job.pk} is {job.state}: cancel it first")
+    if job.remove_source:
+        _remove_upload(job.source)
+    job.delete()
+
+
+def _remove_upload(path):
+    directory = Path(path).parent
+    uploads = (Path(settings.DATA_DIR) / UPLOADS_DIR).resolve()
+    if directory.resolve().parent == uploads:  # only ever a directory save_upload made
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class _Progress:
+    """Writes a running job's counts at most every PROGRESS_SECONDS, and answers
+    should_stop() from its cancel flag, read at most every CANCEL_CHECK_SECONDS."""
+
+    def __init__(self, job, echo=None):
+        self.job, self.echo = job, echo
+        self.last_write = self.last_check = clock()
+        self.stop = False
+
+    def should_stop(self):
+        now = clock()
+        if not self.stop and now - self.last_check >= CANCEL_CHECK_SECONDS:
+            self.last_check = now
+            self.stop = TransferJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        return self.stop
+
+    def __call__(self, report, *, force=False):
+        counts = _counts(self.job.kind, report)
+        now = clock()
+        if force or now - self.last_write >= PROGRESS_SECONDS:
+            self.last_write = now
+            TransferJob.objects.filter(pk=self.job.pk).update(**counts, updated=timezone.now())
+        if self.echo:
+            self.echo(report)
+
+
+def _counts(kind, report):
+    if kind == TransferJob.Kind.IMPORT:
+        return dict(messages=report.imported, already=report.already, bytes=report.bytes,
+                    read_bytes=report.read_bytes, skipped=len(report.skipped.reasons))
+    if kind == TransferJob.Kind.EXPORT:
+        return dict(messages=report.exported, bytes=report.bytes, read_bytes=report.bytes)
+    return dict(messages=report.copied, bytes=report.copied_bytes, read_bytes=report.copied_bytes,
+                skipped=sum(len(c.skipped) for c in report.folders))
+
+
+def describe(kind, report):
+    """The lines a finished (or stopped) run leaves in its job's report."""
+    lines = []
+    if kind == TransferJob.Kind.IMPORT:
+        lines += [f"created folder {name}" for name in report.created_folders]
+        lines += [f"{name}: {count} imported" for name, count in sorted(report.folders.items())]
+        lines += [f"skipped {reason}" for reason in report.skipped.reasons]
+        lines.append(f"{report.imported} imported, {report.already} already there")
+    elif kind == TransferJob.Kind.EXPORT:
+        lines += [f"{name}: {count} exported" for name, count in sorted(report.folders.items())]
+        lines.append(f"{report.exported} exported")
+    else:
+        for check in report.folders:
+            state = "ok" if check.ok else f"{check.missing} missing"
+            lines.append(f"{check.remote} -> {check.local}: copied {check.copied}; remote {check.remote_count} "
+                         f"({check.remote_size} bytes), local {check.local_count} ({check.local_size} bytes); {state}")
+            lines += [f"{check.remote}: skipped {reason}" for reason in check.skipped]
+        lines.append(f"{report.copied} copied")
+    return "\n".join(lines)
+
+
+def _empty_report(kind):
+    return {TransferJob.Kind.IMPORT: ImportReport, TransferJob.Kind.EXPORT: ExportReport}.get(kind, MigrationReport)()
+
+
+def run_job(job_id, *, password=None, echo=None):
+    """Run a queued job to its end in this process; returns (job, report), report None if
+    the job was not queued (already taken, or cancelled before it started).
+
+    `echo(report)` is called on every progress step (the CLI prints from it). Refusals
+    (TransferError, SourceError, MailstoreError, RemoteError, OSError) end the job as
+    failed with their one-line reason; KeyboardInterrupt ends it as cancelled."""
+    now = timezone.now()
+    claimed = TransferJob.objects.filter(pk=job_id, state=TransferJob.State.QUEUED).update(
+        state=TransferJob.State.RUNNING, started=now, finished=None, error="", report="",
+        messages=0, already=0, bytes=0, read_bytes=0, skipped=0,
+    )
+    if not claimed:
+        return TransferJob.objects.filter(pk=job_id).first(), None
+    job = TransferJob.objects.select_related("account", "account__domain").get(pk=job_id)
+    progress = _Progress(job, echo)
+    report = _empty_report(job.kind)
+    outcome, error = TransferJob.State.DONE, ""
+    try:
+        report = _run(job, report, progress, password)
+    except (Cancelled, KeyboardInterrupt) as stop:
+        outcome = TransferJob.State.CANCELLED
+        if isinstance(stop, KeyboardInterrupt):
+            _finish(job, report, outcome, "")
+            raise
+    except (TransferError, sources.SourceError, store.MailstoreError, RemoteError, ValueError) as refusal:
+        outcome, error = TransferJob.State.FAILED, str(refusal)
+    except OSError as failure:
+        outcome, error = TransferJob.State.FAILED, f"{failure.filename or ''}: {failure.strerror or failure}".lstrip(": ")
+    except Exception:
+        log.exception("transfer job %s failed", job_id)
+        outcome, error = TransferJob.State.FAILED, "internal error (the server log has the details)"
+    _finish(job, report, outcome, error)
+    job.refresh_from_db()
+    return job, report
+
+
+def _run(job, report, progress, password):
+    options = job.options
+    if job.kind == TransferJob.Kind.IMPORT:
+        return import_path(job.account, job.source, root=job.folder or None, progress=progress,
+                           should_stop=progress.should_stop, report=report)
+    if job.kind == TransferJob.Kind.EXPORT:
+        return export_account(job.account, job.source, format=options["format"], folder=job.folder or None,
+                              progress=progress, should_stop=progress.should_stop, report=report)
+    if password is None:
+        password = secrets.decrypt(job.secret)
+        if not password:
+            raise TransferError("the remote password is not stored: resume the job with the password")
+    return migrate_imap(
+        job.account, host=options["host"], port=options["port"], user=options["user"], password=password,
+        tls=options.get("tls", "implicit"), verify=options.get("verify", True), only=options.get("only") or None,
+        progress=progress, should_stop=progress.should_stop, report=report,
+    )
+
+
+def _finish(job, report, state, error):
+    changes = dict(_counts(job.kind, report), state=state, error=error[:2000], finished=timezone.now(),
+                   report=describe(job.kind, report)[:100_000])
+    if state == TransferJob.State.DONE:
+        changes["secret"] = ""
+    TransferJob.objects.filter(pk=job.pk).update(**changes)
+    if state == TransferJob.State.DONE and job.remove_source:
+        _remove_upload(job.source)

@@ -1,6 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.html import format_html
 
-from migration.models import ExternalAccount
+from mailsuite.lib.sizes import format_size
+from migration import actions
+from migration.models import ExternalAccount, TransferJob
 
 
 @admin.register(ExternalAccount)
@@ -15,3 +18,61 @@ class ExternalAccountAdmin(admin.ModelAdmin):
     raw_id_fields = ("account",)
     readonly_fields = ("password", "last_attempt", "last_success", "last_error", "failures", "next_attempt")
     list_editable = ("enabled",)
+
+
+@admin.register(TransferJob)
+class TransferJobAdmin(admin.ModelAdmin):
+    """Imports, exports and migrations with their progress. Jobs are started from the CLI
+    (`mail import|export|migrate --background`) or the webmail; here they are watched,
+    cancelled and resumed (migration.actions)."""
+
+    list_display = ("id", "account", "kind", "state", "progress", "messages", "already", "size", "label_or_source",
+                    "created", "finished")
+    list_filter = ("state", "kind")
+    list_select_related = ("account", "account__domain")
+    search_fields = ("account__localpart", "account__domain__name", "label", "source")
+    raw_id_fields = ("account",)
+    date_hierarchy = "created"
+    ordering = ("-created",)
+    actions = ("cancel", "resume")
+    fields = ("account", "kind", "state", "progress", "label", "source", "folder", "options", "messages", "already",
+              "size", "skipped", "cancel_requested", "error", "report", "created", "started", "finished", "updated")
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False  # a job needs a file or a password: started from the CLI or the webmail
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="progress")
+    def progress(self, job):
+        if job.percent is None:
+            return "…" if job.active else ""
+        return format_html('<progress max="100" value="{}">{}%</progress> {}%', job.percent, job.percent, job.percent)
+
+    @admin.display(description="size", ordering="bytes")
+    def size(self, job):
+        return format_size(job.bytes)
+
+    @admin.display(description="what")
+    def label_or_source(self, job):
+        return job.label or job.source
+
+    @admin.action(description="Cancel the selected jobs (they stop before their next message)")
+    def cancel(self, request, queryset):
+        jobs = [actions.cancel_job(job) for job in queryset if job.active]
+        self.message_user(request, f"{len(jobs)} jobs cancelled or stopping", messages.SUCCESS)
+
+    @admin.action(description="Resume the selected failed or cancelled jobs")
+    def resume(self, request, queryset):
+        resumed, refused = 0, []
+        for job in queryset:
+            try:
+                actions.resume_job(job)
+                resumed += 1
+            except actions.TransferError as error:
+                refused.append(str(error))
+        self.message_user(request, f"{resumed} jobs queued again", messages.SUCCESS)
+        for reason in refused:
+            self.message_user(request, reason, messages.WARNING)

@@ -99,3 +99,76 @@ class FetchedMessage(models.Model):
             # A message is fetched once.
             models.UniqueConstraint(fields=["external", "remote_id"], name="fetched_message_key"),
         ]
+
+
+class TransferJob(models.Model):
+    """A long import, export or IMAP migration, run by a Celery worker (or the CLI in
+    the foreground) with its progress here. Cancelling sets `cancel_requested`; the
+    runner looks at it between messages and stops with everything so far committed, so
+    running the job again (resume) goes on where it stopped."""
+
+    class Kind(models.TextChoices):
+        IMPORT = "import", "import"
+        EXPORT = "export", "export"
+        MIGRATE = "migrate", "IMAP migration"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="transfer_jobs")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    source = models.CharField(max_length=1000, help_text="import: the file or directory; export: the destination; "
+                              "migrate: user@host:port")
+    label = models.CharField(max_length=300, blank=True, help_text="what the user calls it (an upload's file name)")
+    folder = models.CharField(max_length=1000, blank=True, help_text="import: root folder; export: only this folder")
+    options = models.JSONField(default=dict, blank=True)
+    # The remote password of a migration run in the background, encrypted (mailsuite.lib.secrets);
+    # kept while the job may be resumed, erased when it is done.
+    secret = models.CharField(max_length=500, blank=True)
+    # An uploaded file the job owns: deleted once it is imported.
+    remove_source = models.BooleanField(default=False)
+    cancel_requested = models.BooleanField(default=False)
+    messages = models.PositiveIntegerField(default=0, help_text="imported, exported or copied in this run")
+    already = models.PositiveIntegerField(default=0, help_text="skipped: an earlier run did them")
+    bytes = models.PositiveBigIntegerField(default=0, help_text="of the messages done in this run")
+    read_bytes = models.PositiveBigIntegerField(default=0, help_text="of the source read so far")
+    total_bytes = models.PositiveBigIntegerField(null=True, blank=True, help_text="of the source, when known")
+    skipped = models.PositiveIntegerField(default=0, help_text="messages left out, with the reasons in the report")
+    error = models.TextField(blank=True)
+    report = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            # A user's jobs, newest first (webmail), and the admin's filter by state.
+            models.Index(fields=["account", "-created"], name="transfer_job_account"),
+            models.Index(fields=["state", "-created"], name="transfer_job_state"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.pk} ({self.state})"
+
+    @property
+    def active(self):
+        return self.state in (self.State.QUEUED, self.State.RUNNING)
+
+    @property
+    def resumable(self):
+        return self.state in (self.State.FAILED, self.State.CANCELLED)
+
+    @property
+    def percent(self):
+        """How far through the source, 0-100, or None when its size is unknown."""
+        if self.state == self.State.DONE:
+            return 100
+        if not self.total_bytes:
+            return None
+        return min(99, int(100 * self.read_bytes / self.total_bytes))

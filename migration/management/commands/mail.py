@@ -1,11 +1,14 @@
 """manage.py mail import|export|migrate: move an account's mail in from files or another IMAP
-server, and out to files.
+server, and out to files; mail jobs|job-cancel|job-resume for the runs in the background.
 
-Every write goes through migration.actions (and so mailstore.actions). A refusal
-(unknown account, unreadable source, folder name the store refuses, quota) exits
-non-zero with a one-line reason on stderr; what was stored before it stays, and a rerun
-carries on from there.
+Every write goes through migration.actions (and so mailstore.actions). Each import, export
+and migration is a TransferJob, run here in the foreground (Ctrl-C cancels it) or by a
+Celery worker with --background; either way its progress shows in the admin and the
+webmail, and it can be cancelled there. A refusal (unknown account, unreadable source,
+folder name the store refuses, quota) exits non-zero with a one-line reason on stderr;
+what was stored before it stays, and a rerun (or job-resume) carries on from there.
 """
+import os
 import time
 
 from django.core.management.base import CommandError
@@ -15,11 +18,12 @@ from accounts.management.cli import SubcommandCommand, show_address_of
 from mailsuite.lib.sizes import format_size
 from mailstore.actions import MailstoreError
 from migration import actions, fetching
-from migration.models import ExternalAccount
+from migration.models import ExternalAccount, TransferJob
 from migration.remote import DEFAULT_PORTS, TLS_MODES, RemoteError
 from migration.sources import SourceError
 
 PASSWORD_STDIN_HELP = "read the password from the first line of standard input"
+BACKGROUND_HELP = "queue the job for a Celery worker, print its id and return (see `mail jobs`)"
 
 
 class Command(SubcommandCommand):
@@ -43,6 +47,7 @@ class Command(SubcommandCommand):
             "--folder", help="put the source's top level in this folder and its subfolders beneath it "
             "(default: the top level is INBOX and subfolders keep their names)",
         )
+        imports.add_argument("--background", action="store_true", help=BACKGROUND_HELP)
 
         export = subcommands.add_parser(
             "export",
@@ -55,6 +60,7 @@ class Command(SubcommandCommand):
         export.add_argument("dest")
         export.add_argument("--format", choices=["mbox", "maildir"], required=True)
         export.add_argument("--folder", help="only this folder and its subfolders")
+        export.add_argument("--background", action="store_true", help=BACKGROUND_HELP)
 
         migrate = subcommands.add_parser(
             "migrate",
@@ -74,6 +80,22 @@ class Command(SubcommandCommand):
         migrate.add_argument("--tls", choices=TLS_MODES, default="implicit")
         migrate.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
         migrate.add_argument("--only", action="append", metavar="FOLDER", help="copy only this remote folder (repeatable)")
+        migrate.add_argument("--background", action="store_true", help=BACKGROUND_HELP + "; the password is kept "
+                             "encrypted until the job is done")
+
+        jobs = subcommands.add_parser("jobs", help="list import, export and migration jobs with their progress")
+        jobs.add_argument("address", nargs="?")
+        jobs.add_argument("--active", action="store_true", help="only queued and running jobs")
+        job_cancel = subcommands.add_parser("job-cancel", help="stop a job before its next message (resumable)")
+        job_cancel.add_argument("id", type=int)
+        job_resume = subcommands.add_parser(
+            "job-resume", help="run a failed or cancelled job again; it skips what is done",
+            description="Queued for a worker, or with --foreground run here. A migration whose password is not "
+            "stored (it was run in the foreground) needs --password-stdin.",
+        )
+        job_resume.add_argument("id", type=int)
+        job_resume.add_argument("--foreground", action="store_true", help="run it here, not in a worker")
+        job_resume.add_argument("--password-stdin", action="store_true", help=PASSWORD_STDIN_HELP)
 
         fetch_add = subcommands.add_parser(
             "fetch-add", help="fetch mail from an external POP3 or IMAP account into an account, every few minutes",
@@ -147,20 +169,59 @@ class Command(SubcommandCommand):
         fetching.remove_external_account(external)
         self.say(f"removed external account {id}")
 
-    def handle_import(self, *, address, path, folder, **options):
-        account = accounts.get_account(address)
-        started = time.monotonic()
-        last = [started]
+    def _echo(self):
+        last = [time.monotonic()]
 
-        def progress(report):
+        def echo(report):
             now = time.monotonic()
             if self.verbosity > 1 or (self.verbosity > 0 and now - last[0] >= 5):
                 last[0] = now
-                self.stdout.write(f"… {report.imported} imported, {report.already} already there")
+                if hasattr(report, "imported"):
+                    self.stdout.write(f"… {report.imported} imported, {report.already} already there")
+                elif hasattr(report, "exported"):
+                    self.stdout.write(f"… {report.exported} exported")
+                else:
+                    self.stdout.write(f"… {report.copied} copied")
 
+        return echo
+
+    def _run(self, job, *, background, password=None):
+        """Queue `job` (--background) or run it here; the finished job and its report, or
+        (None, None) when it was queued."""
+        if background:
+            self.say(f"job {job.pk} queued: {job.get_kind_display()} for {show_address_of(job.account)} "
+                     f"(`mail jobs` shows its progress, `mail job-cancel {job.pk}` stops it)")
+            return None, None
+        try:
+            job, report = actions.run_job(job.pk, password=password, echo=self._echo())
+        except KeyboardInterrupt:
+            raise CommandError(f"job {job.pk} cancelled; `mail job-resume {job.pk}` goes on from here") from None
+        if job.state == TransferJob.State.FAILED:
+            raise CommandError(job.error)
+        if job.state == TransferJob.State.CANCELLED:
+            raise CommandError(f"job {job.pk} was cancelled; `mail job-resume {job.pk}` goes on from here")
+        if report is None:
+            raise CommandError(f"job {job.pk} is {job.state}")
+        return job, report
+
+    def handle_import(self, *, address, path, folder, background, **options):
+        account = accounts.get_account(address)
+        if not os.path.exists(path):
+            raise CommandError(f"{path} does not exist")
+        path = os.path.abspath(path)
         with transfer_errors():
-            report = actions.import_path(account, path, root=folder, progress=progress)
-        elapsed = time.monotonic() - started
+            if folder:
+                folder = actions.store.normalise_folder_name(folder)
+            job = actions.create_job(account, TransferJob.Kind.IMPORT, source=path, folder=folder or "",
+                                     label=os.path.basename(path), total_bytes=actions.source_size(path) if background else None,
+                                     background=background)
+        started = time.monotonic()
+        job, report = self._run(job, background=background)
+        if report is None:
+            return
+        self._print_import(account, report, time.monotonic() - started)
+
+    def _print_import(self, account, report, elapsed):
         for name in report.created_folders:
             self.say(f"created folder {name}")
         for name, count in sorted(report.folders.items()):
@@ -173,25 +234,36 @@ class Command(SubcommandCommand):
             f"in {elapsed:.1f}s{rate}; {report.already} were already there"
         )
 
-    def handle_export(self, *, address, dest, format, folder, **options):
+    def handle_export(self, *, address, dest, format, folder, background, **options):
         account = accounts.get_account(address)
         with transfer_errors():
-            report = actions.export_account(account, dest, format=format, folder=folder)
+            job = actions.create_job(account, TransferJob.Kind.EXPORT, source=os.path.abspath(dest), folder=folder or "",
+                                     options={"format": format}, background=background)
+        job, report = self._run(job, background=background)
+        if report is None:
+            return
         for name, count in sorted(report.folders.items()):
             self.say(f"{name}: {count} exported")
         self.say(f"exported {report.exported} messages ({format_size(report.bytes)}) to {dest} as {format}")
 
-
-    def handle_migrate(self, *, address, host, port, user, tls, insecure, only, **options):
+    def handle_migrate(self, *, address, host, port, user, tls, insecure, only, background, **options):
         account = accounts.get_account(address)
         password = self.stdin.readline().removesuffix("\n").removesuffix("\r")
         if not password:
             raise CommandError("no password on standard input")
+        port = port or DEFAULT_PORTS[("imap", tls)]
         with transfer_errors():
-            report = actions.migrate_imap(
-                account, host=host, port=port or DEFAULT_PORTS[("imap", tls)], user=user, password=password,
-                tls=tls, verify=not insecure, only=only,
+            job = actions.create_job(
+                account, TransferJob.Kind.MIGRATE, source=f"{user}@{host}:{port}", password=password,
+                options={"host": host, "port": port, "user": user, "tls": tls, "verify": not insecure, "only": only or []},
+                background=background,
             )
+        job, report = self._run(job, background=background, password=password)
+        if report is None:
+            return
+        self._print_migration(report, user, host, account)
+
+    def _print_migration(self, report, user, host, account):
         rows = [["remote folder", "local folder", "copied", "remote msgs", "remote size", "local msgs", "local size", ""]]
         for check in report.folders:
             rows.append([
@@ -206,6 +278,57 @@ class Command(SubcommandCommand):
         if missing:
             raise CommandError(f"{missing} remote messages were not copied (see above)")
         self.say(f"copied {report.copied} messages from {user}@{host} into {show_address_of(account)}")
+
+    def handle_jobs(self, *, address, active, **options):
+        jobs = TransferJob.objects.select_related("account__domain").order_by("-created", "-pk")
+        if address:
+            jobs = jobs.filter(account=accounts.get_account(address))
+        if active:
+            jobs = jobs.filter(state__in=[TransferJob.State.QUEUED, TransferJob.State.RUNNING])
+        rows = []
+        for job in jobs[:200]:
+            percent = f"{job.percent}%" if job.percent is not None else ""
+            rows.append([job.pk, show_address_of(job.account), job.kind, job.state, percent,
+                         f"{job.messages} done", f"{job.already} already", format_size(job.bytes),
+                         job.label or job.source, job.error])
+        self.write_table(rows)
+
+    def _job(self, pk):
+        job = TransferJob.objects.select_related("account__domain").filter(pk=pk).first()
+        if job is None:
+            raise CommandError(f"no job {pk}")
+        return job
+
+    def handle_job_cancel(self, *, id, **options):
+        job = self._job(id)
+        if not job.active:
+            raise CommandError(f"job {id} is {job.state}: nothing to cancel")
+        job = actions.cancel_job(job)
+        if job.state == TransferJob.State.CANCELLED:
+            self.say(f"job {id} cancelled")
+        elif job.state == TransferJob.State.RUNNING:
+            self.say(f"job {id} stops before its next message")
+        else:
+            raise CommandError(f"job {id} is {job.state}: nothing to cancel")
+
+    def handle_job_resume(self, *, id, foreground, password_stdin, **options):
+        job = self._job(id)
+        password = None
+        if password_stdin:
+            password = self.stdin.readline().removesuffix("\n").removesuffix("\r") or None
+        with transfer_errors():
+            job = actions.resume_job(job, password=password, background=not foreground)
+        if not foreground:
+            self.say(f"job {id} queued again")
+            return
+        started = time.monotonic()
+        job, report = self._run(job, background=False, password=password)
+        if job.kind == TransferJob.Kind.IMPORT:
+            self._print_import(job.account, report, time.monotonic() - started)
+        elif job.kind == TransferJob.Kind.MIGRATE:
+            self._print_migration(report, job.options["user"], job.options["host"], job.account)
+        else:
+            self.say(f"exported {report.exported} messages ({format_size(report.bytes)}) to {job.source}")
 
 
 class transfer_errors:

@@ -1,0 +1,218 @@
+"""Transfer jobs: imports, exports and migrations as TransferJob rows run by a Celery task
+(called directly here, and once on a real worker), with progress, cancel and resume."""
+import io
+import os
+import signal
+import time
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+
+from mailstore.models import Message
+from migration import actions, sources, tasks
+from migration.models import ImportedMessage, TransferJob
+from tests.conftest import PASSWORD
+
+
+def write_mbox(path, count):
+    with open(path, "wb") as f:
+        for i in range(count):
+            f.write(b"From carol@elsewhere.test Mon Jan 15 10:30:00 2024\n")
+            f.write(f"From: carol@elsewhere.test\nSubject: number {i}\nMessage-ID: <{i}@elsewhere.test>\n\n"
+                    f"Body {i}.\n\n".encode())
+    return path
+
+
+def inbox_count(account):
+    return Message.objects.filter(folder__account=account, folder__name="INBOX").count()
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """Job ids handed to the Celery task, instead of a broker."""
+    ids = []
+    monkeypatch.setattr(tasks.run_transfer_job, "delay", ids.append)
+    return ids
+
+
+def test_it_queues_a_job_after_commit_and_the_task_runs_it(alice, tmp_path, queued, django_capture_on_commit_callbacks):
+    path = write_mbox(tmp_path / "box", 5)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = actions.create_job(alice, "import", source=path, folder="Old", total_bytes=actions.source_size(path))
+    assert queued == [job.pk]
+    assert (job.state, job.messages, job.percent) == ("queued", 0, 0)
+
+    tasks.run_transfer_job(job.pk)
+    job.refresh_from_db()
+    assert (job.state, job.messages, job.already, job.percent, job.error) == ("done", 5, 0, 100, "")
+    assert job.bytes == sum(m.size for m in Message.objects.filter(folder__account=alice, folder__name="Old"))
+    assert job.started <= job.finished
+    assert job.report.splitlines() == ["created folder Old", "Old: 5 imported", "5 imported, 0 already there"]
+
+    tasks.run_transfer_job(job.pk)  # delivered twice: the second run finds it done and does nothing
+    assert TransferJob.objects.get(pk=job.pk).messages == 5
+
+
+def test_a_cancelled_job_stops_between_messages_and_resumes_where_it_stopped(alice, tmp_path, monkeypatch):
+    path = write_mbox(tmp_path / "box", 50)
+    monkeypatch.setattr(actions, "IMPORT_BATCH", 10)
+    monkeypatch.setattr(actions, "CANCEL_CHECK_SECONDS", 0)
+    job = actions.create_job(alice, "import", source=path, background=False)
+    read_path = sources.read_path
+
+    def cancelled_after_25(*args, **kwargs):
+        for number, message in enumerate(read_path(*args, **kwargs), 1):
+            if number == 26:
+                actions.cancel_job(job)  # as the admin or webmail would, from another process
+            yield message
+
+    monkeypatch.setattr(sources, "read_path", cancelled_after_25)
+    job, report = actions.run_job(job.pk)
+    # Two whole batches were stored; the half batch read before the flag was seen was dropped.
+    assert (job.state, job.messages, inbox_count(alice)) == ("cancelled", 20, 20)
+    assert ImportedMessage.objects.filter(account=alice).count() == 20
+    assert job.finished is not None
+
+    monkeypatch.setattr(sources, "read_path", read_path)
+    job = actions.resume_job(job, background=False)
+    assert (job.state, job.cancel_requested) == ("queued", False)
+    job, report = actions.run_job(job.pk)
+    assert (job.state, job.messages, job.already, inbox_count(alice)) == ("done", 30, 20, 50)
+
+
+def test_a_queued_job_is_cancelled_at_once_and_never_runs(alice, tmp_path, queued):
+    job = actions.create_job(alice, "import", source=write_mbox(tmp_path / "box", 3))
+    job = actions.cancel_job(job)
+    assert (job.state, job.cancel_requested) == ("cancelled", True)
+    assert actions.run_job(job.pk)[1] is None
+    assert inbox_count(alice) == 0
+
+
+def test_a_refusal_fails_the_job_with_its_reason(alice, tmp_path):
+    job = actions.create_job(alice, "import", source=tmp_path / "missing", background=False)
+    job, _ = actions.run_job(job.pk)
+    assert (job.state, job.error) == ("failed", f"{tmp_path / 'missing'} does not exist")
+    with pytest.raises(actions.TransferError, match="only a failed or cancelled job can be resumed"):
+        actions.resume_job(actions.resume_job(job, background=False), background=False)
+
+
+def test_an_export_job_writes_the_folder(alice, tmp_path):
+    actions.import_path(alice, write_mbox(tmp_path / "box", 4))
+    job = actions.create_job(alice, "export", source=tmp_path / "out", folder="INBOX", options={"format": "maildir"},
+                             background=False)
+    job, report = actions.run_job(job.pk)
+    assert (job.state, job.messages) == ("done", 4)
+    assert len(os.listdir(tmp_path / "out" / "cur")) == 4
+    with pytest.raises(actions.TransferError, match="unknown export format 'zip'"):
+        actions.create_job(alice, "export", source=tmp_path / "x", options={"format": "zip"})
+
+
+def test_an_upload_is_kept_until_its_import_is_done(alice, tmp_path, settings, queued):
+    settings.DATA_DIR = tmp_path / "data"
+    raw = write_mbox(tmp_path / "box", 3).read_bytes()
+    job = actions.save_upload(alice, SimpleUploadedFile("Old mail.mbox", raw), folder="Archive")
+    assert (job.label, job.folder, job.total_bytes, job.remove_source) == ("Old mail.mbox", "Archive", len(raw), True)
+    assert open(job.source, "rb").read() == raw
+    job, _ = actions.run_job(job.pk)
+    assert (job.state, job.messages) == ("done", 3)
+    assert os.listdir(tmp_path / "data" / actions.UPLOADS_DIR) == []
+
+    with pytest.raises(actions.TransferError, match="folder Nope does not exist"):
+        actions.save_upload(alice, SimpleUploadedFile("x.mbox", raw), folder="Nope")
+    assert os.listdir(tmp_path / "data" / actions.UPLOADS_DIR) == []
+
+
+def test_discarding_a_job_removes_its_upload(alice, tmp_path, settings, queued):
+    settings.DATA_DIR = tmp_path / "data"
+    job = actions.save_upload(alice, SimpleUploadedFile("x.mbox", b"From a\n"))
+    with pytest.raises(actions.TransferError, match="cancel it first"):
+        actions.discard_job(job)
+    actions.discard_job(actions.cancel_job(job))
+    assert os.listdir(tmp_path / "data" / actions.UPLOADS_DIR) == []
+    assert not TransferJob.objects.exists()
+
+
+def test_the_cli_queues_lists_cancels_and_resumes_jobs(alice, tmp_path, queued, django_capture_on_commit_callbacks):
+    path = write_mbox(tmp_path / "box", 2)
+    out = io.StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("mail", "import", "alice@example.test", str(path), "--background", stdout=out)
+    [job] = TransferJob.objects.all()
+    assert queued == [job.pk]
+    assert out.getvalue().startswith(f"job {job.pk} queued: import for alice@example.test")
+    assert inbox_count(alice) == 0
+
+    out = io.StringIO()
+    call_command("mail", "jobs", "alice@example.test", "--active", stdout=out)
+    assert out.getvalue().split()[:6] == [str(job.pk), "alice@example.test", "import", "queued", "0%", "0"]
+
+    call_command("mail", "job-cancel", str(job.pk), stdout=io.StringIO())
+    with pytest.raises(CommandError, match=f"job {job.pk} is cancelled: nothing to cancel"):
+        call_command("mail", "job-cancel", str(job.pk))
+    out = io.StringIO()
+    call_command("mail", "job-resume", str(job.pk), "--foreground", stdout=out)
+    assert "imported 2 messages" in out.getvalue()
+    assert TransferJob.objects.get(pk=job.pk).state == "done"
+    with pytest.raises(CommandError, match="no job 999"):
+        call_command("mail", "job-cancel", "999")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_runs_a_background_import(settings, alice, tmp_path):
+    """`mail import --background` in one process, `runqueue` (Celery on the embedded
+    broker) in another, sharing this test's database and data dir."""
+    from tests.e2e.helpers import child_env, manage, settings_blob_location
+
+    settings_blob_location(settings, settings.DATA_DIR)
+    env = child_env(settings.DATA_DIR)
+    path = write_mbox(tmp_path / "box", 30)
+    queued = manage("mail", "import", "alice@example.test", str(path), "--background", env=env,
+                    stdout=-1, stderr=-1, text=True)
+    out, err = queued.communicate(timeout=60)
+    assert queued.returncode == 0, err
+    job = TransferJob.objects.get()
+    worker = manage("runqueue", "--no-beat", "--concurrency", "2", env=env, stdout=-3, stderr=-3)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job.refresh_from_db()
+            if not job.active:
+                break
+            time.sleep(0.2)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(20)
+    assert (job.state, job.messages, job.error) == ("done", 30, "")
+    assert inbox_count(alice) == 30
+
+
+def test_a_background_migration_keeps_the_password_encrypted_until_done(alice, queued):
+    job = actions.create_job(alice, "migrate", source="bob@127.0.0.1:1", password=PASSWORD,
+                             options={"host": "127.0.0.1", "port": 1, "user": "bob", "tls": "none"})
+    assert job.secret.startswith("fernet:") and PASSWORD not in job.secret
+    job, _ = actions.run_job(job.pk)
+    assert (job.state, job.error) == ("failed", "cannot connect to 127.0.0.1:1: connection refused")
+    assert job.secret  # kept: the job can be resumed without asking again
+    with pytest.raises(actions.TransferError, match="needs the remote password"):
+        actions.create_job(alice, "migrate", source="x", options={})
+
+
+def test_the_admin_lists_jobs_with_progress_and_cancels_them(alice, admin_client, tmp_path, queued):
+    from django.urls import reverse
+
+    running = actions.create_job(alice, "import", source=tmp_path / "a.mbox", label="a.mbox", total_bytes=1000)
+    TransferJob.objects.filter(pk=running.pk).update(state="running", read_bytes=420, messages=7)
+    page = admin_client.get(reverse("admin:migration_transferjob_changelist"))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert '<progress max="100" value="42">42%</progress> 42%' in text and "a.mbox" in text
+
+    detail = admin_client.get(reverse("admin:migration_transferjob_change", args=[running.pk]))
+    assert detail.status_code == 200 and "42%" in detail.content.decode()
+
+    admin_client.post(reverse("admin:migration_transferjob_changelist"),
+                      {"action": "cancel", "_selected_action": [running.pk]})
+    running.refresh_from_db()
+    assert (running.state, running.cancel_requested) == ("running", True)  # the worker stops it
