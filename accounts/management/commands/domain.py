@@ -1,10 +1,12 @@
-"""manage.py domain add|list|remove|alias|unalias|disable|enable|dns|dkim: the domains we receive mail for.
+"""manage.py domain add|list|remove|alias|unalias|disable|enable|dns|check|dkim: the domains we receive mail for.
 
 `dns NAME` prints the records to publish for a domain, one zone-file line each (`-v 0`
-leaves out the comments); `dkim NAME` lists its DKIM keys, and with one option rotates,
+leaves out the comments); `check NAME` looks them up in DNS (ops.dnsdoctor) and exits
+non-zero when one is missing or wrong; `dkim NAME` lists its DKIM keys, and with one option rotates,
 activates, retires or removes them (mta.dkim).
 """
 from django.conf import settings
+from django.core.management.base import CommandError
 from django.db.models import Count
 
 from accounts import actions
@@ -55,6 +57,12 @@ class Command(SubcommandCommand):
         dns = subcommands.add_parser("dns", help="print the DNS records to publish for a domain, in zone-file form")
         dns.add_argument("name")
         dns.add_argument("--hostname", help="this server's public name for MX and SPF (default: MAILSUITE_HOSTNAME)")
+
+        check = subcommands.add_parser(
+            "check", help="check a domain's DNS records, and this server's reverse DNS and block listings"
+        )
+        check.add_argument("name")
+        check.add_argument("--hostname", help="this server's public name (default: MAILSUITE_HOSTNAME)")
 
         keys = subcommands.add_parser(
             "dkim",
@@ -131,6 +139,15 @@ class Command(SubcommandCommand):
             self.stdout.write(record.zone_line(comment=self.verbosity > 0))
         if not any(record.name.endswith(f"._domainkey.{domain.name}.") for record in records):
             self.warn(f"{domain.name} has no DKIM keys: make them with manage.py domain dkim {domain.name} --rotate")
+
+    def handle_check(self, *, name, hostname, **options):
+        from ops import dnsdoctor
+
+        report = dnsdoctor.check(actions.get_domain(name), hostname=hostname)
+        self.write_table(dnsdoctor.table_rows(report))
+        if not report.ok:
+            count = len(report.problems)
+            raise CommandError(f"{count} problem{'' if count == 1 else 's'} in the DNS of {report.domain}")
 
     def handle_dkim(self, *, name, rotate, activate, retire, remove, **options):
         domain = actions.get_domain(name)
