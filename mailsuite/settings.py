@@ -101,6 +101,25 @@ MAILSUITE_ARC_TRUSTED_SEALERS = env_domains("MAILSUITE_ARC_TRUSTED_SEALERS")
 MAILSUITE_DNSBL_ZONES = env_weighted_domains("MAILSUITE_DNSBL_ZONES", 10)
 MAILSUITE_RHSBL_ZONES = env_weighted_domains("MAILSUITE_RHSBL_ZONES", 10)
 MAILSUITE_DNSBL_REJECT_WEIGHT = env_int("MAILSUITE_DNSBL_REJECT_WEIGHT", 10, minimum=1)
+# Greylisting (antispam.greylist), for the domains whose inbound policy turns it on: a new
+# (client /24 or /64, sender, recipient) must retry after DELAY seconds and within RETRY_WINDOW;
+# its network then skips greylisting for ALLOW_DAYS days. SKIP_NETWORKS are never greylisted.
+MAILSUITE_GREYLIST_DELAY = env_int("MAILSUITE_GREYLIST_DELAY", 300, minimum=0)
+MAILSUITE_GREYLIST_RETRY_WINDOW = env_int("MAILSUITE_GREYLIST_RETRY_WINDOW", 2 * 86400, minimum=60)
+MAILSUITE_GREYLIST_ALLOW_DAYS = env_int("MAILSUITE_GREYLIST_ALLOW_DAYS", 35, minimum=1)
+MAILSUITE_GREYLIST_SKIP_NETWORKS = env_networks("MAILSUITE_GREYLIST_SKIP_NETWORKS")
+# Seconds the MX port waits before its greeting; a client that talks first is refused (0 = off;
+# loopback and trusted clients are never made to wait).
+MAILSUITE_SMTP_GREETING_DELAY = env_int("MAILSUITE_SMTP_GREETING_DELAY", 0, minimum=0, maximum=30)
+# Dangerous attachments (antispam.attachments) where a domain's inbound policy does not say:
+# reject (554 5.7.1), quarantine (into Junk) or allow.
+MAILSUITE_ATTACHMENT_POLICY = env_str("MAILSUITE_ATTACHMENT_POLICY", "reject")
+if MAILSUITE_ATTACHMENT_POLICY not in ("reject", "quarantine", "allow"):
+    raise ImproperlyConfigured(f"MAILSUITE_ATTACHMENT_POLICY={MAILSUITE_ATTACHMENT_POLICY!r}: expected reject, quarantine or allow")
+# A ClamAV daemon (host:port or a UNIX socket path): when set, every inbound message is scanned
+# and none is delivered unscanned (scanner down: 451 4.7.1).
+MAILSUITE_CLAMD = env_str("MAILSUITE_CLAMD")
+MAILSUITE_CLAMD_TIMEOUT = env_int("MAILSUITE_CLAMD_TIMEOUT", 30, minimum=1)
 
 # Celery: by default an embedded broker in the data dir (kombu's filesystem transport),
 # which needs no server; CELERY_BROKER_URL=redis://… or amqp://… for several machines.

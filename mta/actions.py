@@ -482,3 +482,39 @@ def remove_route(domain):
     deleted, _ = SmartHost.objects.filter(domain=name).delete()
     if not deleted:
         raise NotFound(f"no transport or relay domain for {name}")
+
+
+def set_inbound_policy(domain, *, greylisting=None, attachments=None):
+    """Change a local domain's connection-level anti-spam choices (mta.models.InboundPolicy);
+    None leaves a choice as it is. Returns the policy row."""
+    from antispam import inbound_policy
+    from mta.models import InboundPolicy
+
+    if attachments is not None and attachments not in InboundPolicy.Attachments.values:
+        raise InvalidInput(f"attachment policy {attachments!r}: expected reject, quarantine, allow or empty")
+    name = _domain_name(domain) if isinstance(domain, str) else domain.name
+    with transaction.atomic():
+        target = Domain.objects.filter(name=name).first()
+        if target is None:
+            raise NotFound(f"{name} is not a local domain")
+        policy, _ = InboundPolicy.objects.get_or_create(domain=target)
+        if greylisting is not None:
+            policy.greylisting = greylisting
+        if attachments is not None:
+            policy.attachments = attachments
+        policy.save()
+        transaction.on_commit(inbound_policy.forget)  # this process sees the change at once
+    log.info("inbound policy of %s: greylisting=%s attachments=%s", name, policy.greylisting, policy.attachments or "default")
+    return policy
+
+
+def remove_inbound_policy(domain):
+    """Back to the defaults for `domain`: greylisting off, the server's attachment policy."""
+    from antispam import inbound_policy
+    from mta.models import InboundPolicy
+
+    name = _domain_name(domain) if isinstance(domain, str) else domain.name
+    with transaction.atomic():
+        InboundPolicy.objects.filter(domain__name=name).delete()
+        transaction.on_commit(inbound_policy.forget)
+    log.info("inbound policy of %s removed: defaults apply", name)

@@ -1,4 +1,4 @@
-"""The outbound queue, mail routes and DKIM keys in the admin.
+"""The outbound queue, mail routes, DKIM keys and inbound policies (greylisting) in the admin.
 
 Implementation notes:
 - The queue's rows are its truth and delivery workers own them: these pages never save
@@ -37,12 +37,22 @@ from django.utils.timesince import timesince
 from accounts.admin import ActionAdmin, ActionForm, FieldRefusal, count_subquery
 from accounts.errors import AccountsError
 from accounts.models import Domain
+from antispam import greylist
 from mailsuite.admin_utils import ReadOnlyMixin
 from mailsuite.lib.addresses import AddressError, display_domain, normalize_domain
 from mailsuite.lib.sizes import format_size
 from mta import actions, queue
 from mta.dns_records import dkim_record, records_for
-from mta.models import DeliveryAttempt, DKIMKey, QueuedMessage, QueuedRecipient, SmartHost
+from mta.models import (
+    DeliveryAttempt,
+    DKIMKey,
+    GreylistAllowedNetwork,
+    GreylistTriplet,
+    InboundPolicy,
+    QueuedMessage,
+    QueuedRecipient,
+    SmartHost,
+)
 
 State = QueuedRecipient.State
 SHOWN_RECIPIENTS = 200  # on a message's page; a list's expansion can have thousands
@@ -653,3 +663,83 @@ class DKIMKeyAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def domain_dns(self, obj):
         url = reverse(f"{self.admin_site.name}:mta_dkimkey_dns", args=[obj.domain_id])
         return format_html('<a href="{}">all records of {}</a>', url, obj.domain)
+
+
+# Inbound policies and greylisting ---------------------------------------------------
+
+
+class InboundPolicyForm(ActionForm):
+    class Meta:
+        model = InboundPolicy
+        fields = ("domain", "greylisting", "attachments")
+
+    def apply(self, data):
+        domain = data.get("domain") or self.instance.domain
+        return actions.set_inbound_policy(domain, greylisting=data["greylisting"], attachments=data["attachments"])
+
+
+class InboundPolicyChangeForm(InboundPolicyForm):
+    class Meta(InboundPolicyForm.Meta):
+        fields = ("greylisting", "attachments")
+
+
+@admin.register(InboundPolicy)
+class InboundPolicyAdmin(ActionAdmin):
+    """Per-domain greylisting and attachment policy; a domain without a row uses the defaults."""
+
+    add_form = InboundPolicyForm
+    change_form = InboundPolicyChangeForm
+    list_display = ("domain", "greylisting", "attachment_policy")
+    list_filter = ("greylisting", "attachments")
+    list_select_related = ("domain",)
+    search_fields = ("domain__name",)
+    ordering = ("domain__name",)
+    autocomplete_fields = ("domain",)
+    readonly_fields = ("domain",)
+
+    @admin.display(description="dangerous attachments", ordering="attachments")
+    def attachment_policy(self, obj):
+        if obj.attachments:
+            return obj.get_attachments_display()
+        return f"server default ({settings.MAILSUITE_ATTACHMENT_POLICY})"
+
+    def remove(self, request, obj):
+        actions.remove_inbound_policy(obj.domain)
+
+
+@admin.register(GreylistTriplet)
+class GreylistTripletAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """What greylisting has seen lately; the SMTP server alone writes these rows."""
+
+    list_display = ("network", "sender", "recipient", "first_seen", "last_seen", "attempts", "passed_at", "expires_at")
+    list_filter = (("passed_at", admin.EmptyFieldListFilter),)
+    search_fields = ("=network", "sender", "recipient")
+    ordering = ("-last_seen",)
+    show_full_result_count = False
+
+
+class AllowedNetworkForm(ActionForm):
+    days = forms.IntegerField(
+        required=False, min_value=1, help_text="Leave empty to allow the network until it is removed",
+    )
+
+    class Meta:
+        model = GreylistAllowedNetwork
+        fields = ("network", "reason")
+
+    def apply(self, data):
+        return greylist.allow_network(data["network"], reason=data.get("reason", ""), days=data.get("days"))
+
+
+@admin.register(GreylistAllowedNetwork)
+class GreylistAllowedNetworkAdmin(ActionAdmin):
+    """Networks that skip greylisting: auto-allowed after a passed retry, or added here."""
+
+    add_form = AllowedNetworkForm
+    list_display = ("network", "expires_at", "reason", "created")
+    list_filter = (("expires_at", admin.EmptyFieldListFilter),)
+    search_fields = ("=network", "reason")
+    ordering = ("network",)
+
+    def remove(self, request, obj):
+        greylist.disallow_network(obj.network)

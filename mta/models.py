@@ -67,6 +67,8 @@ class QueuedRecipient(models.Model):
             models.Index(fields=["state", "next_attempt_at"], name="queue_due"),
             # Workers claim due recipients of one destination domain.
             models.Index(fields=["domain", "state", "next_attempt_at"], name="queue_due_by_domain"),
+            # Greylisting asks: have our users ever had mail delivered to this sender?
+            models.Index(fields=["address", "state"], name="queue_recipient_address"),
         ]
 
     def __str__(self):
@@ -202,3 +204,88 @@ class DKIMKey(models.Model):
 
     def __str__(self):
         return f"{self.selector}._domainkey.{self.domain.name} ({self.algorithm}, {self.state})"
+
+
+class InboundPolicy(models.Model):
+    """Connection-level anti-spam choices of one local domain, for mail arriving on the MX port
+    (antispam.greylist, antispam.attachments). A domain without a row has greylisting off
+    and the server's attachment policy (MAILSUITE_ATTACHMENT_POLICY). Changed through
+    mta.actions.set_inbound_policy()."""
+
+    class Attachments(models.TextChoices):
+        DEFAULT = "", "the server's default (MAILSUITE_ATTACHMENT_POLICY)"
+        REJECT = "reject", "refuse the message (554 5.7.1)"
+        QUARANTINE = "quarantine", "deliver it into Junk"
+        ALLOW = "allow", "deliver it"
+
+    domain = models.OneToOneField("accounts.Domain", on_delete=models.CASCADE, related_name="inbound_policy")
+    greylisting = models.BooleanField(
+        default=False, help_text="Ask unknown senders to retry later (451 4.7.1) before their first message is taken",
+    )
+    attachments = models.CharField(
+        max_length=10, choices=Attachments.choices, blank=True, default="",
+        help_text="What happens to a message carrying an executable, a script or an archive holding one",
+    )
+
+    class Meta:
+        verbose_name_plural = "inbound policies"
+        constraints = [
+            # Only the outcomes antispam.attachments knows how to carry out.
+            models.CheckConstraint(
+                condition=models.Q(attachments__in=["", "reject", "quarantine", "allow"]),
+                name="inboundpolicy_attachments_known",
+            ),
+        ]
+
+    def __str__(self):
+        return f"inbound policy of {self.domain}"
+
+
+class GreylistTriplet(models.Model):
+    """One (client network, envelope sender, recipient) seen by greylisting (antispam.greylist).
+
+    A new triplet is deferred; a retry after the delay window and before expires_at
+    passes it (passed_at set, expires_at pushed out). Rows past expires_at are dead and
+    are deleted on the fly, so the table holds only recent traffic.
+    """
+
+    network = models.CharField(max_length=43, help_text="The client's /24 (IPv4) or /64 (IPv6)")
+    sender = models.CharField(max_length=320, blank=True, help_text="Envelope sender, lower case; empty for bounces")
+    recipient = models.CharField(max_length=320)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=1)
+    passed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # Every RCPT looks its triplet up by these three; two sessions racing insert one row.
+            models.UniqueConstraint(fields=["network", "sender", "recipient"], name="greylist_triplet_unique"),
+        ]
+        indexes = [
+            # The on-the-fly cleanup deletes the oldest dead rows.
+            models.Index(fields=["expires_at"], name="greylist_triplet_expiry"),
+        ]
+
+    def __str__(self):
+        return f"{self.network} <{self.sender}> → <{self.recipient}>"
+
+
+class GreylistAllowedNetwork(models.Model):
+    """A client network that skips greylisting: auto-allowed after one of its triplets
+    passed (until expires_at), or listed by the operator (no expiry)."""
+
+    network = models.CharField(max_length=43, unique=True, help_text="e.g. 192.0.2.0/24 or 2001:db8:1:2::/64")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: allowed until removed")
+    created = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        indexes = [
+            # The on-the-fly cleanup deletes the oldest expired rows.
+            models.Index(fields=["expires_at"], name="greylist_allowed_expiry"),
+        ]
+
+    def __str__(self):
+        return self.network

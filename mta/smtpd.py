@@ -29,10 +29,10 @@ from accounts.auth import ScramExchange
 from accounts.errors import LoginThrottled
 from accounts.identities import may_send_as
 from antispam import checks as sender_checks
-from antispam import dnsbl
+from antispam import dnsbl, greylist, inbound_policy
 from mailsuite.lib import sasl
 from mailsuite.lib.addresses import AddressError, split_address
-from mailsuite.lib.aio import GroupCommit, run_sync
+from mailsuite.lib.aio import GroupCommit, run_sync, run_write
 from mailsuite.lib.net import is_loopback, listening_socket
 from mailstore.actions import queue_id
 from mailstore.storage import new_blob_name
@@ -296,12 +296,35 @@ class InboundHandler:
                 cache=self.resolutions,
             )
         if decision.accepted:
+            refusal = await self.greylist(session, envelope, decision.resolution)
+            if refusal:
+                return refusal
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
             envelope.resolutions.append(decision.resolution)
             envelope.dsn["notify"][decision.resolution.address] = notify
             envelope.dsn["orcpt"][decision.resolution.address] = orcpt
         return decision.reply
+
+    async def greylist(self, session, envelope, resolution):
+        """A 451 refusal of this recipient while greylisted (antispam.greylist), or None.
+
+        Only local recipients of domains that turned greylisting on; never for clients
+        that may relay (authenticated or trusted). The domain's policy is usually in
+        memory; greylist.evaluate() is one short write off the loop."""
+        client = self.client(session)
+        if client.may_relay or resolution.relayed:
+            return None
+        domain = resolution.address.rpartition("@")[2]
+        policy = inbound_policy.cached(domain) or await run_sync(inbound_policy.get, domain)
+        if not policy.greylisting:
+            return None
+        sender = "" if envelope.mail_from == "<>" else envelope.mail_from
+        outcome = await run_write(greylist.evaluate, client.ip, sender, resolution.address)
+        if outcome is greylist.VERIFY_SENDER:
+            verified = await sender_checks.off_loop(greylist.sender_spf_passes, client.ip, sender, session.host_name)
+            outcome = await run_write(greylist.evaluate, client.ip, sender, resolution.address, sender_verified=verified)
+        return outcome.reply
 
     async def handle_DATA(self, server, session, envelope):
         client = self.client(session)
