@@ -261,6 +261,23 @@ def _blob_row(stored, parsed):
     )
 
 
+def thread_key(message_id, in_reply_to, references, sha256):
+    """The conversation a message belongs to, as a signed 64-bit number.
+
+    The thread's root is the first Message-ID of References (RFC 5322 §3.6.4: a reply
+    carries its parent's References followed by the parent's Message-ID, so the first
+    one names the message that started the conversation), else In-Reply-To, else the
+    message's own Message-ID: a message and all the replies to it get the same key from
+    their own header alone, without looking another message up. A message without any
+    of those is a conversation of its own (keyed by its bytes, so copies stay together).
+    A reply that has In-Reply-To but no References starts a conversation under its
+    parent's id, so it joins the parent only if the parent started the thread.
+    """
+    root = references[0] if references else (in_reply_to.split()[0] if in_reply_to.strip() else message_id)
+    root = root or "sha256:" + sha256
+    return int.from_bytes(hashlib.sha256(root.encode("utf-8", "surrogateescape")).digest()[:8], "big", signed=True)
+
+
 def _message_row(folder_id, uid, modseq, blob, parsed, *, prefix, internaldate, flags):
     message = Message(
         folder_id=folder_id,
@@ -280,6 +297,7 @@ def _message_row(folder_id, uid, modseq, blob, parsed, *, prefix, internaldate, 
         in_reply_to=parsed.in_reply_to[:998],
         references=" ".join(parsed.references),
         has_attachments=parsed.has_attachments,
+        thread_key=thread_key(parsed.message_id[:998], parsed.in_reply_to[:998], parsed.references, blob.sha256),
     )
     set_flag_fields(message, flags)
     return message

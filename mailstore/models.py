@@ -98,6 +98,9 @@ class Message(models.Model):
     # Threading (RFC 5256 THREAD=REFERENCES, the webmail's conversations).
     in_reply_to = models.CharField(max_length=998, blank=True)
     references = models.TextField(blank=True, help_text="Message-IDs of References, space-separated")
+    # The conversation the message belongs to (mailstore.actions.thread_key): equal for a
+    # message and the replies to it, in any folder; copies and moves keep it.
+    thread_key = models.BigIntegerField(default=0, db_default=0)
     has_attachments = models.BooleanField(default=False)
 
     class Meta:
@@ -113,6 +116,9 @@ class Message(models.Model):
             models.Index(fields=["folder", "sent_date"], name="message_folder_date"),
             # Threading and duplicate detection.
             models.Index(fields=["message_id"], name="message_msgid"),
+            # Webmail conversations: a folder's messages grouped by thread (covering
+            # the latest date), and a thread's messages across the account's folders.
+            models.Index(fields=["folder", "thread_key", "sent_date"], name="message_folder_thread"),
         ]
 
     def __str__(self):

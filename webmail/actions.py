@@ -104,10 +104,10 @@ def preferences_of(account):
 
 @transaction.atomic
 def set_preferences(account, **values):
-    """Change some of signature / remote_content."""
+    """Change some of signature / remote_content / conversations."""
     from webmail.models import Preferences
 
-    allowed = {"signature", "remote_content"}
+    allowed = {"signature", "remote_content", "conversations"}
     if set(values) - allowed:
         raise ActionError(f"unknown preferences: {sorted(set(values) - allowed)}")
     if "remote_content" in values and values["remote_content"] not in Preferences.RemoteContent.values:

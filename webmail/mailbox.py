@@ -7,14 +7,19 @@ Implementation notes:
   folder tree reads the counters the mail store maintains (never COUNT(*) per folder), an
   unfiltered page takes its total from the folder's counters, and the rows come in one
   query with only the columns the list shows.
+- Conversations group by Message.thread_key (set at delivery from the References,
+  In-Reply-To and Message-ID fields: mailstore.actions.thread_key) in SQL: a page is one
+  GROUP BY over the folder's (folder, thread_key, sent_date) index, then two queries for
+  the page's 50 conversations only (their newest message here, and their size and unread
+  count across the account's folders, so replies in Sent count).
 - Text search uses the mail store's substring index (migration 0004 of mailstore: FTS5
   trigram tables on SQLite, pg_trgm on PostgreSQL), as IMAP SEARCH does (imap/search.py);
   see webmail.search.
 """
 from dataclasses import dataclass, field
 
-from django.db.models import F, Q
-from django.db.models.functions import Lower
+from django.db.models import Count, F, Max, Q, Window
+from django.db.models.functions import Lower, RowNumber
 from django.utils.translation import gettext_lazy as _
 
 from mailstore.models import DEFAULT_FOLDERS, HIERARCHY_DELIMITER, Folder, Message
@@ -197,17 +202,22 @@ def _ordering(query):
     return keys
 
 
+def _filtered(messages, query):
+    """(messages narrowed by the list's filter, whether it narrowed them)."""
+    if query.filter == "unread":
+        return messages.filter(seen=False), True
+    if query.filter == "flagged":
+        return messages.filter(flagged=True), True
+    if query.filter == "attachments":
+        return messages.filter(has_attachments=True), True
+    return messages, False
+
+
 def message_page(account, query, folder=None):
     """One page of the list: the folder's messages, or with search criteria and no folder,
     the account's messages in every folder."""
     messages = Message.objects.filter(folder=folder) if folder is not None else Message.objects.filter(folder__account=account)
-    filtered = False
-    if query.filter == "unread":
-        messages, filtered = messages.filter(seen=False), True
-    elif query.filter == "flagged":
-        messages, filtered = messages.filter(flagged=True), True
-    elif query.filter == "attachments":
-        messages, filtered = messages.filter(has_attachments=True), True
+    messages, filtered = _filtered(messages, query)
     if query.search:
         messages, filtered = messages.filter(query.search.q()), True
     if folder is not None and not filtered:
@@ -222,6 +232,93 @@ def message_page(account, query, folder=None):
     columns = LIST_COLUMNS if folder is not None else LIST_COLUMNS + ("folder__name",)
     rows = list(messages.order_by(*_ordering(query)).values(*columns)[start : start + PAGE_SIZE])
     return Page(messages=rows, total=total, number=number)
+
+
+# Conversations -------------------------------------------------------------------------
+
+MAX_CONVERSATION = 100  # messages one conversation page shows (the newest)
+
+
+def groups_conversations(query, folder):
+    """Whether the list for `query` can be grouped: a folder's list by date, not a search
+    (search results and other sort orders are lists of messages)."""
+    return folder is not None and query.sort == "date" and not query.search
+
+
+def conversation_folders(account, folder, folders=None):
+    """Ids of the folders whose messages make up a conversation seen from `folder`: all
+    but Trash and Junk (what was thrown away or is spam is no part of it), plus `folder`."""
+    folders = folders if folders is not None else folders_of(account)
+    return [f.pk for f in folders if f.special_use not in (TRASH, JUNK) or (folder is not None and f.pk == folder.pk)]
+
+
+def conversation_page(account, query, folder):
+    """One page of the folder's conversations, newest first (by their newest message in
+    the folder that passes the filter). Each row is that newest message's LIST_COLUMNS
+    plus thread_key, thread_count and thread_unread (over conversation_folders)."""
+    messages, _filtered_unused = _filtered(Message.objects.filter(folder=folder), query)
+    groups = messages.values("thread_key").annotate(latest=Max("sent_date"), last_id=Max("id"))
+    desc = query.descending
+    groups = groups.order_by(
+        F("latest").desc(nulls_last=True) if desc else F("latest").asc(nulls_first=True),
+        F("last_id").desc() if desc else F("last_id").asc(),
+    )
+    total = messages.values("thread_key").distinct().count()
+    pages = max(1, -(-total // PAGE_SIZE))
+    number = min(query.page, pages)
+    start = (number - 1) * PAGE_SIZE
+    keys = [row["thread_key"] for row in groups[start : start + PAGE_SIZE]]
+    if not keys:
+        return Page(messages=[], total=total, number=number)
+    newest = (
+        messages.filter(thread_key__in=keys)
+        .annotate(rank=Window(RowNumber(), partition_by=[F("thread_key")], order_by=[F("sent_date").desc(nulls_last=True), F("id").desc()]))
+        .filter(rank=1)
+        .values(*LIST_COLUMNS, "thread_key")
+    )
+    by_key = {row["thread_key"]: row for row in newest}
+    sizes = (
+        Message.objects.filter(folder_id__in=conversation_folders(account, folder), thread_key__in=keys)
+        .values("thread_key").annotate(count=Count("blob_id", distinct=True), unread=Count("id", filter=Q(seen=False)))
+        .order_by()
+    )
+    for row in sizes:
+        if row["thread_key"] in by_key:
+            by_key[row["thread_key"]].update(thread_count=row["count"], thread_unread=row["unread"])
+    rows = [by_key[key] for key in keys if key in by_key]
+    for row in rows:
+        row.setdefault("thread_count", 1)
+        row.setdefault("thread_unread", 0 if row["seen"] else 1)
+    return Page(messages=rows, total=total, number=number)
+
+
+def thread_uids(folder, uids):
+    """The UIDs of the folder's messages in the conversations of these (for actions on
+    whole conversations)."""
+    keys = Message.objects.filter(folder=folder, uid__in=list(uids)[:PAGE_SIZE * 10]).values("thread_key")
+    return list(Message.objects.filter(folder=folder, thread_key__in=keys).values_list("uid", flat=True)[:10_000])
+
+
+def conversation_of(account, folder, message):
+    """The messages of `message`'s conversation in date order (the newest
+    MAX_CONVERSATION; copies of one message in two folders shown once, the one in
+    `folder` preferred), with their folders, and how many older ones were left out."""
+    found = list(
+        Message.objects.filter(folder_id__in=conversation_folders(account, folder), thread_key=message.thread_key)
+        .select_related("blob", "folder").order_by(F("sent_date").desc(nulls_last=True), "-id")[: MAX_CONVERSATION * 2]
+    )
+    if not any(m.pk == message.pk for m in found):
+        found.insert(0, message)
+    chosen = {}
+    for m in found:
+        if m.blob_id not in chosen or (m.folder_id == folder.pk and chosen[m.blob_id].folder_id != folder.pk):
+            chosen[m.blob_id] = m
+    ordered = [m for m in found if chosen.get(m.blob_id) is m][:MAX_CONVERSATION]
+    total = Message.objects.filter(
+        folder_id__in=conversation_folders(account, folder), thread_key=message.thread_key
+    ).values("blob_id").distinct().count()
+    ordered.reverse()
+    return ordered, max(0, total - len(ordered))
 
 
 def message_of(folder, uid):

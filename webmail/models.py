@@ -30,6 +30,8 @@ class Preferences(models.Model):
     account = models.OneToOneField("accounts.Account", on_delete=models.CASCADE, related_name="webmail_preferences")
     signature = models.TextField(blank=True, max_length=4000)
     remote_content = models.CharField(max_length=8, choices=RemoteContent.choices, default=RemoteContent.ASK)
+    # The message list groups messages by conversation (webmail.mailbox.conversation_page).
+    conversations = models.BooleanField(default=False)
 
     def __str__(self):
         return f"{self.account_id}: preferences"

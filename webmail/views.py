@@ -131,7 +131,12 @@ FILTER_LABELS = {
 
 
 def _list_context(request, folder, query):
-    page = mailbox.message_page(request.account, query, folder)
+    grouping = actions.preferences_of(request.account).conversations
+    conversations = grouping and mailbox.groups_conversations(query, folder)
+    if conversations:
+        page = mailbox.conversation_page(request.account, query, folder)
+    else:
+        page = mailbox.message_page(request.account, query, folder)
     base = reverse("webmail:folder", args=[folder.pk]) if folder is not None else reverse("webmail:search")
     show_to = folder is not None and folder.special_use in (mailbox.SENT, mailbox.DRAFTS)
 
@@ -156,6 +161,8 @@ def _list_context(request, folder, query):
         "previous_url": link(page=page.number - 1) if page.has_previous else None,
         "all_folders": folder is None,
         "read_query": urlencode(query.params(page="")),
+        "conversations": conversations,
+        "grouping": grouping,
     }
 
 
@@ -199,11 +206,22 @@ def bulk(request, folder_id):
         if target is None:
             notices.error(request, _("Choose a folder to move to."))
             return _done(request, back)
+    uids = form.cleaned_data["uid"]
+    if request.POST.get("conversations") == "1":  # the rows stood for whole conversations
+        uids = mailbox.thread_uids(folder, uids)
     try:
-        actions.apply(request.account, folder, form.cleaned_data["uid"], form.cleaned_data["action"], target=target)
+        actions.apply(request.account, folder, uids, form.cleaned_data["action"], target=target)
     except store.MailstoreError as error:
         notices.error(request, str(error))
     return _done(request, back)
+
+
+@require_POST
+@account_required
+def list_mode(request):
+    """Group the message list by conversation, or not (remembered for the account)."""
+    actions.set_preferences(request.account, conversations=request.POST.get("conversations") == "1")
+    return _done(request, safe_next(request, reverse("webmail:index")))
 
 
 # Reading ------------------------------------------------------------------------------------
@@ -248,6 +266,58 @@ def message(request, folder_id, uid):
         "keep": keep,
     }
     return render(request, "webmail/message.html", context)
+
+
+@never_cache
+@page_csp
+@require_GET
+@account_required
+def conversation(request, folder_id, uid):
+    """The conversation of a message: its messages oldest first, the read ones folded
+    (the newest and the unread ones open), replies from Sent among them."""
+    folder = _folder(request, folder_id)
+    message = _message(folder, uid)
+    query = mailbox.ListQuery.from_params(request.GET)
+    thread, left_out = mailbox.conversation_of(request.account, folder, message)
+    entries = [
+        _conversation_entry(item, folder, is_open=not item.seen or i == len(thread) - 1) for i, item in enumerate(thread)
+    ]
+    keep = urlencode(query.params())
+    latest = thread[-1]
+    context = {
+        **_layout(request, folder),
+        "message": message,
+        "subject": thread[0].subject or latest.subject,
+        "entries": entries,
+        "left_out": left_out,
+        "latest": latest,
+        "list_url": reverse("webmail:folder", args=[folder.pk]) + ("?" + keep if keep else ""),
+    }
+    return render(request, "webmail/conversation.html", context)
+
+
+@never_cache
+@page_csp
+@require_GET
+@account_required
+def conversation_part(request, folder_id, uid):
+    """One folded message of a conversation, fetched when the reader unfolds it."""
+    folder = _folder(request, folder_id)
+    entry = _conversation_entry(_message(folder, uid), folder, is_open=True)
+    return render(request, "webmail/_conversation_body.html", {"entry": entry})
+
+
+def _conversation_entry(item, folder, *, is_open):
+    """What the conversation page shows of one message; only an open one is parsed."""
+    entry = {"message": item, "open": is_open, "in_other_folder": item.folder_id != folder.pk}
+    if is_open:
+        reading = Reading(item)
+        summary = reading.html_summary(allow_remote=False) if reading.has_html else None
+        entry.update(
+            html=reading.has_html, body=None if reading.has_html else reading.body(),
+            attachments=reading.attachments(summary.cids if summary else ()),
+        )
+    return entry
 
 
 @never_cache
