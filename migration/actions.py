@@ -240,54 +240,86 @@ def export_account(account, dest, *, format, folder=None, progress=None, should_
     return report
 
 
+def mbox_entry(message, raw):
+    """One stored message as it goes into an mbox file: From line, flag fields, mboxrd
+    escaping, LF line ends, and the empty line that ends it."""
+    text = sources.to_lf(sources.add_header_fields(raw, sources.mbox_state_fields(message.flags)))
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    sender = "".join(message.from_address.split())
+    return sources.from_line(message.internaldate, sender) + sources.escape_mbox_body(text) + b"\n"
+
+
+def mbox_path(folder_name):
+    """'Work/Clients' -> 'Work/Clients.mbox' (relative, "/"-separated)."""
+    return folder_name + ".mbox"
+
+
+def maildir_path(folder_name):
+    """Where a folder's Maildir++ directory is, relative to the root: "" for INBOX."""
+    return "" if folder_name == "INBOX" else sources.maildir_dirname(folder_name)
+
+
+class MaildirNamer:
+    """File names (flags and keyword letters in the info part) for one folder's messages;
+    `keyword_file()` is that folder's dovecot-keywords text (None if it has no keywords)."""
+
+    host = "mailsuite"
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.keywords = {}  # name -> letter
+
+    def name(self, message, size):
+        flags = {flag.lower() for flag in message.flags}
+        letters = [letter for letter, flag in sources.MAILDIR_FLAGS.items() if flag.lower() in flags]
+        for keyword in message.keywords.split():
+            if keyword.lower() == "$forwarded":
+                continue  # the P flag says it
+            if keyword not in self.keywords and len(self.keywords) < 26:
+                self.keywords[keyword] = chr(ord("a") + len(self.keywords))
+            if keyword in self.keywords:
+                letters.append(self.keywords[keyword])
+        stamp = int(message.internaldate.timestamp())
+        return f"{stamp}.M{message.uid}V{self.folder.uidvalidity}.{self.host},S={size}:2,{''.join(sorted(letters))}"
+
+    def keyword_file(self):
+        if not self.keywords:
+            return None
+        return "".join(f"{ord(letter) - ord('a')} {keyword}\n" for keyword, letter in self.keywords.items())
+
+
 def _write_mbox(dest, folder, report, should_stop=None):
-    path = os.path.join(dest, *folder.name.split(HIERARCHY_DELIMITER)) + ".mbox"
+    path = os.path.join(dest, *mbox_path(folder.name).split(HIERARCHY_DELIMITER))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as out:
         for message, raw in _stored_messages(folder):
             _check(should_stop)
-            text = sources.to_lf(sources.add_header_fields(raw, sources.mbox_state_fields(message.flags)))
-            if not text.endswith(b"\n"):
-                text += b"\n"
-            sender = "".join(message.from_address.split())
-            out.write(sources.from_line(message.internaldate, sender))
-            out.write(sources.escape_mbox_body(text))
-            out.write(b"\n")
+            out.write(mbox_entry(message, raw))
             report.exported += 1
             report.bytes += len(raw)
             report.folders[folder.name] += 1
 
 
 def _write_maildir(dest, folder, report, should_stop=None):
-    path = dest if folder.name == "INBOX" else os.path.join(dest, sources.maildir_dirname(folder.name))
+    path = os.path.join(dest, maildir_path(folder.name))
     for sub in ("cur", "new", "tmp"):
         os.makedirs(os.path.join(path, sub), exist_ok=True)
-    keywords = {}  # name -> letter
-    host = "mailsuite"
+    namer = MaildirNamer(folder)
     for message, raw in _stored_messages(folder):
         _check(should_stop)
-        flags = {flag.lower() for flag in message.flags}
-        letters = [letter for letter, flag in sources.MAILDIR_FLAGS.items() if flag.lower() in flags]
-        for keyword in message.keywords.split():
-            if keyword.lower() == "$forwarded":
-                continue  # the P flag says it
-            if keyword not in keywords and len(keywords) < 26:
-                keywords[keyword] = chr(ord("a") + len(keywords))
-            if keyword in keywords:
-                letters.append(keywords[keyword])
-        stamp = int(message.internaldate.timestamp())
-        name = f"{stamp}.M{message.uid}V{folder.uidvalidity}.{host},S={len(raw)}:2,{''.join(sorted(letters))}"
-        file_path = os.path.join(path, "cur", name)
+        file_path = os.path.join(path, "cur", namer.name(message, len(raw)))
         with open(file_path, "wb") as out:
             out.write(sources.to_lf(raw))
+        stamp = int(message.internaldate.timestamp())
         os.utime(file_path, (stamp, stamp))
         report.exported += 1
         report.bytes += len(raw)
         report.folders[folder.name] += 1
-    if keywords:
+    keyword_file = namer.keyword_file()
+    if keyword_file:
         with open(os.path.join(path, "dovecot-keywords"), "w", encoding="utf-8") as out:
-            for keyword, letter in keywords.items():
-                out.write(f"{ord(letter) - ord('a')} {keyword}\n")
+            out.write(keyword_file)
 
 
 # --- IMAP migration ------------------------------------------------------------------------

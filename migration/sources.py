@@ -241,18 +241,22 @@ def is_maildir(path):
     return os.path.isdir(os.path.join(path, "cur")) or os.path.isdir(os.path.join(path, "new"))
 
 
+def _keyword_lines(lines):
+    keywords = {}
+    for line in lines:
+        number, _, name = line.strip().partition(" ")
+        if number.isdigit() and name and int(number) < 26:
+            keywords[chr(ord("a") + int(number))] = name
+    return keywords
+
+
 def read_keyword_file(path):
     """Dovecot's `dovecot-keywords`: lines `index name`; index 0 is letter a."""
-    keywords = {}
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                number, _, name = line.strip().partition(" ")
-                if number.isdigit() and name and int(number) < 26:
-                    keywords[chr(ord("a") + int(number))] = name
+            return _keyword_lines(f)
     except FileNotFoundError:
-        pass
-    return keywords
+        return {}
 
 
 def maildir_flags(filename, keywords):
@@ -345,22 +349,45 @@ def _eml_message(raw, folder):
     return SourceMessage(folder, raw, (), eml_date(raw))
 
 
+def _zip_folder(parts):
+    """The folder of a ZIP member's directory parts: fs layout ("Work/Clients") or
+    Maildir++ (".Work.Clients", as `mail export --format maildir` and the download write)."""
+    if len(parts) == 1 and parts[0].startswith(".") and parts[0] not in (".", ".."):
+        return maildir_folder_name(parts[0])
+    return HIERARCHY_DELIMITER.join(parts)
+
+
 def read_zip(path, *, max_size, skipped):
-    """Messages of a ZIP: `*.eml` members (folder = the member's directory) and Maildir
-    members (`dir/cur/name:2,S`, folder = `dir`); members are read one at a time."""
+    """Messages of a ZIP: `*.eml` members (folder = the member's directory), `*.mbox`
+    members (folder = the name without .mbox), and Maildir members (`dir/cur/name:2,S`,
+    folder = `dir`, keywords from `dir/dovecot-keywords`); members are read one at a
+    time, an mbox member line by line."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as error:
         raise SourceError(f"{path} is not a readable ZIP file: {error}") from None
     with archive:
         members = sorted((m for m in archive.infolist() if not m.is_dir()), key=lambda m: m.filename)
+        keywords = {}  # directory -> {letter: keyword}
+        for member in members:
+            directory, _, name = member.filename.rpartition("/")
+            if name == "dovecot-keywords" and member.file_size < 65536:
+                with archive.open(member) as f:
+                    keywords[directory] = _keyword_lines(f.read().decode("utf-8", "replace").splitlines())
         for member in members:
             parts = member.filename.split("/")
+            if parts[-1].lower().endswith(".mbox"):
+                folder = HIERARCHY_DELIMITER.join(parts[:-1] + [parts[-1][: -len(".mbox")]])
+                with archive.open(member) as f:
+                    yield from _mbox_messages(f, folder, max_size=max_size, skipped=skipped,
+                                              where=f"{path}:{member.filename}")
+                continue
             if parts[-1].lower().endswith(".eml"):
                 folder, flags = HIERARCHY_DELIMITER.join(parts[:-1]), ()
             elif len(parts) >= 2 and parts[-2] in ("cur", "new"):
-                folder = HIERARCHY_DELIMITER.join(parts[:-2])
-                flags = maildir_flags(parts[-1], {}) if parts[-2] == "cur" else ()
+                folder = _zip_folder(parts[:-2])
+                directory = "/".join(parts[:-2])
+                flags = maildir_flags(parts[-1], keywords.get(directory, {})) if parts[-2] == "cur" else ()
             else:
                 continue
             if member.file_size > max_size:
@@ -369,7 +396,13 @@ def read_zip(path, *, max_size, skipped):
             with archive.open(member) as f:
                 message = _eml_message(f.read(), folder)
             message.flags = flags
-            if message.internaldate is None and flags:
+            if len(parts) >= 2 and parts[-2] in ("cur", "new"):
+                # Maildir: a file name starts with its delivery time (INTERNALDATE), to the
+                # second; the member's own time has only two-second steps.
+                stamp = parts[-1].split(".", 1)[0]
+                message.internaldate = (datetime.fromtimestamp(int(stamp), timezone.utc) if stamp.isdigit()
+                                        else datetime(*member.date_time, tzinfo=timezone.utc))
+            elif message.internaldate is None and flags:
                 message.internaldate = datetime(*member.date_time, tzinfo=timezone.utc)
             yield message
 
