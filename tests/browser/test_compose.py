@@ -1,5 +1,6 @@
 """Composing in a real browser: a message with an attachment to another local user, who
-sees it arrive, downloads the file byte-identical and replies; drafts autosave."""
+sees it arrive, downloads the file byte-identical and replies, and the conversation shows
+both; drafts autosave."""
 import re
 
 import pytest
@@ -57,8 +58,20 @@ def test_compose_with_attachment_download_and_reply(alice, bob, browser, web_ser
 
     # Alice's INBOX has the answer, threaded on her message; her Sent has the original.
     page.goto("/")
-    page.get_by_role("link", name=re.compile("Re: The plan")).click()
-    expect(page.locator("#subject")).to_have_text("Re: The plan")
+    page.get_by_role("button", name="Group by conversation").click()
+    conversation = page.get_by_role("link", name=re.compile("Re: The plan"))
+    expect(conversation.locator(".thread-count")).to_have_text(re.compile("^2"))
+    conversation.click()
+    page.wait_for_url("**/conversation/")
+    # The thread shows both: her message (from Sent, read, folded) and Bob's answer (open).
+    entries = page.locator("details.conversation-message")
+    expect(entries).to_have_count(2)
+    expect(entries.nth(0).locator("summary")).to_contain_text("Sent")
+    expect(entries.nth(0)).not_to_have_attribute("open", "")
+    expect(entries.nth(1).locator(".plain").first).to_contain_text("Looks good.")
+    entries.nth(0).locator("summary").click()
+    expect(entries.nth(0).locator(".plain").first).to_contain_text("Attached is the plan.")
+    expect(entries.nth(0).get_by_role("link", name="plan.bin")).to_be_visible()
     [original] = Message.objects.filter(folder=folder(alice, "Sent"))
     [answer] = Message.objects.filter(folder=folder(alice, "INBOX"))
     assert original.subject == "The plan" and answer.subject == "Re: The plan"
