@@ -5,5 +5,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("ops.urls")),  # autoconfig, MTA-STS, /metrics, /healthz, /readyz
     path("", include("secmail.urls")),  # before the webmail: /.well-known/openpgpkey/ and /security/
+    path("settings/transfer/", include("migration.urls")),  # webmail: import, export, external accounts
     path("", include("webmail.urls")),
 ]

@@ -55,6 +55,27 @@ def add_external_account(account, *, protocol, host, username, password, port=No
     )
 
 
+def test_connection(external):
+    """Log in to the external account and look around, without fetching: a one-line
+    description of what is there, or RemoteError (ValueError if the stored password
+    cannot be decrypted)."""
+    password = secrets.decrypt(external.password)
+    if external.protocol == "pop3":
+        with POP3Client(external.host, external.port, tls=external.tls, user=external.username, password=password,
+                        verify=external.verify_certificate) as client:
+            listing = client.listing()
+        return f"logged in: {len(listing)} messages on the server"
+    with IMAPClient(external.host, external.port, tls=external.tls, user=external.username, password=password,
+                    verify=external.verify_certificate) as client:
+        folders = client.folders()
+    wanted = [line.strip() for line in external.remote_folders.splitlines() if line.strip()] or ["INBOX"]
+    names = {f.name for f in folders}
+    missing = [name for name in wanted if name != "*" and name not in names]
+    if missing:
+        raise RemoteError(f"logged in, but there is no folder {missing[0]!r} on {external.host}")
+    return f"logged in: {len(folders)} folders on the server"
+
+
 def remove_external_account(external):
     external.delete()  # its FetchedMessage rows go with it
 
