@@ -99,7 +99,7 @@ def from_domain(raw):
     return domain or None
 
 
-def check_message(content, *, client_ip, helo, mail_from, skip=False, listings=()):
+def check_message(content, *, client_ip, helo, mail_from, skip=False, listings=(), connection_rules=()):
     """See the module docstring. `mail_from` is "" for the null sender; `skip` for
     authenticated or trusted clients; `listings` the block list entries found at MAIL FROM."""
     our_id = settings.MAILSUITE_HOSTNAME
@@ -121,6 +121,7 @@ def check_message(content, *, client_ip, helo, mail_from, skip=False, listings=(
     )
     _score(outcome, spf, dkim_results, dmarc_result)
     outcome.add_listings(listings)
+    outcome.rules.extend(connection_rules)  # rDNS/HELO findings (antispam.connection)
     _act(outcome, dmarc_result, arc_result)
     methods = _methods(spf, helo_spf, dkim_results, dmarc_result, arc_result, client_ip, overridden=_overridden(dmarc_result, arc_result))
     outcome.content = authresults.field(our_id, methods) + content
