@@ -29,7 +29,7 @@ from accounts.auth import ScramExchange
 from accounts.errors import LoginThrottled
 from accounts.identities import may_send_as
 from antispam import checks as sender_checks
-from antispam import dnsbl, greylist, inbound_policy
+from antispam import connection, dnsbl, greylist, inbound_policy
 from mailsuite.lib import sasl
 from mailsuite.lib.addresses import AddressError, split_address
 from mailsuite.lib.aio import GroupCommit, run_sync, run_write
@@ -167,6 +167,7 @@ class MailSMTP(SMTP):
             if self._plaintext_loopback and is_loopback(self._client_ip):
                 self._auth_require_tls = False
         super().connection_made(transport)
+        self.session.sockname = transport.get_extra_info("sockname")  # our address, for HELO checks
 
     def connection_lost(self, error):
         if self._refused:
@@ -264,15 +265,30 @@ class InboundHandler:
         return "250 2.1.0 Ok"
 
     async def check_sender(self, session, address):
-        """A reply refusing this MAIL FROM, or None: DNS block lists (antispam.dnsbl)."""
+        """A reply refusing this MAIL FROM, or None: DNS block lists (antispam.dnsbl).
+
+        The client's reverse DNS and HELO name are checked here too, once per session
+        and HELO (antispam.connection): they only score, at DATA."""
         client = self.client(session)
         session.listings = []
         if client.may_relay:
+            session.connection_rules = []
             return None
+        if getattr(session, "connection_rules_for", None) != session.host_name:
+            session.connection_rules = await sender_checks.off_loop(
+                connection.check, client.ip, session.host_name or "",
+                our_hostname=settings.MAILSUITE_HOSTNAME, our_addresses=self.local_addresses(session),
+            )
+            session.connection_rules_for = session.host_name
         refusal, session.listings = await sender_checks.off_loop(
             dnsbl.check_sender, client.ip, "" if address == "<>" else address
         )
         return refusal
+
+    def local_addresses(self, session):
+        """Our own addresses a client could claim: the one it connected to."""
+        sockname = getattr(session, "sockname", None)
+        return (sockname[0],) if isinstance(sockname, tuple) else ()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if _needs_smtputf8(address) and not envelope.smtp_utf8:
@@ -368,7 +384,7 @@ class InboundHandler:
         outcome = await sender_checks.check_message_off_loop(
             content, client_ip=client.ip, helo=session.host_name,
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from, skip=client.may_relay,
-            listings=getattr(session, "listings", ()),
+            listings=getattr(session, "listings", ()), connection_rules=getattr(session, "connection_rules", ()),
         )
         envelope.verdict = {"junk": outcome.junk, "spam_percent": outcome.spam_percent}
         return outcome.content, outcome.refusal

@@ -1,0 +1,153 @@
+"""What the SMTP client's address and HELO name say about it: reverse DNS and HELO sanity.
+
+Each finding is a scored rule (antispam.checks.Rule), added to the message's score by
+antispam.checks.check_message(connection_rules=…); none refuses mail. RFC 5321 §4.1.4
+forbids refusing a message because the HELO name does not match the client, and a
+missing PTR record is too common among small honest senders to refuse on.
+
+- RDNS_NONE: the client's address has no PTR record (RFC 1912 §2.1 asks every host to
+  have one; mail servers almost always do).
+- RDNS_UNCONFIRMED: none of its PTR names resolves back to the address (no
+  forward-confirmed reverse DNS, the "iprev" test of RFC 8601 §3).
+- HELO_BARE_IP: an address given without brackets (RFC 5321 §4.1.3: an address literal
+  is written [192.0.2.1] or [IPv6:…]).
+- HELO_OURS: the client claims our name or address, or one of our domains: only a
+  forger does (mail from ourselves does not come in from outside).
+- HELO_NOT_FQDN: a single label or an invalid name where RFC 5321 §4.1.1.1 asks for the
+  client's fully-qualified domain name.
+
+A DNS failure (timeout, SERVFAIL) scores nothing: an outage must not count against
+senders. Loopback clients are not checked (a local process has no name in the DNS to
+speak of) unless CHECK_LOOPBACK is set, as tests do to stand in for remote clients.
+
+Implementation notes: check() is synchronous and does DNS; mta.smtpd runs it in the
+checks' own thread pool at the first MAIL FROM of a session and keeps the result.
+"""
+import ipaddress
+import re
+
+import dns.exception
+import dns.resolver
+import dns.reversename
+
+from antispam.checks import Rule
+from mailsuite.lib.net import is_loopback
+from mta.routing import resolver
+
+CHECK_LOOPBACK = False  # a test seam
+LIFETIME = 5.0
+MAX_PTR_NAMES = 5  # a PTR set larger than this is checked only this far
+
+POINTS = {
+    "RDNS_NONE": 1.5,
+    "RDNS_UNCONFIRMED": 1.0,
+    "HELO_BARE_IP": 1.5,
+    "HELO_OURS": 4.0,
+    "HELO_NOT_FQDN": 1.0,
+}
+EXPLANATIONS = {
+    "RDNS_NONE": "the sending server's address has no name in the DNS (no PTR record)",
+    "RDNS_UNCONFIRMED": "the name the sending server's address points to does not point back to it",
+    "HELO_BARE_IP": "the sending server introduced itself with a bare IP address",
+    "HELO_OURS": "the sending server introduced itself with our own name or address",
+    "HELO_NOT_FQDN": "the sending server's introduction (HELO) is not a full domain name",
+}
+
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+
+
+class _TempError(Exception):
+    pass
+
+
+def rule(name):
+    return Rule(name, POINTS[name], EXPLANATIONS[name])
+
+
+def _answers(name, rtype):
+    try:
+        return list(resolver().resolve(name, rtype, search=False, lifetime=LIFETIME))
+    except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+        return []
+    except dns.exception.DNSException:
+        raise _TempError(f"{name} {rtype}") from None
+
+
+def reverse_dns(ip):
+    """("none" | "unconfirmed" | "pass" | "temperror", the confirmed name or "")."""
+    try:
+        names = [r.target.to_text(True).lower() for r in _answers(dns.reversename.from_address(ip), "PTR")]
+    except _TempError:
+        return "temperror", ""
+    if not names:
+        return "none", ""
+    address = ipaddress.ip_address(ip)
+    rtype = "A" if address.version == 4 else "AAAA"
+    failed = False
+    for name in names[:MAX_PTR_NAMES]:
+        try:
+            if any(ipaddress.ip_address(r.address) == address for r in _answers(name, rtype)):
+                return "pass", name
+        except _TempError:
+            failed = True
+    return ("temperror" if failed else "unconfirmed"), ""
+
+
+def _address_literal(helo):
+    """The address in a HELO given as an address (bracketed or not), else None."""
+    text = helo
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+        if text.lower().startswith("ipv6:"):
+            text = text[5:]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def is_fqdn(name):
+    labels = name.rstrip(".").lower().split(".")
+    return len(labels) >= 2 and len(name) <= 253 and all(_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
+
+
+def helo_rules(helo, *, our_hostname, our_addresses=(), is_our_domain=lambda name: False):
+    """The HELO_* rules `helo` earns (pure, but for is_our_domain)."""
+    helo = (helo or "").strip()
+    found = []
+    literal = _address_literal(helo)
+    if literal is not None:
+        if not helo.startswith("["):
+            found.append(rule("HELO_BARE_IP"))
+        if any(literal == ipaddress.ip_address(a) for a in our_addresses if a):
+            found.append(rule("HELO_OURS"))
+        return found
+    name = helo.rstrip(".").lower()
+    if name and (name == our_hostname.lower() or is_our_domain(name)):
+        found.append(rule("HELO_OURS"))
+    if not is_fqdn(name):
+        found.append(rule("HELO_NOT_FQDN"))
+    return found
+
+
+def _local_domain(name):
+    from accounts.resolve import local_domain
+
+    return local_domain(name) is not None
+
+
+def check(ip, helo, *, our_hostname, our_addresses=()):
+    """[Rule] for a client at `ip` that said HELO/EHLO `helo`."""
+    if is_loopback(ip) and not CHECK_LOOPBACK:
+        return []
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        return []
+    found = helo_rules(helo, our_hostname=our_hostname, our_addresses=our_addresses, is_our_domain=_local_domain)
+    result, _ = reverse_dns(ip)
+    if result == "none":
+        found.append(rule("RDNS_NONE"))
+    elif result == "unconfirmed":
+        found.append(rule("RDNS_UNCONFIRMED"))
+    return found

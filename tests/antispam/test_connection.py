@@ -1,0 +1,136 @@
+"""Reverse DNS and HELO sanity (antispam.connection): pure HELO rules, reverse DNS over the
+loopback DNS server, and the findings reaching the message's score over a real SMTP session."""
+import smtplib
+
+import pytest
+
+from antispam import checks, connection
+from tests.antispam.conftest import ALLOWED_IP, STRANGER_IP, message
+
+smtp_session = pytest.mark.django_db(transaction=True)
+
+
+def names(rules):
+    return [r.name for r in rules]
+
+
+@pytest.mark.parametrize("helo, found", [
+    ("mail.sender.test", []),
+    ("mail.sender.test.", []),
+    ("[192.0.2.1]", []),
+    ("[IPv6:2001:db8::1]", []),
+    ("192.0.2.1", ["HELO_BARE_IP"]),
+    ("2001:db8::1", ["HELO_BARE_IP"]),
+    ("mx.example.test", ["HELO_OURS"]),
+    ("MX.Example.Test", ["HELO_OURS"]),
+    ("[198.51.100.25]", ["HELO_OURS"]),
+    ("198.51.100.25", ["HELO_BARE_IP", "HELO_OURS"]),
+    ("example.test", ["HELO_OURS"]),  # one of our domains
+    ("localhost", ["HELO_NOT_FQDN"]),
+    ("WIN-7Q2B3", ["HELO_NOT_FQDN"]),
+    ("my_pc.local.test", ["HELO_NOT_FQDN"]),
+    ("host.123", ["HELO_NOT_FQDN"]),  # a numeric top-level label is no domain
+    ("", ["HELO_NOT_FQDN"]),
+])
+def test_helo_rules(helo, found):
+    assert names(connection.helo_rules(
+        helo, our_hostname="mx.example.test", our_addresses=("198.51.100.25",),
+        is_our_domain=lambda name: name == "example.test",
+    )) == found
+
+
+@pytest.fixture
+def reverse_zone(dns_server):
+    dns_server.set("2.0.0.127.in-addr.arpa", "PTR", ["mail.sender.test"])  # mail.sender.test A 127.0.0.2
+    dns_server.set("4.0.0.127.in-addr.arpa", "PTR", ["liar.test"])  # no A record back
+    dns_server.set("5.0.0.127.in-addr.arpa", "PTR", ["slow.test"])
+    dns_server.set("6.0.0.127.in-addr.arpa", "PTR", ["elsewhere.test", "host6.sender.test"])
+    dns_server.set("host6.sender.test", "A", ["127.0.0.6"])
+    dns_server.set("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", "PTR", ["v6.sender.test"])
+    dns_server.set("v6.sender.test", "AAAA", ["2001:db8::1"])
+    dns_server.fail("slow.test")
+    dns_server.fail("7.0.0.127.in-addr.arpa")
+    return dns_server
+
+
+@pytest.mark.parametrize("ip, result", [
+    ("127.0.0.2", ("pass", "mail.sender.test")),
+    ("127.0.0.3", ("none", "")),  # no PTR at all
+    ("127.0.0.4", ("unconfirmed", "")),
+    ("127.0.0.5", ("temperror", "")),  # the forward lookup fails
+    ("127.0.0.6", ("pass", "host6.sender.test")),  # the second name confirms
+    ("127.0.0.7", ("temperror", "")),  # the PTR lookup fails
+    ("2001:db8::1", ("pass", "v6.sender.test")),
+])
+def test_reverse_dns(reverse_zone, ip, result):
+    assert connection.reverse_dns(ip) == result
+
+
+@pytest.fixture
+def check_loopback(monkeypatch):
+    monkeypatch.setattr(connection, "CHECK_LOOPBACK", True)
+
+
+@pytest.mark.django_db
+def test_check_adds_up_helo_and_reverse_dns(reverse_zone, check_loopback, domain):
+    check = connection.check
+    assert names(check("127.0.0.2", "mail.sender.test", our_hostname="mx.example.test")) == []
+    assert names(check("127.0.0.3", "127.0.0.3", our_hostname="mx.example.test")) == ["HELO_BARE_IP", "RDNS_NONE"]
+    assert names(check("127.0.0.4", "example.test", our_hostname="mx.example.test")) == ["HELO_OURS", "RDNS_UNCONFIRMED"]
+    assert names(check("127.0.0.5", "localhost", our_hostname="mx.example.test")) == ["HELO_NOT_FQDN"]  # DNS down: no score
+
+
+@pytest.mark.django_db
+def test_loopback_clients_are_not_checked_unless_asked(reverse_zone, domain):
+    assert connection.check("127.0.0.3", "localhost", our_hostname="mx.example.test") == []
+
+
+@pytest.fixture
+def seen_rules(monkeypatch):
+    """The connection rules antispam.checks receives for each message (a spy: the checks run)."""
+    seen = []
+    original = checks.check_message
+
+    def spy(content, **kwargs):
+        seen.append(names(kwargs.get("connection_rules", ())))
+        return original(content, **kwargs)
+
+    monkeypatch.setattr(checks, "check_message", spy)
+    return seen
+
+
+def send(server, *, source, helo, rcpts=1):
+    client = smtplib.SMTP("127.0.0.1", server.port, local_hostname=helo, timeout=30, source_address=(source, 0))
+    try:
+        client.ehlo()
+        for _ in range(rcpts):
+            assert client.mail("sam@sender.test")[0] == 250
+            assert client.rcpt("alice@example.test")[0] == 250
+            code, _ = client.data(message())
+            assert code == 250
+    finally:
+        client.close()
+
+
+@smtp_session
+def test_findings_reach_the_score_of_the_message(reverse_zone, check_loopback, seen_rules, smtp_server, alice):
+    send(smtp_server, source=ALLOWED_IP, helo="mail.sender.test")
+    send(smtp_server, source=ALLOWED_IP, helo="mx.example.test", rcpts=2)  # checked once, used twice
+    assert seen_rules == [[], ["HELO_OURS"], ["HELO_OURS"]]
+    lookups = [q for q in reverse_zone.queries if q == ("2.0.0.127.in-addr.arpa", "PTR")]
+    assert len(lookups) == 2
+
+
+@smtp_session
+def test_helo_claiming_our_address_scores(reverse_zone, check_loopback, seen_rules, smtp_server, alice):
+    send(smtp_server, source=ALLOWED_IP, helo="[127.0.0.1]")  # the address the client connected to
+    assert seen_rules == [["HELO_OURS"]]
+
+
+@pytest.mark.django_db
+def test_the_findings_are_rules_of_the_outcome(reverse_zone, check_loopback):
+    outcome = checks.check_message(
+        message(), client_ip=STRANGER_IP, helo="x", mail_from="sam@sender.test",
+        connection_rules=connection.check(STRANGER_IP, "x", our_hostname="mx.example.test"),
+    )
+    assert {"HELO_NOT_FQDN", "RDNS_NONE"} <= {r.name for r in outcome.rules}
