@@ -1,7 +1,15 @@
 #!/usr/bin/env python
-"""`make test`: the whole suite on SQLite, then again on PostgreSQL when it is reachable.
+"""`make test`: the whole suite on SQLite and on PostgreSQL (when it is reachable), side by side.
 
-Fails when any run fails or collects no tests; says plainly what it skipped.
+Each pass runs in several pytest-xdist workers (whole test files per worker, so a module's
+fixtures are built once); tests/isolation.py gives every worker its own data dir and Redis
+database. The first pass streams its output; the others write log files printed as each
+ends, so outputs never interleave. Fails when any pass fails or collects no tests; says
+plainly what it skipped.
+
+MAILSUITE_TEST_WORKERS sets the workers per pass (default: 2 per core, as much of the suite
+waits on sockets and subprocesses); MAILSUITE_TEST_SEQUENTIAL=1 runs the passes one after the
+other; extra arguments go to pytest (e.g. `tests/run.py tests/imap -x`).
 """
 import os
 import shutil
@@ -23,6 +31,7 @@ INTEROP_ONLY = [
     "tests/pop3/test_fetchmail.py",
     "tests/pop3/test_getmail.py",
 ]
+REDIS_DBS_PER_PASS = 8  # tests/isolation.py counts a pass's Redis databases down from its first
 
 
 def reachable(url):
@@ -34,33 +43,89 @@ def reachable(url):
         return False
 
 
-def run(label, env, extra):
-    print(f"\n=== {label} ===", flush=True)
-    started = time.monotonic()
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--durations=15", *extra, *sys.argv[1:]]
-    code = subprocess.call(command, cwd=ROOT, env=env)
-    print(f"=== {label}: {'passed' if code == 0 else f'FAILED (pytest exit {code})'} in {time.monotonic() - started:.0f}s ===", flush=True)
-    return code
+def workers():
+    value = os.environ.get("MAILSUITE_TEST_WORKERS", "")
+    if value:
+        if not value.isdigit():
+            sys.exit(f"MAILSUITE_TEST_WORKERS={value!r}: expected a number of processes (0 = no xdist)")
+        return int(value)
+    return min(2 * (os.cpu_count() or 1), REDIS_DBS_PER_PASS)
+
+
+class Pass:
+    def __init__(self, label, env, extra, log_dir):
+        self.label = label
+        self.log_path = os.path.join(log_dir, label.replace(" ", "-") + ".log")
+        count = workers()
+        parallel = ["-n", str(count), "--dist", "loadfile"] if count else []
+        self.command = [
+            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--durations=15",
+            *parallel, *extra, *sys.argv[1:],
+        ]
+        self.env = env
+        self.process = None
+        self.started = None
+
+    def start(self, stream):
+        print(f"=== {self.label}: started ({' '.join(self.command[1:])}) ===", flush=True)
+        self.started = time.monotonic()
+        output = None if stream else open(self.log_path, "wb")
+        self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=output, stderr=subprocess.STDOUT)
+        if output:
+            output.close()
+
+    def finish(self, stream):
+        code = self.process.wait()
+        if not stream:
+            print(f"\n=== {self.label}: output ===", flush=True)
+            with open(self.log_path, "rb") as log:
+                shutil.copyfileobj(log, sys.stdout.buffer)
+            sys.stdout.flush()
+        print(f"=== {self.label}: {'passed' if code == 0 else f'FAILED (pytest exit {code})'} "
+              f"in {time.monotonic() - self.started:.0f}s ===", flush=True)
+        return code
 
 
 def main():
     base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    # Tests get a data dir of their own: the SQLite test database, TLS pair and blobs.
-    base["MAILSUITE_DATA_DIR"] = data_dir = tempfile.mkdtemp(prefix="mailsuite-test-")
+    base["PYTHONUNBUFFERED"] = "1"
+    work = tempfile.mkdtemp(prefix="mailsuite-test-")
+    passes = []
     try:
-        results = {"SQLite": run("tests on SQLite", base, [])}
+        # Each pass gets a data dir of its own: the SQLite test database, TLS pair, blobs.
+        sqlite_dir = os.path.join(work, "sqlite")
+        os.makedirs(sqlite_dir)
+        passes.append(Pass("tests on SQLite", {**base, "MAILSUITE_DATA_DIR": sqlite_dir, "MAILSUITE_TEST_REDIS_DB": "15"}, [], work))
         if reachable(PG_URL):
-            pg_env = {**base, "DATABASE_URL": PG_URL}
+            pg_dir = os.path.join(work, "postgres")
+            os.makedirs(pg_dir)
+            pg_env = {**base, "MAILSUITE_DATA_DIR": pg_dir, "DATABASE_URL": PG_URL,
+                      "MAILSUITE_TEST_REDIS_DB": str(15 - REDIS_DBS_PER_PASS)}
             skipped = [f"--ignore={path}" for path in INTEROP_ONLY]
-            print(f"\n(PostgreSQL pass: the client-interoperability suites ran on SQLite only: {', '.join(INTEROP_ONLY)})")
-            results["PostgreSQL"] = run("tests on PostgreSQL", pg_env, ["-m", "not sqlite_only", *skipped])
+            print(f"(PostgreSQL pass: the client-interoperability suites run on SQLite only: {', '.join(INTEROP_ONLY)})")
+            passes.append(Pass("tests on PostgreSQL", pg_env, ["-m", "not sqlite_only", *skipped], work))
         else:
-            print(f"\n=== SKIPPED: PostgreSQL not reachable at {PG_URL}; storage tests ran on SQLite only ===")
+            print(f"=== SKIPPED: PostgreSQL not reachable at {PG_URL}; storage tests run on SQLite only ===", flush=True)
+        sequential = os.environ.get("MAILSUITE_TEST_SEQUENTIAL") == "1" or len(passes) == 1
+        results = {}
+        if sequential:
+            for p in passes:
+                p.start(stream=True)
+                results[p.label] = p.finish(stream=True)
+        else:
+            # The first pass streams as it runs; the others are printed when they end.
+            for i, p in enumerate(passes):
+                p.start(stream=i == 0)
+            for i, p in enumerate(passes):
+                results[p.label] = p.finish(stream=i == 0)
     finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-    print("\nsummary: " + ", ".join(f"{name} {'ok' if code == 0 else 'FAILED'}" for name, code in results.items()))
+        for p in passes:
+            if p.process and p.process.poll() is None:
+                p.process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    print("\nsummary: " + ", ".join(f"{label} {'ok' if code == 0 else 'FAILED'}" for label, code in results.items()))
     # pytest exits 5 when it collected nothing: that is a failure too.
-    sys.exit(0 if all(code == 0 for code in results.values()) else 1)
+    sys.exit(0 if results and all(code == 0 for code in results.values()) else 1)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from accounts.resolve import Resolution
 from mta import inbound
 from mta.models import QueuedRecipient
 from tests.dnsserver import DNSServer
+from tests.isolation import redis_db
 from tests.e2e.helpers import alive, child_env, children_of, manage, settings_blob_location
 from tests.mta.sink import Behaviour, Sink, free_port_on_loopback_hosts
 
@@ -30,9 +31,9 @@ def redis_url():
         pytest.skip("SKIPPED: Redis is not reachable on 127.0.0.1:6379; the Celery-on-Redis queue tests did not run")
     import redis
 
-    client = redis.Redis(*REDIS, db=15)
+    client = redis.Redis(*REDIS, db=redis_db())
     client.flushdb()
-    return "redis://127.0.0.1:6379/15"
+    return f"redis://127.0.0.1:6379/{redis_db()}"
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ import pytest
 
 from mailstore import events
 from tests.e2e.helpers import ROOT, child_env
+from tests.isolation import redis_db
 
 PG_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = f"redis://127.0.0.1:6379/{redis_db()}"
 BACKENDS = ["local", "postgres", "redis"]
 # Other test runs may share the PostgreSQL and Redis channels: subscribers here
 # listen to this run's own account only.
