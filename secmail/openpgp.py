@@ -63,6 +63,11 @@ class Keyring:
 
     def __init__(self):
         self.home = tempfile.mkdtemp(prefix="secmail-gpg-")  # short path: gpg-agent's socket lives here
+        # The agent re-protects an imported passphrase-protected key with a calibrated S2K
+        # (seconds on a busy machine); in a home that lives for one operation the minimum
+        # is enough — at rest the key is sealed by secmail.sealing.
+        with open(os.path.join(self.home, "gpg-agent.conf"), "w") as f:
+            f.write("s2k-count 65536\n")
         # loopback: a missing passphrase is an error at once, never a pinentry waiting for a person
         self.gpg = gnupg.GPG(gpgbinary=GPG_BINARY, gnupghome=self.home, options=["--pinentry-mode", "loopback"])
         self.gpg.encoding = "utf-8"

@@ -375,6 +375,8 @@ def verify(content: bytes | None, signature_der: bytes, *, from_address: str, tr
         return result, content
     trusted = list(system_roots()) + list(trusted_cas)
     try:
+        if not trusted:
+            raise verification.VerificationError("no trusted CA is configured")
         _verifier(trusted, now).verify(cert, [c for c in certs if c != cert])
     except verification.VerificationError as exc:
         result.status, result.detail = Status.UNTRUSTED, str(exc).splitlines()[0][:200]

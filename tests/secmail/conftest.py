@@ -113,6 +113,8 @@ class GpgCli:
         import tempfile
 
         self.home = tempfile.mkdtemp(prefix="gpgtest-")  # short: gpg-agent's socket lives here
+        with open(f"{self.home}/gpg-agent.conf", "w") as f:
+            f.write("s2k-count 65536\n")  # protected test keys in milliseconds, not seconds
 
     def __call__(self, *args, input=None, check=True):
         done = subprocess.run(["gpg", "--homedir", self.home, "--batch", "--yes", "--pinentry-mode", "loopback",
