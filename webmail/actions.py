@@ -1,10 +1,15 @@
 """The webmail's writes. Mail goes through mailstore.actions; what only the webmail
-keeps (trusted senders) is written here. Each function names what the user did."""
+keeps (trusted senders, preferences, the address book) is written here. Each function
+names what the user did."""
+import email.utils
+import re
+
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Substr
 
 from mailstore import actions as store
 from mailstore.models import Folder, Message
-from webmail.mailbox import JUNK, TRASH, special_folder
+from webmail.mailbox import DRAFTS, JUNK, SENT, TRASH, special_folder
 from webmail.models import TrustedSender
 
 BULK_ACTIONS = ("read", "unread", "flag", "unflag", "move", "delete", "junk", "notjunk")
@@ -220,3 +225,83 @@ def collect_senders(account, limit=2000):
     )
     record_correspondents(account, [("", address) for address in dict.fromkeys(senders)])
     return Contact.objects.filter(account=account).count() - before
+
+
+# Collecting correspondents automatically ------------------------------------------------------
+#
+# The address book learns, without the user asking, the people the user deals with:
+# - the recipients of mail the user sends (from the webmail at once, record_correspondents;
+#   from any client through what lands in the Sent folder, below);
+# - the senders of mail the user has read (the \Seen flag, set by the webmail or any IMAP
+#   client), which includes everyone the user replied to.
+# Not: mail in Junk, Trash or Drafts, mail never opened (a spammer who reached INBOX is not
+# a correspondent), machines (no-reply and bounce addresses, mailing lists, automatic
+# replies), nor the user's own addresses. Collected entries never overwrite what the user
+# typed. The work is done lazily when the address book or autocomplete is used, and reads
+# only what changed since the last time: each folder's messages whose MODSEQ passed the
+# folder's mark (ContactHarvest), at most HARVEST_BATCH of them, newest first.
+
+HARVEST_BATCH = 500  # messages one harvest reads per folder
+_MACHINE_LOCALPART = re.compile(
+    r"(?:no-?reply|do-?not-?reply|donotreply|mailer-daemon|postmaster|bounces?|notifications?)(?:[+._-].*)?", re.I
+)
+# Header fields (RFC 2369 List-*, RFC 3834 Auto-Submitted, the common Precedence) that
+# mark a message sent by a machine or a list.
+_MACHINE_FIELD = re.compile(
+    r"^(?:list-id:|list-unsubscribe:|auto-submitted:(?!\s*no\b)|precedence:\s*(?:bulk|list|junk)\b)", re.I | re.M
+)
+_HEADER_PEEK = 16 << 10  # characters of the decoded header checked for those fields
+
+
+def _is_machine(address, header=""):
+    localpart = address.rpartition("@")[0]
+    return bool(_MACHINE_LOCALPART.fullmatch(localpart)) or bool(_MACHINE_FIELD.search(header or ""))
+
+
+def harvest_contacts(account):
+    """Collect the correspondents of mail read or sent since the last harvest (see above);
+    returns how many (name, address) pairs were offered to the address book."""
+    from mailstore.models import Folder, Message
+    from webmail.compose import identities_of
+    from webmail.models import ContactHarvest
+
+    folders = list(Folder.objects.filter(account=account).values_list("pk", "special_use", "highestmodseq"))
+    state = ContactHarvest.objects.filter(account=account).first()
+    marks = dict(state.marks) if state is not None else {}
+    due = [(pk, use, top) for pk, use, top in folders if use not in (JUNK, TRASH, DRAFTS) and marks.get(str(pk), 0) < top]
+    if not due:
+        return 0
+    pairs = []
+    for pk, use, top in due:
+        changed = Message.objects.filter(folder_id=pk, modseq__gt=marks.get(str(pk), 0)).order_by("-modseq", "-uid")
+        if use == SENT:
+            for to, cc in changed.values_list("to_display", "cc_display")[:HARVEST_BATCH]:
+                pairs += email.utils.getaddresses([to, cc])
+        else:
+            rows = changed.filter(seen=True).annotate(header=Substr("blob__header_text", 1, _HEADER_PEEK))
+            for name, address, header in rows.values_list("from_display", "from_address", "header")[:HARVEST_BATCH]:
+                if address and not _is_machine(address, header):
+                    display_name = email.utils.parseaddr(name)[0] if "<" in name else ""
+                    pairs.append((display_name, address))
+        marks[str(pk)] = top
+    own = {address.lower() for address in identities_of(account)}
+    pairs = [(name, address) for name, address in pairs if address.lower() not in own and not _is_machine(address)]
+    record_correspondents(account, _unique(pairs))
+    live = {str(pk) for pk, _use, _top in folders}
+    marks = {key: value for key, value in marks.items() if key in live}
+    try:
+        with transaction.atomic():
+            ContactHarvest.objects.update_or_create(account=account, defaults={"marks": marks})
+    except IntegrityError:  # another request harvested at the same moment: its marks do
+        pass
+    return len(pairs)
+
+
+def _unique(pairs):
+    """The (name, address) pairs once per address (any case), a named one preferred."""
+    chosen = {}
+    for name, address in pairs:
+        key = address.lower()
+        if key not in chosen or (name and not chosen[key][0]):
+            chosen[key] = (name, address)
+    return list(chosen.values())

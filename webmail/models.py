@@ -38,14 +38,14 @@ class Preferences(models.Model):
 
 
 class Contact(models.Model):
-    """An entry of the account's address book: typed in, imported, or collected from mail
-    the user sent (webmail.actions.record_correspondents)."""
+    """An entry of the account's address book: typed in, imported, or collected from the
+    mail the user sent and read (webmail.actions.record_correspondents, harvest_contacts)."""
 
     account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="contacts")
     address = models.CharField(max_length=320, help_text="As typed; unique per account case-insensitively by `key`")
     key = models.CharField(max_length=320, help_text="Lower-case address")
     name = models.CharField(max_length=200, blank=True)
-    collected = models.BooleanField(default=False, help_text="Added from sent mail, not by hand")
+    collected = models.BooleanField(default=False, help_text="Added from mail, not by hand")
     updated = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -57,3 +57,15 @@ class Contact(models.Model):
 
     def __str__(self):
         return f"{self.name} <{self.address}>" if self.name else self.address
+
+
+class ContactHarvest(models.Model):
+    """How far automatic collection of correspondents has read each folder of the account
+    (webmail.actions.harvest_contacts): the folder's HIGHESTMODSEQ when it last looked.
+    Reading a message or filing one in Sent bumps its MODSEQ past the mark."""
+
+    account = models.OneToOneField("accounts.Account", on_delete=models.CASCADE, related_name="contact_harvest")
+    marks = models.JSONField(default=dict, help_text='{"folder id": modseq}')
+
+    def __str__(self):
+        return f"{self.account_id}: harvest marks"

@@ -697,6 +697,7 @@ def contacts(request):
     """The address book: list and search, add, edit, delete, collect senders, vCard import."""
     if request.method == "POST":
         return _contacts_change(request)
+    actions.harvest_contacts(request.account)
     query = request.GET.get("q", "").strip()[:200]
     entries = Contact.objects.filter(account=request.account)
     if query:
@@ -757,6 +758,7 @@ def contacts_export(request):
 @account_required
 def contacts_suggest(request):
     """Autocomplete for To/Cc/Bcc: [{"name", "address", "text"}] for ?q=."""
+    actions.harvest_contacts(request.account)
     found = contacts_module.suggestions(request.account, request.GET.get("q", "")[:200])
     return JsonResponse({"contacts": [
         {"name": c.name, "address": c.address, "text": email.utils.formataddr((c.name, c.address)) if c.name else c.address}
