@@ -11,6 +11,10 @@ Implementation notes:
   the delivery thread finishes and commits or rolls back on its own.
 - No database transaction is open while the event loop writes to a socket.
 - Every reply after the greeting carries an RFC 3463 enhanced status code (RFC 2034).
+- Connection-level anti-spam on the MX port, for clients that may not relay: the
+  greeting waits MAILSUITE_SMTP_GREETING_DELAY and early talkers are refused (MailSMTP);
+  reverse DNS and HELO are checked at the first MAIL FROM and only score
+  (antispam.connection); greylisting answers at RCPT TO (antispam.greylist).
 """
 import asyncio
 import base64
@@ -50,6 +54,11 @@ warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TL
 COMMAND_LIMITS = {"AUTH": 5, "VRFY": 10, "EXPN": 10, "HELP": 10, "NOOP": 100, "*": 10000}
 
 _ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}( |$)")
+# Early talkers (MailSMTP): what a refused client may still say before it is dropped.
+EARLY_TALKER_COMMANDS = 10
+EARLY_TALKER_WAIT = 10.0  # seconds per command
+DELAY_LOOPBACK_GREETING = False  # a test seam: loopback clients get the greeting delay too
+
 # Enhanced codes for the replies aiosmtpd writes itself (RFC 3463 §3).
 _DEFAULT_DETAIL = {
     "220": "2.0.0", "221": "2.0.0", "235": "2.7.0", "250": "2.0.0", "251": "2.1.5", "252": "2.5.0",
@@ -104,12 +113,17 @@ class MailSMTP(SMTP):
       for loopback clients when the operator allows it (aiosmtpd decides TLS-before-AUTH
       per server, not per client).
     Everything else stays in the handler.
+    - the greeting delay and early talkers: aiosmtpd writes its greeting itself, so the
+      wait happens in push() and data_received() notes bytes that came before it.
     """
 
-    def __init__(self, *args, on_close=None, gate=None, plaintext_loopback=False, **kwargs):
+    def __init__(self, *args, on_close=None, gate=None, plaintext_loopback=False, greeting_delay=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._greeted = False
         self._on_close = on_close
+        self._greeting_delay = greeting_delay  # client IP -> seconds to wait before the greeting
+        self._delay = 0
+        self._talked_early = False
         self._continued = []
         self._gate = gate
         self._client_ip = None
@@ -121,6 +135,12 @@ class MailSMTP(SMTP):
         if isinstance(status, bytes):
             status = status.decode("utf-8", "replace")
         if self._greeted:
+        if not self._greeted and self._delay:
+            await asyncio.sleep(self._delay)
+            if self._talked_early:
+                self._greeted = True
+                await self._refuse_early_talker()
+                return
             status = with_enhanced_code(status, hostname=self.hostname)
         self._greeted = True
         if status[3:4] == "-":
@@ -167,9 +187,38 @@ class MailSMTP(SMTP):
             if self._plaintext_loopback and is_loopback(self._client_ip):
                 self._auth_require_tls = False
         super().connection_made(transport)
+            if self._greeting_delay is not None:
+                self._delay = self._greeting_delay(self._client_ip)
         self.session.sockname = transport.get_extra_info("sockname")  # our address, for HELO checks
 
     def connection_lost(self, error):
+    def data_received(self, data):
+        if not self._greeted:
+            self._talked_early = True
+        super().data_received(data)
+
+    async def _refuse_early_talker(self):
+        """A client that talks before the greeting does not wait for replies: a spam
+        engine, not an MTA (RFC 5321 §4.3.1: the client waits for the 220). It gets 554
+        instead of the greeting, then, as RFC 5321 §3.1 asks, 503 to every command until
+        its QUIT (a few, for a little while), and the connection is closed."""
+        log.info("early talker refused ip=%s", self._client_ip)
+        await SMTP.push(self, "554 5.5.0 You talked before the greeting: no service")
+        try:
+            for _ in range(EARLY_TALKER_COMMANDS):
+                line = await asyncio.wait_for(self._reader.readline(), EARLY_TALKER_WAIT)
+                if not line:
+                    break
+                if line.strip().upper() == b"QUIT":
+                    await SMTP.push(self, "221 2.0.0 Bye")
+                    break
+                await SMTP.push(self, "503 5.5.1 Bad sequence of commands: no service")
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass  # silent, gone, or a line past the reader's limit: close either way
+        finally:
+            if self.transport is not None:
+                self.transport.close()
+
         if self._refused:
             return
         try:
@@ -231,6 +280,19 @@ class InboundHandler:
         )
 
     async def handle_HELO(self, server, session, envelope, hostname):
+    def greeting_delay(self, ip):
+        """Seconds to hold the greeting for a client at `ip` (MAILSUITE_SMTP_GREETING_DELAY):
+        an early talker shows itself meanwhile. Not for trusted clients, nor loopback
+        ones (a local process) unless tests ask (DELAY_LOOPBACK_GREETING)."""
+        delay = settings.MAILSUITE_SMTP_GREETING_DELAY
+        if not delay or (is_loopback(ip) and not DELAY_LOOPBACK_GREETING):
+            return 0
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return delay
+        return 0 if any(address in network for network in self.trusted_networks) else delay
+
         session.host_name = hostname
         return f"250 {server.hostname}"
 
@@ -406,6 +468,9 @@ class SubmissionHandler(InboundHandler):
     offers_auth = True
 
     async def check_sender(self, session, address):
+    def greeting_delay(self, ip):
+        return 0  # users' own clients: no early-talker test
+
         login = session.auth_data
         if address == "<>" or await run_sync(may_send_as_login, login, address):
             return None
@@ -545,6 +610,7 @@ class SMTPService:
             plaintext_loopback=self.require_auth and settings.MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK,
             on_close=lambda: self.sessions.discard(session),
         )
+            greeting_delay=getattr(self.handler, "greeting_delay", None),
         self.sessions.add(session)
         return session
 
