@@ -53,12 +53,12 @@ warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TL
 # that carry mail, tight for those that only probe or guess.
 COMMAND_LIMITS = {"AUTH": 5, "VRFY": 10, "EXPN": 10, "HELP": 10, "NOOP": 100, "*": 10000}
 
-_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}( |$)")
 # Early talkers (MailSMTP): what a refused client may still say before it is dropped.
 EARLY_TALKER_COMMANDS = 10
 EARLY_TALKER_WAIT = 10.0  # seconds per command
 DELAY_LOOPBACK_GREETING = False  # a test seam: loopback clients get the greeting delay too
 
+_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}( |$)")
 # Enhanced codes for the replies aiosmtpd writes itself (RFC 3463 §3).
 _DEFAULT_DETAIL = {
     "220": "2.0.0", "221": "2.0.0", "235": "2.7.0", "250": "2.0.0", "251": "2.1.5", "252": "2.5.0",
@@ -112,18 +112,18 @@ class MailSMTP(SMTP):
     - connection_made()/connection_lost(): the per-IP connection cap, and plaintext AUTH
       for loopback clients when the operator allows it (aiosmtpd decides TLS-before-AUTH
       per server, not per client).
-    Everything else stays in the handler.
     - the greeting delay and early talkers: aiosmtpd writes its greeting itself, so the
       wait happens in push() and data_received() notes bytes that came before it.
+    Everything else stays in the handler.
     """
 
     def __init__(self, *args, on_close=None, gate=None, plaintext_loopback=False, greeting_delay=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._greeted = False
-        self._on_close = on_close
         self._greeting_delay = greeting_delay  # client IP -> seconds to wait before the greeting
         self._delay = 0
         self._talked_early = False
+        self._on_close = on_close
         self._continued = []
         self._gate = gate
         self._client_ip = None
@@ -134,13 +134,13 @@ class MailSMTP(SMTP):
     async def push(self, status):
         if isinstance(status, bytes):
             status = status.decode("utf-8", "replace")
-        if self._greeted:
         if not self._greeted and self._delay:
             await asyncio.sleep(self._delay)
             if self._talked_early:
                 self._greeted = True
                 await self._refuse_early_talker()
                 return
+        if self._greeted:
             status = with_enhanced_code(status, hostname=self.hostname)
         self._greeted = True
         if status[3:4] == "-":
@@ -186,12 +186,11 @@ class MailSMTP(SMTP):
                 return
             if self._plaintext_loopback and is_loopback(self._client_ip):
                 self._auth_require_tls = False
-        super().connection_made(transport)
             if self._greeting_delay is not None:
                 self._delay = self._greeting_delay(self._client_ip)
+        super().connection_made(transport)
         self.session.sockname = transport.get_extra_info("sockname")  # our address, for HELO checks
 
-    def connection_lost(self, error):
     def data_received(self, data):
         if not self._greeted:
             self._talked_early = True
@@ -219,6 +218,7 @@ class MailSMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
 
+    def connection_lost(self, error):
         if self._refused:
             return
         try:
@@ -279,7 +279,6 @@ class InboundHandler:
             trusted=any(address in network for network in self.trusted_networks),
         )
 
-    async def handle_HELO(self, server, session, envelope, hostname):
     def greeting_delay(self, ip):
         """Seconds to hold the greeting for a client at `ip` (MAILSUITE_SMTP_GREETING_DELAY):
         an early talker shows itself meanwhile. Not for trusted clients, nor loopback
@@ -293,6 +292,7 @@ class InboundHandler:
             return delay
         return 0 if any(address in network for network in self.trusted_networks) else delay
 
+    async def handle_HELO(self, server, session, envelope, hostname):
         session.host_name = hostname
         return f"250 {server.hostname}"
 
@@ -467,10 +467,10 @@ class SubmissionHandler(InboundHandler):
 
     offers_auth = True
 
-    async def check_sender(self, session, address):
     def greeting_delay(self, ip):
         return 0  # users' own clients: no early-talker test
 
+    async def check_sender(self, session, address):
         login = session.auth_data
         if address == "<>" or await run_sync(may_send_as_login, login, address):
             return None
@@ -608,9 +608,9 @@ class SMTPService:
             command_call_limit=COMMAND_LIMITS,
             gate=self.gate,
             plaintext_loopback=self.require_auth and settings.MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK,
+            greeting_delay=getattr(self.handler, "greeting_delay", None),
             on_close=lambda: self.sessions.discard(session),
         )
-            greeting_delay=getattr(self.handler, "greeting_delay", None),
         self.sessions.add(session)
         return session
 
