@@ -290,3 +290,15 @@ def learn_autocrypt(account, message: bytes):
         return _upsert_peer(account, kind=OPENPGP, address=from_address, fingerprint=info.fingerprint, label=info.label,
                             public_data=public, source=PeerKey.AUTOCRYPT, not_after=info.expires, seen_at=effective,
                             prefer_encrypt=header.prefer_encrypt)
+
+
+def learn_from_wkd(account, address):
+    """Look the address up in its domain's Web Key Directory; keep what is found (or None)."""
+    from secmail import wkd
+
+    found = wkd.lookup(address)
+    if found is None:
+        return None
+    info, public = found
+    return _upsert_peer(account, kind=OPENPGP, address=address, fingerprint=info.fingerprint, label=info.label,
+                        public_data=public, source=PeerKey.WKD, not_after=info.expires, seen_at=timezone.now())

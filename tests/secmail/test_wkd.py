@@ -1,0 +1,50 @@
+"""Web Key Directory: our users' published keys served at /.well-known/openpgpkey/, and
+others' looked up over HTTP (a live server on loopback standing in for their domain)."""
+import pytest
+
+from secmail import actions, openpgp, wkd
+from secmail.models import PeerKey
+
+PASSPHRASE = "key passphrase 1"
+
+
+def test_the_hash_matches_the_drafts_example():
+    # draft-koch-openpgp-webkey-service §3.1: "Joe.Doe@Example.ORG"
+    assert wkd.local_hash("Joe.Doe") == "iy9q119eutrkn8s1mk4r39qejnbu3n5q"
+
+
+@pytest.fixture
+def published(alice, settings):
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "example.test", "openpgpkey.example.test", "other.test"]
+    own = actions.generate_openpgp_key(alice, passphrase=PASSPHRASE)
+    actions.set_published(own, True)
+    return own
+
+
+def test_it_serves_a_published_key_by_the_direct_and_advanced_methods(client, published, gpg):
+    hashed = wkd.local_hash("alice")
+    direct = client.get(f"/.well-known/openpgpkey/hu/{hashed}", {"l": "alice"}, HTTP_HOST="example.test")
+    advanced = client.get(f"/.well-known/openpgpkey/example.test/hu/{hashed}", HTTP_HOST="openpgpkey.example.test")
+    for response in (direct, advanced):
+        assert (response.status_code, response["Content-Type"]) == (200, "application/octet-stream")
+    gpg("--import", input=direct.content)
+    assert gpg.fingerprint("alice@example.test") == published.fingerprint
+    assert client.get("/.well-known/openpgpkey/policy", HTTP_HOST="example.test").status_code == 200
+
+
+def test_it_serves_nothing_unpublished_or_elsewhere(client, published, bob):
+    actions.generate_openpgp_key(bob, passphrase=PASSPHRASE)  # not published
+    assert client.get(f"/.well-known/openpgpkey/hu/{wkd.local_hash('bob')}", HTTP_HOST="example.test").status_code == 404
+    assert client.get(f"/.well-known/openpgpkey/hu/{wkd.local_hash('alice')}", HTTP_HOST="other.test").status_code == 404
+    assert client.get(f"/.well-known/openpgpkey/hu/{wkd.local_hash('alice')}", {"l": "bob"}, HTTP_HOST="example.test").status_code == 404
+    assert client.get("/.well-known/openpgpkey/policy", HTTP_HOST="other.test").status_code == 404
+    actions.set_published(published, False)
+    assert client.get(f"/.well-known/openpgpkey/hu/{wkd.local_hash('alice')}", HTTP_HOST="example.test").status_code == 404
+
+
+def test_a_lookup_finds_the_key_over_http(live_server, published, bob, monkeypatch):
+    monkeypatch.setattr(wkd, "DIRECT_URL", live_server.url + "/.well-known/openpgpkey/{domain}/hu/{hash}?l={local}")
+    learned = actions.learn_from_wkd(bob, "alice@example.test")
+    assert (learned.fingerprint, learned.source, learned.address) == (published.fingerprint, PeerKey.WKD, "alice@example.test")
+    assert openpgp.inspect(learned.public_data)[0].addresses == ["alice@example.test"]
+    assert actions.learn_from_wkd(bob, "nobody@example.test") is None
