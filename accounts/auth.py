@@ -35,6 +35,7 @@ from accounts.resolve import local_domain
 from mailsuite.lib.addresses import AddressError, split_address
 from mailsuite.lib import sasl
 from mailsuite.lib.sasl import make_scram_credentials, parse_scram_credentials
+from ops import metrics
 
 log = logging.getLogger(__name__)
 # Verified against when the account does not exist, so unknown and known users
@@ -196,6 +197,7 @@ def _record(address, *, service, remote_ip, account, reason):
         log.info("login ok service=%s ip=%s user=%s", service, remote_ip, account.address if account else typed)
     elif reason != THROTTLED:
         log.info("login failed service=%s ip=%s user=%r reason=%s", service, remote_ip, typed, reason)
+        metrics.auth_failure(service, reason)
     for kind, key in newly_blocked:
         log.warning("login blocked %s=%s after repeated failures service=%s", kind, key, service)
 

@@ -24,6 +24,7 @@ from django.conf import settings
 
 from antispam import arc, authresults, dkim_check, dmarc, spf_check
 from mta.headers import field_values
+from ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ def check_message(content, *, client_ip, helo, mail_from, skip=False, listings=(
         dmarc_result.result, dmarc_result.disposition, arc_result.result,
         f" trusted_sealer={arc_result.sealer}" if arc_result.trusted else "",
     )
+    metrics.spam_verdict(outcome)
     return outcome
 
 

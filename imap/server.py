@@ -21,6 +21,7 @@ from django.conf import settings
 
 from mailsuite.lib.net import listening_socket
 from mailsuite.lib.tls import TLSContextProvider, ensure_certificate
+from ops import metrics
 
 log = logging.getLogger("mailsuite.imap")
 
@@ -258,6 +259,7 @@ class IMAPService:
         context = self.tls.listener_context() if listener.implicit_tls else None
 
         async def accept(reader, writer):
+            metrics.connection("imaps" if listener.implicit_tls else "imap")
             await self._serve(reader, writer, implicit_tls=listener.implicit_tls)
 
         server = await asyncio.start_server(accept, sock=sock, backlog=1024, ssl=context, limit=READ_CHUNK)

@@ -16,6 +16,7 @@ from mta import dsn, forwarding, inbound, queue
 from mta.client import Connection, DeliveryError
 from mta.headers import count_fields
 from mta.routing import RouteError, route_for
+from ops import metrics
 from sieve import delivery as sieve_delivery
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def _record(recipient, owner, outcome, **details):
         log.warning("lost the lease on %s (id %s) before recording", recipient.address, recipient.pk)
     else:
         log.info("%s to=<%s> id=%s %s", state, recipient.address, recipient.message.queue_id, details.get("reply", ""))
+        metrics.delivery(str(state), local=not recipient.domain, status=details.get("status", ""))
 
 
 def notify(recipients):

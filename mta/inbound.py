@@ -27,6 +27,7 @@ from mailstore.actions import (
 from mailstore.storage import sync_names
 from mta import forwarding
 from mta.queue import enqueue
+from ops import metrics
 from sieve import delivery as sieve_delivery
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def commit(batch):
         pending.incoming.release()
         pending.filtering.release()
         if pending.reply.startswith("250"):
+            metrics.message_received(internal=pending.client_ip is None)
             log.info(
                 "accepted id=%s from=<%s> delivered=%d queued=%d size=%d",
                 pending.incoming.queue_id, pending.mail_from, pending.counts["delivered"],

@@ -43,6 +43,7 @@ from mailstore.storage import new_blob_name
 from mta import dsn_params, inbound, submission
 from mta.headers import count_fields, received_field, remove_fields
 from mta.recipients import Client, ResolutionCache, check_recipient, decide
+from ops import metrics
 
 log = logging.getLogger(__name__)
 # aiosmtpd warns when AUTH does not require STARTTLS; on the SMTPS port the whole
@@ -592,6 +593,7 @@ class SMTPService:
         self.servers = []
 
     def _protocol(self):
+        metrics.connection("smtps" if self.implicit_tls else "submission" if self.require_auth else "smtp")
         if len(self.sessions) >= self.max_connections:
             return _Refuse()
         session = MailSMTP(

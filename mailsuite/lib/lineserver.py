@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass
 
 from mailsuite.lib.net import is_loopback, listening_socket
+from ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class LineConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if isinstance(peer, tuple) else "unknown"
         self.is_tls = transport.get_extra_info("ssl_object") is not None
+        metrics.connection(self.service.protocol)  # pop3 or managesieve
         reason = self.service.admit(self)
         if reason:
             transport.write(self.refusal(reason))
