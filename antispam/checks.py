@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from antispam import arc, authresults, dkim_check, dmarc, spf_check
+from antispam import arc, authresults, bayes, dkim_check, dmarc, policy, rules, spf_check
 from mta.headers import field_values
 from ops import metrics
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 _executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sender-checks")
 
 # Points per rule; SPAM_POINTS points make 100 % for Sieve's spamtest (RFC 5235).
-SPAM_POINTS = 10.0
+SPAM_POINTS = policy.SPAM_POINTS
 POINTS = {
     "SPF_FAIL": 3.0,
     "SPF_SOFTFAIL": 1.0,
@@ -69,6 +69,7 @@ class Outcome:
     junk: bool = False
     rules: list = field(default_factory=list)
     results: dict = field(default_factory=dict)  # method → result, for logs and later display
+    assessment: object = None  # policy.Assessment: each recipient's verdict starts from it
 
     @property
     def score(self):
@@ -80,6 +81,13 @@ class Outcome:
 
     def add(self, name):
         self.rules.append(Rule(name, POINTS[name], EXPLANATIONS[name]))
+
+    def add_hits(self, hits):
+        self.rules.extend(Rule(hit.name, hit.points, hit.explanation) for hit in hits)
+
+    def for_delivery(self):
+        """mta.inbound.prepare()'s keyword arguments carrying this verdict."""
+        return {"junk": self.junk, "spam_percent": self.spam_percent, "spam": self.assessment}
 
     def add_listings(self, listings):
         for listing in listings:
@@ -124,12 +132,29 @@ def check_message(content, *, client_ip, helo, mail_from, skip=False, listings=(
     outcome.add_listings(listings)
     outcome.rules.extend(connection_rules)  # rDNS/HELO findings (antispam.connection)
     _act(outcome, dmarc_result, arc_result)
+    if arc_result.trusted:
+        # A trusted forwarder vouches for what it forwarded: SPF and DKIM failures are
+        # what forwarding does to a message, not evidence against it (RFC 8617 §7.2).
+        outcome.rules = [r for r in outcome.rules if r.name not in ("SPF_FAIL", "SPF_SOFTFAIL", "DKIM_INVALID")]
+    aligned = _aligned(author_domain, spf, dkim_results)
+    facts = rules.facts(content)
+    outcome.add_hits(rules.evaluate_facts(facts, rules.Context(is_local_domain=_is_local_domain, aligned=aligned)))
     methods = _methods(spf, helo_spf, dkim_results, dmarc_result, arc_result, client_ip, overridden=_overridden(dmarc_result, arc_result))
     outcome.content = authresults.field(our_id, methods) + content
     outcome.results = {
         "spf": spf.result, "helo": helo_spf.result, "dkim": [d.result for d in dkim_results],
         "dmarc": dmarc_result.result, "arc": arc_result.result,
     }
+    outcome.assessment = policy.Assessment(
+        rules=[(r.name, r.points, r.explanation) for r in outcome.rules],
+        results=outcome.results,
+        tokens=bayes.tokens_of_facts(facts),
+        from_address=facts.from_addresses[0] if len(facts.from_addresses) == 1 else "",
+        mail_from=mail_from.lower(),
+        # The From address is proven by an aligned pass (DMARC's test); the envelope sender by SPF.
+        from_verified=dmarc_result.result == "pass" or aligned,
+        mail_from_verified=spf.result == "pass" and spf.identity == "mailfrom",
+    )
     log.info(
         "sender checks ip=%s mail_from=<%s> from_domain=%s spf=%s dkim=%s dmarc=%s/%s arc=%s%s",
         client_ip, mail_from, author_domain or "-", spf.result, ",".join(d.result for d in dkim_results) or "none",
@@ -149,6 +174,22 @@ def _score(outcome, spf, dkim_results, dmarc_result):
         outcome.add("DKIM_INVALID")
     if dmarc_result.result == "permerror" and not dmarc_result.from_domain:
         outcome.add("FROM_MALFORMED")
+
+
+def _aligned(author_domain, spf, dkim_results):
+    """An SPF or DKIM pass in the From domain's organisation (RFC 7489 §3.1 relaxed),
+    whether or not the domain publishes DMARC."""
+    if not author_domain:
+        return False
+    if spf.result == "pass" and spf.identity == "mailfrom" and dmarc.aligned(spf.domain, author_domain, "r"):
+        return True
+    return any(d.result == "pass" and dmarc.aligned(d.domain, author_domain, "r") for d in dkim_results)
+
+
+def _is_local_domain(domain):
+    from accounts.resolve import local_domain
+
+    return local_domain(domain) is not None
 
 
 def _overridden(dmarc_result, arc_result):

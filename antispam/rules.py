@@ -40,7 +40,7 @@ RULES = {
     "MISSING_MESSAGE_ID": (1.0, "the message has no Message-ID header field, which real mail programs always add"),
     "FROM_REPLYTO_MISMATCH": (1.0, "replies would go to {reply_to}, not to the sender's domain {from_domain}"),
     "FORGED_LOCAL_DOMAIN": (
-        6.0, "the sender claims to be from {domain}, one of our own domains, but was not sent by our server "
+        3.5, "the sender claims to be from {domain}, one of our own domains, but was not sent by our server "
         "and no SPF or DKIM check confirms it",
     ),
     "SUBJECT_ALL_CAPS": (1.5, "the subject is written in capital letters"),

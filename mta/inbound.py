@@ -24,6 +24,7 @@ from mailstore.actions import (
     forget_new_blobs_on_rollback,
     place_messages,
 )
+from antispam import policy as spam_policy
 from mailstore.storage import sync_names
 from mta import forwarding
 from mta.queue import enqueue
@@ -48,18 +49,22 @@ class Pending:
     reply: str = ""
     counts: dict = field(default_factory=dict)
     filtering: object = None  # sieve.delivery.Filtering: where each mailbox's copies go
+    decisions: dict = field(default_factory=dict)  # account id → antispam.policy.Decision
 
 
 def prepare(
     raw, *, mail_from, resolutions, client_ip, smtputf8=False, blob_name=None, dsn=None, spam_percent=None,
-    junk=False,
+    junk=False, spam=None,
 ):
     """Parse and durably store `raw` for the recipients' resolutions; no database writes.
 
     `dsn` holds RFC 3461 parameters: {"envid", "ret", "notify": {rcpt: …}, "orcpt": {rcpt: …}},
     the per-recipient ones keyed by the address as given in RCPT TO. `spam_percent` (0-100)
     is the anti-spam verdict Sieve's spamtest sees; `junk` files the copies a script leaves
-    in INBOX into each recipient's Junk folder instead (DMARC quarantine).
+    in INBOX into each recipient's Junk folder instead (DMARC quarantine). `spam` is the
+    antispam.policy.Assessment of a message from the MX: each local recipient gets its
+    own verdict from it (X-Spam-* fields on its copy, Junk, Sieve's spamtest), and when
+    every one of them rejects and nobody else is waiting, prepare() raises policy.Refused.
     """
     mailboxes, external, envelope_to = {}, [], {}
     dsn = dsn or {}
@@ -74,6 +79,12 @@ def prepare(
                 # A relayed address keeps its own DSN parameters; forwarding targets inherit them.
                 notify[address] = dsn.get("notify", {}).get(resolution.address, "")
                 orcpt[address] = dsn.get("orcpt", {}).get(resolution.address, "")
+    decisions = {}
+    if spam is not None and mailboxes:
+        decisions = spam_policy.decide(spam, [r.account for r in mailboxes.values()], junk=junk)
+        if not external and all(d.action == "reject" for d in decisions.values()):
+            raise spam_policy.Refused(spam_policy.refusal(decisions))
+        spam_percent = {pk: d.spam_percent for pk, d in decisions.items()}
     incoming = IncomingMessage(raw, name=blob_name)
     try:
         # Sieve: folders, flags, rejects, redirects, vacation replies.
@@ -83,6 +94,7 @@ def prepare(
         )
         if junk:
             file_into_junk(filtering.placements())
+        apply_verdicts(filtering.placements(), decisions)
     except BaseException:
         incoming.release()
         raise
@@ -96,7 +108,20 @@ def prepare(
         forwarded=any(r.external and not r.relayed for r in resolutions),
         dsn={"envid": dsn.get("envid", ""), "ret": dsn.get("ret", ""), "notify": notify, "orcpt": orcpt},
         filtering=filtering,
+        decisions=decisions,
     )
+
+
+def apply_verdicts(placements, decisions):
+    """Each copy gets its recipient's X-Spam-Score/X-Spam-Status; spam beyond the junk
+    threshold (or a reject that could not be refused) goes to Junk."""
+    if not decisions:
+        return
+    for placement in placements:
+        decision = decisions.get(placement.account.pk)
+        if decision is not None:
+            placement.prefix += decision.header_fields()
+    file_into_junk([p for p in placements if decisions.get(p.account.pk) and decisions[p.account.pk].action in ("junk", "reject")])
 
 
 def file_into_junk(placements):
@@ -149,6 +174,7 @@ def _store_or_split(batch):
 def _store(batch):
     jobs = [Job(p.incoming, p.filtering.placements()) for p in batch]
     place_messages(jobs)
+    spam_policy.store_verdicts([(p.decisions, job) for p, job in zip(batch, jobs)])
     for pending, job in zip(batch, jobs):
         settled = pending.filtering.settle(job.outcomes)
         delivered, failed = len(settled.handled), settled.failed
@@ -186,6 +212,9 @@ _preparers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prepare")
 def _prepare_or_none(request):
     try:
         return prepare(**request)
+    except spam_policy.Refused as refused:
+        log.info("refused as spam: from=<%s> ip=%s: %s", request.get("mail_from"), request.get("client_ip"), refused)
+        return str(refused)
     except Exception:
         log.exception("could not store the bytes of a message from %s", request.get("client_ip"))
         return None
@@ -202,8 +231,11 @@ def accept(requests):
         prepared = [_prepare_or_none(requests[0])]
     else:
         prepared = list(_preparers.map(_prepare_or_none, requests))
-    replies = iter(commit([p for p in prepared if p is not None]))
-    return [next(replies) if p is not None else "451 4.3.0 Local error in processing; try again later" for p in prepared]
+    replies = iter(commit([p for p in prepared if isinstance(p, Pending)]))
+    return [
+        next(replies) if isinstance(p, Pending) else p or "451 4.3.0 Local error in processing; try again later"
+        for p in prepared
+    ]
 
 
 def accept_message(raw, **kwargs):

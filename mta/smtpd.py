@@ -449,7 +449,7 @@ class InboundHandler:
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from, skip=client.may_relay,
             listings=getattr(session, "listings", ()), connection_rules=getattr(session, "connection_rules", ()),
         )
-        envelope.verdict = {"junk": outcome.junk, "spam_percent": outcome.spam_percent}
+        envelope.verdict = outcome.for_delivery()
         return outcome.content, outcome.refusal
 
     async def close(self):

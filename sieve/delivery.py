@@ -35,9 +35,9 @@ Implementation notes
   sent once per sender and handle per :days: the VacationReply row is checked before
   and claimed inside the commit transaction, so concurrent deliveries send one.
 - Spam scores (spamtest, RFC 5235): the caller passes `spam_percent` (0-100, None when
-  the message was not scored). The anti-spam filter computes it where it scores the
-  message; nothing is read from the message's own header fields, which a sender
-  could forge.
+  the message was not scored; {account id: percent} when each recipient has its own).
+  The anti-spam filter computes it where it scores the message; nothing is read from
+  the message's own header fields, which a sender could forge.
 """
 from __future__ import annotations
 
@@ -243,7 +243,8 @@ def filter_message(
         view = view or MessageView(raw)
         decisions.append(
             _decide(recipient, rcpt, view, raw, script, before, after, mail_from=mail_from,
-                    received_at=received_at, spam_percent=spam_percent, now=now or timezone.now())
+                    received_at=received_at, now=now or timezone.now(),
+                    spam_percent=spam_percent.get(recipient.account.pk) if isinstance(spam_percent, dict) else spam_percent)
         )
     filtering = Filtering(decisions, mail_from=mail_from, client_ip=client_ip)
     rejected = [d for d in decisions if d.reject is not None]

@@ -64,7 +64,12 @@ def test_it_delivers_to_a_local_mailbox_with_trace_fields(smtp_server, alice):
     client.quit()
     [message] = inbox(alice)
     stored = message_bytes(message)
-    assert stored.startswith(b"Return-Path: <mallory@elsewhere.test>\r\nDelivered-To: alice@example.test\r\nReceived: from client.elsewhere.test ([127.0.0.1])\r\n\tby mx.example.test (mailsuite) with ESMTP id ")
+    assert stored.startswith(
+        b"Return-Path: <mallory@elsewhere.test>\r\nDelivered-To: alice@example.test\r\n"
+        # The recipient's spam verdict (antispam.policy): no Date field, a sender never seen.
+        b"X-Spam-Score: 1.5\r\nX-Spam-Status: No, score=1.5 required=4.0 tests=MISSING_DATE,NEVER_SEEN\r\n"
+        b"Received: from client.elsewhere.test ([127.0.0.1])\r\n\tby mx.example.test (mailsuite) with ESMTP id "
+    )
     assert b"\r\n\tfor <alice@example.test>; " in stored
     assert stored.endswith(SIMPLE)
     assert message.size == len(stored)

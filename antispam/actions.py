@@ -1,0 +1,131 @@
+"""The one write path of the content filter: thresholds, allow/block lists, learning.
+
+Views (webmail, admin), the `spam` command and the Celery task call these; each is
+atomic. Learning from users' judgements: mailstore records a TrainingExample when a
+message moves into or out of Junk (IMAP or webmail); learn_examples() teaches the
+account's filter and the site-wide one, and notes the sender for reputation. The
+webmail's Junk/Not junk learn at once; examples made over IMAP are learned by the
+periodic task (antispam.tasks.learn) within a minute.
+"""
+import logging
+import re
+
+from django.db import transaction
+from django.db.models import F
+
+from antispam import bayes
+from antispam.models import ListEntry, SenderMark, SpamSettings
+from mailsuite.lib.addresses import AddressError, split_address
+
+log = logging.getLogger(__name__)
+
+LEARN_BATCH = 200
+
+
+class SpamSettingsError(ValueError):
+    """A threshold or list entry that cannot be saved; the message says why."""
+
+
+def _scope(domain, account):
+    if (domain is None) == (account is None):
+        raise SpamSettingsError("give a domain or an account, not both")
+    return {"domain": domain} if domain is not None else {"account": account}
+
+
+@transaction.atomic
+def set_thresholds(*, domain=None, account=None, tag=None, junk=None, reject=None, never_reject=False):
+    """Thresholds for a domain or an account; None inherits (account → domain → server)."""
+    scope = _scope(domain, account)
+    for name, value in (("tag", tag), ("junk", junk), ("reject", reject)):
+        if value is not None and not -100 <= value <= 1000:
+            raise SpamSettingsError(f"the {name} threshold must be between -100 and 1000")
+    if tag is not None and junk is not None and junk < tag:
+        raise SpamSettingsError("the Junk threshold cannot be below the tag threshold")
+    if reject is not None and junk is not None and reject < junk:
+        raise SpamSettingsError("the reject threshold cannot be below the Junk threshold")
+    row, _ = SpamSettings.objects.update_or_create(
+        **scope,
+        defaults={"tag_threshold": tag, "junk_threshold": junk, "reject_threshold": reject, "never_reject": never_reject},
+    )
+    return row
+
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+
+
+def normalise_pattern(pattern):
+    """A list entry as stored: a lower-case address or domain (IDNA A-labels)."""
+    pattern = pattern.strip().lower().removeprefix("@").rstrip(".")
+    if "@" in pattern:
+        try:
+            localpart, domain = split_address(pattern)
+        except AddressError:
+            raise SpamSettingsError(f"{pattern!r} is not an e-mail address") from None
+        return f"{localpart}@{domain}".lower()
+    try:
+        pattern = pattern.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise SpamSettingsError(f"{pattern!r} is not a domain name") from None
+    if not _DOMAIN.match(pattern):
+        raise SpamSettingsError(f"{pattern!r} is not a domain name or an address")
+    return pattern
+
+
+@transaction.atomic
+def add_list_entry(kind, pattern, *, domain=None, account=None):
+    """Put an address or domain on the allow or block list of a domain or account; an
+    entry already there moves to the list named."""
+    if kind not in (ListEntry.ALLOW, ListEntry.BLOCK):
+        raise SpamSettingsError("a list entry is allow or block")
+    scope = _scope(domain, account)
+    entry, _ = ListEntry.objects.update_or_create(**scope, pattern=normalise_pattern(pattern), defaults={"kind": kind})
+    return entry
+
+
+@transaction.atomic
+def remove_list_entry(entry_id, *, domain=None, account=None):
+    """Remove an entry of this domain's or account's lists; False when there is none."""
+    deleted, _ = ListEntry.objects.filter(pk=entry_id, **_scope(domain, account)).delete()
+    return bool(deleted)
+
+
+def learn_examples(account_id=None, limit=LEARN_BATCH):
+    """Learn the TrainingExamples not learned yet, oldest first (of one account, or all);
+    returns how many were learned."""
+    from mailstore.actions import read_blob
+    from mailstore.models import TrainingExample
+
+    pending = TrainingExample.objects.filter(learned=False).select_related("blob").order_by("created", "pk")
+    if account_id is not None:
+        pending = pending.filter(account_id=account_id)
+    done = 0
+    for example in pending[:limit]:
+        try:
+            raw = read_blob(example.blob)
+        except OSError:
+            log.warning("training example %s: cannot read blob %s; skipped", example.pk, example.blob.name)
+            raw = None
+        with transaction.atomic():
+            # Claimed inside the transaction, so two learners never learn one example twice.
+            if not TrainingExample.objects.filter(pk=example.pk, learned=False).update(learned=True):
+                continue
+            if raw is not None:
+                spam = example.verdict == TrainingExample.SPAM
+                bayes.learn_message(raw, spam=spam, account_id=example.account_id)
+                _mark_sender(example.account_id, raw, spam=spam)
+            done += 1
+    if done:
+        log.info("spam filter learned %d training example(s)", done)
+    return done
+
+
+def _mark_sender(account_id, raw, *, spam):
+    from antispam.rules import facts
+
+    senders = facts(raw).from_addresses
+    if len(senders) != 1:
+        return
+    side = "spam" if spam else "ham"
+    mark, created = SenderMark.objects.get_or_create(account_id=account_id, address=senders[0][:320], defaults={side: 1})
+    if not created:
+        SenderMark.objects.filter(pk=mark.pk).update(**{side: F(side) + 1})
