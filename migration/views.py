@@ -56,6 +56,7 @@ class ExportForm(forms.Form):
 
     def __init__(self, *args, account, **kwargs):
         kwargs.setdefault("label_suffix", "")
+        kwargs.setdefault("auto_id", "id_export_%s")  # the upload form on the same page has a "folder" too
         super().__init__(*args, **kwargs)
         self.fields["folder"].choices = _folder_choices(account, _("(all folders)"))
 
