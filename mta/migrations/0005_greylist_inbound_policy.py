@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0005_delegated_administration'),
+        ('accounts', '0004_apop_secret'),
         ('mta', '0004_destination_slots'),
     ]
 
