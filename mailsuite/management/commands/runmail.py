@@ -1,4 +1,5 @@
 import logging
+import os
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -6,6 +7,7 @@ from django.core.management.base import BaseCommand
 from mailsuite.bootstrap import ensure_admin_user, welcome
 from mailsuite.lib.tls import ensure_certificate
 from mailsuite.supervisor import Child, Supervisor, manage_py
+from ops import metrics
 
 log = logging.getLogger("mailsuite.runmail")
 
@@ -18,6 +20,8 @@ class Command(BaseCommand):
         ensure_certificate(settings.MAILSUITE_TLS_CERT, settings.MAILSUITE_TLS_KEY, settings.MAILSUITE_HOSTNAME)
         self.stdout.write(welcome(ensure_admin_user()))
         self.stdout.flush()
+        if not os.environ.get(metrics.MULTIPROC_ENV):  # every daemon counts where /metrics adds them up
+            os.environ[metrics.MULTIPROC_ENV] = metrics.prepare_multiprocess_dir(settings.DATA_DIR)
         children = [
             Child("web", manage_py("runweb")),
             Child("smtp", manage_py("runsmtp")),
