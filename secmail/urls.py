@@ -11,3 +11,8 @@ urlpatterns = [
     re_path(r"^\.well-known/openpgpkey/(?P<domain>[A-Za-z0-9.-]+)/hu/(?P<hashed>[a-z0-9]{32})$", views.wkd_advanced_key, name="wkd_advanced_key"),
     re_path(r"^\.well-known/openpgpkey/(?P<domain>[A-Za-z0-9.-]+)/policy$", views.wkd_advanced_policy, name="wkd_advanced_policy"),
 ]
+
+urlpatterns += [
+    path("security/keys/", views.keys_page, name="keys"),
+    path("security/keys/<int:key_id>/<str:what>/", views.key_download, name="key_download"),
+]

@@ -3,13 +3,21 @@
 Views stay thin: they read through models/actions and render; every change goes through
 secmail.actions.
 """
+from django.conf import settings
+from django.contrib import messages as notices
 from django.http import Http404, HttpResponse
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.models import Account, Domain
-from secmail import openpgp, wkd
-from secmail.errors import InvalidInput
-from secmail.models import OPENPGP, OwnKey
+from secmail import actions, forms, openpgp, session, unlock, wkd
+from secmail.errors import InvalidInput, SecmailError
+from secmail.models import OPENPGP, OwnKey, PeerKey, TrustedCA
+from webmail.auth import account_required
+from webmail.security import page_csp
 
 
 def _served_domain(name):
@@ -75,3 +83,153 @@ def wkd_advanced_policy(request, domain):
     if _served_domain(domain) is None:
         raise Http404
     return HttpResponse(b"", content_type="text/plain")
+
+
+# ---- the keys page (webmail settings) ------------------------------------------------------
+
+FORMS = {
+    "generate": forms.GenerateOpenPGPForm,
+    "request": forms.RequestSmimeForm,
+    "pkcs12": forms.ImportPkcs12Form,
+    "secret": forms.ImportOpenPGPSecretForm,
+    "own_public": forms.PublicKeyForm,
+    "peer": forms.PublicKeyForm,
+    "ca": forms.PublicKeyForm,
+    "lookup": forms.LookupForm,
+}
+
+
+def _context(request, bound=None):
+    from webmail.views import SETTINGS_SECTIONS, _layout
+
+    account = request.account
+    unlocked = unlock.unlocked_ids(request.session) if session.token(request) else set()
+    own_keys = list(OwnKey.objects.filter(account=account))
+    for key in own_keys:
+        key.unlocked = key.pk in unlocked
+    context = {
+        **_layout(request),
+        "sections": list(SETTINGS_SECTIONS.items()),
+        "section": "keys",
+        "section_label": _("Signing and encryption"),
+        "server_keys": settings.MAILSUITE_SERVER_PRIVATE_KEYS,
+        "own_keys": own_keys,
+        "peer_keys": PeerKey.objects.filter(account=account).order_by("address", "kind"),
+        "trusted_cas": TrustedCA.objects.filter(account=account),
+        "unlock_form": forms.UnlockForm(),
+        "certificate_form": forms.InstallCertificateForm(),
+    }
+    for name, form_class in FORMS.items():
+        context[f"{name}_form"] = form_class(prefix=name)
+    context.update(bound or {})
+    return context
+
+
+@never_cache
+@page_csp
+@account_required
+@require_http_methods(["GET", "POST"])
+def keys_page(request):
+    if request.method == "GET":
+        return render(request, "secmail/keys.html", _context(request))
+    what = request.POST.get("form", "")
+    response = redirect(reverse("secmail:keys"))
+    try:
+        if what in FORMS:
+            form_class = FORMS[what]
+            form = form_class(request.POST, request.FILES, prefix=what)
+            if not form.is_valid():
+                return render(request, "secmail/keys.html", _context(request, {f"{what}_form": form, "open_form": what}), status=400)
+            try:
+                _apply(request, what, form.cleaned_data)
+            except SecmailError as error:
+                form.add_error(None, str(error))
+                return render(request, "secmail/keys.html", _context(request, {f"{what}_form": form, "open_form": what}), status=400)
+        else:
+            _key_action(request, what, response)
+    except SecmailError as error:
+        notices.error(request, str(error))
+        return response
+    return response
+
+
+def _apply(request, what, data):
+    account = request.account
+    if what == "generate":
+        actions.generate_openpgp_key(account, passphrase=data["passphrase"])
+        notices.success(request, _("A new OpenPGP key was made."))
+    elif what == "request":
+        actions.request_smime_certificate(account, passphrase=data["passphrase"])
+        notices.success(request, _("A key and its certificate request were made: send the request to your CA."))
+    elif what == "pkcs12":
+        actions.import_pkcs12(account, data["file"].read(), password=data["password"], passphrase=data["passphrase"])
+        notices.success(request, _("The certificate and its key were imported."))
+    elif what == "secret":
+        actions.import_openpgp_secret_key(account, data["key"], key_passphrase=data["key_passphrase"], passphrase=data["passphrase"])
+        notices.success(request, _("The OpenPGP key was imported."))
+    elif what == "own_public":
+        actions.add_own_public_key(account, data["key"])
+        notices.success(request, _("Your public key was added."))
+    elif what == "peer":
+        learned = actions.import_peer_key(account, data["key"])
+        notices.success(request, _("Key added for %(addresses)s.") % {"addresses": ", ".join(sorted({k.address for k in learned}))})
+    elif what == "ca":
+        actions.trust_ca(account, data["key"])
+        notices.success(request, _("The CA is now trusted."))
+    elif what == "lookup":
+        if actions.learn_from_wkd(account, data["address"]) is None:
+            raise SecmailError(_("No key was found for %(address)s.") % {"address": data["address"]})
+        notices.success(request, _("Key found and added."))
+
+
+def _key_action(request, what, response):
+    account = request.account
+    item = request.POST.get("key", "")
+    if what == "unlock":
+        own = actions.get_own_key(account, item)
+        form = forms.UnlockForm(request.POST, prefix="unlock")
+        if not form.is_valid():
+            raise SecmailError(_("Enter the key passphrase."))
+        token = session.token(request) or unlock.new_token()
+        unlock.unlock(request.session, token, own, form.cleaned_data["passphrase"])
+        session.set_token_cookie(request, response, token)
+        notices.success(request, _("Key unlocked until you sign out."))
+    elif what == "lock":
+        unlock.lock(request.session, actions.get_own_key(account, item))
+    elif what == "publish":
+        actions.set_published(actions.get_own_key(account, item), request.POST.get("published") == "1")
+    elif what == "delete":
+        own = actions.get_own_key(account, item)
+        unlock.lock(request.session, own)
+        actions.delete_own_key(account, own.pk)
+    elif what == "certificate":
+        form = forms.InstallCertificateForm(request.POST, prefix="cert")
+        if not form.is_valid():
+            raise SecmailError(_("Paste the certificate."))
+        actions.install_certificate(actions.get_own_key(account, item), form.cleaned_data["certificate"])
+        notices.success(request, _("The certificate was installed."))
+    elif what == "delete_peer":
+        actions.delete_peer_key(account, item)
+    elif what == "distrust":
+        actions.distrust_ca(account, item)
+    else:
+        raise Http404("no such form")
+
+
+@account_required
+def key_download(request, key_id, what):
+    """The public certificate/key, or an S/MIME key's CSR — never anything private."""
+    try:
+        own = actions.get_own_key(request.account, key_id)
+    except SecmailError:
+        raise Http404("no such key") from None
+    if what == "csr" and own.csr_pem:
+        data, name, ctype = own.csr_pem, "request.csr", "application/pkcs10"
+    elif what == "public" and own.public_data:
+        ext = "pem" if own.kind == "smime" else "asc"
+        data, name, ctype = own.public_data, f"{own.fingerprint[:16]}.{ext}", "application/octet-stream"
+    else:
+        raise Http404("nothing to download")
+    response = HttpResponse(data, content_type=ctype)
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
