@@ -176,6 +176,24 @@ def _score(outcome, spf, dkim_results, dmarc_result):
         outcome.add("FROM_MALFORMED")
 
 
+def assess_content(content, *, results=None):
+    """The Assessment of a message without the network: content rules and Bayes tokens,
+    with authentication `results` as recorded at delivery (a Verdict's) if known. For
+    the dry run (`manage.py spam check`) and the benchmark."""
+    results = results or {}
+    facts = rules.facts(content)
+    aligned = results.get("dmarc") == "pass"
+    hits = rules.evaluate_facts(facts, rules.Context(is_local_domain=_is_local_domain, aligned=aligned))
+    return policy.Assessment(
+        rules=[(h.name, h.points, h.explanation) for h in hits],
+        results=results,
+        tokens=bayes.tokens_of_facts(facts),
+        from_address=facts.from_addresses[0] if len(facts.from_addresses) == 1 else "",
+        from_verified=aligned,
+        mail_from_verified=results.get("spf") == "pass",
+    )
+
+
 def _aligned(author_domain, spf, dkim_results):
     """An SPF or DKIM pass in the From domain's organisation (RFC 7489 §3.1 relaxed),
     whether or not the domain publishes DMARC."""
