@@ -36,7 +36,9 @@ import dns.resolver
 import dns.reversename
 from django.conf import settings
 
+from accounts.errors import InvalidInput
 from antispam import dnsbl, spf_check
+from mailsuite.lib.addresses import AddressError, normalize_domain
 from mta.dns_records import Record, records_for, txt_value
 from mta.models import DKIMKey
 from mta.routing import resolver
@@ -435,3 +437,19 @@ def domain_report(name, *, hostname=None):
     from accounts import actions
 
     return as_dict(check(actions.get_domain(name), hostname=hostname))
+
+
+def server_findings(*, hostname=None):
+    """The findings about this server alone (its name, reverse DNS, block lists)."""
+    host = _host(dns_records_host(hostname or settings.MAILSUITE_HOSTNAME))
+    return _check_server(_Context(domain=None, host=host))
+
+
+def dns_records_host(hostname):
+    """`hostname` as it goes in DNS; InvalidInput when it cannot (e.g. "localhost")."""
+    try:
+        return normalize_domain(hostname)
+    except AddressError as error:
+        raise InvalidInput(
+            f"the server name {hostname!r} cannot go in DNS ({error}); set MAILSUITE_HOSTNAME to its public name"
+        ) from None

@@ -1,7 +1,7 @@
 """URLs of the ops app, at the site root: the names mail clients and monitoring expect."""
 from django.urls import path, re_path
 
-from ops import views
+from ops import admin_views, views
 
 app_name = "ops"
 urlpatterns = [
@@ -14,4 +14,8 @@ urlpatterns = [
     path("metrics", views.metrics_view, name="metrics"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    # Admin pages (mailsuite/urls.py includes these before the admin's own catch-all).
+    path("admin/ops/", admin_views.dashboard_view, name="admin_dashboard"),
+    path("admin/ops/dns/", admin_views.dns_lookup_view, name="admin_dns_lookup"),
+    path("admin/ops/dns/<str:name>/", admin_views.dns_view, name="admin_dns"),
 ]
