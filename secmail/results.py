@@ -14,6 +14,8 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.utils.translation import gettext_lazy as _
+
 
 class Status(enum.Enum):
     VALID = "valid"  # signature holds, signer trusted, address matches, certificate/key current
@@ -30,16 +32,16 @@ class Status(enum.Enum):
 
 # Worded for people; the UI may translate these.
 DESCRIPTIONS = {
-    Status.VALID: "Signature verified",
-    Status.TAMPERED: "The message was changed after it was signed",
-    Status.UNTRUSTED: "Signed with a certificate from an authority that is not trusted",
-    Status.UNKNOWN_KEY: "Signed with a key that is not known here",
-    Status.EXPIRED: "Signed with an expired certificate or key",
-    Status.NOT_YET_VALID: "Signed with a certificate that is not valid yet",
-    Status.REVOKED: "Signed with a revoked certificate or key",
-    Status.WRONG_ADDRESS: "Signed, but not by the sender's address",
-    Status.MALFORMED: "The signature cannot be read",
-    Status.UNSUPPORTED: "The signature uses something not supported here",
+    Status.VALID: _("Signature verified"),
+    Status.TAMPERED: _("The message was changed after it was signed"),
+    Status.UNTRUSTED: _("Signed with a certificate from an authority that is not trusted"),
+    Status.UNKNOWN_KEY: _("Signed with a key that is not known here"),
+    Status.EXPIRED: _("Signed with an expired certificate or key"),
+    Status.NOT_YET_VALID: _("Signed with a certificate that is not valid yet"),
+    Status.REVOKED: _("Signed with a revoked certificate or key"),
+    Status.WRONG_ADDRESS: _("Signed, but not by the sender's address"),
+    Status.MALFORMED: _("The signature cannot be read"),
+    Status.UNSUPPORTED: _("The signature uses something not supported here"),
 }
 
 

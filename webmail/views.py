@@ -39,6 +39,7 @@ from webmail.forms import (
 from webmail.message import Reading, body_document, safe_filename
 from webmail.models import Contact, TrustedSender
 from webmail.security import DOWNLOAD_POLICY, PREVIEW_POLICY, body_policy, page_csp
+from secmail.reading import open_reading
 
 
 def _folder(request, folder_id):
@@ -242,10 +243,11 @@ def _allow_remote(request, message, once=False):
 def message(request, folder_id, uid):
     folder = _folder(request, folder_id)
     message = _message(folder, uid)
-    reading = Reading(message)
+    security, reading = open_reading(request, message, Reading(message))  # secmail: verify, decrypt
     query = mailbox.ListQuery.from_params(request.GET)
-    trusted = _allow_remote(request, message)
-    once = request.GET.get("images") == "1"
+    encrypted = bool(security and security.encrypted)  # EFAIL: never remote content in it
+    trusted = _allow_remote(request, message) and not encrypted
+    once = request.GET.get("images") == "1" and not encrypted
     summary = reading.html_summary(allow_remote=False) if reading.has_html else None
     previous_uid, next_uid = mailbox.neighbours(folder, message, query)
     keep = urlencode(query.params())
@@ -253,9 +255,10 @@ def message(request, folder_id, uid):
         **_layout(request, folder),
         "message": message,
         "reading": reading,
+        "security": security,
         "body": None if reading.has_html else reading.body(),
         "attachments": reading.attachments(summary.cids if summary else ()),
-        "remote_blocked": summary.remote_images if summary and not (trusted or once) else 0,
+        "remote_blocked": summary.remote_images if summary and not (trusted or once or encrypted) else 0,
         "trusted": trusted,
         "images_once": once,
         "body_url": reverse("webmail:body", args=[folder.pk, uid]) + ("?images=1" if once else ""),
@@ -328,8 +331,10 @@ def body(request, folder_id, uid):
     """The HTML body document for the sandboxed frame (see webmail.message)."""
     folder = _folder(request, folder_id)
     message = _message(folder, uid)
-    allow = _allow_remote(request, message, once=request.GET.get("images") == "1")
-    document, _summary = body_document(Reading(message), allow_remote=allow)
+    security, reading = open_reading(request, message, Reading(message))  # secmail: verify, decrypt
+    encrypted = bool(security and security.encrypted)  # EFAIL: never remote content in it
+    allow = _allow_remote(request, message, once=request.GET.get("images") == "1") and not encrypted
+    document, _summary = body_document(reading, allow_remote=allow)
     response = HttpResponse(document, content_type="text/html; charset=utf-8")
     response["Content-Security-Policy"] = body_policy(remote_images=allow)
     response["Referrer-Policy"] = "no-referrer"
@@ -347,7 +352,7 @@ def part(request, folder_id, uid, number):
         numbers = tuple(int(n) for n in number.split("."))
     except ValueError:
         raise Http404("no such part") from None
-    reading = Reading(message)
+    _security, reading = open_reading(request, message, Reading(message))  # parts of the decrypted message
     found = reading.part(numbers)
     if found is None:
         raise Http404("no such part")
