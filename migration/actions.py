@@ -35,7 +35,7 @@ from mailstore.models import HIERARCHY_DELIMITER, Folder, Message
 from mailstore.storage import blob_storage
 from migration import sources
 from mailsuite.lib import secrets
-from migration.models import ImportedMessage, MigratedFolder, TransferJob
+from migration.models import ImportedMessage, MigratedFolder, MigratedMessage, TransferJob
 from migration.remote import RemoteError, IMAPClient, parse_sequence_set, sequence_set
 
 log = logging.getLogger(__name__)
@@ -335,6 +335,7 @@ class FolderCheck:
     local: str
     copied: int = 0  # this run
     copied_bytes: int = 0
+    flags_updated: int = 0  # copied earlier, flags changed on the remote since and brought over
     remote_count: int = 0
     remote_size: int = 0
     local_count: int = 0
@@ -379,6 +380,38 @@ def _local_name(remote_folder, prefix, special):
     return store.normalise_folder_name(name)
 
 
+def _resync_flags(client, account, state, local_name):
+    """Give the local copies of a remote folder's messages the flags they have there now
+    (the remote wins, as at the first copy). With CONDSTORE and a HIGHESTMODSEQ from the
+    last run, only messages changed since are asked for (RFC 7162 §3.1.4.1 CHANGEDSINCE),
+    and nothing at all if the folder's HIGHESTMODSEQ has not moved; otherwise every
+    message's FLAGS are swept. Messages with the same flags are set in one store_flags,
+    which leaves those already right (and their MODSEQ) alone. Returns how many changed."""
+    if client.condstore and state.highestmodseq:
+        if client.highestmodseq == state.highestmodseq:
+            return 0
+        remote = client.flags(changedsince=state.highestmodseq)
+    else:
+        remote = client.flags()
+    if not remote:
+        return 0
+    local_uid = {}
+    uids = sorted(remote)
+    for start in range(0, len(uids), 500):
+        local_uid.update(MigratedMessage.objects.filter(folder=state, remote_uid__in=uids[start : start + 500])
+                         .values_list("remote_uid", "local_uid"))
+    groups = {}  # flags -> local UIDs that should have exactly them
+    for uid, flags in remote.items():
+        if uid in local_uid:
+            wanted = tuple(sorted({f for f in flags if f.lower() != "\\recent"}, key=str.lower))
+            groups.setdefault(wanted, []).append(local_uid[uid])
+    folder = Folder.objects.get(account=account, name=local_name)
+    changed = 0
+    for flags, local_uids in groups.items():
+        changed += len(store.store_flags(folder, local_uids, mode="set", flags=list(flags)).changed)
+    return changed
+
+
 def migrate_imap(account, *, host, port, user, password, tls="implicit", verify=True, only=None, progress=None,
                  should_stop=None, report=None):
     """Copy every folder of a remote IMAP account (or the folders named in `only`) into
@@ -412,7 +445,13 @@ def migrate_imap(account, *, host, port, user, password, tls="implicit", verify=
                 account=account, source=source, remote_name=remote_folder.name,
                 defaults={"local_name": check.local, "uidvalidity": uidvalidity},
             )
-            done = parse_sequence_set(state.copied_uids) if state.uidvalidity == uidvalidity else set()
+            same_folder = state.uidvalidity == uidvalidity
+            done = parse_sequence_set(state.copied_uids) if same_folder else set()
+            if not same_folder:
+                MigratedMessage.objects.filter(folder=state).delete()  # UIDs of a folder that is gone
+            elif done:
+                _check(should_stop)
+                check.flags_updated = _resync_flags(client, account, state, check.local)
             remote_uids = client.uids()
             todo = [uid for uid in remote_uids if uid not in done]
             for start in range(0, len(todo), MIGRATE_BATCH):
@@ -424,9 +463,13 @@ def migrate_imap(account, *, host, port, user, password, tls="implicit", verify=
                 fetched = [m for m in client.fetch(small, "UID FLAGS INTERNALDATE BODY.PEEK[]") if m.raw is not None]
                 done.update(m.uid for m in fetched)
 
-                def record(stored, uids=frozenset(done)):
+                def record(stored, uids=frozenset(done), fetched=fetched):
                     MigratedFolder.objects.filter(pk=state.pk).update(
                         copied_uids=sequence_set(uids), uidvalidity=uidvalidity, local_name=check.local
+                    )
+                    MigratedMessage.objects.bulk_create(
+                        MigratedMessage(folder_id=state.pk, remote_uid=m.uid, local_uid=message.uid)
+                        for m, message in zip(fetched, stored)
                     )
 
                 if fetched:
@@ -435,8 +478,10 @@ def migrate_imap(account, *, host, port, user, password, tls="implicit", verify=
                 check.copied_bytes += sum(len(m.raw) for m in fetched)
                 if progress:
                     progress(report)
-            if state.uidvalidity != uidvalidity and not todo:
+            if not same_folder and not todo:
                 MigratedFolder.objects.filter(pk=state.pk).update(uidvalidity=uidvalidity, copied_uids="")
+            # Flags changed on the remote after this point are the next run's to bring.
+            MigratedFolder.objects.filter(pk=state.pk).update(highestmodseq=client.highestmodseq)
             sizes = client.fetch(remote_uids, "UID RFC822.SIZE") if remote_uids else []
             check.remote_count, check.remote_size = len(sizes), sum(m.size for m in sizes)
             check.missing = len(set(remote_uids) - done)
@@ -607,7 +652,8 @@ def describe(kind, report):
     else:
         for check in report.folders:
             state = "ok" if check.ok else f"{check.missing} missing"
-            lines.append(f"{check.remote} -> {check.local}: copied {check.copied}; remote {check.remote_count} "
+            lines.append(f"{check.remote} -> {check.local}: copied {check.copied}, flags updated on "
+                         f"{check.flags_updated}; remote {check.remote_count} "
                          f"({check.remote_size} bytes), local {check.local_count} ({check.local_size} bytes); {state}")
             lines += [f"{check.remote}: skipped {reason}" for reason in check.skipped]
         lines.append(f"{report.copied} copied")

@@ -5,7 +5,9 @@
   folder it was (an mbox may hold the same message twice, and both are imported).
 - MigratedFolder: per remote folder of an IMAP migration, its UIDVALIDITY and the remote
   UIDs already copied; a changed UIDVALIDITY means the remote folder is new and is
-  copied again from the start.
+  copied again from the start. MigratedMessage maps each copied remote UID to the local
+  one, so that a rerun can bring flag changes made on the remote since (HIGHESTMODSEQ,
+  RFC 7162, remembers how far the last run saw).
 """
 from django.db import models
 
@@ -35,6 +37,9 @@ class MigratedFolder(models.Model):
     uidvalidity = models.PositiveBigIntegerField()
     # Remote UIDs copied, as IMAP sequence-set text ("1:400,402"): compact for the common case.
     copied_uids = models.TextField(default="", blank=True)
+    # The remote folder's HIGHESTMODSEQ when the last run looked (0: unknown or no CONDSTORE):
+    # flag changes above it are brought over by the next run.
+    highestmodseq = models.PositiveBigIntegerField(default=0)
     updated = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -45,6 +50,20 @@ class MigratedFolder(models.Model):
 
     def __str__(self):
         return f"{self.account_id}:{self.source}:{self.remote_name}"
+
+
+class MigratedMessage(models.Model):
+    """A copied message: its UID on the remote folder and here (flag resync on a rerun)."""
+
+    folder = models.ForeignKey(MigratedFolder, on_delete=models.CASCADE, related_name="messages")
+    remote_uid = models.PositiveBigIntegerField()
+    local_uid = models.PositiveBigIntegerField()
+
+    class Meta:
+        constraints = [
+            # One local copy per remote message; also the index a resync looks remote UIDs up by.
+            models.UniqueConstraint(fields=["folder", "remote_uid"], name="migrated_message_key"),
+        ]
 
 
 class ExternalAccount(models.Model):

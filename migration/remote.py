@@ -21,6 +21,7 @@ from datetime import datetime
 from imap.parser import ParseError, decode_modified_utf7
 
 TIMEOUT = 60  # seconds for any one read from a remote server
+USE_CONDSTORE = True  # a test seam: False behaves as with a server without CONDSTORE
 TLS_MODES = ("implicit", "starttls", "none")
 DEFAULT_PORTS = {("imap", "implicit"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
                  ("pop3", "implicit"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
@@ -157,6 +158,16 @@ class IMAPClient:
         except OSError as error:
             self.close()
             raise RemoteError(f"{self.where}: {_describe(error)}") from None
+        # Servers announce more once logged in (RFC 9051 §6.2.3: the capability list may
+        # change after LOGIN), e.g. Dovecot's CONDSTORE and NAMESPACE.
+        data = self.call("CAPABILITY", self.conn.capability)
+        self.capabilities = set(b" ".join(d for d in data if d).decode("ascii", "replace").upper().split())
+        self.highestmodseq = 0  # of the folder last examined, when CONDSTORE is on
+        self.condstore = False
+        if USE_CONDSTORE and "CONDSTORE" in self.capabilities and "ENABLE" in self.capabilities:
+            # RFC 7162 §3.1 + RFC 5161: after ENABLE CONDSTORE every EXAMINE reports HIGHESTMODSEQ.
+            self.call("ENABLE CONDSTORE", self.conn.enable, "CONDSTORE")
+            self.condstore = True
 
     def __enter__(self):
         return self
@@ -190,20 +201,31 @@ class IMAPClient:
 
     def personal_prefix(self):
         """The personal namespace's prefix (RFC 2342), e.g. "INBOX." on some servers; "" if none."""
-        if "NAMESPACE" not in self.conn.capabilities:
+        if "NAMESPACE" not in self.capabilities:
             return ""
         data = self.call("NAMESPACE", self.conn.namespace)
         match = re.match(rb'\(\("([^"]*)"', data[0] or b"")
         return match[1].decode("utf-8", "replace") if match else ""
 
     def examine(self, folder):
-        """Open `folder` read-only; (UIDVALIDITY, message count)."""
+        """Open `folder` read-only; (UIDVALIDITY, message count). With CONDSTORE on,
+        `highestmodseq` is then the folder's HIGHESTMODSEQ (RFC 7162 §3.1.2.1), else 0."""
+        self.conn.response("HIGHESTMODSEQ")  # forget the previous folder's
         data = self.call(f"EXAMINE {folder.name}", self.conn.select, quote(folder.encoded), True)
         count = int(data[0]) if data and data[0] and data[0].isdigit() else 0
         # imaplib files response codes such as [UIDVALIDITY n] (RFC 9051 §7.1) by name.
         _, codes = self.conn.response("UIDVALIDITY")
         uidvalidity = int(codes[0]) if codes and codes[0] and codes[0].isdigit() else 0
+        _, codes = self.conn.response("HIGHESTMODSEQ")
+        self.highestmodseq = int(codes[-1]) if self.condstore and codes and codes[-1] and codes[-1].isdigit() else 0
         return uidvalidity, count
+
+    def flags(self, changedsince=None):
+        """{remote UID: flags} of every message in the examined folder, or with
+        `changedsince` (CONDSTORE, RFC 7162 §3.1.4.1) only of those whose MODSEQ is above it."""
+        modifier = f" (CHANGEDSINCE {changedsince})" if changedsince is not None else ""
+        data = self.call("UID FETCH FLAGS", self.conn.uid, "FETCH", "1:*", f"(UID FLAGS){modifier}")
+        return {m.uid: m.flags for m in parse_fetch(data)}
 
     def uids(self):
         data = self.call("UID SEARCH", self.conn.uid, "SEARCH", "ALL")

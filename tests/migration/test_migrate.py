@@ -114,9 +114,9 @@ def test_the_cli_prints_the_verification_table(remote, alice, bob):
         stdin=io.StringIO(PASSWORD + "\n"), stdout=out, stderr=err,
     )
     lines = out.getvalue().splitlines()
-    assert lines[0].split() == ["remote", "folder", "local", "folder", "copied", "remote", "msgs", "remote", "size",
-                                "local", "msgs", "local", "size"]
-    assert any(line.split()[:4] == ["INBOX", "INBOX", "2", "2"] and line.endswith("ok") for line in lines)
+    assert lines[0].split() == ["remote", "folder", "local", "folder", "copied", "flags", "updated", "remote", "msgs",
+                                "remote", "size", "local", "msgs", "local", "size"]
+    assert any(line.split()[:5] == ["INBOX", "INBOX", "2", "0", "2"] and line.endswith("ok") for line in lines)
     assert lines[-1] == "copied 4 messages from bob@example.test@127.0.0.1 into alice@example.test"
     with pytest.raises(CommandError, match="refused the login"):
         call_command(
@@ -131,3 +131,15 @@ def test_expunged_remote_messages_are_not_missing(remote, alice, bob):
     expunge(inbox, [1])
     [check] = migrate(remote, account=alice, only=["INBOX"]).folders
     assert (check.remote_count, check.local_count, check.missing) == (1, 2, 0)
+
+
+def test_a_rerun_brings_flags_changed_on_the_remote(remote, alice, bob):
+    from mailstore.actions import store_flags
+
+    migrate(remote, account=alice, only=["INBOX"])
+    store_flags(Folder.objects.get(account=bob, name="INBOX"), [1], mode="set", flags=["\\Answered", "later"])
+    [check] = migrate(remote, account=alice, only=["INBOX"]).folders
+    assert (check.copied, check.flags_updated) == (0, 1)
+    inbox = lambda account: [m for m in mail_of(account) if m[0] == "INBOX"]  # noqa: E731
+    assert inbox(alice) == inbox(bob)
+    assert MigratedFolder.objects.get(account=alice, remote_name="INBOX").highestmodseq > 0  # we speak CONDSTORE too

@@ -68,7 +68,8 @@ class Command(SubcommandCommand):
             description="Copies every selectable folder (or those named with --only): messages with their flags, "
             "keywords and INTERNALDATE. Special-use folders (Sent, Drafts, Junk, Trash, Archive) land in ours. "
             "Remote UIDs are remembered per folder with its UIDVALIDITY, so a rerun copies only new mail; run it "
-            "again right after switching the MX. Ends with a per-folder report of message counts and sizes on "
+            "again right after switching the MX; a rerun also brings flags changed there since (only the changed "
+            "ones when the server has CONDSTORE, else by comparing all). Ends with a per-folder report of message counts and sizes on "
             "both sides; exits 1 if any remote message was not copied. The remote password is read from the first "
             "line of standard input.",
         )
@@ -264,10 +265,11 @@ class Command(SubcommandCommand):
         self._print_migration(report, user, host, account)
 
     def _print_migration(self, report, user, host, account):
-        rows = [["remote folder", "local folder", "copied", "remote msgs", "remote size", "local msgs", "local size", ""]]
+        rows = [["remote folder", "local folder", "copied", "flags updated", "remote msgs", "remote size", "local msgs",
+                 "local size", ""]]
         for check in report.folders:
             rows.append([
-                check.remote, check.local, check.copied, check.remote_count, format_size(check.remote_size),
+                check.remote, check.local, check.copied, check.flags_updated, check.remote_count, format_size(check.remote_size),
                 check.local_count, format_size(check.local_size), "ok" if check.ok else f"{check.missing} missing",
             ])
         self.write_table(rows)
