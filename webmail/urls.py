@@ -3,7 +3,7 @@ webmail:contacts (address book, next), webmail:settings and webmail:settings_sec
 from django.urls import path
 from django.views.i18n import set_language
 
-from webmail import events, views
+from webmail import events, spam_pages, views
 
 app_name = "webmail"
 urlpatterns = [
@@ -31,11 +31,13 @@ urlpatterns = [
     path("f/<int:folder_id>/m/<int:uid>/read/", views.mark_read, name="mark_read"),
     path("f/<int:folder_id>/m/<int:uid>/action/", views.message_action, name="message_action"),
     path("f/<int:folder_id>/m/<int:uid>/trust/", views.trust_sender, name="trust_sender"),
+    path("f/<int:folder_id>/m/<int:uid>/spam/", spam_pages.mark, name="spam_mark"),
     path("compose/", views.compose_view, name="compose"),
     path("contacts/", views.contacts, name="contacts"),
     path("contacts/export.vcf", views.contacts_export, name="contacts_export"),
     path("contacts/suggest/", views.contacts_suggest, name="contacts_suggest"),
     path("settings/", views.settings_page, name="settings"),
+    path("settings/spam/", spam_pages.settings_page, name="spam_settings"),
     path("settings/<slug:section>/", views.settings_page, name="settings_section"),
     path("settings/language/set/", set_language, name="set_language"),
     path("settings/privacy/forget/", views.distrust_sender, name="distrust_sender"),
