@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export MAILSUITE_DATA_DIR ?= $(CURDIR)/var
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test setup demo bench bench-smtp bench-queue bench-imap bench-pop3 debs-test clean
+.PHONY: run test setup demo bench bench-smtp bench-queue bench-imap bench-pop3 bench-spam debs-test clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-imap: setup
 bench-pop3: setup
 	@test -x /usr/lib/dovecot/pop3 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-pop3d >/dev/null)
 	$(PY) bench/pop3.py $(BENCH_POP3_ARGS)
+
+# A thousand messages through the content filter (rules, Bayes, one recipient's verdict).
+bench-spam: setup
+	$(PY) bench/spam.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
