@@ -119,6 +119,8 @@ if MAILSUITE_ATTACHMENT_POLICY not in ("reject", "quarantine", "allow"):
 # A ClamAV daemon (host:port or a UNIX socket path): when set, every inbound message is scanned
 # and none is delivered unscanned (scanner down: 451 4.7.1).
 MAILSUITE_CLAMD = env_str("MAILSUITE_CLAMD")
+if MAILSUITE_CLAMD and "/" not in MAILSUITE_CLAMD and not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}", MAILSUITE_CLAMD):
+    raise ImproperlyConfigured(f"MAILSUITE_CLAMD={MAILSUITE_CLAMD!r}: expected host:port or a UNIX socket path")
 MAILSUITE_CLAMD_TIMEOUT = env_int("MAILSUITE_CLAMD_TIMEOUT", 30, minimum=1)
 
 # Celery: by default an embedded broker in the data dir (kombu's filesystem transport),

@@ -33,7 +33,7 @@ from accounts.auth import ScramExchange
 from accounts.errors import LoginThrottled
 from accounts.identities import may_send_as
 from antispam import checks as sender_checks
-from antispam import connection, dnsbl, greylist, inbound_policy
+from antispam import attachments, connection, dnsbl, greylist, inbound_policy
 from mailsuite.lib import sasl
 from mailsuite.lib.addresses import AddressError, split_address
 from mailsuite.lib.aio import GroupCommit, run_sync, run_write
@@ -441,16 +441,40 @@ class InboundHandler:
     async def check_message(self, server, session, envelope, content):
         """(the content to store, a reply refusing it or None).
 
-        Sender authentication (antispam.checks): SPF, DKIM, ARC, DMARC; our
-        Authentication-Results on top; DMARC reject refuses, quarantine files into Junk."""
+        Dangerous attachments and viruses first (antispam.attachments: refused, or
+        filed into Junk, as the recipients' domains ask), then sender authentication
+        (antispam.checks): SPF, DKIM, ARC, DMARC; our Authentication-Results on top;
+        DMARC reject refuses, quarantine files into Junk."""
         client = self.client(session)
+        attachment_junk = False
+        if not client.may_relay:
+            decision = await sender_checks.off_loop(
+                attachments.check, content, actions=await self.attachment_actions(envelope),
+            )
+            if decision.refusal:
+                return content, decision.refusal
+            attachment_junk = decision.junk
         outcome = await sender_checks.check_message_off_loop(
             content, client_ip=client.ip, helo=session.host_name,
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from, skip=client.may_relay,
             listings=getattr(session, "listings", ()), connection_rules=getattr(session, "connection_rules", ()),
         )
         envelope.verdict = outcome.for_delivery()
+        if attachment_junk:
+            envelope.verdict["junk"] = True
         return outcome.content, outcome.refusal
+
+    async def attachment_actions(self, envelope):
+        """What each recipient's domain does with dangerous attachments (InboundPolicy)."""
+        actions = set()
+        for resolution in envelope.resolutions:
+            if resolution.relayed:
+                actions.add(settings.MAILSUITE_ATTACHMENT_POLICY)
+                continue
+            domain = resolution.address.rpartition("@")[2]
+            policy = inbound_policy.cached(domain) or await run_sync(inbound_policy.get, domain)
+            actions.add(policy.attachment_action)
+        return actions
 
     async def close(self):
         close = getattr(self.committer, "close", None)

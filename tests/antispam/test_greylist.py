@@ -34,7 +34,8 @@ def clock(monkeypatch, settings):
     monkeypatch.setattr(inbound_policy, "TTL", 0)  # every RCPT sees the policy as just saved
     fake = Clock()
     monkeypatch.setattr(greylist, "clock", fake)
-    return fake
+    yield fake
+    inbound_policy.forget()  # the SMTP server's copy of this test's policies goes with them
 
 
 @pytest.mark.parametrize("ip, network", [

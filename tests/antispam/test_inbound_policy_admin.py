@@ -13,6 +13,8 @@ pytestmark = pytest.mark.django_db
 def no_policy_cache(monkeypatch):
     # Changes take effect after commit; these tests run inside one transaction.
     monkeypatch.setattr(inbound_policy, "TTL", 0)
+    yield
+    inbound_policy.forget()
 
 
 @pytest.fixture
