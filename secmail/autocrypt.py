@@ -9,6 +9,7 @@
   (multipart/report, e.g. bounces) are ignored.
 """
 import base64
+import datetime
 import binascii
 import email.parser
 import email.policy
@@ -61,7 +62,7 @@ def from_message(message: bytes):
     try:
         date = email.utils.parsedate_to_datetime(str(headers.get("Date", "")))
         if date.tzinfo is None:
-            date = date.replace(tzinfo=timezone.utc)
+            date = date.replace(tzinfo=datetime.timezone.utc)  # RFC 5322 -0000: time zone unknown
     except (TypeError, ValueError, IndexError):
         date = now
     effective = min(date, now)

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from secmail import views
+from secmail import compose, views
 
 app_name = "secmail"
 
@@ -15,4 +15,5 @@ urlpatterns = [
 urlpatterns += [
     path("security/keys/", views.keys_page, name="keys"),
     path("security/keys/<int:key_id>/<str:what>/", views.key_download, name="key_download"),
+    path("security/readiness/", compose.readiness, name="readiness"),
 ]

@@ -139,10 +139,10 @@ def check_size(draft):
         raise SendRefused("552 5.3.4 The attachments are larger than the message size limit")
 
 
-def send(account, draft, *, client_ip, replaces=None):
+def send(account, draft, *, client_ip, replaces=None, protect=None):
     """Submit `draft` as `account`; returns the Message filed in Sent (or None if the
     account has no Sent folder). Raises SendRefused. `replaces` is a (folder, uid) draft
-    expunged once the message is sent."""
+    expunged once the message is sent. `protect(raw) -> raw` signs/encrypts both copies (secmail.compose)."""
     recipients = recipients_of(draft)
     if not recipients:
         raise SendRefused("554 5.5.1 No recipients")
@@ -160,6 +160,8 @@ def send(account, draft, *, client_ip, replaces=None):
     date = email.utils.formatdate(localtime=False)
     # Bcc must not reach recipients (RFC 5322 §3.6.3); the Sent copy keeps it.
     raw = build(draft, include_bcc=False, message_id=message_id, date=date)
+    if protect is not None:
+        raw = protect(raw)
     if len(raw) > settings.MAILSUITE_MESSAGE_SIZE_LIMIT:
         raise SendRefused("552 5.3.4 Message too big")
     login = Login(account.pk, account.address)
@@ -188,6 +190,8 @@ def send(account, draft, *, client_ip, replaces=None):
     sent_folder = mailbox.special_folder(account, mailbox.SENT)
     if sent_folder is not None:
         copy = build(draft, include_bcc=True, message_id=message_id, date=date)
+        if protect is not None:
+            copy = protect(copy)
         try:
             sent = store.append(account, sent_folder.name, copy, flags=["\\Seen"])
         except store.MailstoreError as error:  # sent all the same: the user must not send twice

@@ -39,6 +39,8 @@ from webmail.forms import (
 from webmail.message import Reading, body_document, safe_filename
 from webmail.models import Contact, TrustedSender
 from webmail.security import DOWNLOAD_POLICY, PREVIEW_POLICY, body_policy, page_csp
+from secmail import compose as secmail_compose
+from secmail.errors import SecmailError
 from secmail.reading import open_reading
 
 
@@ -652,7 +654,12 @@ def compose_view(request):
         if action in ("save", "autosave"):
             saved = compose.save_draft(request.account, draft, replaces=replaces)
         else:
-            compose.send(request.account, draft, client_ip=request.META.get("REMOTE_ADDR"), replaces=replaces)
+            compose.send(request.account, draft, client_ip=request.META.get("REMOTE_ADDR"), replaces=replaces,
+                         protect=secmail_compose.protector(request, draft))
+    except SecmailError as refusal:  # secmail: no unlocked key to sign with, or a recipient without a key
+        form.add_error(None, str(refusal))
+        _folder_unused, source = _reference(request, form.cleaned_data["source"])
+        return _compose_page(request, form, identities, source, status=400)
     except compose.SendRefused as refusal:
         if autosave:
             return JsonResponse({"error": _refusal_text(refusal)}, status=400)

@@ -1,0 +1,64 @@
+"""Compose in the webmail with sign/encrypt: refused before sending when a recipient has no
+key or the key to sign with is locked; otherwise bob's copy and alice's Sent copy are
+ciphertext, and bob reads it verified."""
+import pytest
+from django.urls import reverse
+
+from mailstore.models import Message
+from secmail import actions, reader
+from secmail.models import OPENPGP
+from secmail.results import Decryption
+from tests.conftest import PASSWORD, inbox, message_bytes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PASSPHRASE = "key passphrase 1"
+
+
+def sign_in(client, address):
+    client.post(reverse("webmail:login"), {"address": address, "password": PASSWORD})
+    return client
+
+
+def send(client, **fields):
+    data = {"from_address": "alice@example.test", "to": "bob@example.test", "cc": "", "bcc": "", "subject": "Plans",
+            "body": "The launch is on Friday.", "action": "send", "secmail_kind": OPENPGP}
+    data.update(fields)
+    return client.post(reverse("webmail:compose"), data)
+
+
+def test_signed_and_encrypted_mail_from_the_compose_page(client, alice, bob):
+    alice_key = actions.generate_openpgp_key(alice, passphrase=PASSPHRASE)
+    bob_key = actions.generate_openpgp_key(bob, passphrase=PASSPHRASE)
+    sign_in(client, "alice@example.test")
+
+    ready = client.get(reverse("secmail:readiness"), {"kind": OPENPGP, "to": "Bob <bob@example.test>, carol@faraway.test"}).json()
+    assert ready == {"kind": OPENPGP, "recipients": {"bob@example.test": False, "carol@faraway.test": False}, "all": False, "can_sign": False}
+    refused = send(client, secmail_encrypt="1")
+    assert refused.status_code == 400 and "no encryption key for bob@example.test" in refused.content.decode()
+    actions.set_published(bob_key, True)
+    actions.set_published(alice_key, True)
+    locked = send(client, secmail_encrypt="1", secmail_sign="1")
+    assert locked.status_code == 400 and "unlock your key" in locked.content.decode()
+    assert not inbox(bob)
+
+    client.post(reverse("secmail:keys"), {"form": "unlock", "key": alice_key.pk, "unlock-passphrase": PASSPHRASE})
+    assert client.get(reverse("secmail:readiness"), {"kind": OPENPGP, "to": "bob@example.test"}).json()["can_sign"]
+    assert send(client, secmail_encrypt="1", secmail_sign="1").status_code == 302
+    [received] = inbox(bob)
+    raw = message_bytes(received)
+    assert b"Friday" not in raw and b"multipart/encrypted" in raw and b"Autocrypt: addr=alice@example.test" in raw
+    sent = Message.objects.get(folder__account=alice, folder__name="Sent")
+    assert b"Friday" not in message_bytes(sent)
+
+    security = reader.read(bob, raw, unlocked=[actions.unseal_private(bob_key, PASSPHRASE)])
+    assert (security.decryption, security.badge) == (Decryption.DECRYPTED, "verified")
+    assert b"Friday" in security.content
+
+
+def test_plain_mail_carries_the_autocrypt_header_of_a_published_key(client, alice, bob):
+    actions.set_published(actions.generate_openpgp_key(alice, passphrase=PASSPHRASE), True)
+    sign_in(client, "alice@example.test")
+    assert send(client).status_code == 302
+    raw = message_bytes(inbox(bob)[0])
+    assert b"Autocrypt: addr=alice@example.test; keydata=" in raw and b"The launch is on Friday." in raw
+    assert actions.learn_autocrypt(bob, raw).address == "alice@example.test"
