@@ -20,8 +20,9 @@ A DNS failure (timeout, SERVFAIL) scores nothing: an outage must not count again
 senders. Loopback clients are not checked (a local process has no name in the DNS to
 speak of) unless CHECK_LOOPBACK is set, as tests do to stand in for remote clients.
 
-Implementation notes: check() is synchronous and does DNS; mta.smtpd runs it in the
-checks' own thread pool at the first MAIL FROM of a session and keeps the result.
+Implementation notes: check() is synchronous and does DNS, no database; mta.smtpd runs
+it in the checks' own thread pool at the first MAIL FROM of a session (after looking the
+HELO name up among our domains in the database pool) and keeps the result.
 """
 import ipaddress
 import re
@@ -130,21 +131,28 @@ def helo_rules(helo, *, our_hostname, our_addresses=(), is_our_domain=lambda nam
     return found
 
 
-def _local_domain(name):
+def is_local_domain(name):
+    """True if the HELO name is one of our domains (a database read: run it in the DB pool)."""
     from accounts.resolve import local_domain
 
+    name = (name or "").strip().rstrip(".").lower()
+    if not is_fqdn(name):
+        return False
     return local_domain(name) is not None
 
 
-def check(ip, helo, *, our_hostname, our_addresses=()):
-    """[Rule] for a client at `ip` that said HELO/EHLO `helo`."""
+def check(ip, helo, *, our_hostname, our_addresses=(), helo_is_ours=False):
+    """[Rule] for a client at `ip` that said HELO/EHLO `helo`; `helo_is_ours`: the name is one
+    of our domains (is_local_domain(), looked up by the caller: no database here)."""
     if is_loopback(ip) and not CHECK_LOOPBACK:
         return []
     try:
         ipaddress.ip_address(ip)
     except ValueError:
         return []
-    found = helo_rules(helo, our_hostname=our_hostname, our_addresses=our_addresses, is_our_domain=_local_domain)
+    found = helo_rules(
+        helo, our_hostname=our_hostname, our_addresses=our_addresses, is_our_domain=lambda name: helo_is_ours,
+    )
     result, _ = reverse_dns(ip)
     if result == "none":
         found.append(rule("RDNS_NONE"))

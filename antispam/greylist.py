@@ -12,9 +12,11 @@ legitimate sender is delayed once, not once per correspondent).
 Skipped (the caller, mta.smtpd, sees to the first two): authenticated clients and
 MAILSUITE_TRUSTED_NETWORKS; relayed recipients; clients in
 MAILSUITE_GREYLIST_SKIP_NETWORKS; networks allowed (auto or by the operator); and known
-good senders, i.e. addresses our users have sent mail to (a delivered outbound
-recipient) when the client is allowed by the sender's SPF record, so the forged address
-of a correspondent does not open the door (RFC 6647 §4.5 lists such exceptions).
+good senders when the client is allowed by the sender's SPF record (so the forged
+address of a correspondent does not open the door; RFC 6647 §4.5 lists such exceptions):
+an address our users have had mail delivered to (the outbound queue), one in the
+recipient's address book, or one on the recipient's or its domain's allow list
+(antispam.models.ListEntry). Only indexed lookups: spam brings many new triplets.
 
 Implementation notes:
 - evaluate() runs in the database writers' pool (mailsuite.lib.aio.run_write): every
@@ -90,11 +92,12 @@ def _days(n):
     return timedelta(days=n)
 
 
-def evaluate(client_ip, sender, recipient, *, sender_verified=None):
+def evaluate(client_ip, sender, recipient, *, accounts=(), sender_verified=None):
     """Greylist RCPT TO:<recipient> from `client_ip` with MAIL FROM:<sender> ("" for bounces).
 
-    sender_verified: None on the first call; the caller answers VERIFY_SENDER by checking
-    the sender's SPF and calling again with True or False."""
+    accounts: the recipient's mailboxes, as (account id, domain id) pairs, for their address
+    books and allow lists. sender_verified: None on the first call; the caller answers
+    VERIFY_SENDER by checking the sender's SPF and calling again with True or False."""
     network = client_network(client_ip)
     if network is None or _skipped(client_ip):
         return PASS_SKIPPED
@@ -116,7 +119,7 @@ def evaluate(client_ip, sender, recipient, *, sender_verified=None):
         if triplet is not None and triplet.expires_at > now and triplet.passed_at is not None:
             _allow(network, now, allow_for, reason="passed greylisting")
             return Outcome("pass", "passed before")
-    if sender_verified is None and sender and is_correspondent(sender):
+    if sender_verified is None and sender and is_known_sender(sender, accounts):
         return VERIFY_SENDER
     if sender_verified:
         return Outcome("pass", "known sender")
@@ -199,9 +202,27 @@ def prune(now=None):
     return triplets + networks
 
 
-def is_correspondent(sender):
-    """True if mail from here was delivered to `sender`: someone our users write to."""
-    return QueuedRecipient.objects.filter(address=sender, state=QueuedRecipient.State.DELIVERED).exists()
+def is_known_sender(sender, accounts=()):
+    """True if `sender` is someone our users write to, or one the recipient knows (its
+    address book) or allowed (its own or its domain's allow list). `accounts`: (account id,
+    domain id) pairs of the recipient's mailboxes."""
+    from antispam.models import ListEntry
+    from webmail.models import Contact
+
+    if QueuedRecipient.objects.filter(address=sender, state=QueuedRecipient.State.DELIVERED).exists():
+        return True
+    if not accounts:
+        return False
+    account_ids = {account for account, _ in accounts}
+    domain_ids = {domain for _, domain in accounts}
+    if Contact.objects.filter(account_id__in=account_ids, key=sender).exists():
+        return True
+    # An allow-list entry names the address or its domain (which covers its subdomains).
+    labels = sender.rpartition("@")[2].split(".")
+    patterns = [sender] + [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    return ListEntry.objects.filter(kind=ListEntry.ALLOW, pattern__in=patterns).filter(
+        Q(account_id__in=account_ids) | Q(domain_id__in=domain_ids)
+    ).exists()
 
 
 def sender_spf_passes(client_ip, sender, helo):

@@ -338,9 +338,11 @@ class InboundHandler:
             session.connection_rules = []
             return None
         if getattr(session, "connection_rules_for", None) != session.host_name:
+            helo = session.host_name or ""
             session.connection_rules = await sender_checks.off_loop(
-                connection.check, client.ip, session.host_name or "",
+                connection.check, client.ip, helo,
                 our_hostname=settings.MAILSUITE_HOSTNAME, our_addresses=self.local_addresses(session),
+                helo_is_ours=await run_sync(connection.is_local_domain, helo),
             )
             session.connection_rules_for = session.host_name
         refusal, session.listings = await sender_checks.off_loop(
@@ -399,10 +401,13 @@ class InboundHandler:
         if not policy.greylisting:
             return None
         sender = "" if envelope.mail_from == "<>" else envelope.mail_from
-        outcome = await run_write(greylist.evaluate, client.ip, sender, resolution.address)
+        accounts = [(account.pk, account.domain_id) for account in resolution.accounts.values()]
+        outcome = await run_write(greylist.evaluate, client.ip, sender, resolution.address, accounts=accounts)
         if outcome is greylist.VERIFY_SENDER:
             verified = await sender_checks.off_loop(greylist.sender_spf_passes, client.ip, sender, session.host_name)
-            outcome = await run_write(greylist.evaluate, client.ip, sender, resolution.address, sender_verified=verified)
+            outcome = await run_write(
+                greylist.evaluate, client.ip, sender, resolution.address, accounts=accounts, sender_verified=verified,
+            )
         return outcome.reply
 
     async def handle_DATA(self, server, session, envelope):

@@ -76,7 +76,10 @@ def test_check_adds_up_helo_and_reverse_dns(reverse_zone, check_loopback, domain
     check = connection.check
     assert names(check("127.0.0.2", "mail.sender.test", our_hostname="mx.example.test")) == []
     assert names(check("127.0.0.3", "127.0.0.3", our_hostname="mx.example.test")) == ["HELO_BARE_IP", "RDNS_NONE"]
-    assert names(check("127.0.0.4", "example.test", our_hostname="mx.example.test")) == ["HELO_OURS", "RDNS_UNCONFIRMED"]
+    ours = connection.is_local_domain("example.test")
+    assert names(check("127.0.0.4", "example.test", our_hostname="mx.example.test", helo_is_ours=ours)) == [
+        "HELO_OURS", "RDNS_UNCONFIRMED",
+    ]
     assert names(check("127.0.0.5", "localhost", our_hostname="mx.example.test")) == ["HELO_NOT_FQDN"]  # DNS down: no score
 
 
@@ -119,6 +122,21 @@ def test_findings_reach_the_score_of_the_message(reverse_zone, check_loopback, s
     assert seen_rules == [[], ["HELO_OURS"], ["HELO_OURS"]]
     lookups = [q for q in reverse_zone.queries if q == ("2.0.0.127.in-addr.arpa", "PTR")]
     assert len(lookups) == 2
+
+
+@pytest.mark.django_db
+def test_is_local_domain(domain):
+    assert connection.is_local_domain("example.test")
+    assert connection.is_local_domain("EXAMPLE.test.")
+    assert not connection.is_local_domain("sender.test")
+    assert not connection.is_local_domain("[127.0.0.1]")
+    assert not connection.is_local_domain("")
+
+
+@smtp_session
+def test_helo_claiming_one_of_our_domains_scores(reverse_zone, check_loopback, seen_rules, smtp_server, alice):
+    send(smtp_server, source=ALLOWED_IP, helo="example.test")
+    assert seen_rules == [["HELO_OURS"]]
 
 
 @smtp_session

@@ -154,6 +154,27 @@ def test_a_correspondent_is_asked_for_spf_and_passes_when_it_holds(clock):
 
 
 @pytest.mark.django_db
+def test_the_recipients_contacts_and_allow_lists_are_known_senders(clock, alice, bob):
+    from antispam import actions as spam_actions
+    from webmail import actions as webmail_actions
+
+    alices = [(alice.pk, alice.domain_id)]
+    bobs = [(bob.pk, bob.domain_id)]
+    assert not greylist.is_known_sender("sam@sender.test", alices)
+    webmail_actions.save_contact(alice, "Sam@Sender.test", "Sam")
+    assert greylist.is_known_sender("sam@sender.test", alices)
+    assert not greylist.is_known_sender("sam@sender.test", bobs)  # alice's address book, not bob's
+    spam_actions.add_list_entry("allow", "sender.test", account=bob)
+    assert greylist.is_known_sender("news@lists.sender.test", bobs)  # a domain covers its subdomains
+    assert not greylist.is_known_sender("news@lists.sender.test", alices)
+    spam_actions.add_list_entry("allow", "partner.test", domain=alice.domain)
+    assert greylist.is_known_sender("x@partner.test", alices)
+    assert not greylist.is_known_sender("x@partner.test.evil.test", alices)
+    assert not greylist.is_known_sender("x@partner.test")  # no recipient mailboxes: the queue only
+    assert evaluate(sender="x@partner.test", accounts=alices) is greylist.VERIFY_SENDER
+
+
+@pytest.mark.django_db
 def test_dead_rows_are_deleted_on_the_fly_in_bounded_batches(clock, monkeypatch):
     monkeypatch.setattr(greylist, "CLEANUP_BATCH", 3)
     for n in range(5):
