@@ -2,7 +2,25 @@
 
 The CLI, admin, API, webmail and tests call these functions; each one is atomic and
 raises an accounts.errors exception with a one-line reason on bad input.
+
+Delegated administration (the rules live here, once):
+- Every function takes `acting_user`: None is the system (the shell without --as, the
+  server itself) and may do anything; a superuser likewise; any other user acts only in
+  the domains a DomainAdmin row gives them (Domain.objects.visible_to). Another tenant's
+  domain, account, alias or redirect is NotFound with the words used for one that does
+  not exist, so its existence does not leak; things no domain admin may do at all
+  (adding or removing domains, setting their limits, alias domains, login blocks) are
+  Forbidden.
+- A domain's limits (max_accounts, max_aliases counting aliases and redirects together,
+  max_quota_total over its accounts' quotas) bind everyone, the superadmin included: they
+  raise the limit rather than step over it. The domain row is locked while a limit is
+  checked, so two concurrent creations cannot both take the last place. A limit lowered
+  below what is in use refuses further growth and removes nothing.
+- Every change writes an AuditEntry in the same transaction: who, through what (see
+  channel()), the action, and the object's fields before and after, never a secret.
 """
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 
 from django.conf import settings
@@ -10,14 +28,18 @@ from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
 
 from accounts import throttle
-from accounts.errors import AliasLoop, Conflict, InvalidInput, NotFound
+from accounts.errors import AliasLoop, Conflict, Forbidden, InvalidInput, LimitExceeded, NotFound
 from accounts.models import (
     Account,
     Alias,
     AliasTarget,
+    AuditEntry,
     Domain,
+    DomainAdmin,
     DomainAlias,
     LoginEvent,
     LoginThrottle,
@@ -35,8 +57,79 @@ from mailsuite.lib.addresses import (
 )
 from mailsuite.lib import secrets
 from mailsuite.lib.sasl import make_scram_credentials
+from mailsuite.lib.sizes import format_size
 from mailstore import actions as mailstore_actions
 from mta import dkim
+
+# Who acts, and through what ------------------------------------------------------------
+
+_channel = ContextVar("audit_channel", default="")
+
+
+@contextmanager
+def channel(name):
+    """Audit entries written inside say the change came through `name` (admin, api, cli)."""
+    token = _channel.set(name)
+    try:
+        yield
+    finally:
+        _channel.reset(token)
+
+
+def is_superadmin(user):
+    """The system (None) or an active superuser: sees and may do everything."""
+    return user is None or (user.is_active and user.is_superuser)
+
+
+def require_superadmin(acting_user, what):
+    if not is_superadmin(acting_user):
+        raise Forbidden(f"only a superadmin may {what}")
+
+
+MAX_AUDIT_REPR = 320
+
+
+def audit(acting_user, action, obj, *, before=None, after=None, domain=None):
+    """Record one administrative change (inside the caller's transaction).
+
+    `obj` is what changed (its str() is kept) or a string; `domain` the Domain it is about
+    (None for server-wide changes); `before`/`after` JSON-able dicts without secrets.
+    """
+    actor = acting_user if acting_user is not None and acting_user.pk is not None else None
+    return AuditEntry.objects.create(
+        time=timezone.now(),
+        actor=actor,
+        actor_name=acting_user.get_username() if acting_user is not None else "system",
+        via=_channel.get(),
+        action=action,
+        object_type=action.partition(".")[0],
+        object_repr=str(obj)[:MAX_AUDIT_REPR],
+        domain=domain if domain is not None and domain.pk is not None else None,
+        domain_name=domain.name if domain is not None else "",
+        before=before,
+        after=after,
+    )
+
+
+def snapshot(obj):
+    """The fields of a domain, alias domain, account, alias or redirect for the audit log."""
+    if isinstance(obj, Domain):
+        fields = ("name", "active", "default_quota", "messages_per_hour", "recipients_per_day",
+                  "max_accounts", "max_aliases", "max_quota_total")
+        return {name: getattr(obj, name) for name in fields}
+    if isinstance(obj, DomainAlias):
+        return {"name": obj.name, "target": obj.target.name, "active": obj.active}
+    if isinstance(obj, Account):
+        return {
+            "address": obj.address, "display_name": obj.display_name, "quota": obj.quota, "active": obj.active,
+            "messages_per_hour": obj.messages_per_hour, "recipients_per_day": obj.recipients_per_day,
+            "apop": bool(obj.apop_secret), "has_password": bool(obj.password),
+        }
+    if isinstance(obj, Alias):
+        return {"address": obj.address, "targets": [t.address for t in obj.targets.all()], "active": obj.active}
+    if isinstance(obj, Redirect):
+        return {"address": obj.address, "target": obj.target, "active": obj.active}
+    raise TypeError(f"no audit snapshot for {type(obj).__name__}")
 
 
 def _domain_name(name):
@@ -46,8 +139,12 @@ def _domain_name(name):
         raise InvalidInput(str(error)) from None
 
 
-def _split(address, *, allow_catchall=False):
-    """(localpart, Domain) for an address in one of our domains."""
+def _missing_domain(domain_name):
+    return NotFound(f"domain {domain_name} does not exist (add it with: manage.py domain add {domain_name})")
+
+
+def _split(address, *, allow_catchall=False, acting_user=None):
+    """(localpart, Domain) for an address in one of our domains that `acting_user` may see."""
     if allow_catchall and address.strip().startswith("@"):
         localpart, domain_name = "", _domain_name(address.strip()[1:])
     else:
@@ -59,12 +156,45 @@ def _split(address, *, allow_catchall=False):
         except AddressError as error:
             raise InvalidInput(str(error)) from None
         domain_name = _domain_name(domain_part)
-    domain = Domain.objects.filter(name=domain_name).first()
+    domain = Domain.objects.visible_to(acting_user).filter(name=domain_name).first()
     if domain is None:
-        if DomainAlias.objects.filter(name=domain_name).exists():
+        if DomainAlias.objects.visible_to(acting_user).filter(name=domain_name).exists():
             raise InvalidInput(f"{domain_name} is an alias domain; use an address in its target domain")
-        raise NotFound(f"domain {domain_name} does not exist (add it with: manage.py domain add {domain_name})")
+        raise _missing_domain(domain_name)
     return localpart, domain
+
+
+def _lock_domain(domain):
+    """The domain row, locked until the transaction ends: limits are checked one change at a time."""
+    return Domain.objects.select_for_update().get(pk=domain.pk)
+
+
+def _check_account_limits(domain, *, quota, old_quota=None):
+    """Refuse an account (new when old_quota is None, else changing its quota) past the domain's limits."""
+    if old_quota is None and domain.max_accounts is not None:
+        count = Account.objects.filter(domain=domain).count()
+        if count >= domain.max_accounts:
+            raise LimitExceeded(f"domain {domain.name} may have at most {domain.max_accounts} account(s)")
+    if domain.max_quota_total is not None:
+        if quota == 0:
+            raise LimitExceeded(
+                f"domain {domain.name} has a total quota limit: its accounts need a quota (not unlimited)"
+            )
+        used = Account.objects.filter(domain=domain).aggregate(total=Sum("quota"))["total"] or 0
+        total = used - (old_quota or 0) + quota
+        if total > domain.max_quota_total:
+            raise LimitExceeded(
+                f"domain {domain.name} may hand out at most {format_size(domain.max_quota_total)} of quota "
+                f"in all; {format_size(max(0, domain.max_quota_total - used + (old_quota or 0)))} is left"
+            )
+
+
+def _check_alias_limit(domain):
+    if domain.max_aliases is None:
+        return
+    count = Alias.objects.filter(domain=domain).count() + Redirect.objects.filter(domain=domain).count()
+    if count >= domain.max_aliases:
+        raise LimitExceeded(f"domain {domain.name} may have at most {domain.max_aliases} alias(es) and redirect(s)")
 
 
 def _ensure_address_free(localpart, domain):
@@ -78,6 +208,14 @@ def _save_fields(instance, **values):
     for name, value in values.items():
         setattr(instance, name, value)
     instance.save(update_fields=list(values))
+    return instance
+
+
+def _change(instance, action, acting_user, domain, **values):
+    """Save `values` on `instance` and audit the change."""
+    before = snapshot(instance)
+    _save_fields(instance, **values)
+    audit(acting_user, action, instance, before=before, after=snapshot(instance), domain=domain)
     return instance
 
 
@@ -98,7 +236,8 @@ def _password_fields(password, account=None):
 
 
 @transaction.atomic
-def create_domain(name, *, default_quota=0, active=True):
+def create_domain(name, *, default_quota=0, active=True, acting_user=None):
+    require_superadmin(acting_user, "add domains")
     name = _domain_name(name)
     if Domain.objects.filter(name=name).exists():
         raise Conflict(f"domain {name} already exists")
@@ -106,40 +245,69 @@ def create_domain(name, *, default_quota=0, active=True):
         raise Conflict(f"{name} already exists as an alias domain")
     domain = Domain.objects.create(name=name, default_quota=default_quota, active=active)
     dkim.ensure_keys(domain)  # signing keys from the start; `domain dns` shows what to publish
+    audit(acting_user, "domain.create", domain, after=snapshot(domain), domain=domain)
     return domain
 
 
-def get_domain(name):
+def get_domain(name, *, acting_user=None):
     name = _domain_name(name)
     try:
-        return Domain.objects.get(name=name)
+        return Domain.objects.visible_to(acting_user).get(name=name)
     except Domain.DoesNotExist:
         raise NotFound(f"domain {name} does not exist") from None
 
 
 @transaction.atomic
-def remove_domain(name, *, force=False):
+def remove_domain(name, *, force=False, acting_user=None):
     """Remove a domain; with accounts in it only when force=True (their mail is deleted too)."""
-    domain = get_domain(name)
+    domain = get_domain(name, acting_user=acting_user)
+    require_superadmin(acting_user, "remove domains")
     count = domain.accounts.count()
     if count and not force:
         raise Conflict(f"domain {domain.name} still has {count} account(s); remove them first or use --force")
     for account in domain.accounts.all():
         mailstore_actions.delete_account_mail(account)
+    audit(acting_user, "domain.remove", domain, before=snapshot(domain), domain=domain)
     domain.accounts.all().delete()
     domain.delete()
 
 
 @transaction.atomic
-def set_domain_active(name, active):
-    return _save_fields(get_domain(name), active=active)
+def set_domain_active(name, active, *, acting_user=None):
+    domain = get_domain(name, acting_user=acting_user)
+    require_superadmin(acting_user, "enable or disable domains")
+    return _change(domain, "domain.set_active", acting_user, domain, active=active)
 
 
 @transaction.atomic
-def set_domain_default_quota(name, quota):
+def set_domain_default_quota(name, quota, *, acting_user=None):
     if quota < 0:
         raise InvalidInput("quota cannot be negative")
-    return _save_fields(get_domain(name), default_quota=quota)
+    domain = get_domain(name, acting_user=acting_user)
+    return _change(domain, "domain.set_default_quota", acting_user, domain, default_quota=quota)
+
+
+def _limit(value, what, maximum):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{what} must be a whole number")
+    if not 0 <= value <= maximum:
+        raise InvalidInput(f"{what} must be between 0 and {maximum}")
+    return value
+
+
+@transaction.atomic
+def set_domain_limits(name, *, max_accounts=None, max_aliases=None, max_quota_total=None, acting_user=None):
+    """Set all three limits of the domain (None: no limit). Only a superadmin may."""
+    domain = get_domain(name, acting_user=acting_user)
+    require_superadmin(acting_user, "set a domain's limits")
+    return _change(
+        _lock_domain(domain), "domain.set_limits", acting_user, domain,
+        max_accounts=_limit(max_accounts, "the account limit", MAX_LIMIT),
+        max_aliases=_limit(max_aliases, "the alias limit", MAX_LIMIT),
+        max_quota_total=_limit(max_quota_total, "the total quota limit", 2**63 - 1),
+    )
 
 
 MAX_LIMIT = 2**31 - 1
@@ -156,36 +324,89 @@ def _send_limit(value, what):
 
 
 @transaction.atomic
-def set_domain_send_limits(name, messages_per_hour=None, recipients_per_day=None):
+def set_domain_send_limits(name, messages_per_hour=None, recipients_per_day=None, *, acting_user=None):
     """Set both sending limits of the domain's accounts; None uses the server's, 0 is no limit."""
-    return _save_fields(
-        get_domain(name),
+    domain = get_domain(name, acting_user=acting_user)
+    require_superadmin(acting_user, "set a domain's sending limits")
+    return _change(
+        domain, "domain.set_send_limits", acting_user, domain,
         messages_per_hour=_send_limit(messages_per_hour, "messages per hour"),
         recipients_per_day=_send_limit(recipients_per_day, "recipients per day"),
     )
 
 
 @transaction.atomic
-def create_domain_alias(name, target):
+def create_domain_alias(name, target, *, acting_user=None):
     name = _domain_name(name)
-    target_domain = get_domain(target)
+    target_domain = get_domain(target, acting_user=acting_user)
+    require_superadmin(acting_user, "add alias domains")
     if Domain.objects.filter(name=name).exists() or DomainAlias.objects.filter(name=name).exists():
         raise Conflict(f"domain {name} already exists")
-    return DomainAlias.objects.create(name=name, target=target_domain)
+    alias = DomainAlias.objects.create(name=name, target=target_domain)
+    audit(acting_user, "domain_alias.create", alias, after=snapshot(alias), domain=target_domain)
+    return alias
+
+
+def get_domain_alias(name, *, acting_user=None):
+    name = _domain_name(name)
+    alias = DomainAlias.objects.visible_to(acting_user).select_related("target").filter(name=name).first()
+    if alias is None:
+        raise NotFound(f"alias domain {name} does not exist")
+    return alias
 
 
 @transaction.atomic
-def remove_domain_alias(name):
-    deleted, _ = DomainAlias.objects.filter(name=_domain_name(name)).delete()
+def remove_domain_alias(name, *, acting_user=None):
+    alias = get_domain_alias(name, acting_user=acting_user)
+    require_superadmin(acting_user, "remove alias domains")
+    audit(acting_user, "domain_alias.remove", alias, before=snapshot(alias), domain=alias.target)
+    alias.delete()
+
+
+# Domain administrators ---------------------------------------------------------------
+
+
+def _user(username):
+    from django.contrib.auth import get_user_model
+
+    model = get_user_model()
+    try:
+        return model.objects.get(**{model.USERNAME_FIELD: username})
+    except model.DoesNotExist:
+        raise NotFound(f"user {username} does not exist") from None
+
+
+@transaction.atomic
+def grant_domain_admin(username, domain_name, *, acting_user=None):
+    """Let the user administer the domain; they become staff so they can sign in to the admin."""
+    require_superadmin(acting_user, "appoint domain administrators")
+    user, domain = _user(username), get_domain(domain_name)
+    membership, created = DomainAdmin.objects.get_or_create(user=user, domain=domain)
+    if not created:
+        raise Conflict(f"{username} already administers {domain.name}")
+    if not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    audit(acting_user, "domain_admin.grant", membership, after={"user": username, "domain": domain.name}, domain=domain)
+    return membership
+
+
+@transaction.atomic
+def revoke_domain_admin(username, domain_name, *, acting_user=None):
+    require_superadmin(acting_user, "remove domain administrators")
+    user, domain = _user(username), get_domain(domain_name)
+    deleted, _ = DomainAdmin.objects.filter(user=user, domain=domain).delete()
     if not deleted:
-        raise NotFound(f"alias domain {name} does not exist")
+        raise NotFound(f"{username} does not administer {domain.name}")
+    audit(acting_user, "domain_admin.revoke", f"{username} administers {domain}",
+          before={"user": username, "domain": domain.name}, domain=domain)
 
 
 # Accounts ---------------------------------------------------------------------------
 
 
-def get_account(address):
-    localpart, domain = _split(address)
+def get_account(address, *, acting_user=None):
+    localpart, domain = _split(address, acting_user=acting_user)
     account = Account.objects.filter(domain=domain, localpart=localpart).first()
     if account is None:
         raise NotFound(f"account {localpart}@{domain.name} does not exist")
@@ -194,11 +415,15 @@ def get_account(address):
 
 
 @transaction.atomic
-def create_account(address, *, password=None, quota=None, display_name="", active=True):
-    localpart, domain = _split(address)
+def create_account(address, *, password=None, quota=None, display_name="", active=True, acting_user=None):
+    localpart, domain = _split(address, acting_user=acting_user)
+    domain = _lock_domain(domain)
     _ensure_address_free(localpart, domain)
     if quota is None:
         quota = domain.default_quota or settings.MAILSUITE_DEFAULT_QUOTA
+    if quota < 0:
+        raise InvalidInput("quota cannot be negative")
+    _check_account_limits(domain, quota=quota)
     account = Account(
         domain=domain, localpart=localpart, quota=quota, display_name=display_name, active=active
     )
@@ -207,47 +432,73 @@ def create_account(address, *, password=None, quota=None, display_name="", activ
             setattr(account, name, value)
     account.save()
     mailstore_actions.create_default_folders(account)
+    audit(acting_user, "account.create", account, after=snapshot(account), domain=domain)
     return account
 
 
 @transaction.atomic
-def remove_account(address):
-    account = get_account(address)
+def remove_account(address, *, acting_user=None):
+    account = get_account(address, acting_user=acting_user)
+    audit(acting_user, "account.remove", account, before=snapshot(account), domain=account.domain)
     mailstore_actions.delete_account_mail(account)
     account.delete()
 
 
 @transaction.atomic
-def set_password(address, password):
-    account = get_account(address)
-    return _save_fields(account, **_password_fields(password, account))
+def set_password(address, password, *, acting_user=None):
+    account = get_account(address, acting_user=acting_user)
+    return _change(account, "account.set_password", acting_user, account.domain, **_password_fields(password, account))
 
 
 @transaction.atomic
-def set_quota(address, quota):
+def set_quota(address, quota, *, acting_user=None):
     if quota < 0:
         raise InvalidInput("quota cannot be negative")
-    return _save_fields(get_account(address), quota=quota)
+    account = get_account(address, acting_user=acting_user)
+    _check_account_limits(_lock_domain(account.domain), quota=quota, old_quota=account.quota)
+    return _change(account, "account.set_quota", acting_user, account.domain, quota=quota)
+
+
+def _within_domain_send_limit(value, domain_value, server_value, what):
+    """A domain admin may lower an account's sending limit, not lift it past the domain's."""
+    ceiling = domain_value if domain_value is not None else server_value
+    if value is None or not ceiling:
+        return
+    if value == 0 or value > ceiling:
+        raise LimitExceeded(f"{what} may be at most the domain's limit ({ceiling}); ask a superadmin for more")
 
 
 @transaction.atomic
-def set_send_limits(address, messages_per_hour=None, recipients_per_day=None):
+def set_send_limits(address, messages_per_hour=None, recipients_per_day=None, *, acting_user=None):
     """Set both sending limits of the account; None uses the domain's, 0 is no limit."""
-    return _save_fields(
-        get_account(address),
-        messages_per_hour=_send_limit(messages_per_hour, "messages per hour"),
-        recipients_per_day=_send_limit(recipients_per_day, "recipients per day"),
+    account = get_account(address, acting_user=acting_user)
+    messages_per_hour = _send_limit(messages_per_hour, "messages per hour")
+    recipients_per_day = _send_limit(recipients_per_day, "recipients per day")
+    if not is_superadmin(acting_user):
+        domain = account.domain
+        _within_domain_send_limit(
+            messages_per_hour, domain.messages_per_hour, settings.MAILSUITE_SEND_MESSAGES_PER_HOUR, "messages per hour"
+        )
+        _within_domain_send_limit(
+            recipients_per_day, domain.recipients_per_day, settings.MAILSUITE_SEND_RECIPIENTS_PER_DAY,
+            "recipients per day",
+        )
+    return _change(
+        account, "account.set_send_limits", acting_user, account.domain,
+        messages_per_hour=messages_per_hour, recipients_per_day=recipients_per_day,
     )
 
 
 @transaction.atomic
-def set_account_active(address, active):
-    return _save_fields(get_account(address), active=active)
+def set_account_active(address, active, *, acting_user=None):
+    account = get_account(address, acting_user=acting_user)
+    return _change(account, "account.set_active", acting_user, account.domain, active=active)
 
 
 @transaction.atomic
-def set_display_name(address, display_name):
-    return _save_fields(get_account(address), display_name=display_name.strip())
+def set_display_name(address, display_name, *, acting_user=None):
+    account = get_account(address, acting_user=acting_user)
+    return _change(account, "account.set_display_name", acting_user, account.domain, display_name=display_name.strip())
 
 
 # APOP (POP3, RFC 1939 §7) ------------------------------------------------------------
@@ -272,17 +523,18 @@ def _check_apop_secret(secret, account):
 
 
 @transaction.atomic
-def set_apop_secret(address, secret):
+def set_apop_secret(address, secret, *, acting_user=None):
     """Turn APOP on for the account with `secret` (stored encrypted, see mailsuite.lib.secrets)."""
-    account = get_account(address)
+    account = get_account(address, acting_user=acting_user)
     _check_apop_secret(secret, account)
-    return _save_fields(account, apop_secret=secrets.encrypt(secret))
+    return _change(account, "account.set_apop", acting_user, account.domain, apop_secret=secrets.encrypt(secret))
 
 
 @transaction.atomic
-def clear_apop_secret(address):
+def clear_apop_secret(address, *, acting_user=None):
     """Turn APOP off for the account and forget its secret."""
-    return _save_fields(get_account(address), apop_secret="")
+    account = get_account(address, acting_user=acting_user)
+    return _change(account, "account.clear_apop", acting_user, account.domain, apop_secret="")
 
 
 # Aliases and redirects --------------------------------------------------------------
@@ -310,60 +562,80 @@ def _check_alias_graph(alias):
 
 
 @transaction.atomic
-def create_alias(address, targets):
+def create_alias(address, targets, *, acting_user=None):
     """`address` may be `@domain` for the domain's catch-all."""
-    localpart, domain = _split(address, allow_catchall=True)
+    localpart, domain = _split(address, allow_catchall=True, acting_user=acting_user)
+    domain = _lock_domain(domain)
     _ensure_address_free(localpart, domain)
+    _check_alias_limit(domain)
     targets = list(dict.fromkeys(_normalize_target(t) for t in targets))
     if not targets:
         raise InvalidInput("an alias needs at least one target")
     alias = Alias.objects.create(domain=domain, localpart=localpart)
     AliasTarget.objects.bulk_create(AliasTarget(alias=alias, address=t) for t in targets)
     _check_alias_graph(alias)
+    audit(acting_user, "alias.create", alias, after=snapshot(alias), domain=domain)
     return alias
 
 
-def get_alias(address):
-    localpart, domain = _split(address, allow_catchall=True)
+def get_alias(address, *, acting_user=None):
+    localpart, domain = _split(address, allow_catchall=True, acting_user=acting_user)
     alias = Alias.objects.filter(domain=domain, localpart=localpart).first()
     if alias is None:
         raise NotFound(f"alias {localpart or '*'}@{domain.name} does not exist")
+    alias.domain = domain
     return alias
 
 
 @transaction.atomic
-def set_alias_targets(address, targets):
-    alias = get_alias(address)
+def set_alias_targets(address, targets, *, acting_user=None):
+    alias = get_alias(address, acting_user=acting_user)
     targets = list(dict.fromkeys(_normalize_target(t) for t in targets))
     if not targets:
         raise InvalidInput("an alias needs at least one target")
+    before = snapshot(alias)
     alias.targets.all().delete()
     AliasTarget.objects.bulk_create(AliasTarget(alias=alias, address=t) for t in targets)
     _check_alias_graph(alias)
+    audit(acting_user, "alias.set_targets", alias, before=before, after=snapshot(alias), domain=alias.domain)
     return alias
 
 
 @transaction.atomic
-def remove_alias(address):
-    get_alias(address).delete()
+def remove_alias(address, *, acting_user=None):
+    alias = get_alias(address, acting_user=acting_user)
+    audit(acting_user, "alias.remove", alias, before=snapshot(alias), domain=alias.domain)
+    alias.delete()
 
 
 @transaction.atomic
-def create_redirect(address, target):
-    localpart, domain = _split(address)
+def create_redirect(address, target, *, acting_user=None):
+    localpart, domain = _split(address, acting_user=acting_user)
+    domain = _lock_domain(domain)
     _ensure_address_free(localpart, domain)
+    _check_alias_limit(domain)
     target = _normalize_target(target)
     if local_domain(split_address(target)[1]) is not None:
         raise InvalidInput(f"{target} is in a local domain; use an alias for local targets")
-    return Redirect.objects.create(domain=domain, localpart=localpart, target=target)
+    redirect = Redirect.objects.create(domain=domain, localpart=localpart, target=target)
+    audit(acting_user, "redirect.create", redirect, after=snapshot(redirect), domain=domain)
+    return redirect
+
+
+def get_redirect(address, *, acting_user=None):
+    localpart, domain = _split(address, acting_user=acting_user)
+    redirect = Redirect.objects.filter(domain=domain, localpart=localpart).first()
+    if redirect is None:
+        raise NotFound(f"redirect {localpart}@{domain.name} does not exist")
+    redirect.domain = domain
+    return redirect
 
 
 @transaction.atomic
-def remove_redirect(address):
-    localpart, domain = _split(address)
-    deleted, _ = Redirect.objects.filter(domain=domain, localpart=localpart).delete()
-    if not deleted:
-        raise NotFound(f"redirect {localpart}@{domain.name} does not exist")
+def remove_redirect(address, *, acting_user=None):
+    redirect = get_redirect(address, acting_user=acting_user)
+    audit(acting_user, "redirect.remove", redirect, before=snapshot(redirect), domain=redirect.domain)
+    redirect.delete()
 
 
 # Send-as grants: addresses an account may send as besides its own (accounts.identities)
@@ -379,46 +651,67 @@ def _normalize_identity(identity):
         raise InvalidInput(f"identity {error}") from None
 
 
+def _check_identity_allowed(address, acting_user):
+    """Sending as an address is acting for it: a domain admin grants only their domains' addresses."""
+    if is_superadmin(acting_user):
+        return
+    name = split_address(address)[1]
+    if not (
+        Domain.objects.visible_to(acting_user).filter(name=name).exists()
+        or DomainAlias.objects.visible_to(acting_user).filter(name=name).exists()
+    ):
+        raise Forbidden(f"only a superadmin may let an account send as {address}: {name} is not your domain")
+
+
 def send_as_identities(account):
     """The addresses `account` has been granted, in order."""
     return list(account.send_as_grants.values_list("address", flat=True))
 
 
 @transaction.atomic
-def grant_send_as(account_address, identity):
-    """Let the account send as `identity` (any address, in any domain)."""
-    account = get_account(account_address)
+def grant_send_as(account_address, identity, *, acting_user=None):
+    """Let the account send as `identity` (a superadmin: any address; a domain admin: theirs)."""
+    account = get_account(account_address, acting_user=acting_user)
     identity = _normalize_identity(identity)
+    _check_identity_allowed(identity, acting_user)
     try:
         with transaction.atomic():  # a savepoint: the outer transaction survives the refusal
-            return SendAsGrant.objects.create(account=account, address=identity)
+            grant = SendAsGrant.objects.create(account=account, address=identity)
     except IntegrityError:
         raise Conflict(f"{account.address} may already send as {identity}") from None
+    audit(acting_user, "account.grant_send_as", account, after={"send_as": identity}, domain=account.domain)
+    return grant
 
 
 @transaction.atomic
-def revoke_send_as(account_address, identity):
+def revoke_send_as(account_address, identity, *, acting_user=None):
     """Take back a grant; returns the identity, normalised."""
-    account = get_account(account_address)
+    account = get_account(account_address, acting_user=acting_user)
     identity = _normalize_identity(identity)
     deleted, _ = SendAsGrant.objects.filter(account=account, address=identity).delete()
     if not deleted:
         raise NotFound(f"{account.address} has no grant to send as {identity}")
+    audit(acting_user, "account.revoke_send_as", account, before={"send_as": identity}, domain=account.domain)
     return identity
 
 
 @transaction.atomic
-def set_send_as(account_address, identities):
+def set_send_as(account_address, identities, *, acting_user=None):
     """Replace the account's grants with `identities`; returns them, normalised, in order."""
-    account = get_account(account_address)
-    wanted = set(_normalize_identity(identity) for identity in identities)
+    account = get_account(account_address, acting_user=acting_user)
     current = set(send_as_identities(account))
+    wanted = set(_normalize_identity(identity) for identity in identities)
+    for identity in sorted(wanted - current):  # grants kept as they are need no check
+        _check_identity_allowed(identity, acting_user)
     if current - wanted:
         SendAsGrant.objects.filter(account=account, address__in=current - wanted).delete()
     # ignore_conflicts: a grant saved meanwhile by a concurrent request is the one wanted anyway.
     SendAsGrant.objects.bulk_create(
         (SendAsGrant(account=account, address=a) for a in sorted(wanted - current)), ignore_conflicts=True
     )
+    if wanted != current:
+        audit(acting_user, "account.set_send_as", account, before={"send_as": sorted(current)},
+              after={"send_as": sorted(wanted)}, domain=account.domain)
     return sorted(wanted)
 
 
@@ -426,15 +719,21 @@ def set_send_as(account_address, identities):
 
 
 @transaction.atomic
-def clear_login_blocks(ids):
+def clear_login_blocks(ids, *, acting_user=None):
     """Forget the failures and blocks of the LoginThrottle rows `ids`; returns how many went."""
+    require_superadmin(acting_user, "clear login blocks")
+    rows = list(LoginThrottle.objects.filter(pk__in=ids).values_list("kind", "key"))
     deleted, _ = LoginThrottle.objects.filter(pk__in=ids).delete()
+    if deleted:
+        audit(acting_user, "login_throttle.clear", f"{deleted} login throttle record(s)",
+              before={"cleared": [f"{kind} {key}" for kind, key in rows]})
     return deleted
 
 
 @transaction.atomic
-def unblock_login(*, address=None, remote_ip=None):
+def unblock_login(*, address=None, remote_ip=None, acting_user=None):
     """Forget the failures and block of an address and/or a client IP; returns how many rows went."""
+    require_superadmin(acting_user, "clear login blocks")
     keys = []
     if address:
         keys.append((LoginThrottle.ACCOUNT, throttle.account_key(address)))
@@ -445,6 +744,9 @@ def unblock_login(*, address=None, remote_ip=None):
     deleted = 0
     for kind, key in keys:
         deleted += LoginThrottle.objects.filter(kind=kind, key=key).delete()[0]
+    if deleted:
+        audit(acting_user, "login_throttle.clear", f"{deleted} login throttle record(s)",
+              before={"cleared": [f"{kind} {key}" for kind, key in keys]})
     return deleted
 
 
@@ -479,6 +781,10 @@ def prune_abuse_records():
 
 
 @transaction.atomic
-def acknowledge_send_limit_alerts(ids):
+def acknowledge_send_limit_alerts(ids, *, acting_user=None):
     """Mark the SendLimitAlert rows `ids` as seen; returns how many changed."""
-    return SendLimitAlert.objects.filter(pk__in=ids, acknowledged=False).update(acknowledged=True)
+    alerts = SendLimitAlert.objects.visible_to(acting_user).filter(pk__in=ids, acknowledged=False)
+    changed = alerts.update(acknowledged=True)
+    if changed:
+        audit(acting_user, "send_limit_alert.acknowledge", f"{changed} sending limit alert(s)")
+    return changed

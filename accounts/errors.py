@@ -21,6 +21,16 @@ class AliasLoop(AccountsError):
     pass
 
 
+class Forbidden(AccountsError):
+    """The acting user may not do this at all (say a domain admin adding a domain).
+
+    Objects of another tenant are NotFound instead, worded as if they did not exist."""
+
+
+class LimitExceeded(AccountsError):
+    """A change would take a domain past a limit a superadmin set (Domain.max_*)."""
+
+
 class UnknownRecipient(AccountsError):
     """No mailbox, alias or redirect claims the address (SMTP 550 5.1.1)."""
 

@@ -3,11 +3,53 @@
 Names are stored normalised (mailsuite.lib.addresses): domains in ASCII lower case,
 local parts lower-cased. Writes go through accounts.actions.
 """
+from django.conf import settings
 from django.contrib.auth.hashers import check_password
 from django.db import models
 from django.db.models import Q
 
 from mailsuite.lib.addresses import display_domain
+
+
+# Delegated administration: who may see what -----------------------------------------
+#
+# A superuser sees every domain; any other user sees the domains a DomainAdmin row
+# grants them (and nothing when there is none). `user` None is the system itself (the
+# shell without --as, internal callers): it sees everything. The admin, the API and the
+# CLI all narrow their querysets with these methods, so the rule lives here once.
+
+
+def _is_system_or_superuser(user):
+    return user is None or (user.is_active and user.is_superuser)
+
+
+def administered_domain_ids(user):
+    """A subquery of the pks of the domains `user` administers (not for superusers)."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return DomainAdmin.objects.none().values("domain_id")
+    return DomainAdmin.objects.filter(user_id=user.pk).values("domain_id")
+
+
+class DomainQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        if _is_system_or_superuser(user):
+            return self
+        return self.filter(pk__in=administered_domain_ids(user))
+
+
+class InDomainQuerySet(models.QuerySet):
+    """For rows that belong to one domain through `domain_field`."""
+
+    domain_field = "domain"
+
+    def visible_to(self, user):
+        if _is_system_or_superuser(user):
+            return self
+        return self.filter(**{f"{self.domain_field}_id__in": administered_domain_ids(user)})
+
+
+class DomainAliasQuerySet(InDomainQuerySet):
+    domain_field = "target"
 
 
 class Domain(models.Model):
@@ -19,7 +61,16 @@ class Domain(models.Model):
     # Sending limits for the domain's accounts (accounts.limits): null inherits the server's, 0 is no limit.
     messages_per_hour = models.PositiveIntegerField(null=True, blank=True)
     recipients_per_day = models.PositiveIntegerField(null=True, blank=True)
+    # Limits a superadmin sets for the domain's admins (accounts.actions enforces them for
+    # everyone): null is no limit.
+    max_accounts = models.PositiveIntegerField(null=True, blank=True)
+    max_aliases = models.PositiveIntegerField(null=True, blank=True)
+    max_quota_total = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Bytes: the sum of the quotas of all its accounts"
+    )
     created = models.DateTimeField(auto_now_add=True)
+
+    objects = DomainQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -36,6 +87,8 @@ class DomainAlias(models.Model):
     active = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
 
+    objects = DomainAliasQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
         verbose_name_plural = "domain aliases"
@@ -51,6 +104,8 @@ class AddressModel(models.Model):
     localpart = models.CharField(max_length=64)
     active = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
+
+    objects = InDomainQuerySet.as_manager()
 
     class Meta:
         abstract = True
@@ -159,6 +214,85 @@ class Redirect(AddressModel):
         ]
 
 
+class DomainAdmin(models.Model):
+    """`user` administers `domain`: sees and manages its accounts, aliases and redirects
+    within the limits set on the domain (Domain.max_*). Granted by a superadmin."""
+
+    # Both indexed by the constraint and index below.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="administered_domains", db_index=False
+    )
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="admins", db_index=False)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["domain__name", "user__username"]
+        verbose_name = "domain administrator"
+        constraints = [
+            # One membership per user and domain; its index answers visible_to() for a user.
+            models.UniqueConstraint(fields=["user", "domain"], name="domainadmin_unique"),
+        ]
+        indexes = [
+            # A domain's page lists its admins.
+            models.Index(fields=["domain"], name="domainadmin_domain"),
+        ]
+
+    def __str__(self):
+        return f"{self.user} administers {self.domain}"
+
+
+class AuditEntryQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Superadmins see every entry; a domain admin the entries about their domains."""
+        if _is_system_or_superuser(user):
+            return self
+        return self.filter(domain_id__in=administered_domain_ids(user))
+
+
+class AuditEntry(models.Model):
+    """One administrative change, written by the actions in the same transaction.
+
+    `before`/`after` are the object's fields as JSON (secrets left out), null when the
+    object did not exist before or does not after. The actor's name is kept as text so an
+    entry survives the user's deletion; "system" is the shell or the server itself.
+    """
+
+    time = models.DateTimeField()
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    actor_name = models.CharField(max_length=150)
+    via = models.CharField(max_length=16, blank=True, help_text="admin, api, cli, or empty")
+    action = models.CharField(max_length=64, help_text="e.g. account.create")
+    object_type = models.CharField(max_length=32)
+    object_repr = models.CharField(max_length=320)
+    # The domain the change is about (null for server-wide ones), for filtering and scoping.
+    domain = models.ForeignKey(Domain, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False)
+    domain_name = models.CharField(max_length=253, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    objects = AuditEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-time", "-id"]
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit log"
+        indexes = [
+            # The newest-first list.
+            models.Index(fields=["-time"], name="auditentry_time"),
+            # A domain admin's list: their domains' entries, newest first.
+            models.Index(fields=["domain", "-time"], name="auditentry_domain_time"),
+            # Filtering by who did it.
+            models.Index(fields=["actor", "-time"], name="auditentry_actor_time"),
+            # Filtering by kind of change.
+            models.Index(fields=["action", "-time"], name="auditentry_action_time"),
+        ]
+
+    def __str__(self):
+        return f"{self.time:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_repr}"
+
+
 class SendAsGrant(models.Model):
     """An address an admin lets one account send as (accounts.identities), besides its own
     address and its aliases: say the user's external address, or a shared role address.
@@ -223,6 +357,11 @@ class LoginThrottle(models.Model):
         return f"{self.get_kind_display()} {self.key}"
 
 
+class LoginEventQuerySet(InDomainQuerySet):
+    # Attempts on unknown addresses have no account: only superadmins see them.
+    domain_field = "account__domain"
+
+
 class LoginEvent(models.Model):
     """One login attempt by any protocol: the login audit (written by accounts.auth)."""
 
@@ -246,6 +385,8 @@ class LoginEvent(models.Model):
     success = models.BooleanField()
     reason = models.CharField(max_length=16, choices=REASONS)
     time = models.DateTimeField()
+
+    objects = LoginEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-time"]
@@ -284,6 +425,10 @@ class SendUsage(models.Model):
         return f"sending by {self.account_id}"
 
 
+class SendLimitAlertQuerySet(InDomainQuerySet):
+    domain_field = "account__domain"
+
+
 class SendLimitAlert(models.Model):
     """An account hit a sending limit: one alert per account, limit and window, for the operator."""
 
@@ -299,6 +444,8 @@ class SendLimitAlert(models.Model):
     last_refused = models.DateTimeField()
     refused = models.PositiveIntegerField(default=1, help_text="Messages refused while this alert was open")
     acknowledged = models.BooleanField(default=False)
+
+    objects = SendLimitAlertQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created"]

@@ -4,7 +4,12 @@ Each command is a set of subcommands (`manage.py account add …`). Every write 
 through accounts.actions; an AccountsError becomes a CommandError, so the process exits
 non-zero with the action's one-line reason on stderr. Listings print one item per line
 in aligned columns and nothing else, so scripts can read them.
+
+`--as USER` (before or after the subcommand) acts as that user: a domain admin sees
+and changes only their domains, exactly as in the admin and the API. Without it the
+command acts as the system, which may do everything. Changes are audited "via cli".
 """
+import argparse
 import getpass as _getpass
 import sys
 from contextlib import contextmanager
@@ -26,15 +31,33 @@ class SubcommandCommand(BaseCommand):
     # call_command(…, stdin=io.StringIO(…)) feeds --password-stdin in tests.
     stealth_options = ("stdin",)
 
+    acting_user = None
+
     def add_subcommands(self, parser):
-        return parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+        parser.add_argument("--as", dest="acting_as", metavar="USER", help=AS_HELP)
+        subcommands = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+        add_parser = subcommands.add_parser
+
+        def add_parser_with_as(*args, **kwargs):
+            sub = add_parser(*args, **kwargs)
+            # SUPPRESS: when given before the subcommand, the subcommand does not reset it.
+            sub.add_argument("--as", dest="acting_as", metavar="USER", default=argparse.SUPPRESS, help=AS_HELP)
+            return sub
+
+        subcommands.add_parser = add_parser_with_as
+        return subcommands
 
     def handle(self, *args, action, **options):
         self.stdin = options.get("stdin") or sys.stdin
         self.verbosity = options["verbosity"]
         handler = getattr(self, "handle_" + action.replace("-", "_"))
-        with accounts_errors():
+        with accounts_errors(), actions.channel("cli"):
+            self.acting_user = acting_user(options.get("acting_as"))
             handler(**options)
+
+    def visible(self, queryset):
+        """`queryset` narrowed to what the acting user may see."""
+        return queryset.visible_to(self.acting_user)
 
     def say(self, message):
         """A success message; `-v 0` (before the action) keeps scripts' output clean."""
@@ -47,6 +70,22 @@ class SubcommandCommand(BaseCommand):
 
     def warn(self, message):
         self.stderr.write(self.style.WARNING(f"warning: {message}"))
+
+
+AS_HELP = "act as this user: a domain admin sees and changes only their domains (default: the system)"
+
+
+def acting_user(username):
+    """The User named by --as, or None (the system)."""
+    if not username:
+        return None
+    from django.contrib.auth import get_user_model
+
+    model = get_user_model()
+    user = model.objects.filter(**{model.USERNAME_FIELD: username}).first()
+    if user is None or not user.is_active:
+        raise CommandError(f"--as: there is no active user {username}")
+    return user
 
 
 @contextmanager
@@ -71,12 +110,12 @@ def targets_argument(values):
     return [target for target in targets if target]
 
 
-def domain_filter(name):
+def domain_filter(name, acting_user=None):
     """The Domain a `list [DOMAIN]` subcommand is limited to, or None for all."""
     if name is None:
         return None
     with accounts_errors():
-        return actions.get_domain(name)
+        return actions.get_domain(name, acting_user=acting_user)
 
 
 def show_domain(ascii_name):

@@ -84,20 +84,22 @@ class Command(SubcommandCommand):
 
     def handle_apop(self, *, address, state, **options):
         if state == "off":
-            account = actions.clear_apop_secret(address)
+            account = actions.clear_apop_secret(address, acting_user=self.acting_user)
             self.say(f"APOP turned off for {show_address_of(account)}")
             return
-        actions.get_account(address)  # an unknown address fails before anyone types a secret
+        actions.get_account(address, acting_user=self.acting_user)  # an unknown address fails before anyone types a secret
         line = self.stdin.readline()
         if not line:
             raise CommandError("no APOP secret on standard input")
-        account = actions.set_apop_secret(address, line.removesuffix("\n").removesuffix("\r"))
+        account = actions.set_apop_secret(address, line.removesuffix("\n").removesuffix("\r"), acting_user=self.acting_user)
         self.say(f"APOP turned on for {show_address_of(account)}")
 
     def handle_add(self, *, address, password_stdin, quota, name, **options):
         quota = quota_argument(quota) if quota is not None else None
         password = read_password(self.stdin, from_stdin=password_stdin)
-        account = actions.create_account(address, password=password, quota=quota, display_name=name)
+        account = actions.create_account(
+            address, password=password, quota=quota, display_name=name, acting_user=self.acting_user
+        )
         shown = show_address_of(account)
         self.say(f"added account {shown} (quota {show_quota(account.quota)})")
         if password is None:
@@ -107,8 +109,8 @@ class Command(SubcommandCommand):
             )
 
     def handle_list(self, *, domain, **options):
-        accounts = Account.objects.select_related("domain").order_by("domain__name", "localpart")
-        if (only := domain_filter(domain)) is not None:
+        accounts = self.visible(Account.objects).select_related("domain").order_by("domain__name", "localpart")
+        if (only := domain_filter(domain, self.acting_user)) is not None:
             accounts = accounts.filter(domain=only)
         self.write_table(
             [
@@ -122,42 +124,42 @@ class Command(SubcommandCommand):
         )
 
     def handle_remove(self, *, address, **options):
-        account = actions.get_account(address)
-        actions.remove_account(address)
+        account = actions.get_account(address, acting_user=self.acting_user)
+        actions.remove_account(address, acting_user=self.acting_user)
         self.say(f"removed account {show_address_of(account)} and its mail")
 
     def handle_passwd(self, *, address, password_stdin, **options):
-        actions.get_account(address)  # an unknown address fails before anyone types a password
+        actions.get_account(address, acting_user=self.acting_user)  # an unknown address fails before anyone types a password
         password = read_password(self.stdin, from_stdin=password_stdin)
         if password is None:
             raise CommandError("standard input is not a terminal; pass the password with --password-stdin")
-        account = actions.set_password(address, password)
+        account = actions.set_password(address, password, acting_user=self.acting_user)
         self.say(f"password changed for {show_address_of(account)}")
 
     def handle_quota(self, *, address, size, **options):
-        account = actions.set_quota(address, quota_argument(size))
+        account = actions.set_quota(address, quota_argument(size), acting_user=self.acting_user)
         self.say(
             f"quota of {show_address_of(account)} is now "
             f"{show_quota(account.quota)} ({format_size(account.quota_used)} used)"
         )
 
     def handle_disable(self, *, address, **options):
-        account = actions.set_account_active(address, False)
+        account = actions.set_account_active(address, False, acting_user=self.acting_user)
         self.say(f"disabled account {show_address_of(account)}")
 
     def handle_enable(self, *, address, **options):
-        account = actions.set_account_active(address, True)
+        account = actions.set_account_active(address, True, acting_user=self.acting_user)
         self.say(f"enabled account {show_address_of(account)}")
 
     def handle_send_as(self, *, address, add, remove, **options):
-        account = actions.get_account(address)
+        account = actions.get_account(address, acting_user=self.acting_user)
         shown = show_address_of(account)
         if not add and not remove:
             self.write_table([show_target(identity)] for identity in actions.send_as_identities(account))
             return
         with transaction.atomic():
-            removed = [actions.revoke_send_as(address, identity) for identity in targets_argument(remove)]
-            added = [actions.grant_send_as(address, identity).address for identity in targets_argument(add)]
+            removed = [actions.revoke_send_as(address, identity, acting_user=self.acting_user) for identity in targets_argument(remove)]
+            added = [actions.grant_send_as(address, identity, acting_user=self.acting_user).address for identity in targets_argument(add)]
         for identity in removed:
             self.say(f"{shown} may no longer send as {show_target(identity)}")
         for identity in added:

@@ -35,28 +35,28 @@ class Command(SubcommandCommand):
         replace.add_argument("targets", nargs="+", metavar="TARGET[,TARGET...]", help=TARGETS_HELP)
 
     def handle_add(self, *, address, targets, **options):
-        alias = actions.create_alias(address, targets_argument(targets))
+        alias = actions.create_alias(address, targets_argument(targets), acting_user=self.acting_user)
         self.say(f"added alias {show_address_of(alias)} → {self._targets(alias)}")
 
     def handle_list(self, *, domain, **options):
         aliases = (
-            Alias.objects.select_related("domain")
+            self.visible(Alias.objects).select_related("domain")
             .prefetch_related("targets")
             .order_by("domain__name", "localpart")
         )
-        if (only := domain_filter(domain)) is not None:
+        if (only := domain_filter(domain, self.acting_user)) is not None:
             aliases = aliases.filter(domain=only)
         self.write_table(
             [show_address_of(alias), show_active(alias.active), self._targets(alias)] for alias in aliases
         )
 
     def handle_remove(self, *, address, **options):
-        shown = show_address_of(actions.get_alias(address))
-        actions.remove_alias(address)
+        shown = show_address_of(actions.get_alias(address, acting_user=self.acting_user))
+        actions.remove_alias(address, acting_user=self.acting_user)
         self.say(f"removed alias {shown}")
 
     def handle_set(self, *, address, targets, **options):
-        alias = actions.set_alias_targets(address, targets_argument(targets))
+        alias = actions.set_alias_targets(address, targets_argument(targets), acting_user=self.acting_user)
         self.say(f"alias {show_address_of(alias)} → {self._targets(alias)}")
 
     @staticmethod

@@ -29,12 +29,12 @@ class Command(SubcommandCommand):
         remove.add_argument("address")
 
     def handle_add(self, *, address, external, **options):
-        redirect = actions.create_redirect(address, external)
+        redirect = actions.create_redirect(address, external, acting_user=self.acting_user)
         self.say(f"added redirect {show_address_of(redirect)} → {show_target(redirect.target)}")
 
     def handle_list(self, *, domain, **options):
-        redirects = Redirect.objects.select_related("domain").order_by("domain__name", "localpart")
-        if (only := domain_filter(domain)) is not None:
+        redirects = self.visible(Redirect.objects).select_related("domain").order_by("domain__name", "localpart")
+        if (only := domain_filter(domain, self.acting_user)) is not None:
             redirects = redirects.filter(domain=only)
         self.write_table(
             [show_address_of(redirect), show_active(redirect.active), show_target(redirect.target)]
@@ -42,5 +42,5 @@ class Command(SubcommandCommand):
         )
 
     def handle_remove(self, *, address, **options):
-        actions.remove_redirect(address)
+        actions.remove_redirect(address, acting_user=self.acting_user)
         self.say(f"removed redirect {show_address(*split_address(address))}")
