@@ -13,6 +13,7 @@ import logging
 from mailstore.mime import parse_message
 from secmail import actions, reader, session
 from secmail.errors import SecmailError
+from secmail.results import MessageSecurity
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,15 @@ _SECURE_TYPES = {
     ("multipart", "signed"), ("multipart", "encrypted"),
     ("application", "pkcs7-mime"), ("application", "x-pkcs7-mime"),
 }
+
+
+# Attached keys and certificates offered for import (RFC 3156 §7; RFC 8551 §3.2.2 certs-only).
+KEY_TYPES = {"application/pgp-keys", "application/pkix-cert", "application/x-x509-ca-cert", "application/x-x509-user-cert"}
+MAX_KEY_PART = 256 * 1024
+
+
+def key_parts(reading):
+    return [part for part in reading.attachments() if part.content_type.lower() in KEY_TYPES and part.size <= MAX_KEY_PART]
 
 
 def _walk(node, depth=0):
@@ -62,10 +72,12 @@ def open_reading(request, message, reading):
         except SecmailError:
             log.info("autocrypt header not learned", extra={"uid": message.uid})
     if not _looks_secured(reading):
-        return None, reading
+        keys = key_parts(reading)
+        return (MessageSecurity(key_parts=keys) if keys else None), reading
     security = reader.read(request.account, reading.raw(), unlocked=session.unlocked_keys(request, request.account))
     if any(s.valid and s.scheme == "smime" for s in security.signatures):
         actions.harvest(request.account, security, (message.from_address or "").lower())
     if security.content is not None and (security.encrypted or security.content != reading.raw()):
         reading = Reading(_Copy(security.content), blob_bytes=security.content)
+    security.key_parts = key_parts(reading)
     return security, reading

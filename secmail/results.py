@@ -88,6 +88,7 @@ class MessageSecurity:
     signatures: list = field(default_factory=list)  # SignatureResult, outermost first
     content: bytes | None = None  # the displayable message (decrypted/unwrapped), full RFC 5322 bytes
     detail: str = ""
+    key_parts: list = field(default_factory=list)  # webmail.message.Part of attached keys/certificates (offered for import)
 
     @property
     def whole_signature(self):

@@ -16,4 +16,5 @@ urlpatterns += [
     path("security/keys/", views.keys_page, name="keys"),
     path("security/keys/<int:key_id>/<str:what>/", views.key_download, name="key_download"),
     path("security/readiness/", compose.readiness, name="readiness"),
+    path("security/import/<int:folder_id>/<int:uid>/<str:number>/", views.import_part, name="import_part"),
 ]

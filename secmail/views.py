@@ -233,3 +233,31 @@ def key_download(request, key_id, what):
     response = HttpResponse(data, content_type=ctype)
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+@require_http_methods(["POST"])
+@account_required
+def import_part(request, folder_id, uid, number):
+    """Import an attached public key or certificate (of the message as read: decrypted if
+    it was encrypted) into the correspondents' keys."""
+    from mailstore.models import Folder, Message
+    from secmail.reading import key_parts, open_reading
+    from webmail import mailbox
+    from webmail.message import Reading
+
+    try:
+        folder = mailbox.folder_of(request.account, folder_id)
+        message = mailbox.message_of(folder, uid)
+    except (Folder.DoesNotExist, Message.DoesNotExist):
+        raise Http404("no such message") from None
+    _security, reading = open_reading(request, message, Reading(message))
+    part = next((p for p in key_parts(reading) if p.number_text == number), None)
+    if part is None:
+        raise Http404("no such key part")
+    try:
+        learned = actions.import_peer_key(request.account, reading.part_bytes(part))
+    except SecmailError as error:
+        notices.error(request, str(error))
+    else:
+        notices.success(request, _("Key added for %(addresses)s.") % {"addresses": ", ".join(sorted({k.address for k in learned}))})
+    return redirect(reverse("webmail:message", args=[folder.pk, uid]))

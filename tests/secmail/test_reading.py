@@ -87,3 +87,21 @@ def test_a_signed_message_from_an_unknown_key_is_not_green_until_autocrypt_teach
     page = client.get(reverse("webmail:message", args=[with_header.folder_id, with_header.uid])).content.decode()
     assert PeerKey.objects.filter(account=bob, address="alice@example.test", source=PeerKey.AUTOCRYPT).exists()
     assert 'data-badge="verified"' in page and "not checked in person" in page
+
+
+def test_an_attached_public_key_is_offered_and_imported(client, alice, bob, gpg):
+    from email.message import EmailMessage
+
+    fpr = gpg.new_key("carol@faraway.test", name="Carol")
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "carol@faraway.test", "bob@example.test", "my key"
+    mail.set_content("Here is my key.")
+    mail.add_attachment(gpg.public(fpr).encode(), maintype="application", subtype="pgp-keys", filename="carol.asc")
+    stored = store.append(bob, "INBOX", mail.as_bytes())
+    signed_in_as_bob(client)
+    page = client.get(reverse("webmail:message", args=[stored.folder_id, stored.uid])).content.decode()
+    assert "data-import-key" in page and "carol.asc" in page
+    response = client.post(reverse("secmail:import_part", args=[stored.folder_id, stored.uid, "2"]))
+    assert response.status_code == 302
+    assert PeerKey.objects.get(account=bob, address="carol@faraway.test").fingerprint == fpr
+    assert client.post(reverse("secmail:import_part", args=[stored.folder_id, stored.uid, "1"])).status_code == 404
