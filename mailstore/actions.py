@@ -22,6 +22,7 @@ from django.db.models.functions import Concat, Greatest, Substr
 from django.utils import timezone
 
 from accounts.models import Account
+from mailsuite.db.durability import lazy_commit
 from mailstore import events
 from mailstore.mime import parse_message
 from mailstore.models import (
@@ -782,7 +783,7 @@ def _remove(folder, rows, modseq):
     return size
 
 
-@transaction.atomic
+@lazy_commit
 def expunge(folder, uids):
     """Remove messages by UID from a folder; returns the UIDs removed, ascending.
 
@@ -887,7 +888,7 @@ def _stored_state(state, mode, system, keywords):
     return (*bits, " ".join(current))
 
 
-@transaction.atomic
+@lazy_commit
 def store_flags(folder, uids, *, mode, flags, unchangedsince=None):
     """IMAP STORE (RFC 9051 §6.4.6) with CONDSTORE's UNCHANGEDSINCE (RFC 7162 §3.1.3).
 
@@ -1002,7 +1003,7 @@ def _record_training(account, source, target, messages):
     )
 
 
-@transaction.atomic
+@lazy_commit
 def copy_messages(folder, uids, target_name):
     """IMAP COPY (RFC 9051 §6.4.7; COPYUID, RFC 4315 §3): the copies share the
     originals' bytes. UIDs not in the folder are ignored; none found copies nothing.
@@ -1012,7 +1013,7 @@ def copy_messages(folder, uids, target_name):
     return _transfer(folder, uids, target_name, move=False)
 
 
-@transaction.atomic
+@lazy_commit
 def move_messages(folder, uids, target_name):
     """IMAP MOVE (RFC 6851): copy and expunge in one transaction, so no other session
     sees the message in both folders or in neither. Needs no free quota.
