@@ -24,8 +24,11 @@ clamd will take is refused `552 5.3.4` (retrying cannot help).
 All of it is synchronous and CPU- or socket-bound, no database: mta.smtpd runs check()
 in the checks' thread pool.
 """
+import base64
+import binascii
 import email
-import email.policy
+import email.errors
+import email.header
 import io
 import logging
 import re
@@ -151,37 +154,66 @@ def _archive_findings(data, shown, depth):
     return found
 
 
+def _filename(part):
+    try:
+        name = part.get_filename() or ""
+    except (ValueError, TypeError, IndexError, LookupError):
+        return ""
+    if "=?" in name:  # an RFC 2047 encoded word, as some clients write names
+        try:
+            name = str(email.header.make_header(email.header.decode_header(name)))
+        except (ValueError, LookupError, email.errors.HeaderParseError):
+            pass
+    return name
+
+
 def inspect(raw):
     """[Finding] of the dangerous attachments in the message `raw` (bytes)."""
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+    # compat32: several times faster than email.policy.default, and enough here
+    # (get_filename() decodes RFC 2231 and encoded words alike).
+    message = email.message_from_bytes(raw)
     found = []
     for count, part in enumerate(message.walk()):
         if count >= MAX_PARTS:
             break
         if part.is_multipart():
             continue
-        try:
-            filename = part.get_filename() or ""
-        except (ValueError, TypeError, IndexError):
-            filename = ""
+        filename = _filename(part)
         shown = filename or part.get_content_type()
         reason = name_reason(filename) if filename else None
         if reason:
             found.append(Finding(shown, reason))
             continue
-        try:
-            payload = part.get_payload(decode=True) or b""
-        except (ValueError, TypeError, AssertionError):
-            payload = b""
         is_attachment = bool(filename) or part.get_content_disposition() == "attachment"
         if part.get_content_maintype() == "text" and not is_attachment:
             continue  # the message's own text
-        reason = content_reason(payload[:MAGIC_BYTES], attachment=is_attachment)
+        head = _head(part)
+        reason = content_reason(head, attachment=is_attachment)
         if reason:
             found.append(Finding(shown, reason))
-        elif payload.startswith(_ZIP_MAGIC):
-            found += _archive_findings(payload, shown, 1)
+        elif head.startswith(_ZIP_MAGIC):
+            found += _archive_findings(_payload(part), shown, 1)
     return found
+
+
+def _payload(part):
+    try:
+        return part.get_payload(decode=True) or b""
+    except (ValueError, TypeError, AssertionError):
+        return b""
+
+
+def _head(part):
+    """The first MAGIC_BYTES of a part's decoded content, decoding no more of base64 than that."""
+    if part.get("Content-Transfer-Encoding", "").strip().lower() == "base64":
+        text = part.get_payload()
+        if isinstance(text, str):
+            start = "".join(text[:64].split())[:16]
+            try:
+                return base64.b64decode(start[: len(start) // 4 * 4])[:MAGIC_BYTES]
+            except (ValueError, binascii.Error):
+                pass
+    return _payload(part)[:MAGIC_BYTES]
 
 
 # What to do about it -----------------------------------------------------------------------

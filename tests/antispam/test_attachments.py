@@ -107,6 +107,11 @@ def test_inspect_reads_rfc2231_file_names():
     raw = mail(("Rechnung ü.pdf.exe", b"x", "application/octet-stream"))
     assert b"filename*=" in raw
     assert found(raw) == [("Rechnung ü.pdf.exe", "a double extension hiding a .exe file")]
+    # Some clients write RFC 2047 encoded words in the parameter instead.
+    encoded = raw.replace(
+        raw[raw.index(b"filename*="):].split(b"\r\n")[0], b'filename="=?UTF-8?B?UmVjaG51bmcgw7wucGRmLmV4ZQ==?="',
+    )
+    assert found(encoded) == [("Rechnung ü.pdf.exe", "a double extension hiding a .exe file")]
 
 
 def test_inspect_looks_into_zip_archives_two_levels_deep():
