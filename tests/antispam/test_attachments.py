@@ -6,6 +6,9 @@ import zipfile
 from email.message import EmailMessage
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from accounts import actions as account_actions
 from antispam import attachments, inbound_policy
@@ -220,3 +223,20 @@ def test_with_recipients_in_several_domains_the_strictest_wins(smtp_server, alic
         client.close()
     assert folders(alice) == [("Junk", "The files")]
     assert folders(carol) == [("Junk", "The files")]
+
+
+# Never an exception, whatever arrives ------------------------------------------------------
+
+_PIECES = st.sampled_from([
+    b"Content-Type: multipart/mixed; boundary=b\r\n", b"\r\n", b"--b\r\n", b"--b--\r\n",
+    b"Content-Transfer-Encoding: base64\r\n", b"Content-Disposition: attachment; filename=\"a.zip\"\r\n",
+    b"filename*=utf-8''%FF%FE.exe\r\n", b"UEsDBAoAAAAAA", b"TVqQAAMAAAAEAAAA", b"PK\x03\x04", b"=?x?B?@@?=",
+    b"Content-Type: application/zip; name==?utf-8?q?a=2Eexe?=\r\n",
+])
+
+
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_PIECES, st.binary(max_size=40)), max_size=25))
+def test_inspect_never_raises(pieces):
+    for finding in attachments.inspect(b"".join(pieces)):
+        assert finding.filename is not None and finding.reason
