@@ -32,11 +32,13 @@ def open_material(own_key, material: bytes) -> UnlockedKey:
     try:
         data = json.loads(material)
         if own_key.kind == models.SMIME:
+            # public_data: the certificate, then any chain installed with it (actions.install_certificate)
+            certs = smime.x509.load_pem_x509_certificates(own_key.public_data.encode()) if own_key.public_data else []
             return UnlockedKey(
                 own_key,
                 smime_key=smime.load_private_key(data["key"].encode()),
-                smime_cert=smime.load_certificate(own_key.public_data) if own_key.public_data else None,
-                smime_chain=[smime.load_certificate(c) for c in data.get("chain", [])],
+                smime_cert=certs[0] if certs else None,
+                smime_chain=certs[1:] + [smime.load_certificate(c) for c in data.get("chain", [])],
             )
         return UnlockedKey(own_key, openpgp_secret=openpgp.SecretKey(data["secret"], data.get("passphrase", "")))
     except (ValueError, KeyError, TypeError):

@@ -63,6 +63,9 @@ def recipient_keys(account, addresses, kind):
         address = address.lower()
         peers = models.PeerKey.objects.filter(account=account, kind=kind, address=address).order_by("-seen_at", "-created")
         key = next((p.public_data for p in peers if not _expired(p.not_after)), None)
+        if key is None:  # the sender's own address (Bcc to oneself)
+            key = next((k.public_data for k in models.OwnKey.objects.filter(account=account, kind=kind).exclude(public_data="")
+                        if address in k.addresses and not _expired(k.not_after)), None)
         if key is None:
             key = next((k.public_data for k in _local_published(address, kind) if not _expired(k.not_after)), None)
         found[address] = key

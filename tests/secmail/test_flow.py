@@ -236,3 +236,37 @@ def test_autocrypt_headers_with_a_foreign_addr_or_unknown_attribute_are_ignored(
         message = f"Autocrypt: {header}\r\nFrom: alice@example.test\r\nDate: Mon, 02 Nov 2026 10:00:00 +0000\r\n\r\nhi\r\n".encode()
         assert actions.learn_autocrypt(bob, message) is None
     assert not PeerKey.objects.filter(account=bob).exists()
+
+
+def test_a_request_signed_by_an_intermediate_ca_signs_with_its_chain(ca, alice, bob, files):
+    """The chain installed with the certificate goes into signatures, so a reader who trusts
+    only the root verifies."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    from tests.secmail.conftest import NOW, CA
+
+    intermediate = CA("Intermediate CA")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Intermediate CA")])
+    intermediate.cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(ca.cert.subject).public_key(intermediate.key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(NOW - datetime.timedelta(days=1))
+        .not_valid_after(NOW + datetime.timedelta(days=900))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(intermediate.key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    own = actions.request_smime_certificate(alice, passphrase=PASSPHRASE)
+    csr = x509.load_pem_x509_csr(own.csr_pem.encode())
+    cert, _ = intermediate.issue("alice@example.test", key=_PublicOnly(csr.public_key()))
+    own = actions.install_certificate(own, smime.certificate_pem(cert), chain=[smime.certificate_pem(intermediate.cert)])
+    actions.trust_ca(bob, ca.pem)
+    signed = outgoing.protect(alice, MESSAGE, kind=SMIME, sign=True, encrypt=False, recipients=[],
+                              unlocked=actions.unseal_private(own, PASSPHRASE))
+    assert reader.read(bob, signed).badge == "verified"
+    assert b"Verification successful" in openssl("cms", "-verify", "-in", files("s.eml", signed), "-CAfile", files("ca.pem", ca.pem)).stderr
