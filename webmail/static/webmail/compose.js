@@ -1,6 +1,7 @@
 // mailsuite webmail: the compose page. Drafts are saved every few seconds while the
 // form changes (POST action=autosave, answered with the new draft's folder:uid, which
-// replaces the old one), and attachments over the size limit are caught before upload.
+// replaces the old one), attachments over the size limit are caught before upload, and a
+// form with files goes up with a progress bar (XMLHttpRequest upload progress events).
 // The page works without this file. The body is hx-boost'ed, so it looks for the
 // form on each tick instead of binding once.
 (function () {
@@ -44,18 +45,80 @@
     if (boundForm === f) { return; }
     boundForm = f;
     lastSaved = pristine(f);  // nothing typed yet: nothing to save
-    var picker = f.querySelector("input[type=file]");
-    if (picker) {
-      picker.addEventListener("change", function () {
-        var limit = parseInt(f.dataset.sizeLimit, 10) || 0;
-        var total = 0;
-        Array.prototype.forEach.call(picker.files, function (file) { total += file.size; });
-        if (limit && total > limit) {
-          window.alert(f.dataset.tooBigText);
-          picker.value = "";
-        }
-      });
+  }
+
+  // Files over the size limit (all of them together) are refused as they are picked or
+  // dropped: said beside the picker, before anything is sent, and let go.
+  document.addEventListener("change", function (event) {
+    var picker = event.target;
+    var f = picker.form;
+    if (picker.type !== "file" || !f || !f.matches("form[data-autosave]")) { return; }
+    var limit = parseInt(f.dataset.sizeLimit, 10) || 0;
+    var total = 0, names = [];
+    Array.prototype.forEach.call(picker.files, function (file) { total += file.size; names.push(file.name); });
+    var error = f.querySelector(".upload-error");
+    if (limit && total > limit) {
+      error.textContent = f.dataset.tooBigText + " (" + names.join(", ") + ")";
+      error.hidden = false;
+      picker.value = "";
+    } else if (error) {
+      error.hidden = true;
+      error.textContent = "";
     }
+  });
+
+  function hasFiles(f) {
+    var picker = f.querySelector("input[type=file]");
+    return !!(picker && picker.files && picker.files.length);
+  }
+
+  // Send the form with its files and show how much has gone up. The server answers a
+  // success with HX-Location (where to go: its notice is shown there) and a refusal with
+  // the compose page and its errors, whose content replaces this one's.
+  function sendWithProgress(f, action) {
+    var data = new FormData(f);
+    data.set("action", action);
+    var box = f.querySelector(".upload-progress");
+    var bar = box.querySelector("progress");
+    var percent = box.querySelector(".upload-percent");
+    box.hidden = false;
+    bar.value = 0;
+    saving = true;
+    var buttons = f.querySelectorAll("button[type=submit]");
+    Array.prototype.forEach.call(buttons, function (button) { button.disabled = true; });
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", f.getAttribute("action"));
+    xhr.setRequestHeader("HX-Request", "true");
+    xhr.upload.addEventListener("progress", function (event) {
+      if (!event.lengthComputable) { return; }
+      bar.value = Math.round(event.loaded * 100 / event.total);
+      percent.textContent = bar.value + "%";
+      f.dataset.uploaded = bar.value;
+    });
+    function failed(text) {
+      box.hidden = true;
+      saving = false;
+      Array.prototype.forEach.call(buttons, function (button) { button.disabled = false; });
+      var error = f.querySelector(".upload-error");
+      error.textContent = text;
+      error.hidden = false;
+    }
+    xhr.addEventListener("load", function () {
+      var next = xhr.getResponseHeader("HX-Location");
+      if (xhr.status < 300 && next) { window.location.assign(next); return; }
+      var page = new DOMParser().parseFromString(xhr.responseText, "text/html");
+      var fresh = page.getElementById("main");
+      var main = document.getElementById("main");
+      if (xhr.status >= 400 && fresh && main) {
+        main.replaceWith(fresh);
+        if (window.htmx) { window.htmx.process(fresh); }
+        saving = false;
+        return;
+      }
+      failed(f.dataset.uploadFailedText + " (" + xhr.status + ")");
+    });
+    xhr.addEventListener("error", function () { failed(f.dataset.uploadFailedText); });
+    xhr.send(data);
   }
 
   function autosave() {
@@ -133,6 +196,11 @@
     if (!f.matches || !f.matches("form[data-autosave]") || f.dataset.sending === "now") { return; }
     var submitter = event.submitter;
     var seconds = parseInt(f.dataset.undoSeconds, 10) || 0;
+    if (submitter && submitter.value === "save" && hasFiles(f) && window.XMLHttpRequest && window.DOMParser) {
+      event.preventDefault();
+      sendWithProgress(f, "save");
+      return;
+    }
     if (!submitter || submitter.value !== "send" || seconds <= 0) { return; }
     event.preventDefault();
     var status = f.querySelector(".undo-send");
@@ -147,6 +215,8 @@
         return;
       }
       window.clearInterval(tick);
+      status.hidden = true;
+      if (hasFiles(f) && window.XMLHttpRequest && window.DOMParser) { sendWithProgress(f, "send"); return; }
       var action = document.createElement("input");
       action.type = "hidden"; action.name = "action"; action.value = "send";
       f.appendChild(action);

@@ -30,14 +30,28 @@
     refreshTree();
     var here = location.pathname + location.search;
     if ($("#list")) {
-      var checked = checkedUids();
-      htmx.ajax("GET", here, { target: "#list", select: "#list", swap: "outerHTML" }).then(function () {
-        checked.forEach(function (uid) {
-          var box = $('#list input[name=uid][value="' + uid + '"]');
-          if (box) { box.checked = true; markRow(box); }
-        });
-        document.dispatchEvent(new CustomEvent("webmail:list-refreshed"));
-      });
+      // Fetched here rather than swapped by htmx: the selection is read and put back in
+      // the same task as the swap, so boxes ticked while the request was under way are
+      // kept and a drag that starts right after finds its rows ready.
+      fetch(here, { credentials: "same-origin", headers: { "HX-Request": "true" } })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (text) {
+          var old = $("#list");
+          var fresh = text && new DOMParser().parseFromString(text, "text/html").getElementById("list");
+          if (!old || !fresh) { return; }
+          var checked = checkedUids();
+          var focused = document.activeElement && old.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
+          old.replaceWith(fresh);
+          checked.forEach(function (uid) {
+            var box = $('#list input[name=uid][value="' + uid + '"]');
+            if (box) { box.checked = true; markRow(box); }
+          });
+          htmx.process(fresh);
+          pageReady(true);
+          if (focused) { var link = $('#list a[href="' + focused.replace(/"/g, '\\"') + '"]'); if (link) { link.focus(); } }
+          document.dispatchEvent(new CustomEvent("webmail:list-refreshed"));
+        })
+        .catch(function () { /* the next change tries again */ });
     } else if ($("#reader") && (change.any || change.folders[($("#main") || {dataset: {}}).dataset.folder])) {
       htmx.ajax("GET", here, { target: "#message-state", select: "#message-state", swap: "outerHTML" });
     }
@@ -137,7 +151,9 @@
     var button = $('button[name=action][value=move]', form);
     if (!select || !button || !checkedUids().length) { return; }
     select.value = link.dataset.folderId;
-    if (select.value === link.dataset.folderId) { form.requestSubmit(button); }
+    // A click, not requestSubmit(button): the boosted form's request carries the button
+    // that was clicked (action=move), and htmx learns it from the click.
+    if (select.value === link.dataset.folderId) { button.click(); }
   });
   function makeRowsDraggable() {
     $$("#list tr.message-row").forEach(function (row) { row.setAttribute("draggable", "true"); });
