@@ -64,3 +64,9 @@ class UnlockForm(_Form):
 class LookupForm(_Form):
     prefix = "wkd"
     address = forms.EmailField(label=_("Address"))
+
+
+class ChangePassphraseForm(_Form, NewPassphraseMixin):
+    prefix = "change"
+    current = forms.CharField(label=_("Current key passphrase"), widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    field_order = ["current", "passphrase", "passphrase_again"]

@@ -118,6 +118,7 @@ def _context(request, bound=None):
         "trusted_cas": TrustedCA.objects.filter(account=account),
         "unlock_form": forms.UnlockForm(),
         "certificate_form": forms.InstallCertificateForm(),
+        "change_form": forms.ChangePassphraseForm(),
     }
     for name, form_class in FORMS.items():
         context[f"{name}_form"] = form_class(prefix=name)
@@ -208,6 +209,12 @@ def _key_action(request, what, response):
             raise SecmailError(_("Paste the certificate."))
         actions.install_certificate(actions.get_own_key(account, item), form.cleaned_data["certificate"])
         notices.success(request, _("The certificate was installed."))
+    elif what == "passphrase":
+        form = forms.ChangePassphraseForm(request.POST, prefix="change")
+        if not form.is_valid():
+            raise SecmailError(" ".join(e for errors in form.errors.values() for e in errors))
+        actions.change_passphrase(actions.get_own_key(account, item), form.cleaned_data["current"], form.cleaned_data["passphrase"])
+        notices.success(request, _("The key passphrase was changed."))
     elif what == "delete_peer":
         actions.delete_peer_key(account, item)
     elif what == "distrust":

@@ -270,3 +270,21 @@ def test_a_request_signed_by_an_intermediate_ca_signs_with_its_chain(ca, alice, 
                               unlocked=actions.unseal_private(own, PASSPHRASE))
     assert reader.read(bob, signed).badge == "verified"
     assert b"Verification successful" in openssl("cms", "-verify", "-in", files("s.eml", signed), "-CAfile", files("ca.pem", ca.pem)).stderr
+
+
+def test_inline_pgp_is_read_only_decrypted_and_its_signature_covers_only_the_armour(alice, bob, gpg):
+    bob_own = actions.generate_openpgp_key(bob, passphrase=PASSPHRASE)
+    carol = gpg.new_key("carol@faraway.test")
+    actions.import_peer_key(bob, gpg.public(carol))
+    gpg("--import", input=bob_own.public_data.encode())
+    armored = gpg("--armor", "--trust-model", "always", "--encrypt", "-r", bob_own.fingerprint, input=b"Inline secret.\n").stdout
+    message = b"From: carol@faraway.test\r\nTo: bob@example.test\r\nSubject: old style\r\n\r\n" + armored
+    security = reader.read(bob, message, unlocked=[actions.unseal_private(bob_own, PASSPHRASE)])
+    assert (security.encrypted, security.decryption) == (True, Decryption.DECRYPTED)
+    assert b"Inline secret." in security.content
+
+    clearsigned = gpg("--clearsign", input=b"I owe Bob 10 EUR.\n").stdout
+    message = b"From: carol@faraway.test\r\nTo: bob@example.test\r\nSubject: IOU\r\n\r\nUnsigned preface.\r\n" + clearsigned
+    security = reader.read(bob, message)
+    [signature] = security.signatures
+    assert (signature.status, signature.inline, security.badge) == (Status.VALID, True, "partial")

@@ -75,3 +75,20 @@ def test_with_server_keys_off_the_page_offers_public_keys_only(signed_in, settin
     page = signed_in.get(reverse("secmail:keys")).content
     assert b"keeps no private keys" in page and b'value="generate"' not in page
     assert post(signed_in, form="generate", **{"generate-passphrase": PASSPHRASE, "generate-passphrase_again": PASSPHRASE}).status_code == 400
+
+
+def test_the_key_passphrase_is_changed_only_with_the_current_one(signed_in, alice):
+    from secmail import actions
+    from secmail.errors import BadPassphrase
+
+    post(signed_in, form="generate", **{"generate-passphrase": PASSPHRASE, "generate-passphrase_again": PASSPHRASE})
+    key = OwnKey.objects.get(account=alice)
+    new = "a brand new passphrase"
+    post(signed_in, form="passphrase", key=key.pk, **{"change-current": "wrong one!", "change-passphrase": new, "change-passphrase_again": new})
+    key.refresh_from_db()
+    actions.unseal_private(key, PASSPHRASE)  # unchanged
+    post(signed_in, form="passphrase", key=key.pk, **{"change-current": PASSPHRASE, "change-passphrase": new, "change-passphrase_again": new})
+    key.refresh_from_db()
+    actions.unseal_private(key, new)
+    with pytest.raises(BadPassphrase):
+        actions.unseal_private(key, PASSPHRASE)
