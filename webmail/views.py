@@ -285,7 +285,7 @@ def conversation(request, folder_id, uid):
     query = mailbox.ListQuery.from_params(request.GET)
     thread, left_out = mailbox.conversation_of(request.account, folder, message)
     entries = [
-        _conversation_entry(item, folder, is_open=not item.seen or i == len(thread) - 1) for i, item in enumerate(thread)
+        _conversation_entry(item, folder, is_open=not item.seen or i == len(thread) - 1, request=request) for i, item in enumerate(thread)
     ]
     keep = urlencode(query.params())
     latest = thread[-1]
@@ -308,17 +308,18 @@ def conversation(request, folder_id, uid):
 def conversation_part(request, folder_id, uid):
     """One folded message of a conversation, fetched when the reader unfolds it."""
     folder = _folder(request, folder_id)
-    entry = _conversation_entry(_message(folder, uid), folder, is_open=True)
+    entry = _conversation_entry(_message(folder, uid), folder, is_open=True, request=request)
     return render(request, "webmail/_conversation_body.html", {"entry": entry})
 
 
-def _conversation_entry(item, folder, *, is_open):
+def _conversation_entry(item, folder, *, is_open, request=None):
     """What the conversation page shows of one message; only an open one is parsed."""
     entry = {"message": item, "open": is_open, "in_other_folder": item.folder_id != folder.pk}
     if is_open:
-        reading = Reading(item)
+        security, reading = open_reading(request, item, Reading(item))  # secmail: verify, decrypt
         summary = reading.html_summary(allow_remote=False) if reading.has_html else None
         entry.update(
+            security=security,
             html=reading.has_html, body=None if reading.has_html else reading.body(),
             attachments=reading.attachments(summary.cids if summary else ()),
         )

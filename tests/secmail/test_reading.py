@@ -105,3 +105,12 @@ def test_an_attached_public_key_is_offered_and_imported(client, alice, bob, gpg)
     assert response.status_code == 302
     assert PeerKey.objects.get(account=bob, address="carol@faraway.test").fingerprint == fpr
     assert client.post(reverse("secmail:import_part", args=[stored.folder_id, stored.uid, "1"])).status_code == 404
+
+
+def test_the_conversation_view_shows_encrypted_mail_decrypted_with_its_badge(client, alice, bob, keys):
+    alice_key, bob_key = keys
+    stored = deliver_to_bob(alice, alice_key, HTML.replace(b"text/html", b"text/plain"), sign=True, encrypt=True)
+    signed_in_as_bob(client)
+    client.post(reverse("secmail:keys"), {"form": "unlock", "key": bob_key.pk, "unlock-passphrase": PASSPHRASE})
+    page = client.get(reverse("webmail:conversation", args=[stored.folder_id, stored.uid])).content.decode()
+    assert 'data-badge="verified"' in page and "Friday" in page
