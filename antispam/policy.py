@@ -17,7 +17,7 @@ decide() only reads the database: it runs in mta.inbound.prepare(), before the c
 """
 from dataclasses import dataclass, field
 
-from antispam import bayes
+from antispam import bayes, correspondents
 from antispam.models import ListEntry, SenderMark, SpamSettings
 
 SPAM_POINTS = 10.0  # points that make 100 % for Sieve's spamtest (RFC 5235)
@@ -180,22 +180,9 @@ def _reputation_rules(account, assessment):
 
 
 def correspondence(account, address):
-    """(the user wrote to or keeps `address` as a contact, the same for its domain)."""
-    from mailstore.models import Message
-    from webmail.models import Contact
-
-    domain = _domain_of(address)
-    contacts = Contact.objects.filter(account_id=account.pk)
-    if contacts.filter(key=address).exists():
-        return True, True
-    sent = Message.objects.filter(folder__account_id=account.pk, folder__special_use="\\Sent")
-    if sent.filter(to_display__icontains=address).exists():
-        return True, True
-    # A mailbox provider's domain says nothing about who is behind an address there.
-    known_domain = bool(domain) and (
-        contacts.filter(key__endswith="@" + domain).exists() or sent.filter(to_display__icontains="@" + domain).exists()
-    )
-    return False, known_domain
+    """(the user wrote to or keeps `address` as a contact, the same for its domain):
+    exact addresses from the Sent folders and the address book (antispam.correspondents)."""
+    return correspondents.known(account.pk, address.lower())
 
 
 def _bayes_rules(account, assessment):
