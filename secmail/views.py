@@ -28,7 +28,10 @@ def _served_domain(name):
 
 
 def _host_domain(request):
-    return _served_domain(request.get_host().rsplit(":", 1)[0] if not request.get_host().startswith("[") else "")
+    """The mail domain the request was sent to. ops.middleware (ServedDomainHostsMiddleware)
+    keeps it in request.mail_host when it let a served domain's Host through."""
+    host = getattr(request, "mail_host", "") or request.get_host()
+    return _served_domain(host.rsplit(":", 1)[0] if not host.startswith("[") else "")
 
 
 def _published_key(domain, hashed, local):
