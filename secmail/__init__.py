@@ -12,7 +12,7 @@ Libraries: cryptography builds and decrypts CMS; it does not verify CMS signatur
 asn1crypto reads SignedData and cryptography checks the signature and the chain. OpenPGP
 runs through GnuPG (Debian's gpg, the implementation the tests also use as the independent
 tool) driven by python-gnupg, one throwaway GNUPGHOME per operation. PGPy was passed over
-(unmaintained since 2022, no RFC 9580); pysequoia's bindings lack the detached-signature
-and key-filtering operations PGP/MIME and Autocrypt need. gpg is therefore a runtime
-dependency of the server (Debian package gnupg).
+(its last release is from 2022); pysequoia was not adopted because gpg is already there
+and is the tool the round-trip tests check against, and python-gnupg is a small, mature
+wrapper. gpg is therefore a runtime dependency of the server (Debian package gnupg).
 """
