@@ -22,7 +22,7 @@ import shutil
 import time
 import uuid
 import zipfile
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from mailstore import actions as store
 from mailstore.models import HIERARCHY_DELIMITER, Folder, Message
-from mailstore.storage import blob_storage
+from mailstore.storage import blob_storage, sync_names
 from migration import sources
 from mailsuite.lib import secrets
 from migration.models import ImportedMessage, MigratedFolder, MigratedMessage, TransferJob
@@ -90,11 +90,15 @@ def _ensure_folder(account, name, report, known):
     known.add(name)
 
 
-def import_messages(account, messages, *, root=None, report=None, progress=None, should_stop=None):
+def import_messages(account, messages, *, root=None, report=None, progress=None, should_stop=None, workers=0):
     """Store SourceMessages in `account`, each in root/its folder, skipping those the
     ledger knows. `progress(report)` is called after each batch. `should_stop()` is asked
     before each message; if it says so, the batch not yet stored is dropped (the ledger
     does not know it either) and Cancelled is raised. Returns the report.
+
+    With `workers`, batches are parsed and written to blob storage by that many worker
+    processes (see _Preparer) while this one reads the source and commits the batches
+    before them, in order; 0 does everything here.
 
     Raises TransferError for a folder that cannot be created, OverQuota when the
     account is full (what was stored so far stays, and a rerun goes on from there).
@@ -103,43 +107,91 @@ def import_messages(account, messages, *, root=None, report=None, progress=None,
     root = store.normalise_folder_name(root) if root else None
     if root:
         _ensure_folder(account, root, report, set())
-    seen = Counter()  # (folder, digest[:16]) -> occurrences so far in this run
+    seen = _Occurrences()
     known_folders = set()
     batch, batch_bytes, batch_folder = [], 0, None
+    preparer = _Preparer(workers) if workers else None
+    pending = deque()  # (folder, new entries, future of their IncomingMessages), oldest first
+
+    def place_oldest():
+        folder, new, future = pending.popleft()
+        _store_batch(account, folder, new, report, incomings=future.result())
+        if progress:
+            progress(report)
 
     def flush():
         nonlocal batch, batch_bytes
         if batch:
-            _import_batch(account, batch_folder, batch, report)
-            if progress:
+            new = _not_yet_imported(account, batch_folder, batch, report)
+            if new and preparer:
+                pending.append((batch_folder, new, preparer.submit([m.raw for m, _, _ in new])))
+                while len(pending) > preparer.depth:
+                    place_oldest()
+            elif new:
+                _store_batch(account, batch_folder, new, report)
+            if progress and not pending:
                 progress(report)
         batch, batch_bytes = [], 0
 
-    for message in messages:
-        _check(should_stop)
-        report.read_bytes += len(message.raw)
-        folder = _target_folder(root, message.folder)
-        if folder != batch_folder or len(batch) >= IMPORT_BATCH or batch_bytes + len(message.raw) > IMPORT_BATCH_BYTES:
-            flush()
-            batch_folder = folder
-            _ensure_folder(account, folder, report, known_folders)
-        digest = hashlib.sha256(message.raw).digest()
-        seen[(folder, digest[:16])] += 1
-        batch.append((message, digest.hex(), seen[(folder, digest[:16])]))
-        batch_bytes += len(message.raw)
-    flush()
+    try:
+        for message in messages:
+            _check(should_stop)
+            report.read_bytes += len(message.raw)
+            folder = _target_folder(root, message.folder)
+            if folder != batch_folder or len(batch) >= IMPORT_BATCH or batch_bytes + len(message.raw) > IMPORT_BATCH_BYTES:
+                flush()
+                batch_folder = folder
+                _ensure_folder(account, folder, report, known_folders)
+            digest = hashlib.sha256(message.raw).digest()
+            batch.append((message, digest.hex(), seen.count(folder, digest)))
+            batch_bytes += len(message.raw)
+        flush()
+        while pending:
+            place_oldest()
+    finally:
+        # Stopped early (cancelled, over quota, a refusal): bytes prepared for batches that
+        # were not committed are removed, as append_many does for its own.
+        while pending:
+            _, _, future = pending.popleft()
+            if not future.exception():
+                for incoming in future.result():
+                    incoming.release()
+        if preparer:
+            preparer.close()
     return report
 
 
-def _import_batch(account, folder, batch, report):
+class _Occurrences:
+    """Which occurrence of the same bytes in the same folder a message is, this run: the
+    ledger's key tells a second copy from the first. Compact, since a run may read
+    millions: a set of 8-byte digest prefixes, with a counter only for repeats."""
+
+    def __init__(self):
+        self.once, self.more = set(), Counter()
+
+    def count(self, folder, digest):
+        # From the digest, not hash(): the same on every run, so a rerun counts alike.
+        key = digest[:8] + folder.encode("utf-8", "surrogatepass")
+        if key not in self.once:
+            self.once.add(key)
+            return 1
+        self.more[(folder, digest)] += 1
+        return self.more[(folder, digest)] + 1
+
+
+def _not_yet_imported(account, folder, batch, report):
     done = set(
         ImportedMessage.objects.filter(account=account, folder=folder, sha256__in={digest for _, digest, _ in batch})
         .values_list("sha256", "occurrence")
     )
     new = [(m, digest, n) for m, digest, n in batch if (digest, n) not in done]
     report.already += len(batch) - len(new)
-    if not new:
-        return
+    return new
+
+
+def _store_batch(account, folder, new, report, incomings=None):
+    """Commit one batch and its ledger rows together; `incomings` are its messages
+    already parsed and written (by a _Preparer), else append_many does that here."""
 
     def record(stored):
         # Plain SQL: building a model instance per ledger row cost more than the insert.
@@ -151,18 +203,99 @@ def _import_batch(account, folder, batch, report):
                 [(account.pk, folder, digest, n, now) for _, digest, n in new],
             )
 
-    store.append_many(account, folder, [(m.raw, m.flags, m.internaldate) for m, _, _ in new], record=record)
+    uploads = [(m.raw, m.flags, m.internaldate) for m, _, _ in new]
+    if incomings is None:
+        store.append_many(account, folder, uploads, record=record)
+    else:
+        _append_prepared(account, folder, incomings, uploads, record)
     report.imported += len(new)
     report.bytes += sum(len(m.raw) for m, _, _ in new)
     report.folders[folder] += len(new)
 
 
-def import_path(account, path, *, root=None, progress=None, should_stop=None, report=None):
+def _append_prepared(account, folder, incomings, uploads, record):
+    """append_many's transaction, for messages a _Preparer parsed and wrote: all or none,
+    their names made durable before the rows that name them commit."""
+    jobs = [
+        store.Job(incoming, [store.Placement(account, folder, flags=tuple(flags), internaldate=internaldate)])
+        for incoming, (_, flags, internaldate) in zip(incomings, uploads)
+    ]
+    try:
+        sync_names([incoming.stored.name for incoming in incomings])
+        with store.forget_new_blobs_on_rollback(incomings), transaction.atomic():
+            store.place_messages(jobs)
+            for job in jobs:
+                if job.outcomes[0].error:
+                    raise job.outcomes[0].error
+            record([job.outcomes[0].message for job in jobs])
+    finally:
+        for incoming in incomings:
+            incoming.release()
+
+
+class _Preparer:
+    """Worker processes that turn batches of raw messages into IncomingMessages (parsed,
+    bytes written and fsynced, each process writing with threads as append_many does),
+    so that parsing uses other cores while this process reads and commits.
+
+    Processes are forked, inheriting this process's settings (blob storage included);
+    they never touch the database. Forking is safe only from a process running one
+    thread, so import_path asks for workers only then (the CLI in the foreground)."""
+
+    def __init__(self, workers):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.depth = workers  # batches in flight beyond the one being committed
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                        initializer=_worker_start)
+
+    def submit(self, raws):
+        return self.pool.submit(_worker_prepare, raws)
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+_worker_threads = None
+
+
+def _worker_start():
+    global _worker_threads
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The fsyncs of a batch's files wait on the disk, not the CPU: several at once.
+    _worker_threads = ThreadPoolExecutor(16, thread_name_prefix="import")
+
+
+def _worker_prepare(raws):
+    futures = [_worker_threads.submit(store.IncomingMessage, raw) for raw in raws]
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    if failed:
+        for future in futures:
+            if future.exception() is None:
+                future.result().release()
+        raise failed[0]
+    return [future.result() for future in futures]
+
+
+def default_workers():
+    """Worker processes for an import in this process: one per core beyond the first,
+    if forking is safe here (one thread running), else 0."""
+    import threading
+
+    if threading.active_count() > 1:
+        return 0
+    return min(4, max(0, (os.cpu_count() or 1)))
+
+
+def import_path(account, path, *, root=None, progress=None, should_stop=None, report=None, workers=0):
     """Import an mbox, Maildir, EML or ZIP file (or a directory of them) into `account`.
     Raises TransferError (and sources.SourceError) with a one-line reason."""
     report = report or ImportReport()
     messages = sources.read_path(path, max_size=settings.MAILSUITE_MESSAGE_SIZE_LIMIT, skipped=report.skipped)
-    return import_messages(account, messages, root=root, report=report, progress=progress, should_stop=should_stop)
+    return import_messages(account, messages, root=root, report=report, progress=progress, should_stop=should_stop,
+                           workers=workers)
 
 
 def source_size(path):
@@ -704,8 +837,10 @@ def run_job(job_id, *, password=None, echo=None):
 def _run(job, report, progress, password):
     options = job.options
     if job.kind == TransferJob.Kind.IMPORT:
+        workers = options.get("workers")
         return import_path(job.account, job.source, root=job.folder or None, progress=progress,
-                           should_stop=progress.should_stop, report=report)
+                           should_stop=progress.should_stop, report=report,
+                           workers=default_workers() if workers is None else workers)
     if job.kind == TransferJob.Kind.EXPORT:
         return export_account(job.account, job.source, format=options["format"], folder=job.folder or None,
                               progress=progress, should_stop=progress.should_stop, report=report)

@@ -166,19 +166,19 @@ def test_an_interrupted_import_resumes_where_it_stopped(alice, tmp_path, monkeyp
     write_mbox(path, *[(b"From a Mon Jan 15 10:30:00 2024\n", msg(f"n{i}")) for i in range(25)])
     monkeypatch.setattr(actions, "IMPORT_BATCH", 10)
     calls = []
-    original = actions._import_batch
+    original = actions._store_batch
 
-    def crash_on_third(*args):
+    def crash_on_third(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return original(*args)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(actions, "_import_batch", crash_on_third)
+    monkeypatch.setattr(actions, "_store_batch", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         actions.import_path(alice, path)
     assert Message.objects.filter(folder__account=alice).count() == 20
-    monkeypatch.setattr(actions, "_import_batch", original)
+    monkeypatch.setattr(actions, "_store_batch", original)
     report = actions.import_path(alice, path)
     assert (report.imported, report.already) == (5, 20)
     subjects = list(Message.objects.filter(folder__account=alice).order_by("uid").values_list("subject", flat=True))
@@ -341,3 +341,28 @@ def test_the_cli_imports_exports_and_explains_refusals(manage, tmp_path):
         assert refused.returncode == 1, args
         assert error in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
+
+
+def test_worker_processes_import_the_same_mail_in_the_same_order(alice, bob, tmp_path, monkeypatch):
+    monkeypatch.setattr(actions, "IMPORT_BATCH", 2)  # several batches in flight at once
+    make_maildir(tmp_path / "Maildir")
+    in_process = actions.import_path(alice, tmp_path / "Maildir", workers=0)
+    in_workers = actions.import_path(bob, tmp_path / "Maildir", workers=2)
+    assert (in_workers.imported, in_workers.folders) == (in_process.imported, in_process.folders)
+    assert stored(bob) == stored(alice)
+    assert actions.import_path(bob, tmp_path / "Maildir", workers=2).already == 6
+
+
+def test_a_refused_batch_leaves_no_bytes_behind(alice, tmp_path, monkeypatch, blob_dir):
+    from accounts import actions as accounts
+    from mailstore.actions import OverQuota
+
+    monkeypatch.setattr(actions, "IMPORT_BATCH", 1)
+    accounts.set_quota(alice.address, 2500)
+    path = tmp_path / "box"
+    write_mbox(path, *[(b"From a Mon Jan 15 10:30:00 2024\n", msg(f"n{i}", "x" * 900 + "\n")) for i in range(6)])
+    with pytest.raises(OverQuota):
+        actions.import_path(alice, path, workers=2)
+    assert Message.objects.filter(folder__account=alice).count() == ImportedMessage.objects.count() == 2
+    stored_files = [p for p in blob_dir.rglob("*") if p.is_file()]
+    assert len(stored_files) == Message.objects.filter(folder__account=alice).count()

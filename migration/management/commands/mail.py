@@ -48,6 +48,9 @@ class Command(SubcommandCommand):
             "(default: the top level is INBOX and subfolders keep their names)",
         )
         imports.add_argument("--background", action="store_true", help=BACKGROUND_HELP)
+        imports.add_argument("--workers", type=int, metavar="N", help="processes that parse and write messages "
+                             "beside the one that reads and commits (default: one per core, in the foreground; "
+                             "0: none)")
 
         export = subcommands.add_parser(
             "export",
@@ -205,7 +208,7 @@ class Command(SubcommandCommand):
             raise CommandError(f"job {job.pk} is {job.state}")
         return job, report
 
-    def handle_import(self, *, address, path, folder, background, **options):
+    def handle_import(self, *, address, path, folder, background, workers, **options):
         account = accounts.get_account(address)
         if not os.path.exists(path):
             raise CommandError(f"{path} does not exist")
@@ -215,6 +218,7 @@ class Command(SubcommandCommand):
                 folder = actions.store.normalise_folder_name(folder)
             job = actions.create_job(account, TransferJob.Kind.IMPORT, source=path, folder=folder or "",
                                      label=os.path.basename(path), total_bytes=actions.source_size(path) if background else None,
+                                     options={} if workers is None else {"workers": max(0, workers)},
                                      background=background)
         started = time.monotonic()
         job, report = self._run(job, background=background)
