@@ -788,3 +788,49 @@ def acknowledge_send_limit_alerts(ids, *, acting_user=None):
     if changed:
         audit(acting_user, "send_limit_alert.acknowledge", f"{changed} sending limit alert(s)")
     return changed
+
+
+# Sieve scripts, changed by an administrator for an account (the account's own changes,
+# over ManageSieve or the webmail, call sieve.actions directly and are not audited) -----
+
+
+def _script_state(script):
+    return {"name": script.name, "active": script.active, "size": len(script.text.encode("utf-8"))}
+
+
+@transaction.atomic
+def put_sieve_script(address, name, text, *, activate=False, acting_user=None):
+    """Store (create or replace) a script of the account; sieve.actions errors pass through."""
+    from sieve import actions as sieve_actions
+    from sieve.models import SieveScript
+
+    account = get_account(address, acting_user=acting_user)
+    old = SieveScript.objects.filter(account=account, name=name).first()
+    script = sieve_actions.put_script(account, name, text, activate=activate)
+    audit(acting_user, "sieve.put", f"{name} of {account.address}", domain=account.domain,
+          before=_script_state(old) if old else None, after=_script_state(script))
+    return script
+
+
+@transaction.atomic
+def activate_sieve_script(address, name, *, acting_user=None):
+    """Make `name` the account's active script; "" deactivates them all."""
+    from sieve import actions as sieve_actions
+
+    account = get_account(address, acting_user=acting_user)
+    before = sieve_actions.active_script(account)
+    script = sieve_actions.set_active(account, name)
+    audit(acting_user, "sieve.activate", f"{name or '(none)'} of {account.address}", domain=account.domain,
+          before={"active": before.name if before else None}, after={"active": name or None})
+    return script
+
+
+@transaction.atomic
+def delete_sieve_script(address, name, *, acting_user=None):
+    from sieve import actions as sieve_actions
+
+    account = get_account(address, acting_user=acting_user)
+    script = sieve_actions.get_script(account, name)
+    sieve_actions.delete_script(account, name)
+    audit(acting_user, "sieve.delete", f"{name} of {account.address}", domain=account.domain,
+          before=_script_state(script))

@@ -193,7 +193,38 @@ INSTALLED_APPS = [
     "secmail",  # S/MIME and OpenPGP: keys, sign/encrypt, verify/decrypt, WKD, Autocrypt (issue 11)
     "ops",  # client autoconfiguration, DNS doctor, metrics and health (issue 10)
     "django_htmx",  # htmx and its SSE extension as static files, and the template tag
+    "drf_spectacular",  # the API's OpenAPI 3 schema (issue 10)
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc files for /api/docs/, served here (no CDN)
+    "api",  # the REST API and its tokens (issue 10)
 ]
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.auth.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["api.auth.ScopePermission"],
+    "DEFAULT_PAGINATION_CLASS": "api.rest.CursorPagination",
+    "DEFAULT_FILTER_BACKENDS": ["api.rest.FieldFilter", "api.rest.AddressSearch", "api.rest.OrderingFilter"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
+    "EXCEPTION_HANDLER": "api.rest.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "mailsuite API",
+    "DESCRIPTION": "Domains, accounts, aliases, redirects, Sieve scripts, routes, the outbound queue and the "
+    "audit logs. Authenticate with `Authorization: Bearer TOKEN` (tokens from `manage.py apitoken create`) "
+    "or a signed-in admin session. Domain admins see and change only their domains.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+}
 
 MIDDLEWARE = [
     "ops.middleware.RequestMetricsMiddleware",  # times everything below it for /metrics

@@ -24,6 +24,7 @@ domain goes to the given host instead of its MX), or with accept_relay a relay d
 (we also accept mail for it from anyone and pass it on). Passwords are stored encrypted
 (mailsuite.lib.secrets) and given back to nobody but the SMTP client.
 """
+import functools
 import ipaddress
 import logging
 import re
@@ -48,6 +49,44 @@ BOUNCE_STATUS = "5.0.0"
 MAX_REASON = 500
 MAX_PASSWORD = 256  # encrypted, it must fit SmartHost.password (500)
 MAX_LISTED_RECIPIENTS = 100_000
+
+
+def _operator_change(action):
+    """Audit the call (accounts.actions.audit) and, with an `acting_user`, require a superadmin:
+    the queue and the routes are server-wide, no domain admin's."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, acting_user=None, **kwargs):
+            from accounts.actions import audit, require_superadmin  # accounts.actions imports mta
+
+            require_superadmin(acting_user, "change the queue or mail routes")
+            with transaction.atomic():
+                result = function(*args, **kwargs)
+                if result != 0:  # no recipient changed: nothing to record
+                    obj, states = _audited(result, args, kwargs)
+                    audit(acting_user, action, obj, **states)
+                return result
+
+        return wrapper
+
+    return decorate
+
+
+def _audited(result, args, kwargs):
+    """(object, {"before"/"after": …}) for the audit entry of an operator change."""
+    if isinstance(result, SmartHost):
+        return result, {"after": {
+            "route": route_kind(result), "domain": result.domain, "next_hop": format_next_hop(result.host, result.port),
+            "tls": result.tls, "username": result.username,
+        }}
+    if result is None:  # a route removed
+        domain = args[0] if args else kwargs.get("domain", "")
+        return f"route for {domain}" if domain else "smart host", {"before": {"domain": domain}}
+    ids = {name: list(value)[:100] for name, value in
+           (("recipient_ids", args[0] if args else kwargs.get("recipient_ids", ())),
+            ("message_ids", kwargs.get("message_ids", ()))) if value}
+    return f"{result} queue entr{'y' if result == 1 else 'ies'}", {"after": {"changed": result, **ids}}
 
 
 def _chunks(ids):
@@ -132,6 +171,7 @@ def _kick_after_commit(changed):
         transaction.on_commit(lambda: queue.kick(domains))
 
 
+@_operator_change("queue.retry")
 @transaction.atomic
 def retry_now(recipient_ids=(), *, message_ids=()):
     """Make queued and deferred recipients due now (their attempt count stays). Held,
@@ -144,6 +184,7 @@ def retry_now(recipient_ids=(), *, message_ids=()):
     return len(changed)
 
 
+@_operator_change("queue.hold")
 @transaction.atomic
 def hold(recipient_ids=(), *, message_ids=()):
     """Stop delivery to queued and deferred recipients until release(). Returns how many changed."""
@@ -155,6 +196,7 @@ def hold(recipient_ids=(), *, message_ids=()):
     return len(changed)
 
 
+@_operator_change("queue.release")
 @transaction.atomic
 def release(recipient_ids=(), *, message_ids=()):
     """Put held recipients back on the queue, due now. Returns how many changed."""
@@ -178,6 +220,7 @@ def _bounce_reason(reason):
     return text
 
 
+@_operator_change("queue.bounce")
 @transaction.atomic
 def bounce(recipient_ids=(), reason="", *, message_ids=()):
     """Give up on unfinished recipients now: bounced with status 5.0.0 and `reason` as the
@@ -198,6 +241,7 @@ def bounce(recipient_ids=(), reason="", *, message_ids=()):
     return len(changed)
 
 
+@_operator_change("queue.delete")
 @transaction.atomic
 def delete_messages(message_ids):
     """Remove messages from the queue with their recipients and attempt log, whatever their
@@ -380,6 +424,7 @@ def _save_route(domain, host, port, *, replace, accept_relay, tls, verify_certif
     return existing
 
 
+@_operator_change("route.set_smarthost")
 @transaction.atomic
 def set_smarthost(host, port=25, *, tls=None, verify_certificate=True, username="", password=None, replace=True):
     """Send all mail for other domains through `host`:`port` instead of MX lookups.
@@ -394,6 +439,7 @@ def set_smarthost(host, port=25, *, tls=None, verify_certificate=True, username=
     )
 
 
+@_operator_change("route.clear_smarthost")
 @transaction.atomic
 def clear_smarthost():
     """Forget the smart host: mail goes to MX hosts again (or to MAILSUITE_RELAYHOST, if set)."""
@@ -402,6 +448,7 @@ def clear_smarthost():
         raise NotFound("no smart host is configured")
 
 
+@_operator_change("route.set_transport")
 @transaction.atomic
 def set_transport(domain, host, port=25, *, tls=None, verify_certificate=True, username="", password=None,
                   replace=True):
@@ -442,6 +489,7 @@ def _relay_recipients(domain, verify, recipients):
     return "\n".join(sorted(listed))
 
 
+@_operator_change("route.add_relay_domain")
 @transaction.atomic
 def add_relay_domain(domain, host, port=25, *, verify_recipients=SmartHost.Verify.NONE, recipients=(), tls=None,
                      verify_certificate=True, username="", password=None, replace=False):
@@ -474,6 +522,7 @@ def get_route(domain):
     return route
 
 
+@_operator_change("route.remove")
 @transaction.atomic
 def remove_route(domain):
     """Forget the transport or relay domain for `domain`: its mail goes by MX again, and

@@ -1,0 +1,517 @@
+"""The REST API (/api/v1/). Views read through visible_to() and write through the actions.
+
+Implementation notes:
+- Every write is one or more accounts.actions / mta.actions calls with acting_user set to
+  the request's user, inside one transaction (a PATCH of several fields is all or
+  nothing), audited "via api". No view saves a model itself.
+- Objects are found by id in querysets already narrowed by visible_to(), so another
+  tenant's id is a 404 exactly like an unknown one.
+- PUT is offered only where a whole resource is replaced (Sieve scripts, routes);
+  everything else changes with PATCH.
+"""
+from django.db import transaction
+from django.db.models import Count, Exists, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import actions, limits
+from accounts.admin import count_subquery
+from accounts.errors import InvalidInput, NotFound
+from accounts.models import Account, Alias, AuditEntry, Domain, DomainAlias, LoginEvent, Redirect
+from api import serializers as s
+from mta import actions as mta_actions
+from mta.models import QueuedMessage, QueuedRecipient, SmartHost
+from sieve.models import SieveScript
+
+# Plumbing ----------------------------------------------------------------------------
+
+
+class ApiMixin:
+    """Audited "via api"; the acting user passed on; writes in one transaction."""
+
+    scope_family = None
+
+    def dispatch(self, request, *args, **kwargs):
+        with actions.channel("api"):
+            return super().dispatch(request, *args, **kwargs)
+
+    @property
+    def user(self):
+        return self.request.user
+
+    def changed(self, instance, status_code=status.HTTP_200_OK):
+        return Response(self.get_serializer(instance).data, status=status_code)
+
+    def valid(self, serializer_class=None, partial=False):
+        serializer = (serializer_class or self.get_serializer_class())(
+            data=self.request.data, partial=partial, context=self.get_serializer_context()
+        )
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+
+class ReadViewSet(ApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    pass
+
+
+def _given(data, *names):
+    return [name for name in names if name in data]
+
+
+# Domains -------------------------------------------------------------------------------
+
+SEND_LIMITS = ("messages_per_hour", "recipients_per_day")
+CAPS = ("max_accounts", "max_aliases", "max_quota_total")
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List the domains you administer"),
+    create=extend_schema(summary="Add a domain (superadmin)"),
+    partial_update=extend_schema(summary="Change a domain's default quota, state, sending limits or limits"),
+    destroy=extend_schema(
+        summary="Remove a domain (superadmin)",
+        parameters=[OpenApiParameter("force", bool, description="Also remove its accounts and their mail")],
+    ),
+)
+class DomainViewSet(ReadViewSet, mixins.CreateModelMixin, mixins.UpdateModelMixin, mixins.DestroyModelMixin):
+    scope_family = "domains"
+    serializer_class = s.DomainSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    ordering_fields = ("id", "name", "created")
+    filter_fields = {"name": ("name", str, "Exact ASCII name"), "active": ("active", bool, "Enabled or not")}
+
+    def get_queryset(self):
+        accounts = Account.objects.filter(domain=OuterRef("pk"))
+        return Domain.objects.visible_to(self.user).annotate(account_count=count_subquery(accounts))
+
+    def _reloaded(self, name):
+        return self.get_queryset().get(name=name)
+
+    @transaction.atomic
+    def create(self, request, *args, **kwargs):
+        data = self.valid()
+        domain = actions.create_domain(
+            data["name"], default_quota=data.get("default_quota", 0), active=data.get("active", True),
+            acting_user=self.user,
+        )
+        self._set_limits(domain, data)
+        return self.changed(self._reloaded(domain.name), status.HTTP_201_CREATED)
+
+    def _set_limits(self, domain, data):
+        if _given(data, *SEND_LIMITS):
+            merged = {name: data.get(name, getattr(domain, name)) for name in SEND_LIMITS}
+            actions.set_domain_send_limits(domain.name, **merged, acting_user=self.user)
+        if _given(data, *CAPS):
+            merged = {name: data.get(name, getattr(domain, name)) for name in CAPS}
+            actions.set_domain_limits(domain.name, **merged, acting_user=self.user)
+
+    @transaction.atomic
+    def partial_update(self, request, *args, **kwargs):
+        domain = self.get_object()
+        data = self.valid(partial=True)
+        if "name" in data and data["name"] != domain.name:
+            return Response({"detail": "name: a domain cannot be renamed", "code": "invalid",
+                             "fields": {"name": ["A domain cannot be renamed."]}}, status=400)
+        if "default_quota" in data:
+            actions.set_domain_default_quota(domain.name, data["default_quota"], acting_user=self.user)
+        if "active" in data:
+            actions.set_domain_active(domain.name, data["active"], acting_user=self.user)
+        self._set_limits(domain, data)
+        return self.changed(self._reloaded(domain.name))
+
+    def destroy(self, request, *args, **kwargs):
+        domain = self.get_object()
+        force = request.query_params.get("force", "").lower() in ("1", "true")
+        actions.remove_domain(domain.name, force=force, acting_user=self.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(create=extend_schema(summary="Make a name an alias of a domain (superadmin)"))
+class DomainAliasViewSet(ReadViewSet, mixins.CreateModelMixin, mixins.DestroyModelMixin):
+    scope_family = "domains"
+    serializer_class = s.DomainAliasSerializer
+    ordering_fields = ("id", "name", "created")
+    filter_fields = {"target": ("target__name", str, "The target domain's ASCII name")}
+
+    def get_queryset(self):
+        return DomainAlias.objects.visible_to(self.user).select_related("target")
+
+    def create(self, request, *args, **kwargs):
+        data = self.valid()
+        alias = actions.create_domain_alias(data["name"], data["target"]["name"], acting_user=self.user)
+        return self.changed(alias, status.HTTP_201_CREATED)
+
+    def destroy(self, request, *args, **kwargs):
+        actions.remove_domain_alias(self.get_object().name, acting_user=self.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# Accounts ----------------------------------------------------------------------------
+
+
+class AddressFilters:
+    filter_fields = {
+        "domain": ("domain__name", str, "Only this domain (ASCII name)"),
+        "active": ("active", bool, "Enabled or not"),
+    }
+    ordering_fields = ("id", "localpart", "created")
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List accounts"),
+    create=extend_schema(summary="Create an account"),
+    partial_update=extend_schema(summary="Change an account's name, quota, state, sending limits or send-as list"),
+    destroy=extend_schema(summary="Remove an account and all its mail"),
+)
+class AccountViewSet(AddressFilters, ReadViewSet, mixins.CreateModelMixin, mixins.UpdateModelMixin,
+                     mixins.DestroyModelMixin):
+    scope_family = "accounts"
+    serializer_class = s.AccountSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    ordering_fields = ("id", "localpart", "created", "quota_used")
+    search = True
+
+    def get_queryset(self):
+        return Account.objects.visible_to(self.user).select_related("domain").prefetch_related("send_as_grants")
+
+    def _reloaded(self, account):
+        return self.get_queryset().get(pk=account.pk)
+
+    @transaction.atomic
+    def create(self, request, *args, **kwargs):
+        data = self.valid()
+        account = actions.create_account(
+            data["address"], password=data.get("password"), quota=data.get("quota"),
+            display_name=data.get("display_name", ""), active=data.get("active", True), acting_user=self.user,
+        )
+        self._update(account, data, ("messages_per_hour", "recipients_per_day", "send_as"))
+        return self.changed(self._reloaded(account), status.HTTP_201_CREATED)
+
+    def _update(self, account, data, allowed):
+        address, user = account.address, self.user
+        given = set(_given(data, *allowed))
+        if "display_name" in given:
+            actions.set_display_name(address, data["display_name"], acting_user=user)
+        if "quota" in given:
+            if data["quota"] is None:
+                raise InvalidInput("quota: give a number of bytes (0 is unlimited)")
+            actions.set_quota(address, data["quota"], acting_user=user)
+        if "active" in given:
+            actions.set_account_active(address, data["active"], acting_user=user)
+        if given & set(SEND_LIMITS):
+            merged = {name: data.get(name, getattr(account, name)) for name in SEND_LIMITS}
+            actions.set_send_limits(address, **merged, acting_user=user)
+        if "send_as" in given:
+            actions.set_send_as(address, data["send_as"], acting_user=user)
+
+    @transaction.atomic
+    def partial_update(self, request, *args, **kwargs):
+        account = self.get_object()
+        data = self.valid(partial=True)
+        if "address" in data and data["address"].lower() != account.address:
+            raise InvalidInput("address: an account cannot be renamed")
+        if "password" in data:
+            raise InvalidInput("password: change it with POST …/password/")
+        self._update(account, data, ("display_name", "quota", "active", *SEND_LIMITS, "send_as"))
+        return self.changed(self._reloaded(account))
+
+    def destroy(self, request, *args, **kwargs):
+        actions.remove_account(self.get_object().address, acting_user=self.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(summary="Set the account's password", request=s.PasswordSerializer, responses={204: None})
+    @action(detail=True, methods=["post"], serializer_class=s.PasswordSerializer)
+    def password(self, request, pk=None):
+        account = self.get_object()
+        data = self.valid(s.PasswordSerializer)
+        actions.set_password(account.address, data["password"], acting_user=self.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(summary="Quota and sending usage", responses=s.UsageSerializer)
+    @action(detail=True, methods=["get"], serializer_class=s.UsageSerializer)
+    def usage(self, request, pk=None):
+        account = self.get_object()
+        used, allowed = limits.usage_for(account), limits.limits_for(account)
+        return Response(s.UsageSerializer({
+            "quota": account.quota, "quota_used": account.quota_used, "quota_percent": account.quota_percent,
+            "messages_last_hour": used.messages_last_hour, "messages_per_hour": allowed.messages_per_hour,
+            "recipients_last_day": used.recipients_last_day, "recipients_per_day": allowed.recipients_per_day,
+        }).data)
+
+
+# Aliases and redirects ---------------------------------------------------------------
+
+
+@extend_schema_view(partial_update=extend_schema(summary="Replace an alias's targets", request=s.AliasTargetsSerializer))
+class AliasViewSet(AddressFilters, ReadViewSet, mixins.CreateModelMixin, mixins.UpdateModelMixin,
+                   mixins.DestroyModelMixin):
+    scope_family = "aliases"
+    serializer_class = s.AliasSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    search = True
+
+    def get_queryset(self):
+        return Alias.objects.visible_to(self.user).select_related("domain").prefetch_related("targets")
+
+    def create(self, request, *args, **kwargs):
+        data = self.valid()
+        alias = actions.create_alias(data["address"], data["targets"], acting_user=self.user)
+        return self.changed(self.get_queryset().get(pk=alias.pk), status.HTTP_201_CREATED)
+
+    def partial_update(self, request, *args, **kwargs):
+        alias = self.get_object()
+        data = self.valid(s.AliasTargetsSerializer)
+        actions.set_alias_targets(alias.address if alias.localpart else f"@{alias.domain.name}", data["targets"],
+                                  acting_user=self.user)
+        return self.changed(self.get_queryset().get(pk=alias.pk))
+
+    def destroy(self, request, *args, **kwargs):
+        alias = self.get_object()
+        actions.remove_alias(alias.address if alias.localpart else f"@{alias.domain.name}", acting_user=self.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RedirectViewSet(AddressFilters, ReadViewSet, mixins.CreateModelMixin, mixins.DestroyModelMixin):
+    scope_family = "aliases"
+    serializer_class = s.RedirectSerializer
+    search = True
+
+    def get_queryset(self):
+        return Redirect.objects.visible_to(self.user).select_related("domain")
+
+    def create(self, request, *args, **kwargs):
+        data = self.valid()
+        redirect = actions.create_redirect(data["address"], data["target"], acting_user=self.user)
+        return self.changed(redirect, status.HTTP_201_CREATED)
+
+    def destroy(self, request, *args, **kwargs):
+        actions.remove_redirect(self.get_object().address, acting_user=self.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# Sieve scripts -----------------------------------------------------------------------
+
+SCRIPT_NAME = OpenApiParameter("name", str, OpenApiParameter.PATH, description="The script's name")
+
+
+class SieveScriptViewSet(ApiMixin, viewsets.GenericViewSet):
+    """An account's Sieve scripts: list, get, put (create or replace), activate, delete."""
+
+    scope_family = "sieve"
+    serializer_class = s.SieveScriptSerializer
+    pagination_class = None
+    filter_backends = []
+
+    def _account(self):
+        account = Account.objects.visible_to(self.user).select_related("domain").filter(
+            pk=self.kwargs["account_pk"]
+        ).first()
+        if account is None:
+            raise NotFound("account not found")
+        return account
+
+    @extend_schema(summary="List an account's scripts", responses=s.SieveScriptListSerializer(many=True))
+    def list(self, request, account_pk=None):
+        scripts = SieveScript.objects.filter(account=self._account()).order_by("name")
+        return Response(s.SieveScriptListSerializer(scripts, many=True).data)
+
+    @extend_schema(summary="Get a script", parameters=[SCRIPT_NAME])
+    def retrieve(self, request, account_pk=None, name=None):
+        from sieve import actions as sieve_actions
+
+        return Response(self.get_serializer(sieve_actions.get_script(self._account(), name)).data)
+
+    @extend_schema(summary="Store a script (checked first)", parameters=[SCRIPT_NAME], request=s.SievePutSerializer)
+    def update(self, request, account_pk=None, name=None):
+        data = self.valid(s.SievePutSerializer)
+        script = actions.put_sieve_script(
+            self._account().address, name, data["text"], activate=data.get("active", False), acting_user=self.user
+        )
+        return Response(self.get_serializer(script).data)
+
+    @extend_schema(summary="Delete a script (not the active one)", parameters=[SCRIPT_NAME], responses={204: None})
+    def destroy(self, request, account_pk=None, name=None):
+        actions.delete_sieve_script(self._account().address, name, acting_user=self.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(summary="Make a script the active one", parameters=[SCRIPT_NAME], request=None)
+    def activate(self, request, account_pk=None, name=None):
+        script = actions.activate_sieve_script(self._account().address, name, acting_user=self.user)
+        return Response(self.get_serializer(script).data)
+
+    @extend_schema(summary="Deactivate every script of the account", request=None, responses={204: None})
+    def deactivate(self, request, account_pk=None):
+        actions.activate_sieve_script(self._account().address, "", acting_user=self.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# Routes: smart host, transports, relay domains (superadmin) ----------------------------
+
+
+class RouteViewSet(ReadViewSet, mixins.CreateModelMixin, mixins.DestroyModelMixin):
+    scope_family = "relay"
+    superadmin_only = True
+    serializer_class = s.RouteSerializer
+    ordering_fields = ("id", "domain")
+    filter_fields = {"domain": ("domain", str, "The destination domain; empty for the smart host")}
+    queryset = SmartHost.objects.all()
+
+    def create(self, request, *args, **kwargs):
+        data = self.valid()
+        common = {
+            "tls": data.get("tls"), "verify_certificate": data.get("verify_certificate", True),
+            "username": data.get("username", ""), "password": data.get("password"),
+            "acting_user": self.user,
+        }
+        kind, domain = data["kind"], data.get("domain", "")
+        if kind == "smarthost":
+            if domain:
+                raise InvalidInput("domain: the smart host is for all other domains; leave it empty")
+            route = mta_actions.set_smarthost(data["host"], data["port"], replace=False, **common)
+        else:
+            if not domain:
+                raise InvalidInput(f"domain: a {kind} needs a domain")
+            if kind == "transport":
+                route = mta_actions.set_transport(domain, data["host"], data["port"], replace=False, **common)
+            else:
+                route = mta_actions.add_relay_domain(
+                    domain, data["host"], data["port"], verify_recipients=data.get("verify_recipients", "none"),
+                    recipients=data.get("recipients", []), **common,
+                )
+        return self.changed(route, status.HTTP_201_CREATED)
+
+    def destroy(self, request, *args, **kwargs):
+        route = self.get_object()
+        if route.domain:
+            mta_actions.remove_route(route.domain, acting_user=self.user)
+        else:
+            mta_actions.clear_smarthost(acting_user=self.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# The outbound queue (superadmin) ------------------------------------------------------
+
+
+@extend_schema_view(destroy=extend_schema(summary="Remove a message from the queue; nobody is told"))
+class QueueViewSet(ReadViewSet, mixins.DestroyModelMixin):
+    scope_family = "queue"
+    superadmin_only = True
+    serializer_class = s.QueuedMessageSerializer
+    ordering_fields = ("id", "created")
+    filter_fields = {
+        "queue_id": ("queue_id", str, "The id logs show"),
+        "sender": ("mail_from__iexact", str, "Envelope sender"),
+    }
+    STATES = ("queued", "deferred", "held", "delivered", "bounced")
+
+    def get_queryset(self):
+        messages = QueuedMessage.objects.select_related("blob").prefetch_related("recipients")
+        state = self.request.query_params.get("state")
+        if state:
+            if state not in self.STATES:
+                raise InvalidInput(f"state: one of {', '.join(self.STATES)}")
+            messages = messages.filter(Exists(QueuedRecipient.objects.filter(message=OuterRef("pk"), state=state)))
+        domain = self.request.query_params.get("domain")
+        if domain:
+            messages = messages.filter(
+                Exists(QueuedRecipient.objects.filter(message=OuterRef("pk"), domain=domain.strip().lower()))
+            )
+        return messages
+
+    def destroy(self, request, *args, **kwargs):
+        mta_actions.delete_messages([self.get_object().pk], acting_user=self.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _apply(self, change):
+        message = self.get_object()
+        changed = change(message_ids=[message.pk], acting_user=self.user)
+        return Response({"changed": changed})
+
+    @extend_schema(summary="Try its queued and deferred recipients now", request=None, responses=s.QueueChangeSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        return self._apply(mta_actions.retry_now)
+
+    @extend_schema(summary="Hold its queued and deferred recipients", request=None, responses=s.QueueChangeSerializer)
+    @action(detail=True, methods=["post"])
+    def hold(self, request, pk=None):
+        return self._apply(mta_actions.hold)
+
+    @extend_schema(summary="Release its held recipients", request=None, responses=s.QueueChangeSerializer)
+    @action(detail=True, methods=["post"])
+    def release(self, request, pk=None):
+        return self._apply(mta_actions.release)
+
+
+# Audit: logins and administrative changes (read-only) -----------------------------------
+
+
+class LoginEventViewSet(ReadViewSet):
+    scope_family = "audit"
+    ordering = ("-id",)
+    serializer_class = s.LoginEventSerializer
+    ordering_fields = ("id", "time")
+    filter_fields = {
+        "account": ("account_id", int, "An account's id"),
+        "success": ("success", bool, "Succeeded or failed"),
+        "service": ("service", str, "smtp, imap, pop3, managesieve, web, api"),
+        "remote_ip": ("remote_ip", str, "The client's IP address"),
+    }
+
+    def get_queryset(self):
+        return LoginEvent.objects.visible_to(self.user)
+
+
+class AuditEntryViewSet(ReadViewSet):
+    scope_family = "audit"
+    ordering = ("-id",)
+    serializer_class = s.AuditEntrySerializer
+    ordering_fields = ("id", "time")
+    filter_fields = {
+        "action": ("action", str, "e.g. account.create"),
+        "object_type": ("object_type", str, "e.g. account, alias, queue"),
+        "domain": ("domain_name", str, "The domain's ASCII name"),
+        "actor": ("actor_name", str, "A user name, or system"),
+    }
+
+    def get_queryset(self):
+        return AuditEntry.objects.visible_to(self.user)
+
+
+# Statistics --------------------------------------------------------------------------
+
+
+class StatsView(ApiMixin, APIView):
+    scope_family = "stats"
+
+    @extend_schema(summary="Counts and quota per domain you administer; the queue for superadmins",
+                   responses=s.StatsSerializer)
+    def get(self, request):
+        def total(field):
+            rows = Account.objects.filter(domain=OuterRef("pk")).order_by().values("domain")
+            return Coalesce(Subquery(rows.annotate(t=Sum(field)).values("t")[:1]), 0)
+
+        domains = Domain.objects.visible_to(request.user).order_by("name").annotate(
+            n_accounts=count_subquery(Account.objects.filter(domain=OuterRef("pk"))),
+            n_aliases=count_subquery(Alias.objects.filter(domain=OuterRef("pk"))),
+            n_redirects=count_subquery(Redirect.objects.filter(domain=OuterRef("pk"))),
+            allocated=total("quota"),
+            used=total("quota_used"),
+        )[:1000]
+        rows = [
+            {"name": d.name, "accounts": d.n_accounts, "aliases": d.n_aliases, "redirects": d.n_redirects,
+             "quota_allocated": d.allocated, "quota_used": d.used}
+            for d in domains
+        ]
+        totals = {"name": "", **{key: sum(row[key] for row in rows) for key in
+                                 ("accounts", "aliases", "redirects", "quota_allocated", "quota_used")}}
+        data = {"domains": rows, "totals": totals}
+        if actions.is_superadmin(request.user):
+            counts = dict(QueuedRecipient.objects.order_by().values_list("state").annotate(n=Count("pk")))
+            data["queue"] = {state: counts.get(state, 0) for state in QueueViewSet.STATES}
+        return Response(s.StatsSerializer(data).data)
+
