@@ -13,7 +13,7 @@ import re
 from django.db import transaction
 from django.db.models import F
 
-from antispam import bayes
+from antispam import bayes, lookups
 from antispam.models import ListEntry, SenderMark, SpamSettings
 from mailsuite.lib.addresses import AddressError, split_address
 
@@ -47,6 +47,7 @@ def set_thresholds(*, domain=None, account=None, tag=None, junk=None, reject=Non
         **scope,
         defaults={"tag_threshold": tag, "junk_threshold": junk, "reject_threshold": reject, "never_reject": never_reject},
     )
+    _changed()
     return row
 
 
@@ -79,6 +80,7 @@ def add_list_entry(kind, pattern, *, domain=None, account=None):
         raise SpamSettingsError("a list entry is allow or block")
     scope = _scope(domain, account)
     entry, _ = ListEntry.objects.update_or_create(**scope, pattern=normalise_pattern(pattern), defaults={"kind": kind})
+    _changed()
     return entry
 
 
@@ -86,7 +88,16 @@ def add_list_entry(kind, pattern, *, domain=None, account=None):
 def remove_list_entry(entry_id, *, domain=None, account=None):
     """Remove an entry of this domain's or account's lists; False when there is none."""
     deleted, _ = ListEntry.objects.filter(pk=entry_id, **_scope(domain, account)).delete()
+    _changed()
     return bool(deleted)
+
+
+def _changed():
+    """Thresholds or lists changed: this process uses them from the next message on
+    (other processes within antispam.lookups.TTL seconds). Forgotten now, for reads later
+    in this transaction, and after the commit, for what other threads read meanwhile."""
+    lookups.forget()
+    transaction.on_commit(lookups.forget)
 
 
 def learn_examples(account_id=None, limit=LEARN_BATCH):

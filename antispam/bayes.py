@@ -24,7 +24,7 @@ from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 
-from antispam import rules
+from antispam import lookups, rules
 from antispam.models import BayesCorpus, BayesToken, Learned
 
 MAX_TOKENS = 1500
@@ -136,7 +136,7 @@ def classify(message_tokens, counts, n_spam, n_ham, scope="site"):
 
 
 def _corpus(account_id):
-    return BayesCorpus.objects.filter(account_id=account_id).values_list("spam", "ham").first() or (0, 0)
+    return lookups.corpus(account_id)
 
 
 def _counts(account_id, message_tokens):
@@ -214,6 +214,9 @@ def learn_batch(account_id, messages, *, spam):
         if changed:
             updates[other] = Greatest(F(other) - len(changed), 0)
         BayesCorpus.objects.filter(pk=corpus.pk).update(**updates)
+        # This process scores with the new counts at once (antispam.actions._changed).
+        lookups.forget()
+        transaction.on_commit(lookups.forget)
     return len(seen)
 
 

@@ -17,8 +17,8 @@ decide() only reads the database: it runs in mta.inbound.prepare(), before the c
 """
 from dataclasses import dataclass, field
 
-from antispam import bayes, correspondents
-from antispam.models import ListEntry, SenderMark, SpamSettings
+from antispam import bayes, correspondents, lookups
+from antispam.models import ListEntry
 
 SPAM_POINTS = 10.0  # points that make 100 % for Sieve's spamtest (RFC 5235)
 ACTIONS = ("none", "tag", "junk", "reject")
@@ -110,19 +110,15 @@ def _domain_of(address):
 
 
 def thresholds(account):
-    rows = {
-        ("account" if row.account_id else "domain"): row
-        for row in SpamSettings.objects.filter(account_id=account.pk) | SpamSettings.objects.filter(domain_id=account.domain_id)
-    }
+    """The account's thresholds: its own, else its domain's, else DEFAULTS (per field)."""
     tag, junk, reject = DEFAULTS.tag, DEFAULTS.junk, DEFAULTS.reject
-    for scope in ("domain", "account"):
-        row = rows.get(scope)
-        if row is None:
+    for own in (lookups.scope("domain", account.domain_id).settings, lookups.scope("account", account.pk).settings):
+        if own is None:
             continue
-        tag = row.tag_threshold if row.tag_threshold is not None else tag
-        junk = row.junk_threshold if row.junk_threshold is not None else junk
-        reject = row.reject_threshold if row.reject_threshold is not None else reject
-        if row.never_reject:
+        tag = own.tag if own.tag is not None else tag
+        junk = own.junk if own.junk is not None else junk
+        reject = own.reject if own.reject is not None else reject
+        if own.never_reject:
             reject = None
     return Thresholds(tag, junk, reject)
 
@@ -141,22 +137,18 @@ def _list_rules(account, assessment):
     senders = [a for a in dict.fromkeys((assessment.from_address, assessment.mail_from)) if a]
     if not senders:
         return []
-    entries = list(ListEntry.objects.filter(account_id=account.pk)) + list(ListEntry.objects.filter(domain_id=account.domain_id))
-    for scope_entries, whose in (
-        ([e for e in entries if e.account_id], "your"),
-        ([e for e in entries if e.domain_id], "your domain's"),
-    ):
-        for entry in scope_entries:
-            matched = [s for s in senders if matches(entry.pattern, s)]
+    for kind, pk, whose in (("account", account.pk, "your"), ("domain", account.domain_id, "your domain's")):
+        for entry_kind, pattern in lookups.scope(kind, pk).entries:
+            matched = [s for s in senders if matches(pattern, s)]
             if not matched:
                 continue
-            if entry.kind == ListEntry.BLOCK:
-                return [_rule("BLOCKLISTED", pattern=entry.pattern, whose=whose)]
+            if entry_kind == ListEntry.BLOCK:
+                return [_rule("BLOCKLISTED", pattern=pattern, whose=whose)]
             verified = not assessment.spoofed and (
                 (assessment.from_address in matched and assessment.from_verified)
                 or (assessment.mail_from in matched and assessment.mail_from_verified)
             )
-            return [_rule("ALLOWLISTED" if verified else "ALLOWLISTED_UNVERIFIED", pattern=entry.pattern, whose=whose)]
+            return [_rule("ALLOWLISTED" if verified else "ALLOWLISTED_UNVERIFIED", pattern=pattern, whose=whose)]
     return []
 
 
@@ -164,12 +156,12 @@ def _reputation_rules(account, assessment):
     address = assessment.from_address
     if not address:
         return []
-    mark = SenderMark.objects.filter(account_id=account.pk, address=address).values_list("ham", "spam").first()
-    if mark and mark[1] > mark[0]:
+    mark = lookups.sender_mark(account.pk, address)
+    if mark[1] > mark[0]:
         return [_rule("MARKED_JUNK", address=address)]
     if assessment.spoofed:
         return []  # someone else's name: what the user thinks of its owner says nothing here
-    if mark and mark[0] > mark[1]:
+    if mark[0] > mark[1]:
         return [_rule("MARKED_NOT_JUNK", address=address)]
     known, known_domain = correspondence(account, address)
     if known:
