@@ -692,8 +692,9 @@ def _chunks(values, size=_BATCH):
         yield values[start : start + size]
 
 
-def _uid_filters(uids):
-    """Q objects that together match exactly `uids`, each binding at most _BATCH values.
+def _uid_groups(uids):
+    """`uids` as groups of ranges [(low, high), …] or of single UIDs [uid, …], each group
+    binding at most _BATCH values: ("ranges", […]) or ("in", […]).
 
     IMAP sets are mostly ranges (1:*, 400:700), so runs of consecutive UIDs become
     BETWEEN and a STORE on 100k messages reads them in one statement, not 200.
@@ -709,12 +710,30 @@ def _uid_filters(uids):
                 singles.extend(run)
             start = i
     for chunk in _chunks(ranges, _BATCH // 2):
+        yield "ranges", chunk
+    for chunk in _chunks(singles):
+        yield "in", chunk
+
+
+def _uid_filters(uids):
+    """Q objects that together match exactly `uids` (see _uid_groups)."""
+    for kind, group in _uid_groups(uids):
+        if kind == "in":
+            yield Q(uid__in=group)
+            continue
         q = Q()
-        for low, high in chunk:
+        for low, high in group:
             q |= Q(uid__range=(low, high))
         yield q
-    for chunk in _chunks(singles):
-        yield Q(uid__in=chunk)
+
+
+def _uid_clauses(uids):
+    """SQL conditions (text, params) that together match exactly `uids` (see _uid_groups)."""
+    for kind, group in _uid_groups(uids):
+        if kind == "in":
+            yield f"uid IN ({_placeholders(group)})", list(group)
+        else:
+            yield " OR ".join(["uid BETWEEN %s AND %s"] * len(group)), [bound for pair in group for bound in pair]
 
 
 def _messages(folder_id, uids, *fields):
@@ -726,6 +745,40 @@ def _messages(folder_id, uids, *fields):
         rows.extend(query.values_list(*fields) if fields else query)
     rows.sort(key=(lambda m: m.uid) if not fields else (lambda row: row[fields.index("uid")]))
     return rows
+
+
+def _message_rows(folder_id, uids, columns):
+    """Rows (tuples of `columns`, first column uid) of the folder's messages with these
+    UIDs, ascending UID. Plain SQL, like the rest of the STORE/EXPUNGE path: those run for
+    every command, and the ORM's query building cost several times the statements."""
+    rows = []
+    with connection.cursor() as cursor:
+        for where, params in _uid_clauses(uids):
+            cursor.execute(
+                f"SELECT uid, {columns} FROM {Message._meta.db_table} WHERE folder_id = %s AND ({where})",
+                [folder_id, *params],
+            )
+            rows.extend(cursor.fetchall())
+    rows.sort()
+    return rows
+
+
+def _lock_folder_state(account_id, folder_id):
+    """_lock_folders for one folder, in plain SQL: the folder's counters as a _FolderState."""
+    with connection.cursor() as cursor:
+        cursor.execute(_for_update(f"SELECT id FROM {Account._meta.db_table} WHERE id = %s"), [account_id])
+        cursor.fetchall()
+        cursor.execute(
+            _for_update(
+                "SELECT id, account_id, name, uidnext, highestmodseq, message_count, unseen_count, total_size "
+                f"FROM {Folder._meta.db_table} WHERE id = %s AND account_id = %s"
+            ),
+            [folder_id, account_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise NoSuchFolder("the folder no longer exists")
+    return _FolderState(*row)
 
 
 def _lock_folders(account_id, folder_ids):
@@ -789,17 +842,27 @@ def expunge(folder, uids):
 
     All removed messages share one new MODSEQ, which their tombstones record.
     """
-    account, folders = _lock_folders(folder.account_id, [folder.pk])
-    folder = folders[folder.pk]
-    doomed = _messages(folder.pk, uids, "pk", "uid", "size", "seen")
+    state = _lock_folder_state(folder.account_id, folder.pk)
+    doomed = _message_rows(state.id, uids, "id, size, seen")
     if not doomed:
         return []
-    modseq = folder.highestmodseq + 1
-    size = _remove(folder, doomed, modseq)
-    _save_folder(folder)
-    Account.objects.filter(pk=account.pk).update(quota_used=F("quota_used") - size)
-    removed = tuple(row[1] for row in doomed)
-    events.publish_on_commit(events.Change("expunge", account.pk, folder.pk, removed, modseq))
+    modseq = state.highestmodseq + 1
+    ids = [row[1] for row in doomed]
+    removed = tuple(row[0] for row in doomed)
+    size = sum(row[2] for row in doomed)
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        for chunk in _chunks(ids):
+            cursor.execute(f"DELETE FROM {Message._meta.db_table} WHERE id IN ({_placeholders(chunk)})", chunk)
+        cursor.execute(f"UPDATE {Account._meta.db_table} SET quota_used = quota_used - %s WHERE id = %s", [size, state.account_id])
+    _insert(ExpungedMessage, ("folder", "uid", "modseq", "expunged_at"),
+            [ExpungedMessage(folder_id=state.id, uid=uid, modseq=modseq, expunged_at=now) for uid in removed])
+    state.highestmodseq = modseq
+    state.message_count -= len(doomed)
+    state.unseen_count -= sum(1 for row in doomed if not row[3])
+    state.total_size -= size
+    _save_counters([state], {})
+    events.publish_on_commit(events.Change("expunge", state.account_id, state.id, removed, modseq))
     return list(removed)
 
 
@@ -899,9 +962,8 @@ def store_flags(folder, uids, *, mode, flags, unchangedsince=None):
     if mode not in STORE_MODES:
         raise ValueError(f"store mode must be one of {STORE_MODES}, not {mode!r}")
     system, keywords = parse_flags(flags)
-    account, folders = _lock_folders(folder.account_id, [folder.pk])
-    folder = folders[folder.pk]
-    rows = _messages(folder.pk, uids, "uid", "modseq", *FLAG_FIELDS, "keywords")
+    locked = _lock_folder_state(folder.account_id, folder.pk)
+    rows = _message_rows(locked.id, uids, "modseq, seen, answered, flagged, deleted, draft, keywords")
     result = StoreResult()
     # Messages grouped by the flag state they end in: one UPDATE per state (and per
     # _BATCH UIDs), however many messages there are.
@@ -917,18 +979,25 @@ def store_flags(folder, uids, *, mode, flags, unchangedsince=None):
         unseen_delta += int(state[0]) - int(new[0])
     if not groups:
         return result
-    modseq = folder.highestmodseq + 1
-    for state, group in groups.items():
-        values = dict(zip(FLAG_FIELDS, state[:5]), keywords=state[5], modseq=modseq)
-        for q in _uid_filters(group):
-            Message.objects.filter(q, folder_id=folder.pk).update(**values)
-        flags_now = _flags_tuple(state)
-        result.changed.extend((uid, flags_now, modseq) for uid in group)
+    modseq = locked.highestmodseq + 1
+    with connection.cursor() as cursor:
+        for new, group in groups.items():
+            for where, params in _uid_clauses(group):
+                cursor.execute(
+                    f"UPDATE {Message._meta.db_table} SET seen = %s, answered = %s, flagged = %s, deleted = %s, "
+                    f"draft = %s, keywords = %s, modseq = %s WHERE folder_id = %s AND ({where})",
+                    [*(bool(on) for on in new[:5]), new[5], modseq, locked.id, *params],
+                )
+            flags_now = _flags_tuple(new)
+            result.changed.extend((uid, flags_now, modseq) for uid in group)
+        cursor.execute(
+            f"UPDATE {Folder._meta.db_table} SET highestmodseq = %s, unseen_count = unseen_count + %s WHERE id = %s",
+            [modseq, unseen_delta, locked.id],
+        )
     result.changed.sort()
     result.modseq = modseq
-    Folder.objects.filter(pk=folder.pk).update(highestmodseq=modseq, unseen_count=F("unseen_count") + unseen_delta)
     changed_uids = tuple(uid for uid, _, _ in result.changed)
-    events.publish_on_commit(events.Change("flags", account.pk, folder.pk, changed_uids, modseq))
+    events.publish_on_commit(events.Change("flags", locked.account_id, locked.id, changed_uids, modseq))
     return result
 
 
