@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export MAILSUITE_DATA_DIR ?= $(CURDIR)/var
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test setup demo bench bench-smtp bench-queue bench-imap bench-pop3 bench-spam debs-test clean
+.PHONY: run test setup demo bench bench-smtp bench-queue bench-imap bench-pop3 bench-spam bench-webmail debs-test clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench-pop3: setup
 # A thousand messages through the content filter (rules, Bayes, one recipient's verdict).
 bench-spam: setup
 	$(PY) bench/spam.py
+
+# BENCH_WEBMAIL_ARGS: e.g. --sizes 10000 --repeat 10, or --database postgres
+bench-webmail: setup
+	$(PY) bench/webmail.py $(BENCH_WEBMAIL_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
