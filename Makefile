@@ -30,7 +30,7 @@ demo: setup
 
 # Debian tools the end-to-end tests drive as real clients (clamav-daemon: the tests start
 # their own clamd with a tiny signature database; the packaged service is not needed).
-DEBS_TEST := swaks libnet-ssleay-perl libio-socket-ssl-perl fetchmail isync mutt chromium sieve-connect getmail6 dovecot-imapd clamav-daemon
+DEBS_TEST := swaks libnet-ssleay-perl libio-socket-ssl-perl fetchmail isync mutt chromium sieve-connect getmail6 dovecot-imapd clamav-daemon gnupg
 debs-test:
 	@dpkg -s $(DEBS_TEST) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS_TEST) >/dev/null)
 
