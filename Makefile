@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export MAILSUITE_DATA_DIR ?= $(CURDIR)/var
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test setup demo bench bench-smtp bench-queue bench-imap bench-pop3 bench-spam bench-webmail debs-test clean
+.PHONY: run test setup debs-run demo bench bench-smtp bench-queue bench-imap bench-pop3 bench-spam bench-webmail debs-test clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,12 @@ $(VENV)/.test: requirements-test.txt $(VENV)/.runtime
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-test.txt
 	touch $@
 
-setup: $(VENV)/.runtime
+# Debian packages the server itself runs: gpg for OpenPGP (secmail).
+DEBS_RUN := gnupg
+debs-run:
+	@dpkg -s $(DEBS_RUN) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS_RUN) >/dev/null)
+
+setup: $(VENV)/.runtime debs-run
 	$(PY) manage.py migrate --noinput -v 0
 	$(PY) manage.py tls ensure
 
@@ -30,11 +35,11 @@ demo: setup
 
 # Debian tools the end-to-end tests drive as real clients (clamav-daemon: the tests start
 # their own clamd with a tiny signature database; the packaged service is not needed).
-DEBS_TEST := swaks libnet-ssleay-perl libio-socket-ssl-perl fetchmail isync mutt chromium sieve-connect getmail6 dovecot-imapd clamav-daemon gnupg
+DEBS_TEST := swaks libnet-ssleay-perl libio-socket-ssl-perl fetchmail isync mutt chromium sieve-connect getmail6 dovecot-imapd clamav-daemon
 debs-test:
 	@dpkg -s $(DEBS_TEST) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS_TEST) >/dev/null)
 
-test: $(VENV)/.test debs-test
+test: $(VENV)/.test debs-run debs-test
 	$(PY) tests/run.py
 
 # Benchmarks (not part of `make test`): results go to bench/RESULTS.md by hand.
