@@ -87,6 +87,9 @@ def test_it_refuses_an_attachment_over_the_size_limit(alice, bob, alice_client, 
     big = SimpleUploadedFile("big.bin", b"x" * 2000)
     response = post(alice_client, to="bob@example.test", subject="big", attachments=big)
     assert response.status_code == 400 and inbox(bob) == []
+    # Said on the page the upload's script puts in place of the form (compose.js).
+    assert "The attachment big.bin is larger than the size limit." in response.content.decode()
+    assert 'data-size-limit="1000"' in response.content.decode()
 
 
 def test_it_refuses_a_post_without_csrf_token(alice, bob, alice_client):
