@@ -2,7 +2,8 @@
 
 - Tokens: words of the subject ("s:" prefix) and the text (HTML reduced to what the
   reader sees), the hosts links point at ("u:"), the From domain ("f:"). Each counts
-  once per message; at most MAX_TOKENS per message.
+  once per message; at most MAX_TOKENS per message are learned, and the first
+  MAX_SCORED_TOKENS of them scored (one query: a message's verdict must cost little).
 - Counts are kept per account and site-wide (antispam.models). A verdict uses the
   account's own counts once it has learned MIN_MESSAGES of each kind, else the
   site-wide ones, else there is no verdict.
@@ -20,7 +21,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 
@@ -28,6 +29,7 @@ from antispam import lookups, rules
 from antispam.models import BayesCorpus, BayesToken, Learned
 
 MAX_TOKENS = 1500
+MAX_SCORED_TOKENS = 500  # looked up per message; also the size of one IN list
 MIN_MESSAGES = 10  # of each kind before a filter's verdict counts
 MAX_CLUES = 150
 S, X = 0.45, 0.5
@@ -37,28 +39,17 @@ _WORD = re.compile(r"[^\W_][\w'$€£%-]{1,22}[^\W_]|[$€£]\d+", re.UNICODE)
 
 
 def tokens_of_facts(found):
-    """The message's tokens (a sorted list without repeats)."""
-    seen = set()
-
-    def add(token):
-        if len(seen) < MAX_TOKENS:
-            seen.add(token[:64])
-
-    for word in _WORD.findall(found.subject.lower()):
-        add("s:" + word)
+    """The message's tokens without repeats, the most telling places first: subject,
+    From domain, link hosts, then the words of the text in order (at most MAX_TOKENS)."""
+    ordered = ["s:" + word for word in _WORD.findall(found.subject.lower())]
+    if found.from_domain:
+        ordered.append("f:" + found.from_domain)
+    ordered += ["u:" + host for _, _, host in found.links if host]
     text = found.text if found.has_plain else ""
     if found.has_html:
-        text += "\n" + rules._visible_text(found.markup)
-    for word in _WORD.findall(text.lower()):
-        if not word.isdigit():
-            add(word)
-    for href, _ in rules._links(found):
-        host = rules._host_of(href)
-        if host:
-            add("u:" + host)
-    if found.from_domain:
-        add("f:" + found.from_domain)
-    return sorted(seen)
+        text += "\n" + found.visible_html
+    ordered += [word for word in _WORD.findall(text.lower()) if not word.isdigit()]
+    return list(dict.fromkeys(token[:64] for token in ordered))[:MAX_TOKENS]
 
 
 def tokens(raw):
@@ -103,8 +94,12 @@ def combine(probabilities):
     if not probabilities:
         return 0.5
     n = len(probabilities)
-    ln_ham = sum(math.log(max(p, 1e-200)) for p in probabilities)
-    ln_spam = sum(math.log(max(1.0 - p, 1e-200)) for p in probabilities)
+    try:
+        ln_ham = math.fsum(map(math.log, probabilities))
+        ln_spam = math.fsum(map(math.log, [1.0 - p for p in probabilities]))
+    except ValueError:  # a certain 0 or 1: spamminess() never says so, callers might
+        ln_ham = math.fsum(math.log(max(p, 1e-200)) for p in probabilities)
+        ln_spam = math.fsum(math.log(max(1.0 - p, 1e-200)) for p in probabilities)
     h = _chi2q(-2.0 * ln_ham, 2 * n)
     s = _chi2q(-2.0 * ln_spam, 2 * n)
     return (1.0 + h - s) / 2.0
@@ -119,10 +114,10 @@ def classify(message_tokens, counts, n_spam, n_ham, scope="site"):
     n_spam and n_ham messages."""
     scored = []
     for token in message_tokens:
-        spam, ham = counts.get(token, (0, 0))
-        if not spam and not ham:
+        found = counts.get(token)
+        if found is None or found == (0, 0):
             continue
-        f = spamminess(spam, ham, n_spam, n_ham)
+        f = spamminess(found[0], found[1], n_spam, n_ham)
         if abs(f - 0.5) >= MIN_DEVIATION:
             scored.append((abs(f - 0.5), f, token))
     scored.sort(reverse=True)
@@ -140,19 +135,38 @@ def _corpus(account_id):
 
 
 def _counts(account_id, message_tokens):
-    rows = BayesToken.objects.filter(account_id=account_id, token__in=message_tokens).values_list("token", "spam", "ham")
-    return {token: (spam, ham) for token, spam, ham in rows}
+    """{token: (spam, ham)} of the filter of `account_id` (None: site-wide): plain SQL in
+    lists of at most MAX_SCORED_TOKENS, over the unique (account, token) indexes."""
+    table = BayesToken._meta.db_table
+    owner, params = ("account_id IS NULL", []) if account_id is None else ("account_id = %s", [account_id])
+    counts = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(message_tokens), MAX_SCORED_TOKENS):
+            chunk = message_tokens[start : start + MAX_SCORED_TOKENS]
+            cursor.execute(
+                f"SELECT token, spam, ham FROM {table} WHERE {owner} AND token IN ({', '.join(['%s'] * len(chunk))})",
+                params + chunk,
+            )
+            counts.update((token, (spam, ham)) for token, spam, ham in cursor.fetchall())
+    return counts
 
 
-def verdict(account_id, message_tokens):
+def verdict(account_id, message_tokens, *, memo=None):
     """The verdict of the account's filter (or the site's while the account's has learned
-    too little), None when neither has."""
+    too little), None when neither has. The first MAX_SCORED_TOKENS tokens count. `memo`,
+    a dict kept for one message, saves asking again for the site's counts when several
+    recipients are scored with them."""
+    message_tokens = list(message_tokens[:MAX_SCORED_TOKENS])
     for scope, owner in (("personal", account_id), ("site", None)):
         if scope == "personal" and owner is None:
             continue
         n_spam, n_ham = _corpus(owner)
         if n_spam >= MIN_MESSAGES and n_ham >= MIN_MESSAGES:
-            return classify(message_tokens, _counts(owner, message_tokens), n_spam, n_ham, scope)
+            if memo is None:
+                memo = {}
+            if owner not in memo:
+                memo[owner] = classify(message_tokens, _counts(owner, message_tokens), n_spam, n_ham, scope)
+            return memo[owner]
     return None
 
 

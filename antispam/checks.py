@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from antispam import arc, authresults, bayes, dkim_check, dmarc, policy, rules, spf_check
+from antispam import arc, authresults, bayes, dkim_check, dmarc, lookups, policy, rules, spf_check
 from mta.headers import field_values
 from ops import metrics
 
@@ -205,9 +205,7 @@ def _aligned(author_domain, spf, dkim_results):
 
 
 def _is_local_domain(domain):
-    from accounts.resolve import local_domain
-
-    return local_domain(domain) is not None
+    return lookups.is_local_domain(domain)
 
 
 def _overridden(dmarc_result, arc_result):

@@ -1,7 +1,8 @@
 """What decide() reads about a recipient, with few queries and a short memory.
 
 Every message asks, per local recipient, for the account's and its domain's thresholds
-and allow/block lists, and for the size of the Bayes corpus it is scored against. These
+and allow/block lists, and for the size of the Bayes corpus it is scored against (and
+once, whether its From domain is one of ours, for FORGED_LOCAL_DOMAIN). These
 change rarely and by hand, so each process keeps what it read for TTL seconds (plain SQL:
 for one-row lookups the ORM's query building costs more than the query): a change made
 in the webmail or the admin reaches every SMTP process within TTL seconds, and the
@@ -66,6 +67,7 @@ class Scope:
 
 _scopes = _Memo()  # ("account" | "domain", id) → Scope
 _corpora = _Memo()  # account id or None (site-wide) → (spam, ham)
+_local_domains = _Memo()  # domain name → whether it is one of ours (or an alias of one)
 
 
 def scope(kind, pk):
@@ -76,6 +78,11 @@ def scope(kind, pk):
 def corpus(account_id):
     """(spam, ham) messages the filter of `account_id` (None: site-wide) learned."""
     return _corpora.get(account_id, _load_corpus)
+
+
+def is_local_domain(domain):
+    """Whether mail for `domain` is delivered here (accounts.resolve.local_domain)."""
+    return _local_domains.get(domain, _load_is_local_domain)
 
 
 def sender_mark(account_id, address):
@@ -97,6 +104,7 @@ def forget():
     """Drop what this process remembers (after a change made here; tests)."""
     _scopes.clear()
     _corpora.clear()
+    _local_domains.clear()
 
 
 def _load_scope(key):
@@ -135,3 +143,9 @@ def _load_corpus(account_id):
             cursor.execute(f"SELECT spam, ham FROM {table} WHERE account_id = %s", [account_id])
         row = cursor.fetchone()
     return tuple(row) if row else (0, 0)
+
+
+def _load_is_local_domain(domain):
+    from accounts.resolve import local_domain
+
+    return local_domain(domain) is not None

@@ -177,10 +177,10 @@ def correspondence(account, address):
     return correspondents.known(account.pk, address.lower())
 
 
-def _bayes_rules(account, assessment):
+def _bayes_rules(account, assessment, memo):
     if not assessment.tokens:
         return []
-    verdict = bayes.verdict(account.pk, assessment.tokens)
+    verdict = bayes.verdict(account.pk, assessment.tokens, memo=memo)
     if verdict is None:
         return []
     points = next(p for bound, p in BAYES_POINTS if verdict.probability >= bound)
@@ -196,13 +196,13 @@ def _bayes_rules(account, assessment):
 def decide(assessment, accounts, *, junk=False):
     """{account id: Decision} for the local recipients `accounts`; `junk` (DMARC
     quarantine) files the message into Junk whatever the score."""
-    decisions = {}
+    decisions, bayes_memo = {}, {}
     for account in accounts:
         rules = [tuple(r) for r in assessment.rules]
         listed = _list_rules(account, assessment)
         rules += listed
         if not any(name == "ALLOWLISTED" for name, _, _ in listed):
-            rules += _bayes_rules(account, assessment) + _reputation_rules(account, assessment)
+            rules += _bayes_rules(account, assessment, bayes_memo) + _reputation_rules(account, assessment)
         decision = Decision(account.pk, rules, thresholds(account), results=assessment.results)
         decision.action = _action(decision.score, decision.thresholds, junk=junk)
         decisions[account.pk] = decision

@@ -19,6 +19,7 @@ import email
 import email.header
 import email.policy
 import email.utils
+import functools
 import html
 import ipaddress
 import re
@@ -81,6 +82,17 @@ class Facts:
     @property
     def from_domain(self):
         return domain_of(self.from_addresses[0]) if len(self.from_addresses) == 1 else ""
+
+    # Read once, used by the rules and by the Bayes tokens (antispam.bayes).
+    @functools.cached_property
+    def links(self):
+        """(href, shown text, host) of each link (see _links)."""
+        return [(href, shown, _host_of(href)) for href, shown in _links(self)]
+
+    @functools.cached_property
+    def visible_html(self):
+        """The HTML parts' text as the reader sees it (markup removed)."""
+        return _visible_text(self.markup) if self.markup else ""
 
 
 def domain_of(address):
@@ -211,7 +223,7 @@ def subject_rules(found, context):
 
 
 def body_phrases(found, context):
-    text = found.text or _visible_text(found.markup)
+    text = found.text or found.visible_html
     matches = {m.group().lower() for m in _SPAMMY.finditer(text)}
     if len(matches) >= 3:
         return [("BODY_SPAMMY", {"phrase": sorted(matches)[0]})]
@@ -320,7 +332,7 @@ def _links(found):
 
 def url_rules(found, context):
     hits, seen = [], set()
-    links = [(href, shown, _host_of(href)) for href, shown in _links(found)]
+    links = found.links
     shown_hosts = set()
     for _, shown, _ in links:
         match = _SHOWN_HOST.match(shown)
