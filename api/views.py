@@ -305,6 +305,10 @@ class SieveScriptViewSet(ApiMixin, viewsets.GenericViewSet):
     serializer_class = s.SieveScriptSerializer
     pagination_class = None
     filter_backends = []
+    lookup_field = "name"
+
+    def get_queryset(self):
+        return SieveScript.objects.filter(account=self._account())
 
     def _account(self):
         account = Account.objects.visible_to(self.user).select_related("domain").filter(
