@@ -3,9 +3,9 @@
 Views (webmail, admin), the `spam` command and the Celery task call these; each is
 atomic. Learning from users' judgements: mailstore records a TrainingExample when a
 message moves into or out of Junk (IMAP or webmail); learn_examples() teaches the
-account's filter and the site-wide one, and notes the sender for reputation. The
-webmail's Junk/Not junk learn at once; examples made over IMAP are learned by the
-periodic task (antispam.tasks.learn) within a minute.
+account's filter and the site-wide one, and notes the sender for reputation. Every
+move learns at once once it commits (learn_moved(), called by mailstore, bounded); the
+periodic task (antispam.tasks.learn) learns what that left within a minute.
 """
 import logging
 import re
@@ -20,6 +20,7 @@ from mailsuite.lib.addresses import AddressError, split_address
 log = logging.getLogger(__name__)
 
 LEARN_BATCH = 200
+MOVED_AT_ONCE = 50  # examples learn_moved() learns while the mover waits
 
 
 class SpamSettingsError(ValueError):
@@ -102,32 +103,68 @@ def _changed():
 
 def learn_examples(account_id=None, limit=LEARN_BATCH):
     """Learn the TrainingExamples not learned yet, oldest first (of one account, or all);
-    returns how many were learned."""
+    returns how many were learned. Each account's examples are learned together: one
+    transaction, one learn_batch() per filter and side."""
     from mailstore.actions import read_blob
     from mailstore.models import TrainingExample
 
     pending = TrainingExample.objects.filter(learned=False).select_related("blob").order_by("created", "pk")
     if account_id is not None:
         pending = pending.filter(account_id=account_id)
-    done = 0
+    by_account = {}
     for example in pending[:limit]:
         try:
             raw = read_blob(example.blob)
         except OSError:
             log.warning("training example %s: cannot read blob %s; skipped", example.pk, example.blob.name)
             raw = None
-        with transaction.atomic():
-            # Claimed inside the transaction, so two learners never learn one example twice.
-            if not TrainingExample.objects.filter(pk=example.pk, learned=False).update(learned=True):
-                continue
-            if raw is not None:
-                spam = example.verdict == TrainingExample.SPAM
-                bayes.learn_message(raw, spam=spam, account_id=example.account_id)
-                _mark_sender(example.account_id, raw, spam=spam)
-            done += 1
+        by_account.setdefault(example.account_id, []).append((example, raw))
+    done = sum(_learn_account(owner, examples) for owner, examples in by_account.items())
     if done:
         log.info("spam filter learned %d training example(s)", done)
     return done
+
+
+def _learn_account(account_id, examples):
+    """Learn one account's (TrainingExample, raw or None) pairs, oldest first."""
+    from mailstore.models import TrainingExample
+
+    with transaction.atomic():
+        # Claimed inside the transaction, so two learners never learn one example twice.
+        claimed = set(
+            TrainingExample.objects.select_for_update()
+            .filter(pk__in=[example.pk for example, _ in examples], learned=False)
+            .values_list("pk", flat=True)
+        )
+        if not claimed:
+            return 0
+        TrainingExample.objects.filter(pk__in=claimed).update(learned=True)
+        lessons = {}  # digest → (tokens, spam): a message judged twice teaches its last verdict
+        for example, raw in examples:
+            if example.pk not in claimed or raw is None:
+                continue
+            spam = example.verdict == TrainingExample.SPAM
+            digest = bayes.digest(raw)
+            lessons.pop(digest, None)
+            lessons[digest] = (bayes.tokens(raw), spam)
+            _mark_sender(account_id, raw, spam=spam)
+        for spam in (True, False):
+            batch = [(tokens, digest) for digest, (tokens, is_spam) in lessons.items() if is_spam == spam]
+            if batch:
+                bayes.learn_batch(account_id, batch, spam=spam)
+                bayes.learn_batch(None, batch, spam=spam)
+    return len(claimed)
+
+
+def learn_moved(account_id):
+    """Learn at once what the user just moved into or out of Junk (mailstore calls this
+    after the move commits): at most MOVED_AT_ONCE examples, so that a big move does not
+    hold up the IMAP reply; the periodic task (antispam.tasks.learn) takes the rest. A
+    failure here never fails the move: it is logged and left to the task."""
+    try:
+        learn_examples(account_id, limit=MOVED_AT_ONCE)
+    except Exception:
+        log.exception("learning the moves of account %s at once failed; the periodic task will", account_id)
 
 
 def _mark_sender(account_id, raw, *, spam):
