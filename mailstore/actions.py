@@ -1070,6 +1070,9 @@ def _record_training(account, source, target, messages):
     TrainingExample.objects.bulk_create(
         TrainingExample(account_id=account.pk, blob_id=m.blob_id, verdict=verdict) for m in messages
     )
+    from antispam.actions import learn_moved  # the filter learns it once this commits (bounded)
+
+    transaction.on_commit(lambda: learn_moved(account.pk))
 
 
 @lazy_commit

@@ -63,6 +63,34 @@ def test_an_imap_move_into_junk_teaches_the_filter(smtp_server, imap_server, ali
     assert bayes_rule[2].startswith("Bayes: 1.00 \u2014 words like \u201cbundles\u201d, \u201cceramic\u201d")
 
 
+def test_a_move_is_learned_as_soon_as_it_commits_a_big_one_partly(smtp_server, imap_server, alice, monkeypatch):
+    from antispam import actions, tasks
+    from mailstore.models import TrainingExample
+
+    monkeypatch.setattr(actions, "MOVED_AT_ONCE", 2)
+    for n in range(3):
+        assert send(smtp_server, offer(n))[0] == 250
+    client = imaplib.IMAP4("127.0.0.1", imap_server.ports["imap"])
+    client.login("alice@example.test", PASSWORD)
+    client.select("INBOX")
+    assert client.uid("MOVE", "1", "Junk")[0] == "OK"
+    assert BayesCorpus.objects.get(account=alice).spam == 1  # no task ran
+    assert SenderMark.objects.get(account=alice, address="sam@sender.test").spam == 1
+    assert client.uid("MOVE", "2:3", "Junk")[0] == "OK"
+    client.logout()
+    assert BayesCorpus.objects.get(account=alice).spam == 3
+    client = imaplib.IMAP4("127.0.0.1", imap_server.ports["imap"])
+    client.login("alice@example.test", PASSWORD)
+    client.select("Junk")
+    assert client.uid("MOVE", "1:3", "INBOX")[0] == "OK"  # three judgements, two learned at once
+    client.logout()
+    assert BayesCorpus.objects.filter(account=alice).values_list("spam", "ham").get() == (1, 2)
+    assert TrainingExample.objects.filter(learned=False).count() == 1
+    tasks.learn()  # the safety net
+    assert BayesCorpus.objects.filter(account=alice).values_list("spam", "ham").get() == (0, 3)
+    assert BayesCorpus.objects.filter(account=None).values_list("spam", "ham").get() == (0, 3)
+
+
 def test_spam_train_and_check(alice):
     out = io.StringIO()
     call_command("spam", "train", "--spam", str(CORPUS / "spam.mbox"), "--account", "alice@example.test", stdout=out)
