@@ -5,10 +5,17 @@ made durable by sync_names() (one fsync per directory, however many files a batc
 wrote there), which the mail store calls before committing the rows that name them.
 Names are random, never reused, and grouped by minute so a batch shares a directory
 and no directory grows past what a minute of mail brings.
+
+Several machines share S3-compatible object storage instead (mailstore.objectstore,
+chosen by MAILSUITE_BLOB_STORAGE, see blob_storage_setting): a PUT that returned is
+durable, so there is nothing to sync, and readers go through storage.open().
 """
 import os
+import re
 import uuid
+from urllib.parse import parse_qsl, urlsplit
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import FileSystemStorage, storages
 from django.utils import timezone
 
@@ -62,6 +69,71 @@ def _makedirs_durably(directory):
 
 def blob_storage():
     return storages["blobs"]
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3 bucket naming rules
+_S3_OPTIONS = {"endpoint", "region", "addressing"}
+
+
+def blob_storage_setting(value, data_dir):
+    """settings.STORAGES["blobs"] from MAILSUITE_BLOB_STORAGE.
+
+    Empty: DurableFileSystemStorage under DATA_DIR/blobs.
+    s3://BUCKET[/PREFIX][?endpoint=URL&region=NAME&addressing=path|virtual]: S3-compatible
+    object storage; credentials come from the environment as boto3 reads them
+    (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an instance role), never from the URL.
+    """
+    if not value:
+        return {"BACKEND": "mailstore.storage.DurableFileSystemStorage", "OPTIONS": {"location": data_dir / "blobs"}}
+
+    def bad(why):
+        return ImproperlyConfigured(f"MAILSUITE_BLOB_STORAGE={value!r}: {why}")
+
+    url = urlsplit(value)
+    if url.scheme != "s3":
+        raise bad("expected s3://BUCKET[/PREFIX]?endpoint=URL&region=NAME, or nothing for local files")
+    if url.username or url.password:
+        raise bad("credentials do not belong in the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    if not _BUCKET.fullmatch(url.netloc):
+        raise bad(f"{url.netloc!r} is not a bucket name (3-63 of a-z 0-9 . -)")
+    if url.fragment:
+        raise bad("unexpected #fragment")
+    try:
+        query = parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
+    except ValueError:
+        raise bad("malformed ?query") from None
+    options = dict(query)
+    if len(options) != len(query):
+        raise bad("an option is given twice")
+    if unknown := set(options) - _S3_OPTIONS:
+        raise bad(f"unknown option {sorted(unknown)[0]!r} (known: {', '.join(sorted(_S3_OPTIONS))})")
+    endpoint = options.get("endpoint")
+    if endpoint is not None:
+        parsed = urlsplit(endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/"):
+            raise bad(f"endpoint {endpoint!r}: expected http(s)://host[:port]")
+    region = options.get("region")
+    if region is not None and not re.fullmatch(r"[a-z0-9-]+", region):
+        raise bad(f"region {region!r}: expected a name such as eu-west-1")
+    addressing = options.get("addressing")
+    if addressing is not None and addressing not in ("path", "virtual"):
+        raise bad(f"addressing {addressing!r}: expected path or virtual")
+    prefix = url.path.strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise bad(f"prefix {prefix!r}: expected names separated by single slashes")
+    return {
+        "BACKEND": "mailstore.objectstore.ObjectStorage",
+        "OPTIONS": {
+            "bucket_name": url.netloc,
+            "location": prefix,
+            "endpoint_url": endpoint,
+            "region_name": region,
+            "addressing_style": addressing,
+            "file_overwrite": True,  # names are unique: no HEAD request before each PUT
+            "default_acl": None,  # the bucket's policy applies; blobs are never public
+            "querystring_auth": False,  # nothing hands out blob URLs
+        },
+    }
 
 
 def sync_names(names):

@@ -11,6 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from mailstore.storage import blob_storage_setting
 from mailsuite.lib.config import (
     env_bool,
     env_bytes,
@@ -322,11 +323,9 @@ STORAGES = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": DATA_DIR / "media"},
     },
-    # Message bytes: written once, fsynced before the row that names them commits.
-    "blobs": {
-        "BACKEND": "mailstore.storage.DurableFileSystemStorage",
-        "OPTIONS": {"location": DATA_DIR / "blobs"},
-    },
+    # Message bytes: written once, durable before the row that names them commits. Files
+    # under DATA_DIR/blobs, or s3://BUCKET[/PREFIX]?endpoint=URL&region=NAME for several machines.
+    "blobs": blob_storage_setting(env_str("MAILSUITE_BLOB_STORAGE"), DATA_DIR),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
