@@ -26,12 +26,12 @@ from collections import OrderedDict
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
-from django.db import transaction
 
 from accounts import throttle
 from accounts.errors import LoginThrottled
 from accounts.models import Account, LoginEvent
 from accounts.resolve import local_domain
+from mailsuite.db.durability import lazy_commit
 from mailsuite.lib.addresses import AddressError, split_address
 from mailsuite.lib import sasl
 from mailsuite.lib.sasl import make_scram_credentials, parse_scram_credentials
@@ -169,30 +169,36 @@ def record_login(address, *, service, remote_ip, success, account=None, reason=N
     _record(address, service=service, remote_ip=remote_ip, account=account, reason=reason)
 
 
+@lazy_commit  # an audit row and counters, not mail: a power cut may cost the last few
+def _store_login(address, typed, *, service, remote_ip, ip, account, reason, at):
+    """The login audit row and the throttle's counters; returns what became blocked."""
+    LoginEvent.objects.create(
+        account=account,
+        address=typed,
+        service=str(service)[:16],
+        remote_ip=str(ip) if ip is not None else None,
+        success=reason == OK,
+        reason=reason,
+        time=at,
+    )
+    if reason == OK:
+        throttle.record_success(address)
+        if account is not None:
+            account.last_login = at
+            Account.objects.filter(pk=account.pk).update(last_login=at)
+        return []
+    if reason != THROTTLED:
+        return throttle.record_failure(address, remote_ip, at=at)
+    return []
+
+
 def _record(address, *, service, remote_ip, account, reason):
     at = throttle.now()
     ip = throttle.parse_ip(remote_ip)
     typed = str(address)[: LoginEvent.MAX_ADDRESS]
-    with transaction.atomic():
-        LoginEvent.objects.create(
-            account=account,
-            address=typed,
-            service=str(service)[:16],
-            remote_ip=str(ip) if ip is not None else None,
-            success=reason == OK,
-            reason=reason,
-            time=at,
-        )
-        if reason == OK:
-            throttle.record_success(address)
-            if account is not None:
-                account.last_login = at
-                Account.objects.filter(pk=account.pk).update(last_login=at)
-            newly_blocked = []
-        elif reason != THROTTLED:
-            newly_blocked = throttle.record_failure(address, remote_ip, at=at)
-        else:
-            newly_blocked = []
+    newly_blocked = _store_login(
+        address, typed, service=service, remote_ip=remote_ip, ip=ip, account=account, reason=reason, at=at,
+    )
     if reason == OK:
         log.info("login ok service=%s ip=%s user=%s", service, remote_ip, account.address if account else typed)
     elif reason != THROTTLED:

@@ -28,6 +28,7 @@ _ROW_SQL = (
     "WHERE folder_id = %s{extra} ORDER BY uid"
 )
 _EXPUNGED_SQL = f"SELECT uid FROM {ExpungedMessage._meta.db_table} WHERE folder_id = %s AND modseq > %s"
+_FOLDER_SQL = f"SELECT uidnext, highestmodseq FROM {Folder._meta.db_table} WHERE id = %s"
 MAX_INDEXES = 256  # folders whose index a process keeps
 
 # Flag sets are interned process-wide: a few distinct tuples for any number of messages.
@@ -66,7 +67,8 @@ def _expunged(folder_id, after_modseq):
 class Snapshot:
     """What changes_since read from the database, for the event loop to apply."""
 
-    folder: Folder
+    uidnext: int
+    highestmodseq: int
     rows: list = field(default_factory=list)  # (uid, modseq, seen, ..., keywords)
     expunged: list = field(default_factory=list)  # UIDs
 
@@ -136,13 +138,19 @@ def load(folder_id):
 
 
 def changes_since(folder_id, modseq) -> Snapshot | None:
-    """What changed in the folder after `modseq`; None when nothing did. FolderGone if gone."""
-    folder = Folder.objects.filter(pk=folder_id).first()
-    if folder is None:
+    """What changed in the folder after `modseq`; None when nothing did. FolderGone if gone.
+
+    Runs after most commands: plain SQL, as the ORM's query building cost more than the query.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_FOLDER_SQL, [folder_id])
+        row = cursor.fetchone()
+    if row is None:
         raise FolderGone()
-    if folder.highestmodseq <= modseq:
+    uidnext, highestmodseq = row
+    if highestmodseq <= modseq:
         return None
-    return Snapshot(folder, _rows(folder_id, modseq), _expunged(folder_id, modseq))
+    return Snapshot(uidnext, highestmodseq, _rows(folder_id, modseq), _expunged(folder_id, modseq))
 
 
 class SelectedMailbox:
@@ -205,9 +213,8 @@ class SelectedMailbox:
     def apply(self, snapshot: Snapshot, *, allow_expunge: bool, qresync: bool, condstore: bool):
         """Fold a Snapshot into the view; returns the untagged responses (bytes) to send."""
         out = []
-        folder = snapshot.folder
-        self.uidnext = folder.uidnext
-        self.highestmodseq = max(self.highestmodseq, folder.highestmodseq)
+        self.uidnext = snapshot.uidnext
+        self.highestmodseq = max(self.highestmodseq, snapshot.highestmodseq)
         known = set(self.flags)
         self.pending_expunges.update(uid for uid in snapshot.expunged if uid in known)
         if allow_expunge:
