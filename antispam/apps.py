@@ -8,13 +8,14 @@ class AntispamConfig(AppConfig):
 
     def ready(self):
         # Tests change settings around every test and roll the database back after it:
-        # what a process remembers of the database (antispam.lookups, .correspondents)
+        # what a process remembers of the database (antispam.lookups, .correspondents, .bayes)
         # must not outlive the test that read it. Nothing changes settings in production.
         setting_changed.connect(forget_cached, dispatch_uid="antispam-forget-cached")
 
 
 def forget_cached(**kwargs):
-    from antispam import correspondents, lookups
+    from antispam import bayes, correspondents, lookups
 
+    bayes.forget()
     correspondents.forget()
     lookups.forget()

@@ -3,7 +3,8 @@
 - Tokens: words of the subject ("s:" prefix) and the text (HTML reduced to what the
   reader sees), the hosts links point at ("u:"), the From domain ("f:"). Each counts
   once per message; at most MAX_TOKENS per message are learned, and the first
-  MAX_SCORED_TOKENS of them scored (one query: a message's verdict must cost little).
+  MAX_SCORED_TOKENS of them scored (one query for those the process does not remember,
+  see _KnownCounts: a message's verdict must cost little).
 - Counts are kept per account and site-wide (antispam.models). A verdict uses the
   account's own counts once it has learned MIN_MESSAGES of each kind, else the
   site-wide ones, else there is no verdict.
@@ -18,6 +19,7 @@
 import hashlib
 import math
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass
 
@@ -30,6 +32,7 @@ from antispam.models import BayesCorpus, BayesToken, Learned
 
 MAX_TOKENS = 1500
 MAX_SCORED_TOKENS = 500  # looked up per message; also the size of one IN list
+MAX_KNOWN_TOKENS = 200_000  # token counts a process remembers (_KnownCounts)
 MIN_MESSAGES = 10  # of each kind before a filter's verdict counts
 MAX_CLUES = 150
 S, X = 0.45, 0.5
@@ -151,6 +154,53 @@ def _counts(account_id, message_tokens):
     return counts
 
 
+class _KnownCounts:
+    """Token counts this process read, per filter, kept while the filter's corpus sizes
+    (antispam.lookups, re-read every couple of seconds) stay the same: anything learned
+    changes those, so counts are never older than the sizes they are scored with. Most of
+    a message's words were in earlier messages; only the others are asked for. Absent
+    tokens are remembered as (0, 0). At most MAX_KNOWN_TOKENS in all (then all dropped)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.filters = {}  # account id or None → ((n_spam, n_ham), {token: (spam, ham)})
+        self.size = 0
+
+    def counts(self, owner, version, message_tokens):
+        entry = self.filters.get(owner)
+        known = entry[1] if entry is not None and entry[0] == version else {}
+        missing = [token for token in message_tokens if token not in known]
+        if not missing:
+            return known
+        found = _counts(owner, missing)
+        with self.lock:
+            entry = self.filters.get(owner)
+            if entry is None or entry[0] != version or self.size + len(missing) > MAX_KNOWN_TOKENS:
+                if self.size + len(missing) > MAX_KNOWN_TOKENS:
+                    self.filters.clear()
+                    self.size = 0
+                entry = self.filters[owner] = (version, {})
+            known = entry[1]
+            for token in missing:
+                if token not in known:
+                    known[token] = found.get(token, (0, 0))
+                    self.size += 1
+        return known
+
+    def clear(self):
+        with self.lock:
+            self.filters.clear()
+            self.size = 0
+
+
+_known = _KnownCounts()
+
+
+def forget():
+    """Drop the token counts this process remembers (after learning here; tests)."""
+    _known.clear()
+
+
 def verdict(account_id, message_tokens, *, memo=None):
     """The verdict of the account's filter (or the site's while the account's has learned
     too little), None when neither has. The first MAX_SCORED_TOKENS tokens count. `memo`,
@@ -165,7 +215,8 @@ def verdict(account_id, message_tokens, *, memo=None):
             if memo is None:
                 memo = {}
             if owner not in memo:
-                memo[owner] = classify(message_tokens, _counts(owner, message_tokens), n_spam, n_ham, scope)
+                counts = _known.counts(owner, (n_spam, n_ham), message_tokens)
+                memo[owner] = classify(message_tokens, counts, n_spam, n_ham, scope)
             return memo[owner]
     return None
 
@@ -230,7 +281,9 @@ def learn_batch(account_id, messages, *, spam):
         BayesCorpus.objects.filter(pk=corpus.pk).update(**updates)
         # This process scores with the new counts at once (antispam.actions._changed).
         lookups.forget()
+        forget()
         transaction.on_commit(lookups.forget)
+        transaction.on_commit(forget)
     return len(seen)
 
 

@@ -79,3 +79,33 @@ def test_a_verdict_names_its_most_telling_words(db):
     verdict = bayes.verdict(None, ["s:lottery", "lottery", "winner", "the"])
     assert verdict.probability > 0.95 and verdict.clues == ("lottery", "winner") and verdict.scope == "site"
     assert bayes.verdict(None, ["agenda"]).clues == ("agenda",)
+
+
+def test_counts_learned_elsewhere_count_once_the_corpus_sizes_are_read_again(db, monkeypatch):
+    """Another process's learning (here: rows changed behind this process's back) changes
+    the corpus sizes; remembered token counts are dropped with them."""
+    from django.db.models import F
+
+    from antispam import lookups
+
+    now = [1000.0]
+    monkeypatch.setattr(lookups, "clock", lambda: now[0])
+    for i in range(12):
+        bayes.learn(None, ["lottery", f"s{i}"], f"spam{i}", spam=True)
+        bayes.learn(None, ["agenda", f"h{i}"], f"ham{i}", spam=False)
+    assert bayes.verdict(None, ["gnome"]).probability == 0.5  # never seen: remembered as (0, 0)
+    BayesToken.objects.create(account=None, token="gnome", spam=12)
+    BayesCorpus.objects.filter(account=None).update(spam=F("spam") + 1)
+    assert bayes.verdict(None, ["gnome"]).probability == 0.5
+    now[0] += lookups.TTL
+    assert bayes.verdict(None, ["gnome"]).probability > 0.95
+
+
+def test_only_the_first_tokens_are_scored(db, monkeypatch, django_assert_num_queries):
+    monkeypatch.setattr(bayes, "MAX_SCORED_TOKENS", 2)
+    for i in range(12):
+        bayes.learn(None, ["lottery", f"s{i}"], f"spam{i}", spam=True)
+        bayes.learn(None, ["agenda", f"h{i}"], f"ham{i}", spam=False)
+    assert bayes.verdict(None, ["the", "a", "lottery"]).probability == 0.5
+    with django_assert_num_queries(1):  # the corpus sizes are remembered; one query for the tokens
+        assert bayes.verdict(None, ["lottery", "agenda", "x", "y"]).clues
