@@ -32,7 +32,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts import throttle
-from accounts.errors import AliasLoop, Conflict, Forbidden, InvalidInput, LimitExceeded, NotFound
+from accounts.errors import AliasLoop, Conflict, Forbidden, InvalidInput, LimitExceeded, NotFound, UnknownAddress
 from accounts.models import (
     Account,
     Alias,
@@ -279,10 +279,19 @@ def set_domain_active(name, active, *, acting_user=None):
     return _change(domain, "domain.set_active", acting_user, domain, active=active)
 
 
-@transaction.atomic
-def set_domain_default_quota(name, quota, *, acting_user=None):
+MAX_QUOTA = 2**63 - 1
+
+
+def _check_quota(quota):
     if quota < 0:
         raise InvalidInput("quota cannot be negative")
+    if quota > MAX_QUOTA:
+        raise InvalidInput("quota is larger than the largest size stored (8 EiB)")
+
+
+@transaction.atomic
+def set_domain_default_quota(name, quota, *, acting_user=None):
+    _check_quota(quota)
     domain = get_domain(name, acting_user=acting_user)
     return _change(domain, "domain.set_default_quota", acting_user, domain, default_quota=quota)
 
@@ -409,7 +418,7 @@ def get_account(address, *, acting_user=None):
     localpart, domain = _split(address, acting_user=acting_user)
     account = Account.objects.filter(domain=domain, localpart=localpart).first()
     if account is None:
-        raise NotFound(f"account {localpart}@{domain.name} does not exist")
+        raise UnknownAddress(f"account {localpart}@{domain.name} does not exist")
     account.domain = domain
     return account
 
@@ -421,8 +430,7 @@ def create_account(address, *, password=None, quota=None, display_name="", activ
     _ensure_address_free(localpart, domain)
     if quota is None:
         quota = domain.default_quota or settings.MAILSUITE_DEFAULT_QUOTA
-    if quota < 0:
-        raise InvalidInput("quota cannot be negative")
+    _check_quota(quota)
     _check_account_limits(domain, quota=quota)
     account = Account(
         domain=domain, localpart=localpart, quota=quota, display_name=display_name, active=active
@@ -452,8 +460,7 @@ def set_password(address, password, *, acting_user=None):
 
 @transaction.atomic
 def set_quota(address, quota, *, acting_user=None):
-    if quota < 0:
-        raise InvalidInput("quota cannot be negative")
+    _check_quota(quota)
     account = get_account(address, acting_user=acting_user)
     _check_account_limits(_lock_domain(account.domain), quota=quota, old_quota=account.quota)
     return _change(account, "account.set_quota", acting_user, account.domain, quota=quota)
@@ -582,7 +589,7 @@ def get_alias(address, *, acting_user=None):
     localpart, domain = _split(address, allow_catchall=True, acting_user=acting_user)
     alias = Alias.objects.filter(domain=domain, localpart=localpart).first()
     if alias is None:
-        raise NotFound(f"alias {localpart or '*'}@{domain.name} does not exist")
+        raise UnknownAddress(f"alias {localpart or '*'}@{domain.name} does not exist")
     alias.domain = domain
     return alias
 
@@ -626,7 +633,7 @@ def get_redirect(address, *, acting_user=None):
     localpart, domain = _split(address, acting_user=acting_user)
     redirect = Redirect.objects.filter(domain=domain, localpart=localpart).first()
     if redirect is None:
-        raise NotFound(f"redirect {localpart}@{domain.name} does not exist")
+        raise UnknownAddress(f"redirect {localpart}@{domain.name} does not exist")
     redirect.domain = domain
     return redirect
 

@@ -13,6 +13,10 @@ class NotFound(AccountsError):
     pass
 
 
+class UnknownAddress(NotFound):
+    """The domain is there (and visible), but no account, alias or redirect has the address."""
+
+
 class Conflict(AccountsError):
     pass
 

@@ -12,6 +12,7 @@ Implementation notes:
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, filters, pagination, status
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -160,3 +161,20 @@ class AddressSearch(filters.BaseFilterBackend):
             "description": "The start of an address: bob, bob@, @example.test",
             "schema": {"type": "string"},
         }]
+
+
+class CSVParser(BaseParser):
+    """A request body of CSV text (UTF-8): handed to the view as one string."""
+
+    media_type = "text/csv"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        from api.csvio import MAX_BYTES
+
+        data = stream.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise exceptions.ParseError(f"the file is larger than {MAX_BYTES // (1024 * 1024)} MiB")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise exceptions.ParseError("the file is not UTF-8 text") from None

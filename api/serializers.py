@@ -247,3 +247,17 @@ class StatsSerializer(serializers.Serializer):
     totals = DomainStatsSerializer()
     queue = serializers.DictField(child=serializers.IntegerField(), required=False,
                                   help_text="Recipients by state (superadmins only)")
+
+
+class ImportRowSerializer(serializers.Serializer):
+    line = serializers.IntegerField()
+    address = serializers.CharField()
+    result = serializers.ChoiceField(choices=["created", "updated", "unchanged", "error"])
+    message = serializers.CharField(allow_blank=True)
+
+
+class ImportReportSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["accounts", "aliases"])
+    applied = serializers.BooleanField(help_text="False for a dry run, or when a row failed (nothing written)")
+    counts = serializers.DictField(child=serializers.IntegerField())
+    rows = ImportRowSerializer(many=True)

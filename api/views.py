@@ -10,11 +10,14 @@ Implementation notes:
   everything else changes with PATCH.
 """
 from django.db import transaction
+from django.http import StreamingHttpResponse
 from django.db.models import Count, Exists, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -22,7 +25,9 @@ from accounts import actions, limits
 from accounts.admin import count_subquery
 from accounts.errors import InvalidInput, NotFound
 from accounts.models import Account, Alias, AuditEntry, Domain, DomainAlias, LoginEvent, Redirect
+from api import csvio
 from api import serializers as s
+from api.rest import CSVParser
 from mta import actions as mta_actions
 from mta.models import QueuedMessage, QueuedRecipient, SmartHost
 from sieve.models import SieveScript
@@ -56,6 +61,48 @@ class ApiMixin:
 
 class ReadViewSet(ApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     pass
+
+
+class CSVMixin:
+    """GET …/export/ (CSV of what you may see) and POST …/import/ (dry run unless ?apply=true)."""
+
+    csv_kind = None
+
+    @extend_schema(
+        summary="Export as CSV", responses={(200, "text/csv"): OpenApiTypes.STR},
+        parameters=[OpenApiParameter("domain", str, description="Only this domain (ASCII name)")],
+    )
+    @action(detail=False, methods=["get"], pagination_class=None, filter_backends=[])
+    def export(self, request):
+        rows = csvio.export_rows(self.csv_kind, acting_user=self.user, domain=request.query_params.get("domain"))
+        response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{self.csv_kind}.csv"'
+        return response
+
+    @extend_schema(
+        summary="Import CSV: a dry run with a per-row report, or ?apply=true (all rows or none)",
+        request={"text/csv": OpenApiTypes.STR, "multipart/form-data": {
+            "type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}},
+        parameters=[OpenApiParameter("apply", bool, description="Write the changes (default: a dry run)")],
+        responses=s.ImportReportSerializer,
+    )
+    @action(detail=False, methods=["post"], url_path="import", parser_classes=[CSVParser, MultiPartParser],
+            pagination_class=None, filter_backends=[])
+    def import_csv(self, request):
+        text = request.data
+        if not isinstance(text, str):
+            upload = request.data.get("file")
+            if upload is None:
+                raise InvalidInput("send the CSV as the body (text/csv) or as the form field 'file'")
+            if upload.size > csvio.MAX_BYTES:
+                raise InvalidInput("the file is too large")
+            try:
+                text = upload.read().decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput("the file is not UTF-8 text") from None
+        apply = request.query_params.get("apply", "").lower() in ("1", "true", "yes")
+        report = csvio.import_csv(self.csv_kind, text, apply=apply, acting_user=self.user)
+        return Response(s.ImportReportSerializer(report.as_dict()).data)
 
 
 def _given(data, *names):
@@ -167,9 +214,10 @@ class AddressFilters:
     partial_update=extend_schema(summary="Change an account's name, quota, state, sending limits or send-as list"),
     destroy=extend_schema(summary="Remove an account and all its mail"),
 )
-class AccountViewSet(AddressFilters, ReadViewSet, mixins.CreateModelMixin, mixins.UpdateModelMixin,
+class AccountViewSet(CSVMixin, AddressFilters, ReadViewSet, mixins.CreateModelMixin, mixins.UpdateModelMixin,
                      mixins.DestroyModelMixin):
     scope_family = "accounts"
+    csv_kind = "accounts"
     serializer_class = s.AccountSerializer
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     ordering_fields = ("id", "localpart", "created", "quota_used")
@@ -247,9 +295,10 @@ class AccountViewSet(AddressFilters, ReadViewSet, mixins.CreateModelMixin, mixin
 
 
 @extend_schema_view(partial_update=extend_schema(summary="Replace an alias's targets", request=s.AliasTargetsSerializer))
-class AliasViewSet(AddressFilters, ReadViewSet, mixins.CreateModelMixin, mixins.UpdateModelMixin,
+class AliasViewSet(CSVMixin, AddressFilters, ReadViewSet, mixins.CreateModelMixin, mixins.UpdateModelMixin,
                    mixins.DestroyModelMixin):
     scope_family = "aliases"
+    csv_kind = "aliases"
     serializer_class = s.AliasSerializer
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     search = True
