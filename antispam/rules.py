@@ -208,6 +208,8 @@ SPAMMY_PHRASES = (
     "verify your account", "account suspended", "your account will be closed", "final notice",
 )
 _SPAMMY = re.compile(r"\b(?:" + "|".join(re.escape(p) for p in SPAMMY_PHRASES) + r")(?!\w)", re.IGNORECASE)
+# The same over lower-cased text: a case-insensitive search of a long text costs three times more.
+_SPAMMY_LOWER = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(p) for p in SPAMMY_PHRASES) + r")(?!\w)")
 _SHOUTY = re.compile(r"[!$]{3,}")
 
 
@@ -224,7 +226,7 @@ def subject_rules(found, context):
 
 def body_phrases(found, context):
     text = found.text or found.visible_html
-    matches = {m.group().lower() for m in _SPAMMY.finditer(text)}
+    matches = set(_SPAMMY_LOWER.findall(text.lower()))
     if len(matches) >= 3:
         return [("BODY_SPAMMY", {"phrase": sorted(matches)[0]})]
     return []

@@ -96,7 +96,8 @@ def run(count, sent):
     print(f"scored {len(messages)} messages in {elapsed:.2f} s: {len(messages) / elapsed:.0f} messages/s "
           f"({elapsed * 1000 / len(messages):.2f} ms each; CPU {cpu * 1000 / len(messages):.2f} ms each, "
           f"{len(messages) / cpu:.0f} messages per CPU second); {right} of {len(messages)} judged right at the "
-          f"default thresholds; Sent folder {sent} messages; load average {load}")
+          f"default thresholds; {sum(len(r) for r, _ in messages) // len(messages)} bytes a message on average; "
+          f"Sent folder {sent} messages; load average {load}")
 
 
 if __name__ == "__main__":
