@@ -21,6 +21,8 @@ Implementation notes:
   what the server spends, from the request object to the rendered response.
 - A fresh MAILSUITE_DATA_DIR under /tmp (SQLite, WAL) or with `--database postgres` a
   fresh database beside --pg-url, dropped afterwards; the directory is removed at the end.
+  `--data-dir DIR` keeps the SQLite store there and a later run reuses it (loading 100k
+  messages takes minutes): only the messages it lacks are added.
 - The code measured is a `git archive` of HEAD unpacked in that directory (others edit
   the working tree meanwhile), with this script as it is; `--in-place` measures the
   working tree instead, `--source DIR` another tree.
@@ -114,11 +116,19 @@ def measure(args):
     from webmail.models import Preferences
 
     call_command("migrate", verbosity=0)
-    accounts.create_domain(DOMAIN)
-    account = accounts.create_account(USER, password=PASSWORD, quota=0)
+    from accounts.models import Account
+
+    account = Account.objects.filter(localpart=USER.split("@")[0], domain__name=DOMAIN).first()
+    if account is None:
+        accounts.create_domain(DOMAIN)
+        account = accounts.create_account(USER, password=PASSWORD, quota=0)
     results = {"sizes": {}, "database": connection.vendor}
-    loaded = 0
+    # A kept data dir (--data-dir) holds what an earlier run loaded: only the rest is added.
+    loaded = Message.objects.filter(folder__account=account, folder__name="INBOX").count()
     for size in args.sizes:
+        if loaded > size:
+            print(f"  {size:>7} skipped: the kept store holds {loaded} messages already", flush=True)
+            continue
         started = time.monotonic()
         for first in range(loaded, size, BATCH):
             batch = range(first, min(first + BATCH, size))
@@ -207,6 +217,7 @@ def main():
     parser.add_argument("--in-place", action="store_true", help="measure the working tree, not a copy of HEAD")
     parser.add_argument("--source", help="measure this tree (e.g. a git archive of another commit)")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--data-dir", help="keep the loaded store in this directory and reuse it on the next run (SQLite)")
     parser.add_argument("--profile", default="", help="page kinds to profile (cProfile), comma-separated")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,7 +236,9 @@ def main():
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], check=True, capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
             shutil.copy2(Path(__file__).resolve(), source / "bench" / "webmail.py")  # this script as it is now
-        env = dict(os.environ, MAILSUITE_DATA_DIR=str(work / "data"), MAILSUITE_SECURE_COOKIES="0", MAILSUITE_LOG_LEVEL="WARNING")
+        data = Path(args.data_dir).resolve() if args.data_dir else work / "data"
+        data.mkdir(exist_ok=True)
+        env = dict(os.environ, MAILSUITE_DATA_DIR=str(data), MAILSUITE_SECURE_COOKIES="0", MAILSUITE_LOG_LEVEL="WARNING")
         env.pop("DATABASE_URL", None)
         if args.database == "postgres":
             import psycopg
@@ -234,7 +247,6 @@ def main():
             with psycopg.connect(args.pg_url, autocommit=True) as admin:
                 admin.execute(f'CREATE DATABASE "{database}"')
             env["DATABASE_URL"] = args.pg_url.rsplit("/", 1)[0] + "/" + database
-        (work / "data").mkdir()
         argv = [sys.executable, str(source / "bench" / "webmail.py"), "--measure", "--sizes", ",".join(map(str, args.sizes)),
                 "--repeat", str(args.repeat), "--profile", ",".join(args.profile)] + (["--fsync"] if args.fsync else [])
         print(f"webmail bench: {args.database}, sizes {args.sizes}, {args.repeat} requests each, code from "

@@ -230,7 +230,11 @@ def message_page(account, query, folder=None):
     number = min(query.page, pages)
     start = (number - 1) * PAGE_SIZE
     columns = LIST_COLUMNS if folder is not None else LIST_COLUMNS + ("folder__name",)
-    rows = list(messages.order_by(*_ordering(query)).values(*columns)[start : start + PAGE_SIZE])
+    # The page's ids first, then their columns: skipping to a later page walks the
+    # (folder, sent_date) index and the message rows only, not the joined blob rows of
+    # every message before it.
+    ids = messages.order_by(*_ordering(query)).values("id")[start : start + PAGE_SIZE]
+    rows = list(Message.objects.filter(id__in=ids).order_by(*_ordering(query)).values(*columns))
     return Page(messages=rows, total=total, number=number)
 
 
@@ -343,14 +347,21 @@ def neighbours(folder, message, query):
     if column in _TEXT_SORTS:
         base, column, value = base.annotate(sort_key=Lower(column)), "sort_key", value.lower()
     desc = query.descending
-    after, before = ("lt", "gt") if desc else ("gt", "lt")
-    if column == "uid":
-        later = base.filter(**{f"uid__{after}": value})
-        earlier = base.filter(**{f"uid__{before}": value})
-    else:
-        later = base.filter(Q(**{f"{column}__{after}": value}) | Q(**{column: value, f"uid__{after}": message.uid}))
-        earlier = base.filter(Q(**{f"{column}__{before}": value}) | Q(**{column: value, f"uid__{before}": message.uid}))
-    next_uid = later.order_by(*_ordering(query)).values_list("uid", flat=True).first()
     backwards = ListQuery(sort=query.sort, reverse=not desc)
-    previous_uid = earlier.order_by(*_ordering(backwards)).values_list("uid", flat=True).first()
+
+    def step(direction, order):
+        """The first message past this one going `direction` ("lt"/"gt") in `order`. An
+        (a < x) OR (a = x AND uid < y) condition makes SQLite scan the folder, so it is
+        asked as two index range scans: equal key and a UID past this one, then past the key."""
+        if column == "uid":
+            return base.filter(**{f"uid__{direction}": value}).order_by(*_ordering(order)).values_list("uid", flat=True).first()
+        same = base.filter(**{column: value, f"uid__{direction}": message.uid})
+        found = same.order_by(*_ordering(order)).values_list("uid", flat=True).first()
+        if found is None:
+            past = base.filter(**{f"{column}__{direction}": value})
+            found = past.order_by(*_ordering(order)).values_list("uid", flat=True).first()
+        return found
+
+    next_uid = step("lt" if desc else "gt", query)
+    previous_uid = step("gt" if desc else "lt", backwards)
     return previous_uid, next_uid

@@ -152,3 +152,29 @@ def test_reading_queries_are_bounded_on_ten_thousand_messages(alice_client, big_
         response = alice_client.get(f"/f/{big_inbox.pk}/m/5000/")
     assert response.status_code == 200
     assert len(queries) <= 10, [q["sql"] for q in queries]
+
+
+@pytest.mark.parametrize("params", [{}, {"order": "asc"}, {"sort": "from"}, {"sort": "from", "order": "desc"}, {"sort": "size"}, {"filter": "unread"}])
+def test_previous_and_next_follow_the_list_order_also_across_equal_keys(alice, params):
+    """Neighbours are looked up with index range scans (equal key, then past it); they must
+    name exactly the rows beside each message in the list as shown."""
+    from webmail import mailbox
+
+    senders = ["Bert <b@x.test>", "anna <a@x.test>", "Bert <b2@x.test>", "Carl <c@x.test>"]
+    for n in range(12):
+        date = BASE - timedelta(days=n // 3)  # three messages a day: equal dates
+        deliver(alice, make_mail(f"m{n}", sender=senders[n % 4], text="x" * (n % 5), date=None if n == 11 else date))
+    inbox = folder(alice, "INBOX")
+    store.store_flags(inbox, [2, 5], mode="add", flags=["\\Seen"])
+    query = mailbox.ListQuery.from_params(params)
+    order = [row["uid"] for row in mailbox.message_page(alice, query, inbox).messages]
+    for i, uid in enumerate(order):
+        message = mailbox.message_of(inbox, uid)
+        if message.sent_date is None:
+            continue  # no Date: its neighbours are the other dateless ones (none here)
+        expected = (order[i - 1] if i > 0 else None, order[i + 1] if i + 1 < len(order) else None)
+        if expected[0] is not None and mailbox.message_of(inbox, expected[0]).sent_date is None and query.sort == "date":
+            expected = (None, expected[1])
+        if expected[1] is not None and mailbox.message_of(inbox, expected[1]).sent_date is None and query.sort == "date":
+            expected = (expected[0], None)
+        assert mailbox.neighbours(inbox, message, query) == expected, (params, uid)
