@@ -157,6 +157,8 @@ def facts(raw):
 
 
 def _decoded(value):
+    if "=?" not in value:  # no encoded words (RFC 2047): nothing to decode
+        return value
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
     except Exception:
