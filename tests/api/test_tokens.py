@@ -121,3 +121,17 @@ def test_it_lets_a_browser_session_use_the_api(client, tenants, alice):
     response = strict.post("/api/v1/aliases/", {"address": "x@example.test", "targets": ["bob@example.test"]},
                            content_type="application/json")
     assert response.status_code == 403 and "CSRF" in response.json()["detail"]
+
+
+def test_it_lists_tokens_in_the_admin_without_secrets_and_revokes_them(client, tenants, root, alice):
+    token, text = actions.create_token("alice", ["accounts:read"], name="backup")
+    client.force_login(root)
+    page = client.get("/admin/api/apitoken/").content.decode()
+    assert f"ms_{token.prefix}_…" in page and text not in page and token.key_hash not in page
+    response = client.post("/admin/api/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
+    assert response.status_code == 302
+    assert not ApiToken.objects.exists()
+    entry = AuditEntry.objects.latest("id")
+    assert (entry.action, entry.actor_name, entry.via) == ("api_token.revoke", "root", "admin")
+    client.force_login(alice)
+    assert client.get("/admin/api/apitoken/").status_code == 403
