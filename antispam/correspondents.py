@@ -21,7 +21,8 @@ every CHECK_SECONDS per account: a message sent or a contact added counts within
 of seconds in every process (at once in the process that made the change, see forget()).
 Expunged Sent mail stays counted until the snapshot is rebuilt (more than MAX_ADDRESSES
 collected, or the account dropped from the cache): the user did write to those people.
-At most MAX_ACCOUNTS snapshots are kept (least recently used dropped first).
+At most MAX_ACCOUNTS snapshots are kept (least recently used dropped first), each of
+about MAX_ADDRESSES + CONTACTS addresses at most (a few hundred for most users).
 """
 import json
 import threading
@@ -31,9 +32,9 @@ from dataclasses import dataclass, field
 
 SENT = "\\Sent"  # RFC 6154 special-use attribute
 SENT_MESSAGES = 1000
-CONTACTS = 5000
-MAX_ADDRESSES = 20000
-MAX_ACCOUNTS = 1000
+CONTACTS = 2000
+MAX_ADDRESSES = 5000
+MAX_ACCOUNTS = 500
 CHECK_SECONDS = 2.0  # a test seam, like clock
 clock = time.monotonic
 
