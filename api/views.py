@@ -405,37 +405,49 @@ class SieveScriptViewSet(ApiMixin, viewsets.GenericViewSet):
 # Routes: smart host, transports, relay domains (superadmin) ----------------------------
 
 
-class RouteViewSet(ReadViewSet, mixins.CreateModelMixin, mixins.DestroyModelMixin):
+@extend_schema_view(
+    create=extend_schema(summary="Set the smart host, a transport or a relay domain (refused if one is set)"),
+    update=extend_schema(summary="Replace a route (same kind and domain); a null password keeps the stored one"),
+)
+class RouteViewSet(ReadViewSet, mixins.CreateModelMixin, mixins.UpdateModelMixin, mixins.DestroyModelMixin):
     scope_family = "relay"
     superadmin_only = True
     serializer_class = s.RouteSerializer
+    http_method_names = ["get", "post", "put", "delete", "head", "options"]
     ordering_fields = ("id", "domain")
     filter_fields = {"domain": ("domain", str, "The destination domain; empty for the smart host")}
     queryset = SmartHost.objects.all()
 
-    def create(self, request, *args, **kwargs):
-        data = self.valid()
+    def _save(self, data, *, replace):
         common = {
             "tls": data.get("tls"), "verify_certificate": data.get("verify_certificate", True),
             "username": data.get("username", ""), "password": data.get("password"),
-            "acting_user": self.user,
+            "replace": replace, "acting_user": self.user,
         }
         kind, domain = data["kind"], data.get("domain", "")
         if kind == "smarthost":
             if domain:
                 raise InvalidInput("domain: the smart host is for all other domains; leave it empty")
-            route = mta_actions.set_smarthost(data["host"], data["port"], replace=False, **common)
-        else:
-            if not domain:
-                raise InvalidInput(f"domain: a {kind} needs a domain")
-            if kind == "transport":
-                route = mta_actions.set_transport(domain, data["host"], data["port"], replace=False, **common)
-            else:
-                route = mta_actions.add_relay_domain(
-                    domain, data["host"], data["port"], verify_recipients=data.get("verify_recipients", "none"),
-                    recipients=data.get("recipients", []), **common,
-                )
-        return self.changed(route, status.HTTP_201_CREATED)
+            return mta_actions.set_smarthost(data["host"], data["port"], **common)
+        if not domain:
+            raise InvalidInput(f"domain: a {kind} needs a domain")
+        if kind == "transport":
+            return mta_actions.set_transport(domain, data["host"], data["port"], **common)
+        return mta_actions.add_relay_domain(
+            domain, data["host"], data["port"], verify_recipients=data.get("verify_recipients", "none"),
+            recipients=data.get("recipients", []), **common,
+        )
+
+    def create(self, request, *args, **kwargs):
+        return self.changed(self._save(self.valid(), replace=False), status.HTTP_201_CREATED)
+
+    @transaction.atomic
+    def update(self, request, *args, **kwargs):
+        route = self.get_object()
+        data = self.valid()
+        if (data["kind"], data.get("domain", "")) != (mta_actions.route_kind(route), route.domain):
+            raise InvalidInput("kind and domain of a route cannot change: remove it and add another")
+        return self.changed(self._save(data, replace=True))
 
     def destroy(self, request, *args, **kwargs):
         route = self.get_object()

@@ -227,6 +227,12 @@ def test_it_sets_and_removes_routes_and_never_shows_a_password(root_api):
     assert "password" not in route
     response = root_api.post("routes/", {"kind": "smarthost", "host": "other.example.net"})
     assert response.status_code == 409
+    response = root_api.put(f"routes/{route['id']}/", {"kind": "smarthost", "host": "other.example.net", "port": 587,
+                                                       "username": "me", "password": None})
+    assert response.status_code == 200 and response.json_body["host"] == "other.example.net"
+    assert response.json_body["has_password"] is True  # kept
+    response = root_api.put(f"routes/{route['id']}/", {"kind": "transport", "domain": "x.example", "host": "h.example"})
+    assert response.status_code == 400 and "cannot change" in response.json_body["detail"]
     response = root_api.post("routes/", {"kind": "relay", "domain": "backup.example", "host": "10.0.0.1",
                                          "verify_recipients": "list", "recipients": ["a@backup.example"]})
     assert response.status_code == 201 and response.json_body["recipients"] == ["a@backup.example"]
@@ -235,7 +241,7 @@ def test_it_sets_and_removes_routes_and_never_shows_a_password(root_api):
     assert root_api.delete(f"routes/{route['id']}/").status_code == 204
     assert list(SmartHost.objects.values_list("domain", flat=True)) == ["backup.example"]
     assert [e.action for e in AuditEntry.objects.filter(object_type="route").order_by("id")] == [
-        "route.set_smarthost", "route.add_relay_domain", "route.clear_smarthost"
+        "route.set_smarthost", "route.set_smarthost", "route.add_relay_domain", "route.clear_smarthost"
     ]
 
 
