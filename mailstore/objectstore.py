@@ -11,12 +11,14 @@ Implementation notes:
   a message of a few kilobytes that every IMAP FETCH, POP3 RETR and webmail page reads.
 - Writing a message is one PUT; only objects too large for one go through the transfer
   manager's multipart upload (and its threads).
+- delete() fails with OSError, as a file system's would, so callers that tidy up after a
+  failed delivery catch one kind of error whichever storage is configured.
 - Connections are per thread (django-storages keeps them thread-local), so the protocol
   servers' ORM threads each reuse their own.
 """
 import io
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from django.core.files.base import File
 from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
@@ -50,3 +52,9 @@ class ObjectStorage(S3Storage):
             ContentType="application/octet-stream",
         )
         return cleaned
+
+    def delete(self, name):
+        try:
+            super().delete(name)
+        except (BotoCoreError, ClientError) as error:
+            raise OSError(f"could not delete blob {name!r}: {error}") from error

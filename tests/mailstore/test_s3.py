@@ -13,6 +13,7 @@ from django.test import Client
 from mailstore.models import Message
 from mailstore.storage import blob_storage, blob_storage_setting
 from tests.conftest import PASSWORD
+from tests.e2e.helpers import free_port
 from tests.imap.conftest import imap_servers
 from tests.objectstore import CREDENTIALS, ObjectStore
 from tests.pop3.conftest import pop3_servers
@@ -178,3 +179,11 @@ def test_a_bad_blob_storage_setting_stops_the_server(value, complaint):
     with pytest.raises(ImproperlyConfigured) as error:
         blob_storage_setting(value, Path("/x"))
     assert complaint in str(error.value) and str(error.value).startswith(f"MAILSUITE_BLOB_STORAGE={value!r}: ")
+
+
+def test_a_failed_delete_is_an_oserror_as_on_a_file_system(s3_blobs, settings, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no retries against a store that is not there
+    gone = s3_blobs.url.replace(f":{s3_blobs.port}", f":{free_port()}")
+    settings.STORAGES = {**settings.STORAGES, "blobs": blob_storage_setting(gone, Path("/x"))}
+    with pytest.raises(OSError):
+        blob_storage().delete("20260101/0000/abc")
