@@ -18,6 +18,7 @@ Implementation notes:
 import hashlib
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -671,7 +672,8 @@ def create_job(account, kind, *, source, folder="", label="", options=None, pass
 def save_upload(account, uploaded, *, folder=""):
     """Keep an uploaded file (a Django UploadedFile, read in chunks) in the data dir and
     queue its import. Returns the job."""
-    name = os.path.basename(uploaded.name or "upload").replace("\x00", "")[:200] or "upload"
+    # The browser's name, kept only as a plain file name (no directory, no leading dot).
+    name = re.sub(r"[\x00-\x1f/\\]", "_", os.path.basename(uploaded.name or "")).lstrip(".")[:200] or "upload"
     directory = Path(settings.DATA_DIR) / UPLOADS_DIR / uuid.uuid4().hex
     directory.mkdir(parents=True)
     path = directory / name
@@ -703,7 +705,8 @@ def cancel_job(job):
 
 
 def resume_job(job, *, password=None, background=True):
-    """Queue a failed or cancelled job again; the new run skips what earlier runs stored."""
+    """Queue a failed, cancelled or stalled job again; the new run skips what earlier runs
+    stored."""
     if not job.resumable:
         raise TransferError(f"job {job.pk} is {job.state}: only a failed or cancelled job can be resumed")
     if job.kind == TransferJob.Kind.MIGRATE and background and not (password or job.secret):

@@ -9,6 +9,8 @@
   one, so that a rerun can bring flag changes made on the remote since (HIGHESTMODSEQ,
   RFC 7162, remembers how far the last run saw).
 """
+from datetime import timedelta
+
 from django.db import models
 
 
@@ -120,6 +122,9 @@ class FetchedMessage(models.Model):
         ]
 
 
+STALL_AFTER = timedelta(minutes=15)
+
+
 class TransferJob(models.Model):
     """A long import, export or IMAP migration, run by a Celery worker (or the CLI in
     the foreground) with its progress here. Cancelling sets `cancel_requested`; the
@@ -180,8 +185,16 @@ class TransferJob(models.Model):
         return self.state in (self.State.QUEUED, self.State.RUNNING)
 
     @property
+    def stalled(self):
+        """Running, but silent for STALL_AFTER: its worker died (a running job writes its
+        counts every second or so)."""
+        from django.utils import timezone
+
+        return self.state == self.State.RUNNING and self.updated < timezone.now() - STALL_AFTER
+
+    @property
     def resumable(self):
-        return self.state in (self.State.FAILED, self.State.CANCELLED)
+        return self.state in (self.State.FAILED, self.State.CANCELLED) or self.stalled
 
     @property
     def percent(self):

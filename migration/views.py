@@ -6,8 +6,10 @@ the user's external POP3/IMAP accounts (MRA).
 Views parse the request, call migration.actions / migration.fetching, render: no
 business rules here. Everything is scoped to request.account (webmail.auth).
 """
+from asgiref.sync import sync_to_async
 from django import forms
 from django.contrib import messages as notices
+from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -231,11 +233,25 @@ def export(request):
     except actions.TransferError:
         raise Http404("no such folder") from None
     name = request.account.address + (f"-{folder.replace('/', '-')}" if folder else "") + f"-{format}.zip"
+    if isinstance(request, ASGIRequest):
+        # Under ASGI a plain iterator would be read whole into memory before the first
+        # byte is sent (Django's StreamingHttpResponse does so): hand it over a chunk at a time.
+        chunks = _one_at_a_time(chunks)
     response = StreamingHttpResponse(chunks, content_type="application/zip")
     response["Content-Disposition"] = content_disposition_header(True, name)
     response["Content-Security-Policy"] = DOWNLOAD_POLICY
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+async def _one_at_a_time(chunks):
+    """An async iterator over a sync one, each step in the request's thread (the ORM's)."""
+    step = sync_to_async(next, thread_sensitive=True)
+    while True:
+        chunk = await step(chunks, None)
+        if chunk is None:
+            return
+        yield chunk
 
 
 # --- External accounts ------------------------------------------------------------------------

@@ -216,3 +216,30 @@ def test_the_admin_lists_jobs_with_progress_and_cancels_them(alice, admin_client
                       {"action": "cancel", "_selected_action": [running.pk]})
     running.refresh_from_db()
     assert (running.state, running.cancel_requested) == ("running", True)  # the worker stops it
+
+
+def test_a_job_whose_worker_died_can_be_resumed(alice, tmp_path, queued):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from migration.models import STALL_AFTER
+
+    job = actions.create_job(alice, "import", source=write_mbox(tmp_path / "box", 2))
+    TransferJob.objects.filter(pk=job.pk).update(state="running", updated=timezone.now() - timedelta(minutes=1))
+    job.refresh_from_db()
+    with pytest.raises(actions.TransferError, match="is running"):
+        actions.resume_job(job, background=False)
+    TransferJob.objects.filter(pk=job.pk).update(updated=timezone.now() - STALL_AFTER - timedelta(seconds=1))
+    job.refresh_from_db()
+    assert job.stalled
+    job, _ = actions.run_job(actions.resume_job(job, background=False).pk)
+    assert (job.state, job.messages) == ("done", 2)
+
+
+def test_an_upload_name_is_only_a_file_name(alice, tmp_path, settings, queued):
+    settings.DATA_DIR = tmp_path / "data"
+    for given, kept in [("...", "upload"), ("..\\evil.mbox", "_evil.mbox"), (".hidden", "hidden"), ("a\nb.mbox", "a_b.mbox")]:
+        job = actions.save_upload(alice, SimpleUploadedFile(given, b"From a\n"))
+        assert job.label == kept
+        assert os.path.dirname(os.path.dirname(job.source)) == str(tmp_path / "data" / actions.UPLOADS_DIR)
