@@ -100,7 +100,7 @@ class Node:
         return (self.data_dir / "queue.log").read_bytes().count(b" ready.") >= self.starts
 
     def kill(self):
-        """kill -9 of every process of the node, and of the queue's own children."""
+        """kill -9 of every process of the node; returns the pids of their children, which must die with them."""
         orphans = [pid for p in self.processes.values() for pid in children_of(p.pid)]
         for process in self.processes.values():
             process.send_signal(signal.SIGKILL)
@@ -282,7 +282,7 @@ def test_two_nodes_share_mail_events_and_queue_and_survive_a_stop(cluster):
 
     # Queue work spreads over both nodes' workers.
     assert wait_for(lambda: node_a.queue_is_working() and node_b.queue_is_working(), 60), node_a.logs() + node_b.logs()
-    outbound = [(f"out {i}", f"bob@{FAR_DOMAINS[i % len(FAR_DOMAINS)]}") for i in range(24)]
+    outbound = [(f"out {i}", f"bob@{FAR_DOMAINS[i % len(FAR_DOMAINS)]}") for i in range(12)]
     for i, (subject, recipient) in enumerate(outbound):
         assert send(nodes[i % 2], recipient, subject)
     assert wait_for(lambda: len(sink.received) >= len(outbound), 60), node_a.logs() + node_b.logs()
@@ -299,16 +299,16 @@ def test_two_nodes_share_mail_events_and_queue_and_survive_a_stop(cluster):
     for thread in senders:
         thread.start()
     try:
-        assert wait_for(lambda: len(accepted) >= 10, 60)
+        assert wait_for(lambda: len(accepted) >= 6, 60)
         codes = node_a.stop()
         assert codes == {"smtp": 0, "imap": 0, "queue": 0}, node_a.logs()
-        more_than = len(accepted) + 6
+        more_than = len(accepted) + 4
         node_a.start()
         assert wait_for(lambda: len(accepted) >= more_than, 60), "node B took no mail after A stopped"
         node_a.wait_ready()
         assert wait_for(node_a.queue_is_working, 60), node_a.logs()
         orphans = node_b.kill()
-        more_than = len(accepted) + 6
+        more_than = len(accepted) + 4
         assert wait_for(lambda: len(accepted) >= more_than, 60), "node A took no mail after B died"
     finally:
         stop.set()
