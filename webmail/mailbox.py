@@ -8,8 +8,9 @@ Implementation notes:
   unfiltered page takes its total from the folder's counters, and the rows come in one
   query with only the columns the list shows.
 - Conversations group by Message.thread_key (set at delivery from the References,
-  In-Reply-To and Message-ID fields: mailstore.actions.thread_key) in SQL: a page is one
-  GROUP BY over the folder's (folder, thread_key, sent_date) index, then two queries for
+  In-Reply-To and Message-ID fields: mailstore.actions.thread_key) in SQL: one GROUP BY
+  over the folder's (folder, thread_key, sent_date) index orders them (kept in the cache
+  for a big folder until its messages change: conversation_order), then two queries for
   the page's 50 conversations only (their newest message here, and their size and unread
   count across the account's folders, so replies in Sent count).
 - Text search uses the mail store's substring index (migration 0004 of mailstore: FTS5
@@ -18,6 +19,7 @@ Implementation notes:
 """
 from dataclasses import dataclass, field
 
+from django.core.cache import cache
 from django.db.models import Count, F, Max, Q, Window
 from django.db.models.functions import Lower, RowNumber
 from django.utils.translation import gettext_lazy as _
@@ -261,17 +263,12 @@ def conversation_page(account, query, folder):
     the folder that passes the filter). Each row is that newest message's LIST_COLUMNS
     plus thread_key, thread_count and thread_unread (over conversation_folders)."""
     messages, _filtered_unused = _filtered(Message.objects.filter(folder=folder), query)
-    groups = messages.values("thread_key").annotate(latest=Max("sent_date"), last_id=Max("id"))
-    desc = query.descending
-    groups = groups.order_by(
-        F("latest").desc(nulls_last=True) if desc else F("latest").asc(nulls_first=True),
-        F("last_id").desc() if desc else F("last_id").asc(),
-    )
-    total = messages.values("thread_key").distinct().count()
+    order = conversation_order(folder, messages, query)
+    total = len(order)
     pages = max(1, -(-total // PAGE_SIZE))
     number = min(query.page, pages)
     start = (number - 1) * PAGE_SIZE
-    keys = [row["thread_key"] for row in groups[start : start + PAGE_SIZE]]
+    keys = order[start : start + PAGE_SIZE]
     if not keys:
         return Page(messages=[], total=total, number=number)
     newest = (
@@ -294,6 +291,37 @@ def conversation_page(account, query, folder):
         row.setdefault("thread_count", 1)
         row.setdefault("thread_unread", 0 if row["seen"] else 1)
     return Page(messages=rows, total=total, number=number)
+
+
+CONVERSATION_CACHE_SECONDS = 600
+CONVERSATION_CACHE_MIN = 2000  # smaller folders are grouped on every request
+
+
+def conversation_order(folder, messages, query):
+    """The thread keys of the folder's conversations in list order (one GROUP BY over the
+    folder's thread index: every message of the folder is read, so on a big folder it is
+    kept in the cache while the folder's set of messages stays the same).
+
+    The cache key holds what changes when that set changes: UIDNEXT grows with every
+    message added, the count drops with every one removed (a message's thread key and date
+    never change), and with a filter on flags, HIGHESTMODSEQ, which every flag change bumps
+    (RFC 7162). A folder row read a moment before a change only makes an entry nobody asks
+    for again."""
+    groups = messages.values("thread_key").annotate(latest=Max("sent_date"), last_id=Max("id"))
+    desc = query.descending
+    groups = groups.order_by(
+        F("latest").desc(nulls_last=True) if desc else F("latest").asc(nulls_first=True),
+        F("last_id").desc() if desc else F("last_id").asc(),
+    )
+    if folder.message_count < CONVERSATION_CACHE_MIN:
+        return list(groups.values_list("thread_key", flat=True))
+    state = [folder.uidvalidity, folder.uidnext, folder.message_count] + ([folder.highestmodseq] if query.filter else [])
+    cache_key = f"webmail:conversations:{folder.pk}:{query.filter}:{int(desc)}:" + ":".join(map(str, state))
+    order = cache.get(cache_key)
+    if order is None:
+        order = list(groups.values_list("thread_key", flat=True))
+        cache.set(cache_key, order, CONVERSATION_CACHE_SECONDS)
+    return order
 
 
 def thread_uids(folder, uids):

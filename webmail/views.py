@@ -40,6 +40,7 @@ from webmail.forms import (
 )
 from webmail.message import Reading, body_document, safe_filename
 from webmail.models import Contact, TrustedSender
+from webmail.templatetags.webmail_tags import sender_name
 from webmail.security import DOWNLOAD_POLICY, PREVIEW_POLICY, body_policy, page_csp
 from secmail import compose as secmail_compose
 from secmail.errors import SecmailError
@@ -149,7 +150,7 @@ def _list_context(request, folder, query):
         params = query.params(**changes)
         return base + ("?" + urlencode(params) if params else "")
 
-    _prepare_rows(page.messages, read_query=urlencode(query.params(page="")), conversations=conversations)
+    _prepare_rows(page.messages, read_query=urlencode(query.params(page="")), conversations=conversations, show_to=show_to)
     sort_links = {}
     for name in mailbox.SORTS:
         if query.sort == name:
@@ -175,7 +176,7 @@ def _list_context(request, folder, query):
 PREVIEW_CHARS = 140
 
 
-def _prepare_rows(rows, *, read_query, conversations):
+def _prepare_rows(rows, *, read_query, conversations, show_to=False):
     """What each list row shows that the template would otherwise work out per row (link,
     short preview, dates, size): a page has 50 rows, and per-row tag and filter work in the
     template was most of a list page's time (bench/webmail.py). Dates are formatted once a
@@ -206,6 +207,7 @@ def _prepare_rows(rows, *, read_query, conversations):
         row["date_title"] = f"{long_day}, {minutes[minute]}" if row["sent_date"] else ""
         row["date_short"] = minutes[minute] if day == today else short_day
         row["size_text"] = filesizeformat(row["size"])
+        row["who"] = sender_name(row["to_display"] if show_to else row["from_display"])
 
 
 @never_cache

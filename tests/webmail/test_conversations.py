@@ -204,3 +204,26 @@ def test_grouped_list_queries_are_bounded_on_ten_thousand_messages(alice, alice_
         assert len(queries) <= 10, (url, [q["sql"] for q in queries])
     # (The copies share their bytes, so each conversation counts as one message.)
     assert "1–50 of 2000" in response.content.decode()
+
+
+def test_a_big_folders_conversation_order_is_cached_until_its_messages_change(alice, alice_client, thread, monkeypatch):
+    from django.core.cache import cache
+
+    from webmail import mailbox
+
+    monkeypatch.setattr(mailbox, "CONVERSATION_CACHE_MIN", 1)
+    cache.clear()
+    grouped(alice)
+    inbox = folder(alice, "INBOX")
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/")) == ["Re: Lunch?", "Unrelated"]
+    with CaptureQueriesContext(connection) as queries:
+        alice_client.get(f"/f/{inbox.pk}/")
+    assert not any("GROUP BY" in q["sql"] and "MAX" in q["sql"] for q in queries.captured_queries)
+    deliver(alice, make_mail("Newest", date=BASE + timedelta(days=1)))  # UIDNEXT grows
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/")) == ["Newest", "Re: Lunch?", "Unrelated"]
+    store.expunge(inbox, [thread["other"].uid])  # the count drops
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/")) == ["Newest", "Re: Lunch?"]
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/?filter=unread")) == ["Newest", "Re: Lunch?"]
+    store.store_flags(inbox, [thread["answer"].uid], mode="add", flags=["\\Seen"])  # HIGHESTMODSEQ
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/?filter=unread")) == ["Newest"]
+    cache.clear()
