@@ -7,7 +7,10 @@ What is measured, per folder size (`--sizes`, default 10000,100000):
   list        INBOX page 1, newest first
   list-later  a page in the middle of the folder (page = pages / 2)
   list-sorted page 1 sorted by sender (a text sort over every row)
-  conv        page 1 grouped by conversation, and conv-later a middle page of it
+  conv        page 1 grouped by conversation, and conv-later a middle page of it (the
+              conversation order cached after the first view, as between two changes to
+              the folder); conv-cold page 1 with nothing cached (the first view after a
+              change: one GROUP BY over the folder)
   open        a message opened (the reading view: header, body, neighbours)
   search      a word in about 1 message in 1,000 (the text index), in the folder
   search-all  the same word in every folder; search-from a sender's name
@@ -154,12 +157,22 @@ def measure(args):
         def grouped(on):
             Preferences.objects.update_or_create(account=account, defaults={"conversations": on})
 
+        from django.core.cache import cache
+
+        def cold(path):
+            """The page as the first view after a change: the conversation order not cached."""
+            def url_after_clearing():
+                cache.clear()
+                return path
+            return url_after_clearing
+
         cases = [
             ("list", lambda: base, False),
             ("list-later", lambda: f"{base}?page={pages // 2 + rng.randrange(-5, 6)}", False),
             ("list-sorted", lambda: f"{base}?sort=from", False),
             ("conv", lambda: base, True),
             ("conv-later", lambda: f"{base}?page={pages // 8 + rng.randrange(-5, 6)}", True),
+            ("conv-cold", cold(base), True),
             ("open", lambda: f"{base}m/{rng.choice(uids)}/", False),
             ("search", lambda: f"{base}?q={NEEDLE}", False),
             ("search-all", lambda: f"/search/?q={NEEDLE}", False),
@@ -278,7 +291,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-TARGETS = {"list": 100, "list-later": 100, "list-sorted": 100, "conv": 100, "conv-later": 100, "search": 300, "search-all": 300, "search-from": 300}
+TARGETS = {"list": 100, "list-later": 100, "list-sorted": 100, "conv": 100, "conv-later": 100, "conv-cold": 100, "search": 300, "search-all": 300, "search-from": 300}
 
 
 def _report(result):
