@@ -1108,8 +1108,7 @@ class DomainAdminAdmin(ActionAdmin):
     add_form = DomainAdminAddForm
     list_display = ("user", "domain", "created")
     list_select_related = ("user", "domain")
-    list_filter = ("domain",)
-    search_fields = ("user__username", "domain__name")
+    search_fields = ("user__username", "domain__name")  # no domain filter: it would list every domain
     autocomplete_fields = ("user", "domain")
     readonly_fields = ("user", "domain", "created")
 

@@ -371,3 +371,17 @@ def test_it_lets_only_a_superadmin_change_a_domains_limits_in_the_admin(client, 
     example.refresh_from_db()
     assert (example.max_accounts, example.max_aliases, example.max_quota_total) == (10, None, 5 * 1024 * MiB)
     assert AuditEntry.objects.latest("id").action == "domain.set_limits"
+
+
+def test_it_browses_and_filters_the_audit_log_read_only(client, tenants, root, alice):
+    actions.set_quota("bob@example.test", 50 * MiB, acting_user=alice)
+    client.force_login(root)
+    url = reverse("admin:accounts_auditentry_changelist")
+    page = client.get(url, {"object_type": "account", "via": "-"}).content.decode()
+    assert "account.set_quota" in page and "domain.create" not in page
+    assert "bob@example.test" in client.get(url, {"q": "alice"}).content.decode()
+    entry = AuditEntry.objects.get(action="account.set_quota")
+    detail = client.get(reverse("admin:accounts_auditentry_change", args=[entry.pk])).content.decode()
+    assert "&quot;quota&quot;: 104857600" in detail and "&quot;quota&quot;: 52428800" in detail
+    assert 'name="_save"' not in detail
+    assert client.post(reverse("admin:accounts_auditentry_delete", args=[entry.pk]), {"post": "yes"}).status_code == 403
