@@ -40,7 +40,7 @@ def _folder_choices(account, first):
 
 
 class UploadForm(forms.Form):
-    file = forms.FileField(label=gettext_lazy("File"), help_text=gettext_lazy("an mbox file, or a ZIP of a Maildir, of mbox files or of .eml files"))
+    file = forms.FileField(label=gettext_lazy("File"))
     folder = forms.ChoiceField(label=gettext_lazy("Into"), required=False)
 
     def __init__(self, *args, account, **kwargs):
@@ -67,14 +67,14 @@ class ExternalAccountForm(forms.Form):
     protocol = forms.ChoiceField(label=gettext_lazy("Protocol"), choices=ExternalAccount.Protocol.choices)
     host = forms.CharField(label=gettext_lazy("Server"), max_length=255)
     port = forms.IntegerField(label=gettext_lazy("Port"), required=False, min_value=1, max_value=65535,
-                              help_text=gettext_lazy("empty: the usual one (993 or 995 with TLS)"))
+                              widget=forms.NumberInput(attrs={"placeholder": gettext_lazy("the usual one (993, 995, 143 or 110)")}))
     tls = forms.ChoiceField(label=gettext_lazy("Security"), choices=ExternalAccount.TLS.choices)
     verify_certificate = forms.BooleanField(label=gettext_lazy("Check the server's certificate"), required=False, initial=True)
     username = forms.CharField(label=gettext_lazy("User name"), max_length=320)
     password = forms.CharField(label=gettext_lazy("Password"), max_length=500, widget=forms.PasswordInput)
     remote_folders = forms.CharField(label=gettext_lazy("Remote folders (IMAP)"), required=False, max_length=5000,
-                                     widget=forms.Textarea(attrs={"rows": 2}),
-                                     help_text=gettext_lazy("one a line; empty = INBOX; * = all"))
+                                     widget=forms.Textarea(attrs={"rows": 2, "placeholder": gettext_lazy(
+                                         "one a line; empty: INBOX; * for all")}))
     local_folder = forms.ChoiceField(label=gettext_lazy("Deliver into"))
     keep = forms.BooleanField(label=gettext_lazy("Leave the messages on the server"), required=False, initial=True)
 

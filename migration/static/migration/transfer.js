@@ -35,6 +35,7 @@
     var bar = row.querySelector("[data-job-progress]");
     if (job.percent === null || job.percent === undefined) {
       bar.removeAttribute("value");  // indeterminate: the size of the source is unknown
+      bar.hidden = !job.active;
     } else {
       bar.value = job.percent;
       bar.textContent = job.percent + "%";
