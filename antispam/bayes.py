@@ -116,13 +116,21 @@ def classify(message_tokens, counts, n_spam, n_ham, scope="site"):
     """A Verdict from tokens and {token: (spam, ham)} counts of a filter that learned
     n_spam and n_ham messages."""
     scored = []
+    # spamminess() inlined: this loop runs for every token of every message.
+    per_spam, per_ham = 1.0 / max(n_spam, 1), 1.0 / max(n_ham, 1)
     for token in message_tokens:
         found = counts.get(token)
-        if found is None or found == (0, 0):
+        if found is None:
             continue
-        f = spamminess(found[0], found[1], n_spam, n_ham)
-        if abs(f - 0.5) >= MIN_DEVIATION:
-            scored.append((abs(f - 0.5), f, token))
+        spam, ham = found
+        n = spam + ham
+        if not n:
+            continue
+        spam_ratio, ham_ratio = spam * per_spam, ham * per_ham
+        f = (S * X + n * spam_ratio / (spam_ratio + ham_ratio)) / (S + n)
+        deviation = abs(f - 0.5)
+        if deviation >= MIN_DEVIATION:
+            scored.append((deviation, f, token))
     scored.sort(reverse=True)
     clues = scored[:MAX_CLUES]
     probability = combine([f for _, f, _ in clues])

@@ -79,7 +79,7 @@ class Facts:
     has_html: bool = False
     gtube: bool = False
 
-    @property
+    @functools.cached_property
     def from_domain(self):
         return domain_of(self.from_addresses[0]) if len(self.from_addresses) == 1 else ""
 
@@ -275,6 +275,7 @@ def _unicode_host(host):
     return ".".join(labels)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few hosts come back in message after message
 def skeleton(host):
     """The host with look-alike letters replaced by the Latin ones they imitate."""
     host = "".join(CONFUSABLE.get(c, c) for c in _unicode_host(host).lower())
