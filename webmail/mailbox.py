@@ -200,7 +200,10 @@ def _ordering(query):
     key = _sort_key(column)
     keys = [key.desc() if desc else key.asc()]
     if column != "uid":
-        keys.append(F("uid").desc() if desc else F("uid").asc())  # a stable order for equal keys
+        # A stable order for equal keys: arrival. Within a folder the row id grows with the
+        # UID (both are given as a row is added, under the folder's lock), and the id is in
+        # every index on SQLite, so (folder, sent_date) serves a page without a sort.
+        keys.append(F("id").desc() if desc else F("id").asc())
     return keys
 
 
@@ -380,10 +383,11 @@ def neighbours(folder, message, query):
     def step(direction, order):
         """The first message past this one going `direction` ("lt"/"gt") in `order`. An
         (a < x) OR (a = x AND uid < y) condition makes SQLite scan the folder, so it is
-        asked as two index range scans: equal key and a UID past this one, then past the key."""
+        asked as two index range scans: equal key and arrival past this one (the row id, as
+        _ordering), then past the key."""
         if column == "uid":
             return base.filter(**{f"uid__{direction}": value}).order_by(*_ordering(order)).values_list("uid", flat=True).first()
-        same = base.filter(**{column: value, f"uid__{direction}": message.uid})
+        same = base.filter(**{column: value, f"id__{direction}": message.pk})
         found = same.order_by(*_ordering(order)).values_list("uid", flat=True).first()
         if found is None:
             past = base.filter(**{f"{column}__{direction}": value})
