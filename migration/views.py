@@ -129,7 +129,11 @@ def _state_text(job):
         counts = _("%(done)d messages") % {"done": job.messages}
     texts = {
         TransferJob.State.QUEUED: _("Waiting for a worker…"),
-        TransferJob.State.RUNNING: _("Importing: %(counts)s") % {"counts": counts},
+        TransferJob.State.RUNNING: {
+            TransferJob.Kind.IMPORT: _("Importing: %(counts)s"),
+            TransferJob.Kind.EXPORT: _("Exporting: %(counts)s"),
+            TransferJob.Kind.MIGRATE: _("Copying from the other server: %(counts)s"),
+        }[job.kind] % {"counts": counts},
         TransferJob.State.DONE: _("Done: %(counts)s") % {"counts": counts},
         TransferJob.State.FAILED: _("Failed: %(error)s") % {"error": job.error},
         TransferJob.State.CANCELLED: _("Cancelled after %(counts)s") % {"counts": counts},

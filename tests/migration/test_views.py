@@ -143,3 +143,12 @@ def test_a_bad_external_account_form_is_shown_again(alice, signed_in):
     response = signed_in(alice).post("/settings/transfer/external/", {"protocol": "imap", "tls": "implicit"})
     assert response.status_code == 400
     assert "This field is required." in response.content.decode()
+
+
+def test_jobs_started_from_the_cli_show_what_they_do(alice, signed_in, queued, tmp_path):
+    job = actions.create_job(alice, "migrate", source="dana@old.example:993", password="x",
+                             options={"host": "old.example", "port": 993, "user": "dana"})
+    TransferJob.objects.filter(pk=job.pk).update(state="running", messages=12)
+    status = signed_in(alice).get(f"/settings/transfer/jobs/{job.pk}/").json()
+    assert (status["state_text"], status["percent"], status["active"]) == (
+        "Copying from the other server: 12 messages", None, True)
