@@ -201,9 +201,12 @@ def _ordering(query):
     keys = [key.desc() if desc else key.asc()]
     if column != "uid":
         # A stable order for equal keys: arrival. Within a folder the row id grows with the
-        # UID (both are given as a row is added, under the folder's lock), and the id is in
-        # every index on SQLite, so (folder, sent_date) serves a page without a sort.
-        keys.append(F("id").desc() if desc else F("id").asc())
+        # UID (both are given as a row is added, under the folder's lock), so either says
+        # it. By date, the id: it ends every SQLite index, so (folder, sent_date) serves a
+        # page without a sort. Otherwise the UID: no index serves a text or size sort, and
+        # with the UID the planner reads the rows in (folder, uid) order, not at random.
+        tie = "id" if column == "sent_date" else "uid"
+        keys.append(F(tie).desc() if desc else F(tie).asc())
     return keys
 
 
