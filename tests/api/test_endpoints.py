@@ -8,7 +8,6 @@ from accounts.models import Account, Alias, AuditEntry, Domain, Redirect
 from mailstore.models import Blob
 from mta.models import QueuedMessage, QueuedRecipient, SmartHost
 from sieve import actions as sieve_actions
-from tests.api.conftest import Api
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,6 @@ from hypothesis import HealthCheck, given, settings
 
 from accounts import actions
 from api import actions as api_actions
-from tests.api.conftest import alice, bob, carol, example, mallory, mallory_domain, root, tenants  # noqa: F401
 
 EXAMPLES = 12
 
