@@ -27,6 +27,7 @@ PG_URL = os.environ.get("MAILSUITE_TEST_PG_URL", "postgres://postgres@127.0.0.1:
 # nothing the rest of the pass does not already cover, so they run once, on SQLite.
 INTEROP_ONLY = [
     "tests/browser",
+    "tests/api/test_docs_browser.py",
     "tests/migration/test_browser.py",
     "tests/secmail/test_browser.py",
     "tests/e2e/test_imap_clients.py",
