@@ -144,7 +144,9 @@ def test_list_queries_are_bounded_on_ten_thousand_messages(alice_client, big_inb
             response = alice_client.get(query)
         assert response.status_code == 200
         assert len(subjects(response)) == 50, query
-        assert len(queries) <= 7, (query, [q["sql"] for q in queries])
+        # (On PostgreSQL a search also sets its planner hint: SAVEPOINT, SET LOCAL, RELEASE.)
+        statements = [q["sql"] for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "SET LOCAL"))]
+        assert len(statements) <= 7, (query, statements)
 
 
 def test_reading_queries_are_bounded_on_ten_thousand_messages(alice_client, big_inbox):
