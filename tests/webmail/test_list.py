@@ -153,7 +153,10 @@ def test_reading_queries_are_bounded_on_ten_thousand_messages(alice_client, big_
     with CaptureQueriesContext(connection) as queries:
         response = alice_client.get(f"/f/{big_inbox.pk}/m/5000/")
     assert response.status_code == 200
-    assert len(queries) <= 10, [q["sql"] for q in queries]
+    # A fixed number whatever the folder's size: session, account, folders, the message,
+    # preferences, trusted sender, previous/next (two to four index range scans), and what
+    # the spam verdict and message security panels read (one or two).
+    assert len(queries) <= 13, [q["sql"] for q in queries]
 
 
 @pytest.mark.parametrize("params", [{}, {"order": "asc"}, {"sort": "from"}, {"sort": "from", "order": "desc"}, {"sort": "size"}, {"filter": "unread"}])
