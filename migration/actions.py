@@ -222,6 +222,11 @@ def _append_prepared(account, folder, incomings, uploads, record):
         for incoming, (_, flags, internaldate) in zip(incomings, uploads)
     ]
     try:
+        # The workers wrote the files without an fsync each (mailstore.storage.fsync_each_file):
+        # one sync of the file system makes the whole batch durable before its rows commit.
+        sync_everything = getattr(blob_storage(), "sync_everything", None)
+        if sync_everything is not None:
+            sync_everything()
         sync_names([incoming.stored.name for incoming in incomings])
         with store.forget_new_blobs_on_rollback(incomings), transaction.atomic():
             store.place_messages(jobs)
@@ -236,8 +241,9 @@ def _append_prepared(account, folder, incomings, uploads, record):
 
 class _Preparer:
     """Worker processes that turn batches of raw messages into IncomingMessages (parsed,
-    bytes written and fsynced, each process writing with threads as append_many does),
-    so that parsing uses other cores while this process reads and commits.
+    bytes written, each process writing with threads as append_many does), so that
+    parsing uses other cores while this process reads and commits. Their files are made
+    durable by one sync of the file system per batch, not one fsync per file.
 
     Processes are forked, inheriting this process's settings (blob storage included);
     they never touch the database. Forking is safe only from a process running one
@@ -265,7 +271,12 @@ def _worker_start():
     global _worker_threads
     from concurrent.futures import ThreadPoolExecutor
 
-    # The fsyncs of a batch's files wait on the disk, not the CPU: several at once.
+    from mailstore import storage
+
+    # No fsync per file here: the main process syncs the file system once per batch
+    # (_append_prepared) before committing the rows that name the files.
+    storage.fsync_each_file = False
+    # Writes to object storage wait on the network, not the CPU: several at once.
     _worker_threads = ThreadPoolExecutor(16, thread_name_prefix="import")
 
 

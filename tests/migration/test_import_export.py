@@ -366,3 +366,16 @@ def test_a_refused_batch_leaves_no_bytes_behind(alice, tmp_path, monkeypatch, bl
     assert Message.objects.filter(folder__account=alice).count() == ImportedMessage.objects.count() == 2
     stored_files = [p for p in blob_dir.rglob("*") if p.is_file()]
     assert len(stored_files) == Message.objects.filter(folder__account=alice).count()
+
+
+def test_worker_batches_are_synced_once_each_before_they_commit(alice, tmp_path, monkeypatch):
+    from mailstore.storage import DurableFileSystemStorage
+
+    synced = []
+    monkeypatch.setattr(DurableFileSystemStorage, "sync_everything",
+                        lambda self: synced.append(Message.objects.filter(folder__account=alice).count()))
+    monkeypatch.setattr(actions, "IMPORT_BATCH", 2)
+    make_maildir(tmp_path / "Maildir")
+    actions.import_path(alice, tmp_path / "Maildir", workers=2)
+    # INBOX 2, Entwürfe 1, Sent 1, Work/Clients 2: four batches, each synced with nothing of it stored yet.
+    assert synced == [0, 2, 3, 4]
