@@ -9,6 +9,12 @@ import threading
 
 import pytest
 from django.conf import settings as django_settings
+from hypothesis import settings as hypothesis_settings
+
+# Property tests check behaviour, not speed: with several test processes on two cores an
+# example can take seconds, and hypothesis's 200 ms deadline would fail it at random.
+hypothesis_settings.register_profile("mailsuite", deadline=None)
+hypothesis_settings.load_profile("mailsuite")
 
 FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 PASSWORD = "correct horse battery staple"

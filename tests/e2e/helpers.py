@@ -20,7 +20,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def wait_for_port(port, timeout=30.0, process=None):
+def wait_for_port(port, timeout=90.0, process=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
