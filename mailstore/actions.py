@@ -633,8 +633,9 @@ _PREPARE_THREADS = 16
 _prepare_pool = None
 
 
-def _prepare_all(raws):
-    """IncomingMessage for each of `raws`; if any fails, those made are released."""
+def prepare_incoming(raws):
+    """IncomingMessage for each of `raws` (parsed, bytes written), side by side in threads;
+    if any fails, those made are released."""
     global _prepare_pool
     if len(raws) < 2:
         return [IncomingMessage(raw) for raw in raws]
@@ -660,7 +661,7 @@ def append_many(account, folder_name, uploads, *, record=None):
     placed: a caller's own rows (an import ledger) commit or roll back with the mail."""
     incomings = []
     try:
-        incomings = _prepare_all([raw for raw, _, _ in uploads])
+        incomings = prepare_incoming([raw for raw, _, _ in uploads])
         jobs = [
             Job(incoming, [Placement(account, folder_name, flags=tuple(flags), internaldate=internaldate)])
             for incoming, (_, flags, internaldate) in zip(incomings, uploads)

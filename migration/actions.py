@@ -258,37 +258,20 @@ class _Preparer:
                                         initializer=_worker_start)
 
     def submit(self, raws):
-        return self.pool.submit(_worker_prepare, raws)
+        return self.pool.submit(store.prepare_incoming, raws)
 
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-_worker_threads = None
-
-
 def _worker_start():
-    global _worker_threads
-    from concurrent.futures import ThreadPoolExecutor
-
     from mailstore import storage
 
     # No fsync per file here: the main process syncs the file system once per batch
     # (_append_prepared) before committing the rows that name the files.
     storage.fsync_each_file = False
-    # Writes to object storage wait on the network, not the CPU: several at once.
-    _worker_threads = ThreadPoolExecutor(16, thread_name_prefix="import")
-
-
-def _worker_prepare(raws):
-    futures = [_worker_threads.submit(store.IncomingMessage, raw) for raw in raws]
-    failed = [f.exception() for f in futures if f.exception() is not None]
-    if failed:
-        for future in futures:
-            if future.exception() is None:
-                future.result().release()
-        raise failed[0]
-    return [future.result() for future in futures]
+    # A thread pool inherited through fork has no threads: the worker makes its own.
+    store._prepare_pool = None
 
 
 def default_workers():

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.identities import may_send_as
-from secmail import keys, models, openpgp, sealing, smime
+from secmail import keys, openpgp, sealing, smime
 from secmail.errors import Conflict, InvalidInput, NotFound, PrivateKeysDisabled
 from secmail.models import OPENPGP, SMIME, OwnKey, PeerKey, TrustedCA
 

@@ -21,7 +21,6 @@ import base64
 import datetime
 import functools
 import hashlib
-import os
 
 from asn1crypto import cms as acms
 from cryptography import x509
@@ -279,6 +278,10 @@ def _find_signer(signer_info, certs):
     return None
 
 
+class UnsupportedAlgorithm(Exception):
+    """A signature made with an algorithm or key type we do not check (reported, not an error)."""
+
+
 def _check_signature(public_key, signature, data, signature_algorithm, hash_cls):
     name = signature_algorithm["algorithm"].native
     if isinstance(public_key, rsa.RSAPublicKey):
@@ -286,7 +289,7 @@ def _check_signature(public_key, signature, data, signature_algorithm, hash_cls)
             params = signature_algorithm["parameters"]
             pss_hash = _HASHES.get(params["hash_algorithm"]["algorithm"].native)
             if pss_hash is None:
-                raise NotImplementedError(name)
+                raise UnsupportedAlgorithm(name)
             public_key.verify(signature, data, padding.PSS(padding.MGF1(pss_hash()), params["salt_length"].native), pss_hash())
         else:
             public_key.verify(signature, data, padding.PKCS1v15(), hash_cls())
@@ -295,7 +298,7 @@ def _check_signature(public_key, signature, data, signature_algorithm, hash_cls)
     elif isinstance(public_key, ed25519.Ed25519PublicKey):
         public_key.verify(signature, data)
     else:
-        raise NotImplementedError(type(public_key).__name__)
+        raise UnsupportedAlgorithm(type(public_key).__name__)
 
 
 def verify(content: bytes | None, signature_der: bytes, *, from_address: str, trusted_cas=(), now=None, part=""):
@@ -358,7 +361,7 @@ def verify(content: bytes | None, signature_der: bytes, *, from_address: str, tr
     except InvalidSignature:
         result.status, result.detail = Status.TAMPERED, "the signature does not match"
         return result, content
-    except NotImplementedError as exc:
+    except UnsupportedAlgorithm as exc:
         result.status, result.detail = Status.UNSUPPORTED, f"signature algorithm {exc}"
         return result, content
     except (ValueError, TypeError, KeyError) as exc:
