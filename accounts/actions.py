@@ -841,3 +841,76 @@ def delete_sieve_script(address, name, *, acting_user=None):
     sieve_actions.delete_script(account, name)
     audit(acting_user, "sieve.delete", f"{name} of {account.address}", domain=account.domain,
           before=_script_state(script))
+
+
+# Spam thresholds and allow/block lists, changed by an administrator for a domain or an
+# account (an account's own list changes in the webmail call antispam.actions directly) ---
+
+
+def _spam_scope(domain, account, acting_user):
+    """({"domain": Domain} or {"account": Account}, the Domain it is about, a label)."""
+    if (domain is None) == (account is None):
+        raise InvalidInput("give a domain or an account, not both")
+    if domain is not None:
+        found = get_domain(domain, acting_user=acting_user)
+        return {"domain": found}, found, found.name
+    found = get_account(account, acting_user=acting_user)
+    return {"account": found}, found.domain, found.address
+
+
+def _thresholds(row):
+    if row is None:
+        return None
+    return {"tag": row.tag_threshold, "junk": row.junk_threshold, "reject": row.reject_threshold,
+            "never_reject": row.never_reject}
+
+
+@transaction.atomic
+def set_spam_thresholds(*, domain=None, account=None, tag=None, junk=None, reject=None, never_reject=False,
+                        acting_user=None):
+    """Thresholds of a domain (by name) or an account (by address); None inherits."""
+    from antispam import actions as spam_actions
+    from antispam.models import SpamSettings
+
+    scope, about, label = _spam_scope(domain, account, acting_user)
+    before = _thresholds(SpamSettings.objects.filter(**scope).first())
+    try:
+        row = spam_actions.set_thresholds(**scope, tag=tag, junk=junk, reject=reject, never_reject=never_reject)
+    except spam_actions.SpamSettingsError as error:
+        raise InvalidInput(str(error)) from None
+    audit(acting_user, "spam.thresholds", f"spam thresholds of {label}", domain=about, before=before,
+          after=_thresholds(row))
+    return row
+
+
+@transaction.atomic
+def add_spam_list_entry(kind, pattern, *, domain=None, account=None, acting_user=None):
+    """Put a sender (address or domain) on the allow or block list of a domain or an account;
+    one already there moves to the list named."""
+    from antispam import actions as spam_actions
+    from antispam.models import ListEntry
+
+    scope, about, label = _spam_scope(domain, account, acting_user)
+    try:
+        pattern = spam_actions.normalise_pattern(pattern)
+        before = ListEntry.objects.filter(**scope, pattern=pattern).values_list("kind", flat=True).first()
+        entry = spam_actions.add_list_entry(kind, pattern, **scope)
+    except spam_actions.SpamSettingsError as error:
+        raise InvalidInput(str(error)) from None
+    audit(acting_user, "spam.list_add", f"{entry.pattern} on {label}", domain=about,
+          before={"kind": before} if before else None, after={"kind": entry.kind, "pattern": entry.pattern})
+    return entry
+
+
+@transaction.atomic
+def remove_spam_list_entry(entry_id, *, domain=None, account=None, acting_user=None):
+    """Remove an entry of a domain's or an account's lists (NotFound when it has none such)."""
+    from antispam import actions as spam_actions
+    from antispam.models import ListEntry
+
+    scope, about, label = _spam_scope(domain, account, acting_user)
+    entry = ListEntry.objects.filter(pk=entry_id, **scope).first()
+    if entry is None or not spam_actions.remove_list_entry(entry_id, **scope):
+        raise NotFound(f"no such list entry of {label}")
+    audit(acting_user, "spam.list_remove", f"{entry.pattern} on {label}", domain=about,
+          before={"kind": entry.kind, "pattern": entry.pattern})
