@@ -537,8 +537,8 @@ def quiet_machine(limit, patience, *, sample=0.5):
             announced = True
 
 
-def run_checked(argv, *, env=None, what, timeout=300):
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+def run_checked(argv, *, env=None, what, timeout=300, cwd=None):
+    result = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise BenchError(f"{what} failed ({result.returncode}): {(result.stderr or result.stdout).strip()[-2000:]}")
     return result.stdout
@@ -632,8 +632,9 @@ class Mailsuite(Target):
         return env
 
     def _manage(self, *args, data_dir, database_url, what):
+        # cwd: Python puts the working directory first on the path here, so it must be the tree we run.
         return run_checked([venv_python(), str(self.source / "manage.py"), *args], env=self._env(data_dir, database_url),
-                           what=what)
+                           what=what, cwd=self.source)
 
     def _pg(self, sql):
         try:
