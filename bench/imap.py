@@ -552,7 +552,9 @@ class Mailsuite(Server):
                 env=self.env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, cwd=self.source,
             )
-        ingest.wait_listening(self.port, 1, timeout=60, alive=lambda: self.process.poll() is None, log=self.log)
+        # runimap's default: one worker process per core, all listening on the port.
+        ingest.wait_listening(self.port, os.cpu_count() or 1, timeout=60, alive=lambda: self.process.poll() is None,
+                              log=self.log)
 
     def bulk_load(self, user, folder, start, count, *, fsync):
         """Load messages start..start+count-1 through the mail store in another process."""
@@ -821,7 +823,7 @@ class Runner:
         class _Scope:
             def __enter__(scope):
                 if profiler:
-                    profiler.start([server.process.pid], name)
+                    profiler.start(server.pids(), name)  # the supervisor and its worker processes
 
             def __exit__(scope, *exc):
                 if profiler:

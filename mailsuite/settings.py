@@ -159,6 +159,8 @@ MAILSUITE_IMAP_TIMEOUT = env_int("MAILSUITE_IMAP_TIMEOUT", 30 * 60, minimum=1)
 MAILSUITE_IMAP_PREAUTH_TIMEOUT = env_int("MAILSUITE_IMAP_PREAUTH_TIMEOUT", 60, minimum=1)
 MAILSUITE_IMAP_MAX_CONNECTIONS = env_int("MAILSUITE_IMAP_MAX_CONNECTIONS", 5000, minimum=1)
 MAILSUITE_IMAP_IDLE_POLL = env_int("MAILSUITE_IMAP_IDLE_POLL", 30, minimum=1)  # seconds; events wake IDLE sooner
+# Worker processes sharing the IMAP ports (SO_REUSEPORT); 0 = one per CPU core.
+MAILSUITE_IMAP_WORKERS = env_int("MAILSUITE_IMAP_WORKERS", 0, minimum=0)
 # Worker processes per SMTP listener (SO_REUSEPORT); 0 = one per CPU core.
 MAILSUITE_SMTP_WORKERS = env_int("MAILSUITE_SMTP_WORKERS", 0, minimum=0)
 # Threads per process that run ORM work off the event loop.

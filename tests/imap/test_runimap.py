@@ -1,0 +1,117 @@
+"""runimap with several worker processes sharing its ports (SO_REUSEPORT), as operators run
+it by default: every worker serves sessions, a change made through one worker reaches a
+client idling on another, SIGTERM stops them all, and bad arguments are refused."""
+import imaplib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from accounts import actions
+from mailsuite import settings as project_settings
+from tests.conftest import PASSWORD
+from tests.e2e.helpers import ROOT, alive, child_env, children_of, free_port, manage, settings_blob_location, wait_for_port
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+ADDRESS = "alice@example.test"
+
+
+def login(port):
+    client = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+    client.login(ADDRESS, PASSWORD)
+    return client
+
+
+def serving_worker(client, workers):
+    """Which of the worker pids holds the server end of this client's connection (Linux /proc)."""
+    client_port = client.sock.getsockname()[1]
+    with open("/proc/net/tcp") as table:
+        # The server end's remote address is the client's own port; column 9 is its inode.
+        inodes = [row.split()[9] for row in table.readlines()[1:] if int(row.split()[2].split(":")[1], 16) == client_port]
+    assert inodes, "no server-side socket for this connection"
+    wanted = f"socket:[{inodes[0]}]"
+    for pid in workers:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == wanted:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def test_runimap_workers_share_the_ports_hear_each_other_and_stop_on_sigterm(alice, tmp_path, settings):
+    data_dir = tmp_path / "data"
+    settings_blob_location(settings, data_dir)
+    # The children check passwords with the project's hashers, not the tests' fast one.
+    settings.PASSWORD_HASHERS = project_settings.PASSWORD_HASHERS
+    actions.set_password(ADDRESS, PASSWORD)
+    port, tls_port = free_port(), free_port()
+    env = child_env(
+        data_dir, MAILSUITE_IMAP_PORT=port, MAILSUITE_IMAPS_PORT=tls_port, MAILSUITE_BIND="127.0.0.1",
+        MAILSUITE_HOSTNAME="imap.example.test", MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK=1, MAILSUITE_IMAP_WORKERS=2,
+        MAILSUITE_IMAP_IDLE_POLL=600,  # only the change bus can wake the idler in time
+    )
+    server = manage("runimap", env=env)
+    clients = []
+    try:
+        wait_for_port(port, process=server)
+        wait_for_port(tls_port, process=server)
+        deadline = time.monotonic() + 30
+        while len(children_of(server.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = children_of(server.pid)
+        assert len(workers) == 2
+        # Connect until both workers hold a session (the kernel spreads connections over them).
+        by_worker = {}
+        while len(by_worker) < 2 and len(clients) < 40:
+            client = login(port)
+            clients.append(client)
+            by_worker.setdefault(serving_worker(client, workers), client)
+        assert set(by_worker) == set(workers), "the kernel never gave the second worker a connection"
+        idler, writer = by_worker[workers[0]], by_worker[workers[1]]
+        assert idler.select("INBOX") == ("OK", [b"0"])
+        tag = idler._new_tag().decode()
+        idler.send(f"{tag} IDLE\r\n".encode())
+        assert idler.readline().startswith(b"+ ")
+        appended = writer.append("INBOX", None, None, b"Subject: across workers\r\n\r\nhello\r\n")
+        assert appended[0] == "OK"
+        started = time.monotonic()
+        assert idler.readline() == b"* 1 EXISTS\r\n"
+        assert time.monotonic() - started < 2
+        idler.send(b"DONE\r\n")
+        assert idler.readline().startswith(tag.encode() + b" OK")
+        for client in clients:
+            client.logout()
+        clients = []
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+        assert not any(alive(pid) for pid in workers)
+    finally:
+        for client in clients:
+            try:
+                client.shutdown()
+            except OSError:
+                pass
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_runimap_refuses_several_workers_on_a_free_port(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "runimap", "--port", "0", "--workers", "2"],
+        env=child_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "several workers need fixed ports (not 0); use --workers 1 for a free port" in result.stderr
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "runimap", "--workers", "-1"],
+        env=child_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "--workers cannot be negative" in result.stderr
