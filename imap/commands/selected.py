@@ -11,10 +11,10 @@ from imap import fetch as fetching
 from imap import search as searching
 from imap.parser import FetchAttribute, ModSeq, SearchKey
 from imap.responses import flag_list, sequence_set
+from imap.mailbox import stored_messages
 from imap.session import Bad, No, State
 from mailsuite.lib.aio import run_sync, run_write
 from mailstore import actions
-from mailstore.models import Message
 from mailstore.storage import blob_storage
 
 FETCH_BATCH = 100  # messages read and rendered per database round trip
@@ -104,16 +104,9 @@ def _render_batch(folder_id, uids, items, views, *, utf8, by_uid, extra_flags):
     """`* n FETCH (...)` lines for `uids`; `views` maps uid -> (seq, flags, modseq)."""
     needs_bytes = fetching.needs_bytes(items)
     header_only = needs_bytes and fetching.header_only(items)
-    # The text columns (up to a megabyte each) are for searching; FETCH never reads them.
-    messages = (
-        Message.objects.filter(folder_id=folder_id, uid__in=uids)
-        .select_related("blob")
-        .defer("blob__search_text", "blob__header_text")
-        .order_by("uid")
-    )
     open_blob = _opener() if needs_bytes else None
     out = []
-    for message in messages:
+    for message in stored_messages(folder_id, uids):
         seq, flags, modseq = views[message.uid]
         wanted = items + (_FLAGS,) if message.uid in extra_flags and _FLAGS not in items else items
         raw = _read(open_blob, message, header_only) if needs_bytes else None
