@@ -274,9 +274,9 @@ class _Renderer:
 
     def section_span(self, section: Section) -> Optional[tuple[int, int]]:
         """(start, end) of the section in raw, or None if it does not exist."""
-        top = self.structure
         if not section.part and section.text is None:
             return 0, len(self._raw())
+        top = self.structure
         node = find_part(top, section.part)
         if node is None:
             return None
