@@ -18,7 +18,7 @@ from django.utils import timezone
 from accounts.identities import may_send_as
 from secmail import keys, openpgp, sealing, smime
 from secmail.errors import Conflict, InvalidInput, NotFound, PrivateKeysDisabled
-from secmail.models import OPENPGP, SMIME, OwnKey, PeerKey, TrustedCA
+from secmail.models import OPENPGP, SMIME, OwnKey, PeerKey, RevocationList, TrustedCA
 
 
 def _require_private_keys():
@@ -263,6 +263,51 @@ def distrust_ca(account, ca_id):
     deleted, _ = TrustedCA.objects.filter(account=account, pk=ca_id).delete()
     if not deleted:
         raise NotFound("no such CA")
+
+
+# ---- certificate revocation lists ------------------------------------------------------
+
+MAX_CRL_BYTES = 10 * 1024 * 1024
+
+
+def import_crl(account, data) -> RevocationList:
+    """A CRL (PEM or DER) for the account's reading, or for everyone's with account None
+    (the operator's). It replaces an older CRL of the same issuer; an older one than what is
+    kept is refused. Its signature is checked when used (secmail.revocation)."""
+    from secmail import revocation
+
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    if len(raw) > MAX_CRL_BYTES:
+        raise InvalidInput("the CRL is larger than 10 MB")
+    try:
+        crl = revocation.load_crl(raw)
+        der = crl.public_bytes(smime.serialization.Encoding.DER)
+        entries = sum(1 for _ in crl)
+    except ValueError:
+        raise InvalidInput("not a certificate revocation list (PEM or DER)") from None
+    issuer_key = revocation.name_key(crl.issuer)
+    with transaction.atomic():
+        kept = RevocationList.objects.select_for_update().filter(account=account, issuer_key=issuer_key).first()
+        if kept is not None and kept.this_update > crl.last_update_utc:
+            raise Conflict(f"a newer CRL of {kept.issuer} is already imported (of {kept.this_update:%Y-%m-%d %H:%M})")
+        fields = dict(issuer=crl.issuer.rfc4514_string()[:500], der=der, this_update=crl.last_update_utc,
+                      next_update=crl.next_update_utc, entries=entries)
+        if kept is not None:
+            for name, value in fields.items():
+                setattr(kept, name, value)
+            kept.save()
+            return kept
+        return RevocationList.objects.create(account=account, issuer_key=issuer_key, **fields)
+
+
+def remove_crl(account, crl_id):
+    """Remove one of the account's CRLs (account None: one of the operator's)."""
+    try:
+        deleted, _ = RevocationList.objects.filter(account=account, pk=int(crl_id)).delete()
+    except (ValueError, TypeError):
+        deleted = 0
+    if not deleted:
+        raise NotFound("no such CRL")
 
 
 def learn_autocrypt(account, message: bytes):

@@ -70,3 +70,8 @@ class ChangePassphraseForm(_Form, NewPassphraseMixin):
     prefix = "change"
     current = forms.CharField(label=_("Current key passphrase"), widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
     field_order = ["current", "passphrase", "passphrase_again"]
+
+
+class CrlForm(_Form):
+    prefix = "crl"
+    file = forms.FileField(label=_("Certificate revocation list (.crl, PEM or DER)"))

@@ -9,6 +9,7 @@
   harvested from verified signed mail, learned from Autocrypt headers, found by WKD, or
   imported by hand.
 - TrustedCA: a CA certificate this user trusts for S/MIME besides the system store.
+- RevocationList: a CRL imported by the user or the operator (secmail.revocation).
 
 Fingerprints: S/MIME = SHA-256 of the certificate's DER, lower-case hex; OpenPGP = the
 key's fingerprint as gpg prints it (upper-case hex). Writes go through secmail.actions.
@@ -106,3 +107,30 @@ class TrustedCA(models.Model):
 
     def __str__(self):
         return self.subject
+
+
+class RevocationList(models.Model):
+    """A CRL imported by a user (for their own reading) or by the operator (account null:
+    for everyone), consulted before any network lookup (secmail.revocation). Its signature
+    is checked when used, against the issuer of the certificate being checked."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, null=True, blank=True, related_name="secmail_crls")
+    issuer = models.CharField(max_length=500, help_text="The CRL issuer's name, for display")
+    issuer_key = models.CharField(max_length=64, help_text="SHA-256 of the issuer name's DER (secmail.revocation.name_key)")
+    der = models.BinaryField()
+    this_update = models.DateTimeField()
+    next_update = models.DateTimeField(null=True, blank=True)
+    entries = models.PositiveIntegerField(default=0, help_text="Revoked certificates listed")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["issuer"]
+        constraints = [
+            # One CRL per issuer and owner: a newer import replaces the older one.
+            models.UniqueConstraint(fields=["account", "issuer_key"], name="secmail_crl_unique"),
+            # The same for the operator's (account null; NULLs are distinct in the constraint above).
+            models.UniqueConstraint(fields=["issuer_key"], condition=models.Q(account__isnull=True), name="secmail_crl_operator_unique"),
+        ]
+
+    def __str__(self):
+        return f"CRL {self.issuer} ({self.this_update:%Y-%m-%d})"

@@ -12,6 +12,8 @@ Implementation notes (the EFAIL and signature-spoofing defences live here):
   unwrapped entity) for the webmail's usual renderer: HTML in it is sanitised and remote
   content stays blocked there; decrypted HTML is marked so the UI never offers to load
   remote content for it (MessageSecurity.encrypted).
+- S/MIME signers whose chain verified are checked for revocation (secmail.revocation, one
+  Checker per reading: imported CRLs read once, network answers cached).
 - Nothing here writes: harvesting certificates and Autocrypt keys is secmail.actions'.
 - Bounded: at most MAX_LAYERS wrappings and MAX_PARTS parts are looked at.
 """
@@ -19,7 +21,7 @@ import email.utils
 
 from django.db.models import Q
 
-from secmail import mimeraw, models, openpgp, smime
+from secmail import mimeraw, models, openpgp, revocation, smime
 from secmail.errors import CryptoFailure
 from secmail.results import Decryption, MessageSecurity, SignatureResult, Status
 
@@ -36,6 +38,7 @@ class Reader:
         self.unlocked = {u.own_key.pk: u for u in unlocked}
         self.now = now
         self._trusted = None
+        self.revocation = revocation.Checker(account)
 
     # -- keys ------------------------------------------------------------------------
     def trusted_cas(self):
@@ -99,7 +102,8 @@ class Reader:
                     security.detail = "damaged S/MIME data"
                     return entity
                 if smime_type == "signed-data" or (not smime_type and smime.signed_data_type(der) == "signed_data"):
-                    signature, inner = smime.verify(None, der, from_address=self.from_address, trusted_cas=self.trusted_cas(), now=self.now)
+                    signature, inner = smime.verify(None, der, from_address=self.from_address, trusted_cas=self.trusted_cas(), now=self.now,
+                                                    revocation=self.revocation)
                     security.signatures.append(signature)
                     if inner is None or signature.status is Status.MALFORMED:
                         return entity
@@ -246,7 +250,8 @@ class Reader:
                 der = smime.decode_body(sig_head, sig_body)
             except CryptoFailure:
                 return SignatureResult(scheme=scheme, status=Status.MALFORMED, part=part), content
-            result, _ = smime.verify(content, der, from_address=self.from_address, trusted_cas=self.trusted_cas(), now=self.now, part=part)
+            result, _ = smime.verify(content, der, from_address=self.from_address, trusted_cas=self.trusted_cas(), now=self.now,
+                                     revocation=self.revocation, part=part)
             return result, content
         if protocol == "application/pgp-signature" and sig_type == "application/pgp-signature":
             return self._pgp_verify(content, smime.decode_body(sig_head, sig_body), part), content

@@ -59,6 +59,9 @@ class SignatureResult:
     inline: bool = False  # inline PGP: only the armoured text of that part is covered
     certificate_pem: str = ""  # S/MIME: the signer's certificate, to harvest after a valid check
     chain_pem: list = field(default_factory=list)
+    # S/MIME, once the chain verified: "good", "revoked" or "unknown" (secmail.revocation);
+    # "" when not checked. "unknown" leaves a valid signature valid, with a note.
+    revocation: str = ""
 
     @property
     def valid(self):

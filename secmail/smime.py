@@ -301,11 +301,13 @@ def _check_signature(public_key, signature, data, signature_algorithm, hash_cls)
         raise UnsupportedAlgorithm(type(public_key).__name__)
 
 
-def verify(content: bytes | None, signature_der: bytes, *, from_address: str, trusted_cas=(), now=None, part=""):
+def verify(content: bytes | None, signature_der: bytes, *, from_address: str, trusted_cas=(), now=None, part="",
+           revocation=None):
     """Check a CMS SignedData over `content` (detached) or over its own eContent (content=None).
 
     Returns (SignatureResult, the signed content). The status order is fixed: a tampered
-    signature says nothing about who signed; then validity in time, chain, and address.
+    signature says nothing about who signed; then validity in time, chain, revocation (when
+    `revocation`, a secmail.revocation.Checker, is given) and address.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     result = SignatureResult(scheme="smime", status=Status.MALFORMED, part=part)
@@ -380,10 +382,16 @@ def verify(content: bytes | None, signature_der: bytes, *, from_address: str, tr
     try:
         if not trusted:
             raise verification.VerificationError("no trusted CA is configured")
-        _verifier(trusted, now).verify(cert, [c for c in certs if c != cert])
+        verified = _verifier(trusted, now).verify(cert, [c for c in certs if c != cert])
     except verification.VerificationError as exc:
         result.status, result.detail = Status.UNTRUSTED, str(exc).splitlines()[0][:200]
         return result, content
+    if revocation is not None:
+        state, detail = revocation.chain_status(list(verified.chain), now)
+        result.revocation = state.value
+        if state.value == "revoked":
+            result.status, result.detail = Status.REVOKED, detail
+            return result, content
     if from_address.lower() not in result.signer_addresses:
         result.status = Status.WRONG_ADDRESS
         result.detail = f"the certificate is for {', '.join(result.signer_addresses) or 'no address'}, the sender is {from_address}"

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from accounts.models import Account, Domain
 from secmail import actions, forms, openpgp, session, unlock, wkd
 from secmail.errors import InvalidInput, SecmailError
-from secmail.models import OPENPGP, OwnKey, PeerKey, TrustedCA
+from secmail.models import OPENPGP, OwnKey, PeerKey, RevocationList, TrustedCA
 from webmail.auth import account_required
 from webmail.security import page_csp
 
@@ -99,6 +99,7 @@ FORMS = {
     "peer": forms.PublicKeyForm,
     "ca": forms.PublicKeyForm,
     "lookup": forms.LookupForm,
+    "crl": forms.CrlForm,
 }
 
 
@@ -119,6 +120,7 @@ def _context(request, bound=None):
         "own_keys": own_keys,
         "peer_keys": PeerKey.objects.filter(account=account).order_by("address", "kind"),
         "trusted_cas": TrustedCA.objects.filter(account=account),
+        "crls": RevocationList.objects.filter(account=account).defer("der"),
         "unlock_form": forms.UnlockForm(),
         "certificate_form": forms.InstallCertificateForm(),
         "change_form": forms.ChangePassphraseForm(),
@@ -184,6 +186,11 @@ def _apply(request, what, data):
         if actions.learn_from_wkd(account, data["address"]) is None:
             raise SecmailError(_("No key was found for %(address)s.") % {"address": data["address"]})
         notices.success(request, _("Key found and added."))
+    elif what == "crl":
+        if data["file"].size > actions.MAX_CRL_BYTES:
+            raise InvalidInput(_("The revocation list is larger than 10 MB."))
+        crl = actions.import_crl(account, data["file"].read())
+        notices.success(request, _("The revocation list of %(issuer)s was imported.") % {"issuer": crl.issuer})
 
 
 def _key_action(request, what, response):
@@ -222,6 +229,8 @@ def _key_action(request, what, response):
         actions.delete_peer_key(account, item)
     elif what == "distrust":
         actions.distrust_ca(account, item)
+    elif what == "remove_crl":
+        actions.remove_crl(account, item)
     else:
         raise Http404("no such form")
 

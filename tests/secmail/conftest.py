@@ -60,7 +60,8 @@ class CA:
         cls._keys.append(cls._keys.pop(0))
         return cls._keys[-1]
 
-    def issue(self, address, *, cn=None, key=None, not_before=None, not_after=None, eku=ExtendedKeyUsageOID.EMAIL_PROTECTION):
+    def issue(self, address, *, cn=None, key=None, not_before=None, not_after=None, eku=ExtendedKeyUsageOID.EMAIL_PROTECTION,
+              extensions=()):
         key = key or self.new_key()
         builder = (
             x509.CertificateBuilder().subject_name(_name(cn or address)).issuer_name(self.cert.subject)
@@ -75,6 +76,8 @@ class CA:
         )
         if eku:
             builder = builder.add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        for extension in extensions:  # e.g. CRL distribution points, authorityInfoAccess
+            builder = builder.add_extension(extension, critical=False)
         return builder.sign(self.key, hashes.SHA256()), key
 
 
@@ -154,3 +157,73 @@ def gpg():
     cli = GpgCli()
     yield cli
     cli.close()
+
+
+class LoopbackWeb:
+    """A small HTTP server on a loopback address standing in for a CA's CRL/OCSP server or
+    a domain's Web Key Directory. `routes` maps a path (without the query) to bytes or to
+    a function (request body) -> bytes; other paths get 404. `requests` records
+    (method, path with query) of every request; `stall` makes every answer wait that long."""
+
+    def __init__(self, host="127.0.0.2"):
+        import http.server
+        import threading
+
+        web = self
+        self.routes, self.requests, self.stall = {}, [], 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, body=b""):
+                web.requests.append((self.command, self.path))
+                if web.stall:
+                    import time
+
+                    time.sleep(web.stall)
+                route = web.routes.get(self.path.split("?", 1)[0])
+                data = route(body) if callable(route) else route
+                try:
+                    if data is None:
+                        self.send_error(404)
+                        return
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up waiting (a timeout test)
+                    pass
+
+            def do_GET(self):
+                self._answer()
+
+            def do_POST(self):
+                self._answer(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://{host}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def web():
+    server = LoopbackWeb()
+    yield server
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Fetched CRLs, OCSP answers and WKD misses are cached: each test starts without them."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
