@@ -26,10 +26,11 @@ from collections import OrderedDict
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
+from django.db import connection
 
 from accounts import throttle
 from accounts.errors import LoginThrottled
-from accounts.models import Account, LoginEvent
+from accounts.models import Account, LoginEvent, LoginThrottle
 from accounts.resolve import local_domain
 from mailsuite.db.durability import lazy_commit
 from mailsuite.lib.addresses import AddressError, split_address
@@ -132,13 +133,14 @@ def scram_credentials_for(address):
 
 
 def check_login_allowed(address, remote_ip, *, service=None):
-    """Raise LoginThrottled if the IP or the address is blocked now.
+    """Raise LoginThrottled if the IP or the address is blocked now; else return the
+    throttle kinds that have counted failures (see throttle.check).
 
     With `service`, a refused attempt is also written to the login audit (authenticate()
     does this; a SASL mechanism should pass its service too).
     """
     try:
-        throttle.check(address, remote_ip)
+        return throttle.check(address, remote_ip)
     except LoginThrottled as refusal:
         log.info(
             "login refused service=%s ip=%s user=%r reason=throttled scope=%s retry_after=%s",
@@ -169,6 +171,37 @@ def record_login(address, *, service, remote_ip, success, account=None, reason=N
     _record(address, service=service, remote_ip=remote_ip, account=account, reason=reason)
 
 
+def _success_statements(account, typed, *, service, ip, at):
+    """The SQL a successful login writes (its audit row, last_login), built before the
+    transaction: compiled inside it, the queries held the database's write lock (which
+    every writer shares on SQLite) several times as long as running them takes."""
+    ops = connection.ops
+    event_columns = ", ".join(LoginEvent._meta.get_field(name).column for name in _EVENT_FIELDS)
+    return [
+        (
+            f"INSERT INTO {LoginEvent._meta.db_table} ({event_columns}) VALUES ({', '.join(['%s'] * len(_EVENT_FIELDS))})",
+            [account.pk, typed, str(service)[:16], ops.adapt_ipaddressfield_value(str(ip) if ip is not None else None),
+             True, OK, ops.adapt_datetimefield_value(at)],
+        ),
+        (
+            f"UPDATE {Account._meta.db_table} SET last_login = %s WHERE {Account._meta.pk.column} = %s",
+            [ops.adapt_datetimefield_value(at), account.pk],
+        ),
+    ]
+
+
+_EVENT_FIELDS = ("account", "address", "service", "remote_ip", "success", "reason", "time")
+
+
+@lazy_commit  # an audit row, not mail: a power cut may cost the last few
+def _store_success(statements, address, *, clear_failures):
+    with connection.cursor() as cursor:
+        for sql, params in statements:
+            cursor.execute(sql, params)
+    if clear_failures:
+        throttle.record_success(address)
+
+
 @lazy_commit  # an audit row and counters, not mail: a power cut may cost the last few
 def _store_login(address, typed, *, service, remote_ip, ip, account, reason, at):
     """The login audit row and the throttle's counters; returns what became blocked."""
@@ -181,24 +214,31 @@ def _store_login(address, typed, *, service, remote_ip, ip, account, reason, at)
         reason=reason,
         time=at,
     )
-    if reason == OK:
+    if reason == OK:  # an address with no account (record_login's caller vouched for it)
         throttle.record_success(address)
-        if account is not None:
-            account.last_login = at
-            Account.objects.filter(pk=account.pk).update(last_login=at)
         return []
     if reason != THROTTLED:
         return throttle.record_failure(address, remote_ip, at=at)
     return []
 
 
-def _record(address, *, service, remote_ip, account, reason):
+def _record(address, *, service, remote_ip, account, reason, counted=None):
+    """Write the attempt to the audit and the throttle. `counted`: the throttle kinds
+    check_login_allowed() found rows for (None: unknown, so a success clears anyway)."""
     at = throttle.now()
     ip = throttle.parse_ip(remote_ip)
     typed = str(address)[: LoginEvent.MAX_ADDRESS]
-    newly_blocked = _store_login(
-        address, typed, service=service, remote_ip=remote_ip, ip=ip, account=account, reason=reason, at=at,
-    )
+    if reason == OK and account is not None:
+        account.last_login = at
+        _store_success(
+            _success_statements(account, typed, service=service, ip=ip, at=at), address,
+            clear_failures=counted is None or LoginThrottle.ACCOUNT in counted,
+        )
+        newly_blocked = []
+    else:
+        newly_blocked = _store_login(
+            address, typed, service=service, remote_ip=remote_ip, ip=ip, account=account, reason=reason, at=at,
+        )
     if reason == OK:
         log.info("login ok service=%s ip=%s user=%s", service, remote_ip, account.address if account else typed)
     elif reason != THROTTLED:
@@ -215,7 +255,7 @@ def authenticate(address, password, *, service, remote_ip):
     address is blocked. `service` (smtp, imap, pop3, web, ...) and `remote_ip` go to
     the login audit and the throttle; neither the password nor its hash is logged.
     """
-    check_login_allowed(address, remote_ip, service=service)
+    counted = check_login_allowed(address, remote_ip, service=service)
     account = find_account(address)
     if not _may_log_in(account):
         _burn_time(password)
@@ -233,7 +273,7 @@ def authenticate(address, password, *, service, remote_ip):
         _remember_verified(account, password)
     if not account.scram_sha256:
         _store_scram_credentials(account, password)
-    _record(address, service=service, remote_ip=remote_ip, account=account, reason=OK)
+    _record(address, service=service, remote_ip=remote_ip, account=account, reason=OK, counted=counted)
     return account
 
 

@@ -128,16 +128,22 @@ def _matching(keys):
 
 
 def check(address, remote_ip, *, at=None):
-    """Raise LoginThrottled if the IP or the address is blocked now (one query)."""
+    """Raise LoginThrottled if the IP or the address is blocked now (one query).
+
+    Returns the kinds that have a row (counted failures or a block), so that a login
+    that succeeds need not clear the address's count when there is none to clear.
+    """
     keys = keys_for(address, remote_ip)
     if not keys:
-        return
+        return set()
     at = at or now()
-    blocks = _matching(keys).filter(blocked_until__gt=at).values_list("kind", "blocked_until")
+    rows = list(_matching(keys).values_list("kind", "blocked_until"))
+    blocks = [(kind, until) for kind, until in rows if until is not None and until > at]
     longest = max(blocks, key=lambda block: block[1], default=None)
     if longest is not None:
         kind, until = longest
         raise LoginThrottled(retry_after=max(1, math.ceil((until - at).total_seconds())), scope=kind)
+    return {kind for kind, _ in rows}
 
 
 def _count_failure(row, at, rules):
