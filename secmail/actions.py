@@ -223,7 +223,11 @@ def import_peer_key(account, data, *, source=PeerKey.IMPORTED) -> list:
 
 def harvest(account, security, from_address, seen_at=None):
     """Keep the S/MIME certificate of a signature that verified for the From address
-    (RFC 8551 §2.5.2 suggests saving the sender's certificate for replies)."""
+    (RFC 8551 §2.5.2 suggests saving the sender's certificate for replies), and the sender
+    in the address book (a collected contact, never changing one the user typed), where
+    the contacts page shows that a certificate is known (secmail.addressbook)."""
+    from webmail.actions import record_correspondents
+
     learned = []
     for signature in security.signatures:
         if signature.scheme == SMIME and signature.valid and signature.certificate_pem:
@@ -232,6 +236,9 @@ def harvest(account, security, from_address, seen_at=None):
                                         label=signature.signer_name, public_data=signature.certificate_pem,
                                         source=PeerKey.HARVESTED, not_after=cert.not_valid_after_utc,
                                         seen_at=seen_at or timezone.now()))
+    if learned:
+        name = learned[0].label if learned[0].label.lower() != from_address.lower() else ""
+        record_correspondents(account, [(name, from_address)])
     return learned
 
 
