@@ -348,7 +348,11 @@ def learn_from_wkd(account, address):
     """Look the address up in its domain's Web Key Directory; keep what is found (or None)."""
     from secmail import wkd
 
-    found = wkd.lookup(address)
+    return keep_wkd_key(account, address, wkd.lookup(address))
+
+
+def keep_wkd_key(account, address, found):
+    """Keep what a WKD lookup (secmail.wkd.lookup) found for the address, or None."""
     if found is None:
         return None
     info, public = found

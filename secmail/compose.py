@@ -12,7 +12,7 @@ from django.http import JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
-from secmail import models, outgoing, session
+from secmail import discovery, models, outgoing, session
 from secmail.errors import Locked
 from webmail.auth import account_required
 
@@ -56,9 +56,15 @@ def protector(request, draft):
 @require_GET
 @account_required
 def readiness(request):
-    """{"kind", "recipients": {address: can receive encrypted}, "all": bool, "can_sign": bool}."""
+    """{"kind", "recipients": {address: can receive encrypted}, "all": bool, "can_sign": bool}.
+
+    With lookup=1 (the page sends it while encryption is on), OpenPGP recipients without a
+    key are first looked up by WKD (secmail.discovery: bounded, misses remembered)."""
     kind = models.SMIME if request.GET.get("kind") == models.SMIME else models.OPENPGP
     recipients = _addresses(request.GET.get("to", ""), request.GET.get("cc", ""), request.GET.get("bcc", ""))[:MAX_READINESS_ADDRESSES]
     ready = outgoing.readiness(request.account, recipients, kind)
+    if kind == models.OPENPGP and request.GET.get("lookup") == "1":
+        for address in discovery.find_keys(request.account, [a for a, ok in ready.items() if not ok]):
+            ready[address] = True
     unlocked = [u for u in session.unlocked_keys(request, request.account) if u.own_key.kind == kind and not u.own_key.pending]
     return JsonResponse({"kind": kind, "recipients": ready, "all": bool(ready) and all(ready.values()), "can_sign": bool(unlocked)})

@@ -35,14 +35,14 @@ def local_hash(local: str) -> str:
     return zbase32(hashlib.sha1(local.lower().encode("utf-8")).digest())
 
 
-def lookup(address: str):
+def lookup(address: str, timeout=None):
     """(KeyInfo, armoured public key) for the address, or None when WKD has nothing usable."""
     local, _, domain = address.rpartition("@")
     if not local or not domain:
         return None
     url = DIRECT_URL.format(domain=domain.lower(), hash=local_hash(local), local=urllib.parse.quote(local, safe=""))
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        with urllib.request.urlopen(url, timeout=timeout or TIMEOUT) as response:
             if response.status != 200:
                 return None
             data = response.read(MAX_KEY_BYTES + 1)

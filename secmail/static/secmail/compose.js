@@ -1,5 +1,7 @@
 // Compose: ask the server which recipients can receive encrypted mail whenever the
-// recipients, the toggles or the kind change, and say so next to the toggles.
+// recipients, the toggles or the kind change, and say so next to the toggles. Recipients
+// without a known key are looked up in their Web Key Directory (lookup=1) when encryption
+// is turned on and when a recipient field is left or changed, not at every keystroke.
 (function () {
   "use strict";
   function setup() {
@@ -8,15 +10,21 @@
     var form = box.closest("form");
     var status = box.querySelector("[data-readiness]");
     var timer = null;
+    var asked = 0;  // only the answer to the latest question is shown (a WKD lookup may be slow)
     function field(name) { var el = form.elements[name]; return el ? el.value : ""; }
-    function check() {
+    function check(lookup) {
       var encrypt = form.elements.secmail_encrypt.checked;
       var sign = form.elements.secmail_sign.checked;
       if (!encrypt && !sign) { status.textContent = ""; box.removeAttribute("data-ready"); return; }
-      var params = new URLSearchParams({kind: field("secmail_kind"), to: field("to"), cc: field("cc"), bcc: field("bcc")});
+      // lookup=1: the server looks recipients without a key up in their Web Key Directory.
+      var params = new URLSearchParams({kind: field("secmail_kind"), to: field("to"), cc: field("cc"), bcc: field("bcc"),
+                                        lookup: encrypt && lookup === true ? "1" : "0"});
+      var mine = ++asked;
+      if (encrypt && lookup === true) status.textContent = box.dataset.checkingText;
       fetch(box.dataset.readinessUrl + "?" + params.toString(), {credentials: "same-origin"})
         .then(function (r) { return r.json(); })
         .then(function (data) {
+          if (mine !== asked) return;
           var lines = [];
           if (encrypt) {
             var missing = Object.keys(data.recipients).filter(function (a) { return !data.recipients[a]; });
@@ -26,12 +34,17 @@
           if (sign && !data.can_sign) lines.push(box.dataset.noSignText);
           status.textContent = lines.join(" ");
         })
-        .catch(function () { status.textContent = ""; });
+        .catch(function () { if (mine === asked) status.textContent = ""; });
     }
     function soon() { clearTimeout(timer); timer = setTimeout(check, 300); }
-    ["to", "cc", "bcc"].forEach(function (name) { if (form.elements[name]) form.elements[name].addEventListener("input", soon); });
-    ["secmail_sign", "secmail_encrypt", "secmail_kind"].forEach(function (name) { form.elements[name].addEventListener("change", check); });
-    check();
+    function withLookup() { clearTimeout(timer); check(true); }
+    ["to", "cc", "bcc"].forEach(function (name) {
+      if (!form.elements[name]) return;
+      form.elements[name].addEventListener("input", soon);
+      form.elements[name].addEventListener("change", withLookup);
+    });
+    ["secmail_sign", "secmail_encrypt", "secmail_kind"].forEach(function (name) { form.elements[name].addEventListener("change", withLookup); });
+    check(true);
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", setup); else setup();
 })();
