@@ -18,6 +18,7 @@ Implementation notes:
 """
 import dataclasses
 import datetime
+import logging
 import os
 import shutil
 import subprocess
@@ -29,6 +30,9 @@ from secmail.errors import BadPassphrase, CryptoFailure, InvalidInput
 from secmail.results import SignatureResult, Status
 
 GPG_BINARY = "gpg"
+# python-gnupg logs every gpg status line at DEBUG; one of decrypt()'s is the message's
+# session key (SESSION_KEY), which opens the stored ciphertext: never below INFO.
+logging.getLogger("gnupg").setLevel(logging.INFO)
 KEY_VALIDITY = "2y"
 # RFC 4880 §9.4 hash algorithm ids -> RFC 3156 §5 micalg names
 MICALG = {"2": "pgp-sha1", "8": "pgp-sha256", "9": "pgp-sha384", "10": "pgp-sha512", "11": "pgp-sha224"}
@@ -326,6 +330,10 @@ def verify_inline(text: bytes, public_keys):
 class Decrypted:
     data: bytes
     signature: Outcome | None  # a signature inside the encryption (combined form), if any
+    # "algo:hex" (gpg's SESSION_KEY status): lets check_signature_again() verify the inner
+    # signature against other keys without the private key and without decrypting anew.
+    # Held in memory for one reading, never stored or logged.
+    session_key: str = dataclasses.field(default="", repr=False)
 
 
 def decrypt(data: bytes, secret: SecretKey, public_keys=()) -> Decrypted:
@@ -334,10 +342,45 @@ def decrypt(data: bytes, secret: SecretKey, public_keys=()) -> Decrypted:
         ring.import_secret(secret)
         for key in public_keys:
             ring.import_keys(key)
-        done = ring.gpg.decrypt(data, passphrase=secret.passphrase or None, always_trust=True)
+        done = ring.gpg.decrypt(data, passphrase=secret.passphrase or None, always_trust=True,
+                                extra_args=["--show-session-key"])
         if not done.ok:
             raise CryptoFailure(f"gpg could not decrypt ({done.status})")
-        return Decrypted(done.data, _outcome(done))
+        session_key = next((line.split(" ", 2)[2].strip() for line in (done.stderr or "").splitlines()
+                            if line.startswith("[GNUPG:] SESSION_KEY ")), "")
+        return Decrypted(done.data, _outcome(done), session_key)
+
+
+class _Status:
+    """What _outcome() reads of a gpg run: its status lines."""
+
+    def __init__(self, stderr):
+        self.stderr = stderr
+
+
+def check_signature_again(data: bytes, session_key: str, public_keys) -> Outcome | None:
+    """The inner signature of an encrypted message, checked against `public_keys`, opening
+    it with the session key a decrypt() found (passed on a pipe, never on the command line)."""
+    if not session_key:
+        return None
+    with Keyring() as ring:
+        for key in public_keys:
+            ring.import_keys(key)
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, session_key.encode("ascii") + b"\n")
+            os.close(write_end)
+            write_end = None
+            done = subprocess.run(
+                [GPG_BINARY, "--homedir", ring.home, "--batch", "--status-fd", "2", "--trust-model", "always",
+                 "--override-session-key-fd", str(read_end), "--output", os.devnull, "--decrypt"],
+                input=data, capture_output=True, timeout=60, pass_fds=(read_end,),
+            )
+        finally:
+            os.close(read_end)
+            if write_end is not None:
+                os.close(write_end)
+        return _outcome(_Status(done.stderr.decode("utf-8", "replace")))
 
 
 def judge(outcome: Outcome, *, key: KeyInfo | None, from_address: str, key_source: str, part="", inline=False):

@@ -1,7 +1,10 @@
 """Sending: sign and/or encrypt a composed message, and say beforehand who can get it encrypted.
 
 - The entity (Content-* fields and body) is signed/encrypted; From/To/Subject/Date stay
-  outside, as RFC 8551 §3.1 and RFC 3156 do (the Subject is not protected).
+  outside, as RFC 8551 §3.1 and RFC 3156 do. When encrypting, the header fields are also
+  copied into the entity, marked protected-headers="v1", and the outer Subject becomes
+  "..." (protected headers as Thunderbird, Autocrypt and draft-ietf-lamps-header-protection
+  do): the real subject travels encrypted; secmail.reader shows the inner one.
 - Before signing, bodies are made 7-bit safe (quoted-printable / base64): a relay that
   re-encodes 8-bit text would otherwise break the signature (RFC 8551 §3.1.3, RFC 3156 §3).
 - Sign+encrypt: S/MIME signs then encrypts (RFC 8551 §3.6); PGP/MIME uses the combined form.
@@ -95,6 +98,9 @@ def protect(account, message: bytes, *, kind, sign, encrypt, recipients, unlocke
     if sign and unlocked.own_key.kind != kind:
         raise InvalidInput("the key to sign with is of another kind")
     entity = seven_bit(entity)
+    if encrypt:
+        entity = protected_headers(outer, entity)
+        outer = [OBSCURED_SUBJECT if mimeraw.field_name(f) == "subject" else f for f in outer]
     if kind == models.SMIME:
         if sign:
             if unlocked.smime_cert is None:
@@ -110,6 +116,24 @@ def protect(account, message: bytes, *, kind, sign, encrypt, recipients, unlocke
         else:
             entity = pgpmime.sign_entity(entity, secret)
     return _with_autocrypt(account, outer, mimeraw.join_message(outer, entity))
+
+
+# Copied into the encrypted entity (never Bcc: the other recipients must not learn it).
+PROTECTED_FIELDS = {"date", "from", "sender", "reply-to", "to", "cc", "subject", "message-id", "in-reply-to", "references"}
+OBSCURED_SUBJECT = b"Subject: ...\r\n"
+
+
+def protected_headers(outer, entity: bytes) -> bytes:
+    """The entity with copies of the outer header fields and protected-headers="v1" on its
+    Content-Type (draft-autocrypt-lamps-protected-headers §2.1)."""
+    head, body = mimeraw.split_header_body(entity)
+    fields = mimeraw.header_fields(head)
+    for i, field in enumerate(fields):
+        if mimeraw.field_name(field) == "content-type":
+            fields[i] = field.rstrip(b"\r\n") + b';\r\n protected-headers="v1"\r\n'
+            break
+    copies = [f for f in outer if mimeraw.field_name(f) in PROTECTED_FIELDS]
+    return b"".join(fields + copies) + b"\r\n" + body
 
 
 def _encryption_keys(account, recipients, kind, unlocked, own_public):

@@ -12,6 +12,8 @@ Implementation notes (the EFAIL and signature-spoofing defences live here):
   unwrapped entity) for the webmail's usual renderer: HTML in it is sanitised and remote
   content stays blocked there; decrypted HTML is marked so the UI never offers to load
   remote content for it (MessageSecurity.encrypted).
+- A decrypted entity's own header fields (protected headers: the real Subject when the
+  outer one is "...") replace the outer ones in `content`; MessageSecurity.subject has it.
 - S/MIME signers whose chain verified are checked for revocation (secmail.revocation, one
   Checker per reading: imported CRLs read once, network answers cached).
 - Nothing here writes: harvesting certificates and Autocrypt keys is secmail.actions'.
@@ -80,8 +82,25 @@ class Reader:
         entity = self._spine(entity, security)
         self._parts = 0
         self._nested(entity, "", security)
+        if security.decryption is Decryption.DECRYPTED:
+            outer, entity = self._protected_headers(outer, entity, security)
         security.content = mimeraw.join_message(outer, entity)
         return security
+
+    @staticmethod
+    def _protected_headers(outer, entity, security):
+        """Header fields inside the decrypted entity (protected headers, as outgoing.py and
+        Thunderbird write them) take the place of the outer ones: the outer Subject of such
+        a message is "..."; the real one was encrypted. Only for what was decrypted here."""
+        head, body = mimeraw.split_header_body(entity)
+        fields = mimeraw.header_fields(head)
+        inner = [f for f in fields if not mimeraw.field_name(f).startswith("content-") and mimeraw.field_name(f) != "mime-version"]
+        if not any(mimeraw.field_name(f) == "subject" for f in inner):
+            return outer, entity
+        names = {mimeraw.field_name(f) for f in inner}
+        outer = [f for f in outer if mimeraw.field_name(f) not in names] + inner
+        security.subject = str(mimeraw.parse_headers(b"".join(inner)).get("Subject", "")).strip()
+        return outer, b"".join(f for f in fields if f not in inner) + b"\r\n" + body
 
     def _spine(self, entity, security):
         """Unwrap encryption and signature layers at the root; return the displayable entity."""
@@ -203,7 +222,9 @@ class Reader:
             if decrypted.signature is not None:
                 outcome = decrypted.signature
                 if outcome.status is Status.UNKNOWN_KEY and (found := self.pgp_key_by_fingerprint(outcome.fingerprint)):
-                    outcome = openpgp.decrypt(data, unlocked.openpgp_secret, [found[0]]).signature
+                    # the signer's key is known under another address: check again with it,
+                    # through the session key (one decryption per reading, not two)
+                    outcome = openpgp.check_signature_again(data, decrypted.session_key, [found[0]]) or outcome
                 security.signatures.append(self._judge_pgp(outcome, part, inline))
             return decrypted.data
         security.decryption = Decryption.NO_KEY

@@ -5,7 +5,8 @@ render). Messages with nothing signed or encrypted cost one look at the stored s
 For a decrypted message the Reading is over the decrypted bytes (parsed here with the
 store's own MIME walker), so the webmail's sanitiser, CSP and remote-content blocking
 apply unchanged; callers also refuse remote content for any encrypted message (EFAIL).
-Nothing decrypted is stored: the plaintext lives for one request.
+Nothing decrypted is stored: the plaintext lives for one request (and is worked out once
+in it: open_reading keeps its answer on the request object).
 Learning on read: the S/MIME certificate of a valid signature, and a newer Autocrypt key.
 """
 import logging
@@ -64,6 +65,16 @@ class _Copy:
 
 
 def open_reading(request, message, reading):
+    """(MessageSecurity or None, Reading): once per message and request — a second call in
+    the same request (a template, another part of the page) gets the first answer, so a
+    message is decrypted and verified once per request. Kept on the request object only."""
+    readings = request.__dict__.setdefault("_secmail_readings", {})
+    if message.pk not in readings:
+        readings[message.pk] = _open_reading(request, message, reading)
+    return readings[message.pk]
+
+
+def _open_reading(request, message, reading):
     from webmail.message import Reading
 
     if b"Autocrypt:" in reading.bytes[: reading.blob.header_size]:

@@ -92,6 +92,7 @@ class MessageSecurity:
     content: bytes | None = None  # the displayable message (decrypted/unwrapped), full RFC 5322 bytes
     detail: str = ""
     key_parts: list = field(default_factory=list)  # webmail.message.Part of attached keys/certificates (offered for import)
+    subject: str = ""  # the protected (encrypted) Subject of a decrypted message, if it had one
 
     @property
     def whole_signature(self):
