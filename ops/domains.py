@@ -3,8 +3,9 @@ from accounts.models import Domain, DomainAlias
 from mailsuite.lib.addresses import AddressError, normalize_domain
 
 # Clients ask these names of a domain: Thunderbird autoconfig.DOMAIN, Outlook
-# autodiscover.DOMAIN, MTA-STS senders mta-sts.DOMAIN (RFC 8461 §3.3).
-SERVICE_LABELS = ("autoconfig", "autodiscover", "mta-sts")
+# autodiscover.DOMAIN, MTA-STS senders mta-sts.DOMAIN (RFC 8461 §3.3), OpenPGP clients
+# openpgpkey.DOMAIN (WKD advanced method, draft-koch-openpgp-webkey-service §3.1).
+SERVICE_LABELS = ("autoconfig", "autodiscover", "mta-sts", "openpgpkey")
 
 
 def served(name):

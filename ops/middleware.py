@@ -14,12 +14,16 @@ CLIENT_CONFIG_PATHS = frozenset({
     "/autodiscover/autodiscover.xml",
     "/.well-known/mta-sts.txt",
 })
+# OpenPGP Web Key Directory (draft-koch-openpgp-webkey-service §3.1): DOMAIN (direct method)
+# and openpgpkey.DOMAIN (advanced method) serve keys under this prefix (secmail.views).
+WKD_PREFIX = "/.well-known/openpgpkey/"
 
 
 class ServedDomainHostsMiddleware:
     """Django refuses a Host not in ALLOWED_HOSTS, but clients send autoconfig.DOMAIN,
-    autodiscover.DOMAIN, mta-sts.DOMAIN or DOMAIN for every domain we serve: no setting
-    could list ten thousand domains. For the client-configuration paths only, a Host that
+    autodiscover.DOMAIN, mta-sts.DOMAIN or DOMAIN for every domain we serve, and OpenPGP
+    clients openpgpkey.DOMAIN or DOMAIN for its Web Key Directory: no setting could list ten
+    thousand domains. For the client-configuration and WKD paths only, a Host that
     names one of our active domains (checked in the database) is accepted: the request goes
     on as if sent to this server's own name (the first of ALLOWED_HOSTS, MAILSUITE_HOSTNAME),
     and request.mail_host keeps the name asked for. Any other Host on any other path meets
@@ -31,7 +35,7 @@ class ServedDomainHostsMiddleware:
 
     def __call__(self, request):
         request.mail_host = ""
-        if request.path.lower() in CLIENT_CONFIG_PATHS:
+        if request.path.lower() in CLIENT_CONFIG_PATHS or request.path.startswith(WKD_PREFIX):
             raw = request.META.get("HTTP_HOST", "")
             host, _ = split_domain_port(raw)
             if host and not validate_host(host, settings.ALLOWED_HOSTS) and domains.of_host(host):

@@ -48,3 +48,21 @@ def test_a_lookup_finds_the_key_over_http(live_server, published, bob, monkeypat
     assert (learned.fingerprint, learned.source, learned.address) == (published.fingerprint, PeerKey.WKD, "alice@example.test")
     assert openpgp.inspect(learned.public_data)[0].addresses == ["alice@example.test"]
     assert actions.learn_from_wkd(bob, "nobody@example.test") is None
+
+
+def test_the_domains_own_names_reach_the_directory_without_allowed_hosts(client, alice, settings):
+    """ops' ServedDomainHostsMiddleware admits openpgpkey.DOMAIN and DOMAIN for WKD paths
+    of the domains we serve (no ALLOWED_HOSTS entry for them), and only for those paths."""
+    assert not {"example.test", "openpgpkey.example.test"} & set(settings.ALLOWED_HOSTS)
+    own = actions.generate_openpgp_key(alice, passphrase=PASSPHRASE)
+    actions.set_published(own, True)
+    hashed = wkd.local_hash("alice")
+    advanced = client.get(f"/.well-known/openpgpkey/example.test/hu/{hashed}", {"l": "alice"}, HTTP_HOST="openpgpkey.example.test")
+    direct = client.get(f"/.well-known/openpgpkey/hu/{hashed}", {"l": "alice"}, HTTP_HOST="example.test:443")
+    assert (advanced.status_code, direct.status_code) == (200, 200)
+    assert advanced.content == direct.content and openpgp.inspect(advanced.content)[0].fingerprint == own.fingerprint
+    assert client.get("/.well-known/openpgpkey/example.test/policy", HTTP_HOST="openpgpkey.example.test").status_code == 200
+    assert client.get("/.well-known/openpgpkey/policy", HTTP_HOST="example.test").status_code == 200
+    # names of domains we do not serve, and other paths on our domains' names, meet Django's Host check
+    assert client.get(f"/.well-known/openpgpkey/stranger.test/hu/{hashed}", HTTP_HOST="openpgpkey.stranger.test").status_code == 400
+    assert client.get("/security/keys/", HTTP_HOST="openpgpkey.example.test").status_code == 400
