@@ -99,18 +99,33 @@ def domain_of(address):
     return address.rpartition("@")[2].strip().rstrip(".").lower() if "@" in address else ""
 
 
-def _header(message, name):
-    try:
-        value = message.get(name)
-    except Exception:  # a malformed field: as if absent
-        return None
-    return None if value is None else str(value)
+def _raw_text(value):
+    """A header value as parsed with compat32 (non-ASCII bytes kept as surrogates), as
+    text: raw UTF-8 (RFC 6532, what SMTPUTF8 clients send) decoded, else Latin-1 (old
+    8-bit mailers), folding removed."""
+    if not value.isascii():
+        data = value.encode("ascii", "surrogateescape")
+        try:
+            value = data.decode("utf-8")
+        except UnicodeDecodeError:
+            value = data.decode("latin-1")
+    return re.sub(r"\r?\n(?=[ \t])", "", value).strip()
 
 
-def _addresses(message, name):
-    values = message.get_all(name, []) if name in message else []
+def _header_fields(message, names):
+    """{lower-case name: [text values]} of the fields `names`, read once from the header.
+    raw_items(): compat32's get() would turn raw UTF-8 into replacement characters."""
+    found = {name: [] for name in names}
+    for name, value in message.raw_items():
+        values = found.get(name.lower())
+        if values is not None and isinstance(value, str):
+            values.append(_raw_text(value))
+    return found
+
+
+def _addresses(values):
     try:
-        return [address.lower() for _, address in email.utils.getaddresses([str(v) for v in values]) if address]
+        return [address.lower() for _, address in email.utils.getaddresses(values) if address]
     except Exception:
         return []
 
@@ -130,12 +145,14 @@ def _part_text(part):
 def facts(raw):
     """Facts from message bytes."""
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    fields = _header_fields(message, ("subject", "from", "reply-to", "date", "message-id"))
+    subjects = fields["subject"]
     found = Facts(
-        subject=_decoded(_header(message, "Subject") or ""),
-        from_addresses=_addresses(message, "From"),
-        reply_to=_addresses(message, "Reply-To"),
-        has_date=_header(message, "Date") is not None,
-        has_message_id=_header(message, "Message-ID") is not None,
+        subject=_decoded(subjects[0]) if subjects else "",
+        from_addresses=_addresses(fields["from"]),
+        reply_to=_addresses(fields["reply-to"]),
+        has_date=bool(fields["date"]),
+        has_message_id=bool(fields["message-id"]),
         gtube=GTUBE in raw,
     )
     texts, markups = [], []

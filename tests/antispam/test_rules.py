@@ -97,3 +97,26 @@ def test_every_rule_has_points_and_an_explanation():
 def test_broken_messages_raise_nothing():
     for raw in (b"", b"\xff\xfe garbage", b"Subject: =?bogus?Q?x?=\r\nContent-Type: text/html; charset=nope\r\n\r\n<a href=http://[::1>x</a>"):
         evaluate(raw)
+
+
+def test_raw_utf8_header_fields_are_read_as_utf8():
+    """RFC 6532 (SMTPUTF8): header fields in raw UTF-8 reach the rules and Bayes as words,
+    not replacement characters; an old 8-bit Latin-1 subject is read as Latin-1."""
+    from antispam import bayes
+
+    raw = mail(
+        author="Jörg Müller <jörg@bücher.example>", subject="GRÜSSE AUS MÜNCHEN: GEWINNER", body="Grüße, Jörg\r\n",
+        headers="Reply-To: Jörg <jörg@bücher.example>\r\n",
+    )
+    found = rules.facts(raw)
+    assert found.subject == "GRÜSSE AUS MÜNCHEN: GEWINNER"
+    assert found.from_addresses == ["jörg@bücher.example"] and found.from_domain == "bücher.example"
+    assert found.reply_to == ["jörg@bücher.example"]
+    assert "SUBJECT_ALL_CAPS" in names(raw, Context())
+    tokens = bayes.tokens(raw)
+    assert tokens[:5] == ["s:grüsse", "s:aus", "s:münchen", "s:gewinner", "f:bücher.example"]
+    assert "grüße" in tokens and not any("\ufffd" in t for t in tokens)
+    latin1 = b"From: sam@sender.test\r\nSubject: Caf\xe9 cr\xe8me\r\n\r\nhi\r\n"
+    assert rules.facts(latin1).subject == "Café crème"
+    folded = b"From: sam@sender.test\r\nSubject: Sch\xc3\xb6ne\r\n Gr\xc3\xbc\xc3\x9fe\r\n\r\nhi\r\n"
+    assert rules.facts(folded).subject == "Schöne Grüße"
