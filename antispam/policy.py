@@ -4,7 +4,10 @@ antispam.checks assesses a message once (authentication, block lists, content ru
 its Bayes tokens) into an Assessment. decide() then adds, for each local recipient:
 - the Bayes verdict of the recipient's filter (or the site's, antispam.bayes);
 - sender reputation: people the user wrote to or keeps as contacts, senders the user
-  moved out of or into Junk, or a never-seen sender (said so, lightly scored);
+  moved out of or into Junk, or a never-seen sender (said so, lightly scored); others at
+  a domain the user wrote to count a little, except at SHARED_DOMAINS (freemail and
+  other big providers, plus MAILSUITE_SPAM_SHARED_DOMAINS): writing to one person at
+  gmail.com says nothing about the rest of its users;
 - allow and block lists (the account's entries win over its domain's); an allow entry
   counts only when the sender is verified (DMARC pass, or SPF pass for that address),
   since a From field alone is anyone's to write;
@@ -44,6 +47,36 @@ PERSONAL = {
     "MARKED_JUNK": (3.0, "you marked mail from {address} as junk before"),
     "NEVER_SEEN": (0.5, "you have never corresponded with this sender"),
 }
+# Big mail providers whose users share nothing but the provider: having written to someone
+# there earns the rest of its users no credit (KNOWN_DOMAIN). Subdomains count too.
+SHARED_DOMAINS = frozenset("""
+    gmail.com googlemail.com outlook.com hotmail.com hotmail.co.uk hotmail.fr hotmail.de hotmail.it
+    hotmail.es live.com live.co.uk live.fr msn.com yahoo.com yahoo.co.uk yahoo.fr yahoo.de yahoo.it
+    yahoo.es yahoo.co.jp ymail.com rocketmail.com aol.com icloud.com me.com mac.com proton.me
+    protonmail.com pm.me gmx.com gmx.net gmx.de gmx.at gmx.ch web.de t-online.de freenet.de
+    mail.com email.com zoho.com zohomail.com yandex.com yandex.ru ya.ru mail.ru bk.ru inbox.ru list.ru
+    rambler.ru qq.com 163.com 126.com sina.com naver.com daum.net hanmail.net orange.fr wanadoo.fr
+    free.fr laposte.net sfr.fr libero.it virgilio.it tiscali.it alice.it seznam.cz wp.pl o2.pl
+    onet.pl interia.pl fastmail.com fastmail.fm tutanota.com tuta.io hushmail.com mailbox.org
+    posteo.de posteo.net comcast.net verizon.net att.net sbcglobal.net btinternet.com sky.com
+    bigpond.com shaw.ca rogers.com rediffmail.com uol.com.br bol.com.br terra.com.br
+""".split())
+
+
+def is_shared_domain(domain):
+    """True for a freemail or big provider's domain (or a subdomain of one): SHARED_DOMAINS
+    and the operator's MAILSUITE_SPAM_SHARED_DOMAINS."""
+    from django.conf import settings
+
+    extra = getattr(settings, "MAILSUITE_SPAM_SHARED_DOMAINS", ())
+    labels = domain.lower().rstrip(".").split(".")
+    for i in range(len(labels) - 1):
+        parent = ".".join(labels[i:])
+        if parent in SHARED_DOMAINS or parent in extra:
+            return True
+    return False
+
+
 # Bayes probability → points (most spam-like first; the first bound reached applies).
 BAYES_POINTS = ((0.99, 4.5), (0.95, 3.5), (0.8, 2.0), (0.6, 0.5), (0.4, 0.0), (0.2, -0.5), (0.05, -1.5), (0.0, -2.5))
 
@@ -166,7 +199,7 @@ def _reputation_rules(account, assessment):
     known, known_domain = correspondence(account, address)
     if known:
         return [_rule("KNOWN_CORRESPONDENT", address=address)]
-    if known_domain:
+    if known_domain and not is_shared_domain(_domain_of(address)):
         return [_rule("KNOWN_DOMAIN", domain=_domain_of(address))]
     return [_rule("NEVER_SEEN")]
 

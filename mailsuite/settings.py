@@ -102,6 +102,9 @@ MAILSUITE_ARC_TRUSTED_SEALERS = env_domains("MAILSUITE_ARC_TRUSTED_SEALERS")
 MAILSUITE_DNSBL_ZONES = env_weighted_domains("MAILSUITE_DNSBL_ZONES", 10)
 MAILSUITE_RHSBL_ZONES = env_weighted_domains("MAILSUITE_RHSBL_ZONES", 10)
 MAILSUITE_DNSBL_REJECT_WEIGHT = env_int("MAILSUITE_DNSBL_REJECT_WEIGHT", 10, minimum=1)
+# Freemail and other shared domains beyond antispam.policy.SHARED_DOMAINS: writing to one
+# user there gives the others no sender-reputation credit.
+MAILSUITE_SPAM_SHARED_DOMAINS = env_domains("MAILSUITE_SPAM_SHARED_DOMAINS")
 # Greylisting (antispam.greylist), for the domains whose inbound policy turns it on: a new
 # (client /24 or /64, sender, recipient) must retry after DELAY seconds and within RETRY_WINDOW;
 # its network then skips greylisting for ALLOW_DAYS days. SKIP_NETWORKS are never greylisted.

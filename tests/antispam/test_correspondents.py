@@ -137,3 +137,21 @@ def test_the_reputation_rule_uses_it(db, alice):
     assert [name for name, _, _ in decision.rules] == ["KNOWN_CORRESPONDENT"]
     decision = policy.decide(policy.Assessment(from_address="ann@sender.test"), [alice])[alice.pk]
     assert [name for name, _, _ in decision.rules] == ["KNOWN_DOMAIN"]
+
+
+def test_a_freemail_domain_earns_its_other_users_no_credit(db, alice, settings):
+    from antispam import policy
+
+    store.append(alice, "Sent", sent("friend@gmail.com, pal@mail.yahoo.com, colleague@partner.test"))
+
+    def rules(address):
+        decision = policy.decide(policy.Assessment(from_address=address), [alice])[alice.pk]
+        return [name for name, _, _ in decision.rules]
+
+    assert rules("friend@gmail.com") == ["KNOWN_CORRESPONDENT"]  # the address itself still counts
+    assert rules("stranger@gmail.com") == ["NEVER_SEEN"]
+    assert rules("other@mail.yahoo.com") == ["NEVER_SEEN"]  # a subdomain of a listed one
+    assert rules("boss@partner.test") == ["KNOWN_DOMAIN"]
+    settings.MAILSUITE_SPAM_SHARED_DOMAINS = ("partner.test",)
+    assert rules("boss@partner.test") == ["NEVER_SEEN"]
+    assert policy.is_shared_domain("GMAIL.com.") and not policy.is_shared_domain("notgmail.com")
