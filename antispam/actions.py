@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 LEARN_BATCH = 200
 MOVED_AT_ONCE = 50  # examples learn_moved() learns while the mover waits
+LEARNED_KEPT_DAYS = 7  # a learned TrainingExample is kept this long (to look into), then pruned
+PRUNE_BATCH = 5000
 
 
 class SpamSettingsError(ValueError):
@@ -154,6 +156,28 @@ def _learn_account(account_id, examples):
                 bayes.learn_batch(account_id, batch, spam=spam)
                 bayes.learn_batch(None, batch, spam=spam)
     return len(claimed)
+
+
+def prune_training_examples(now=None):
+    """Delete the TrainingExamples learned more than LEARNED_KEPT_DAYS ago (their lesson is
+    in the Bayes counts and the Learned digests); returns how many went. Unlearned ones stay
+    whatever their age. In batches, so no transaction holds many rows at once."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from mailstore.models import TrainingExample
+
+    before = (now or timezone.now()) - timedelta(days=LEARNED_KEPT_DAYS)
+    deleted = 0
+    while True:
+        batch = list(
+            TrainingExample.objects.filter(learned=True, created__lt=before).values_list("pk", flat=True)[:PRUNE_BATCH]
+        )
+        if not batch:
+            return deleted
+        with transaction.atomic():
+            deleted += TrainingExample.objects.filter(pk__in=batch, learned=True).delete()[0]
 
 
 def learn_moved(account_id):

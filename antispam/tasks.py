@@ -10,3 +10,18 @@ def learn():
 
     while learn_examples() == LEARN_BATCH:
         pass
+
+
+@shared_task(ignore_result=True)
+def prune():
+    """Daily housekeeping of the anti-spam tables that grow with traffic: dead greylist
+    triplets and expired auto-allowed networks, and training examples learned long ago.
+    Returns {what: rows deleted} (for the log and tests)."""
+    import logging
+
+    from antispam import greylist
+    from antispam.actions import prune_training_examples
+
+    pruned = {"greylist": greylist.prune(), "training examples": prune_training_examples()}
+    logging.getLogger(__name__).info("anti-spam prune: %s", ", ".join(f"{n} {what}" for what, n in pruned.items()))
+    return pruned

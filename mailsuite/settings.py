@@ -148,6 +148,7 @@ CELERY_BEAT_SCHEDULE = {
     "queue-sweep": {"task": "mta.tasks.sweep", "schedule": float(MAILSUITE_QUEUE_SWEEP_SECONDS)},
     "prune": {"task": "mta.tasks.prune", "schedule": 86400.0},
     "spam-learn": {"task": "antispam.tasks.learn", "schedule": 60.0},  # users' moves into/out of Junk
+    "spam-prune": {"task": "antispam.tasks.prune", "schedule": 86400.0},  # greylist, learned examples
     "fetch-external": {"task": "migration.tasks.fetch_external_accounts", "schedule": 60.0},  # due ones only
 }
 
