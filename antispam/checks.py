@@ -108,9 +108,10 @@ def from_domain(raw):
     return domain or None
 
 
-def check_message(content, *, client_ip, helo, mail_from, skip=False, listings=(), connection_rules=()):
+def check_message(content, *, client_ip, helo, mail_from, skip=False, listings=(), connection_rules=(), iprev=None):
     """See the module docstring. `mail_from` is "" for the null sender; `skip` for
-    authenticated or trusted clients; `listings` the block list entries found at MAIL FROM."""
+    authenticated or trusted clients; `listings` the block list entries found at MAIL FROM;
+    `connection_rules` and `iprev` what antispam.connection.assess() found about the client."""
     our_id = settings.MAILSUITE_HOSTNAME
     content, forged = authresults.remove_ours(content, our_id)
     if forged:
@@ -140,11 +141,15 @@ def check_message(content, *, client_ip, helo, mail_from, skip=False, listings=(
     facts = rules.facts(content)
     outcome.add_hits(rules.evaluate_facts(facts, rules.Context(is_local_domain=_is_local_domain, aligned=aligned)))
     methods = _methods(spf, helo_spf, dkim_results, dmarc_result, arc_result, client_ip, overridden=_overridden(dmarc_result, arc_result))
+    if iprev is not None:
+        methods.insert(0, iprev.method())  # RFC 8601 §2.7.3: the client's reverse DNS
     outcome.content = authresults.field(our_id, methods) + content
     outcome.results = {
         "spf": spf.result, "helo": helo_spf.result, "dkim": [d.result for d in dkim_results],
         "dmarc": dmarc_result.result, "arc": arc_result.result,
     }
+    if iprev is not None:
+        outcome.results["iprev"] = iprev.result
     outcome.assessment = policy.Assessment(
         rules=[(r.name, r.points, r.explanation) for r in outcome.rules],
         results=outcome.results,

@@ -20,12 +20,18 @@ A DNS failure (timeout, SERVFAIL) scores nothing: an outage must not count again
 senders. Loopback clients are not checked (a local process has no name in the DNS to
 speak of) unless CHECK_LOOPBACK is set, as tests do to stand in for remote clients.
 
-Implementation notes: check() is synchronous and does DNS, no database; mta.smtpd runs
-it in the checks' own thread pool at the first MAIL FROM of a session (after looking the
-HELO name up among our domains in the database pool) and keeps the result.
+The reverse DNS result is also reported in Authentication-Results as the "iprev" method
+(RFC 8601 §2.7.3): `iprev=pass (the confirmed name) policy.iprev=IP`, `fail` when there is
+no PTR record or no name points back, `temperror` when DNS failed (Iprev, from assess()).
+
+Implementation notes: assess() (and check(), its rules only) is synchronous and does DNS,
+no database; mta.smtpd runs it in the checks' own thread pool at the first MAIL FROM of a
+session (after looking the HELO name up among our domains in the database pool) and keeps
+the result.
 """
 import ipaddress
 import re
+from dataclasses import dataclass
 
 import dns.exception
 import dns.resolver
@@ -59,6 +65,32 @@ _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 class _TempError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Iprev:
+    """The iprev result of RFC 8601 §2.7.3 for a client address."""
+
+    result: str  # pass, fail or temperror
+    ip: str
+    name: str = ""  # the forward-confirmed name (pass)
+    reason: str = ""  # why not (fail, temperror)
+
+    def method(self):
+        """The Authentication-Results resinfo (antispam.authresults)."""
+        from antispam import authresults
+
+        return authresults.method(
+            "iprev", self.result, [("policy.iprev", self.ip)], comment=self.name or self.reason,
+        )
+
+
+_IPREV = {
+    "pass": ("pass", ""),
+    "none": ("fail", "no PTR record"),
+    "unconfirmed": ("fail", "no PTR name resolves back to the address"),
+    "temperror": ("temperror", "DNS lookup failed"),
+}
 
 
 def rule(name):
@@ -141,21 +173,28 @@ def is_local_domain(name):
     return local_domain(name) is not None
 
 
-def check(ip, helo, *, our_hostname, our_addresses=(), helo_is_ours=False):
-    """[Rule] for a client at `ip` that said HELO/EHLO `helo`; `helo_is_ours`: the name is one
-    of our domains (is_local_domain(), looked up by the caller: no database here)."""
+def assess(ip, helo, *, our_hostname, our_addresses=(), helo_is_ours=False):
+    """([Rule], Iprev or None) for a client at `ip` that said HELO/EHLO `helo`; `helo_is_ours`:
+    the name is one of our domains (is_local_domain(), looked up by the caller: no database
+    here). None (nothing checked) for loopback clients and what is not an IP address."""
     if is_loopback(ip) and not CHECK_LOOPBACK:
-        return []
+        return [], None
     try:
         ipaddress.ip_address(ip)
     except ValueError:
-        return []
+        return [], None
     found = helo_rules(
         helo, our_hostname=our_hostname, our_addresses=our_addresses, is_our_domain=lambda name: helo_is_ours,
     )
-    result, _ = reverse_dns(ip)
+    result, name = reverse_dns(ip)
     if result == "none":
         found.append(rule("RDNS_NONE"))
     elif result == "unconfirmed":
         found.append(rule("RDNS_UNCONFIRMED"))
-    return found
+    iprev, reason = _IPREV[result]
+    return found, Iprev(iprev, ip, name, reason)
+
+
+def check(ip, helo, *, our_hostname, our_addresses=(), helo_is_ours=False):
+    """[Rule] for a client at `ip` that said HELO/EHLO `helo` (assess() without iprev)."""
+    return assess(ip, helo, our_hostname=our_hostname, our_addresses=our_addresses, helo_is_ours=helo_is_ours)[0]

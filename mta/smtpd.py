@@ -13,8 +13,8 @@ Implementation notes:
 - Every reply after the greeting carries an RFC 3463 enhanced status code (RFC 2034).
 - Connection-level anti-spam on the MX port, for clients that may not relay: the
   greeting waits MAILSUITE_SMTP_GREETING_DELAY and early talkers are refused (MailSMTP);
-  reverse DNS and HELO are checked at the first MAIL FROM and only score
-  (antispam.connection); greylisting answers at RCPT TO (antispam.greylist).
+  reverse DNS and HELO are checked at the first MAIL FROM and only score, reverse DNS
+  also reported as iprev (antispam.connection); greylisting answers at RCPT TO (antispam.greylist).
 """
 import asyncio
 import base64
@@ -335,12 +335,12 @@ class InboundHandler:
         client = self.client(session)
         session.listings = []
         if client.may_relay:
-            session.connection_rules = []
+            session.connection_rules, session.iprev = [], None
             return None
         if getattr(session, "connection_rules_for", None) != session.host_name:
             helo = session.host_name or ""
-            session.connection_rules = await sender_checks.off_loop(
-                connection.check, client.ip, helo,
+            session.connection_rules, session.iprev = await sender_checks.off_loop(
+                connection.assess, client.ip, helo,
                 our_hostname=settings.MAILSUITE_HOSTNAME, our_addresses=self.local_addresses(session),
                 helo_is_ours=await run_sync(connection.is_local_domain, helo),
             )
@@ -463,6 +463,7 @@ class InboundHandler:
             content, client_ip=client.ip, helo=session.host_name,
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from, skip=client.may_relay,
             listings=getattr(session, "listings", ()), connection_rules=getattr(session, "connection_rules", ()),
+            iprev=getattr(session, "iprev", None),
         )
         envelope.verdict = outcome.for_delivery()
         if attachment_junk:

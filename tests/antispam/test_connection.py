@@ -152,3 +152,42 @@ def test_the_findings_are_rules_of_the_outcome(reverse_zone, check_loopback):
         connection_rules=connection.check(STRANGER_IP, "x", our_hostname="mx.example.test"),
     )
     assert {"HELO_NOT_FQDN", "RDNS_NONE"} <= {r.name for r in outcome.rules}
+
+
+# iprev (RFC 8601 §2.7.3) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ip, method", [
+    ("127.0.0.2", "iprev=pass (mail.sender.test) policy.iprev=127.0.0.2"),
+    ("127.0.0.3", "iprev=fail (no PTR record) policy.iprev=127.0.0.3"),
+    ("127.0.0.4", "iprev=fail (no PTR name resolves back to the address) policy.iprev=127.0.0.4"),
+    ("127.0.0.7", "iprev=temperror (DNS lookup failed) policy.iprev=127.0.0.7"),
+    # An IPv6 address is no RFC 2045 token (":" is a tspecial): RFC 8601's pvalue quotes it.
+    ("2001:db8::1", 'iprev=pass (v6.sender.test) policy.iprev="2001:db8::1"'),
+])
+def test_assess_reports_iprev(reverse_zone, check_loopback, ip, method):
+    rules, iprev = connection.assess(ip, "mail.sender.test", our_hostname="mx.example.test")
+    assert iprev.method() == method
+
+
+def test_loopback_clients_get_no_iprev_unless_asked(reverse_zone):
+    assert connection.assess("127.0.0.2", "mail.sender.test", our_hostname="mx.example.test") == ([], None)
+
+
+def our_results(account):
+    from mailstore.models import Message
+    from mta.headers import field_values
+    from tests.conftest import message_bytes
+
+    raw = message_bytes(Message.objects.get(folder__account=account))
+    return [v for v in field_values(raw, "Authentication-Results") if v.startswith("mx.example.test;")]
+
+
+@smtp_session
+def test_iprev_goes_into_authentication_results(reverse_zone, check_loopback, smtp_server, alice):
+    send(smtp_server, source=ALLOWED_IP, helo="mail.sender.test")
+    [header] = our_results(alice)
+    assert header.startswith("mx.example.test;\tiprev=pass (mail.sender.test) policy.iprev=127.0.0.2;")
+    from antispam.models import Verdict
+
+    assert Verdict.objects.get(account=alice).results["iprev"] == "pass"
