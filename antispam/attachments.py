@@ -1,4 +1,6 @@
-"""Dangerous attachments and viruses in mail arriving on the MX port.
+"""Dangerous attachments and viruses: in mail arriving on the MX port, and in mail our
+users send (submission) or trusted networks relay, so that no one sends a program or a
+virus out through us.
 
 inspect() looks at every leaf part of the message:
 - by name (Content-Disposition filename or Content-Type name, RFC 2231 decoded): programs
@@ -11,10 +13,11 @@ inspect() looks at every leaf part of the message:
   each member. Encrypted members are judged by name only. Bounded: MAX_MEMBERS per archive,
   MAX_PARTS parts per message, and only a member's first bytes are ever decompressed.
 
-decide() turns the findings into the action the recipients' domains ask for
-(mta.models.InboundPolicy.attachments, else MAILSUITE_ATTACHMENT_POLICY): one message has
-one fate at DATA, so the strictest of the recipients' policies applies: reject
-(554 5.7.1) > quarantine (into Junk) > allow.
+check() turns the findings into the action the recipients' domains ask for
+(mta.models.InboundPolicy.attachments, else MAILSUITE_ATTACHMENT_POLICY; for outgoing
+mail, remote recipients get the sender's domain's policy): one message has one fate at
+DATA, so the strictest of the policies applies: reject (554 5.7.1) > quarantine (into
+Junk; for outgoing mail, refused too) > allow.
 
 Virus scanning (antispam.clamd) when MAILSUITE_CLAMD is set: scanning is then required.
 An infected message is refused `554 5.7.1`; no verdict (clamd down, slow, confused) is a
@@ -233,14 +236,20 @@ def _printable(text):
     return re.sub(r"[^\x20-\x7e]", "?", text)[:200]
 
 
-def check(raw, *, actions):
+def check(raw, *, actions, outgoing=False):
     """The Decision for the message `raw` whose recipients' domains ask for `actions`
-    (each "reject", "quarantine" or "allow"). Scans with clamd first when MAILSUITE_CLAMD is set."""
+    (each "reject", "quarantine" or "allow"). Scans with clamd first when MAILSUITE_CLAMD is set.
+
+    `outgoing`: mail from our own users (submission) or trusted networks, which may leave
+    the server: there is no Junk folder at the other end to quarantine into, so
+    "quarantine" refuses it as "reject" does (the user is told at once, nothing leaves)."""
     if settings.MAILSUITE_CLAMD:
         refusal = _scan(raw)
         if refusal:
             return Decision("reject" if refusal.startswith("5") else "tempfail", (), refusal)
     action = strictest(actions)
+    if outgoing and action == "quarantine":
+        action = "reject"
     if action == "allow":
         return ALLOW  # nothing to enforce: the parts are not even looked at
     findings = tuple(inspect(raw))

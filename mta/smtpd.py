@@ -451,14 +451,12 @@ class InboundHandler:
         (antispam.checks): SPF, DKIM, ARC, DMARC; our Authentication-Results on top;
         DMARC reject refuses, quarantine files into Junk."""
         client = self.client(session)
-        attachment_junk = False
-        if not client.may_relay:
-            decision = await sender_checks.off_loop(
-                attachments.check, content, actions=await self.attachment_actions(envelope),
-            )
-            if decision.refusal:
-                return content, decision.refusal
-            attachment_junk = decision.junk
+        # Trusted networks send mail out through us: checked as outgoing (antispam.attachments).
+        sender = "" if envelope.mail_from == "<>" else envelope.mail_from
+        decision = await self.check_attachments(envelope, content, outgoing=client.may_relay, sender=sender)
+        if decision.refusal:
+            return content, decision.refusal
+        attachment_junk = decision.junk
         outcome = await sender_checks.check_message_off_loop(
             content, client_ip=client.ip, helo=session.host_name,
             mail_from="" if envelope.mail_from == "<>" else envelope.mail_from, skip=client.may_relay,
@@ -470,14 +468,21 @@ class InboundHandler:
             envelope.verdict["junk"] = True
         return outcome.content, outcome.refusal
 
-    async def attachment_actions(self, envelope):
-        """What each recipient's domain does with dangerous attachments (InboundPolicy)."""
+    async def check_attachments(self, envelope, content, *, outgoing, sender):
+        """antispam.attachments' Decision on dangerous attachments and viruses (clamd)."""
+        actions = await self.attachment_actions(envelope, sender_domain=sender.rpartition("@")[2] if outgoing else "")
+        return await sender_checks.off_loop(attachments.check, content, actions=actions, outgoing=outgoing)
+
+    async def attachment_actions(self, envelope, *, sender_domain=""):
+        """What each recipient's domain does with dangerous attachments (InboundPolicy);
+        for a recipient elsewhere, what the sender's domain does (outgoing mail), else the
+        server's default."""
         actions = set()
         for resolution in envelope.resolutions:
-            if resolution.relayed:
+            if resolution.relayed and not sender_domain:
                 actions.add(settings.MAILSUITE_ATTACHMENT_POLICY)
                 continue
-            domain = resolution.address.rpartition("@")[2]
+            domain = sender_domain.lower() if resolution.relayed else resolution.address.rpartition("@")[2]
             policy = inbound_policy.cached(domain) or await run_sync(inbound_policy.get, domain)
             actions.add(policy.attachment_action)
         return actions
@@ -508,6 +513,10 @@ class SubmissionHandler(InboundHandler):
         return f"553 5.7.1 <{address}>: not an address you may send as"
 
     async def check_message(self, server, session, envelope, content):
+        # What our users send is checked for programs and viruses like what comes in.
+        decision = await self.check_attachments(envelope, content, outgoing=True, sender=session.auth_data.address)
+        if decision.refusal:
+            return None, decision.refusal
         return await run_sync(
             submission.check_submission,
             content,
