@@ -15,6 +15,19 @@ from django.db.models import Q, Value
 from django.db.models.functions import Coalesce
 
 
+class ScopedQuerySet(models.QuerySet):
+    """Rows of one domain or one account: visible_to() gives a domain admin those about
+    their domains and their domains' accounts (accounts.models' one scoping rule)."""
+
+    def visible_to(self, user):
+        from accounts.models import _is_system_or_superuser, administered_domain_ids
+
+        if _is_system_or_superuser(user):
+            return self
+        ids = administered_domain_ids(user)
+        return self.filter(Q(domain_id__in=ids) | Q(account__domain_id__in=ids))
+
+
 def _one_scope(prefix):
     return models.CheckConstraint(
         condition=(Q(domain__isnull=False) & Q(account__isnull=True)) | (Q(domain__isnull=True) & Q(account__isnull=False)),
@@ -102,6 +115,8 @@ class SpamSettings(models.Model):
     )
     never_reject = models.BooleanField(default=False, help_text="Never refuse: file into Junk instead")
 
+    objects = ScopedQuerySet.as_manager()
+
     class Meta:
         verbose_name = "spam settings"
         verbose_name_plural = "spam settings"
@@ -126,6 +141,8 @@ class ListEntry(models.Model):
     kind = models.CharField(max_length=5, choices=[(ALLOW, "allow"), (BLOCK, "block")])
     pattern = models.CharField(max_length=320, help_text="Lower-case address or domain")
     created = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "list entries"

@@ -5,7 +5,11 @@ folder counters move together there), so these pages add, change and delete noth
 Lists fetch what they show with the page (list_select_related) and never count the
 whole table twice: there may be many millions of messages.
 """
-from django.contrib import admin
+from urllib.parse import urlencode
+
+from django.contrib import admin, messages
+from django.shortcuts import redirect
+from django.urls import reverse
 
 from accounts.admin import search_by_address
 from mailsuite.admin_utils import ReadOnlyMixin
@@ -55,9 +59,20 @@ class FolderAdmin(ReadOnlyAdmin):
         "created",
     )
     readonly_fields = fields
+    actions = ["dry_run_spam_filter"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("account__domain")
+
+    @admin.action(description="Run the folder through the spam filter (dry run)")
+    def dry_run_spam_filter(self, request, queryset):
+        folders = list(queryset[:2])
+        if len(folders) != 1:
+            self.message_user(request, "Choose one folder for a dry run.", messages.WARNING)
+            return None
+        folder = folders[0]
+        query = urlencode({"account": folder.account.address, "folder": folder.name})
+        return redirect(f"{reverse('antispam:admin_dry_run')}?{query}")
 
     def get_search_results(self, request, queryset, search_term):
         # "bob@example.com" finds that account's folders.
