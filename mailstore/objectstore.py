@@ -53,6 +53,17 @@ class ObjectStorage(S3Storage):
         )
         return cleaned
 
+    def download(self, name, fileobj):
+        """Stream an object into a file without holding it in memory (an import's upload
+        may be gigabytes; _open reads a message whole)."""
+        key = self._normalize_name(clean_name(name))
+        try:
+            self.connection.meta.client.download_fileobj(self.bucket_name, key, fileobj)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"no blob {name!r} in the object store") from None
+            raise
+
     def delete(self, name):
         try:
             super().delete(name)

@@ -20,10 +20,12 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
 import zipfile
 from collections import Counter, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from mailstore import actions as store
 from mailstore.models import HIERARCHY_DELIMITER, Folder, Message
 from mailstore.storage import blob_storage, sync_names
 from migration import sources
+from migration import workers as import_workers
 from mailsuite.lib import secrets
 from migration.models import ImportedMessage, MigratedFolder, MigratedMessage, TransferJob
 from migration.remote import RemoteError, IMAPClient, parse_sequence_set, sequence_set
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 
 IMPORT_BATCH = 200
 IMPORT_BATCH_BYTES = 16 * 1024**2
+LEDGER_ROWS_PER_INSERT = 500  # 2,500 values a statement: far below SQLite's and PostgreSQL's limits
 
 
 class TransferError(Exception):
@@ -67,6 +71,8 @@ class ImportReport:
     folders: Counter = field(default_factory=Counter)  # folder -> messages imported
     created_folders: list = field(default_factory=list)
     skipped: sources.Skipped = field(default_factory=sources.Skipped)
+    workers: int = 0  # processes that parsed and wrote the messages (0: this one)
+    worker_start: str = ""  # how they started: fork or spawn
 
 
 def _target_folder(root, relative):
@@ -91,15 +97,17 @@ def _ensure_folder(account, name, report, known):
     known.add(name)
 
 
-def import_messages(account, messages, *, root=None, report=None, progress=None, should_stop=None, workers=0):
+def import_messages(account, messages, *, root=None, report=None, progress=None, should_stop=None, workers=0,
+                    worker_start=None):
     """Store SourceMessages in `account`, each in root/its folder, skipping those the
     ledger knows. `progress(report)` is called after each batch. `should_stop()` is asked
     before each message; if it says so, the batch not yet stored is dropped (the ledger
     does not know it either) and Cancelled is raised. Returns the report.
 
     With `workers`, batches are parsed and written to blob storage by that many worker
-    processes (see _Preparer) while this one reads the source and commits the batches
-    before them, in order; 0 does everything here.
+    processes (migration.workers; `worker_start` "fork" or "spawn", by default what is safe
+    here) while this one reads the source and commits the batches before them, in order;
+    0 does everything here.
 
     Raises TransferError for a folder that cannot be created, OverQuota when the
     account is full (what was stored so far stays, and a rerun goes on from there).
@@ -111,7 +119,8 @@ def import_messages(account, messages, *, root=None, report=None, progress=None,
     seen = _Occurrences()
     known_folders = set()
     batch, batch_bytes, batch_folder = [], 0, None
-    preparer = _Preparer(workers) if workers else None
+    preparer = import_workers.Preparer(workers, worker_start) if workers else None
+    report.workers, report.worker_start = workers, preparer.method if preparer else ""
     pending = deque()  # (folder, new entries, future of their IncomingMessages), oldest first
 
     def place_oldest():
@@ -192,17 +201,21 @@ def _not_yet_imported(account, folder, batch, report):
 
 def _store_batch(account, folder, new, report, incomings=None):
     """Commit one batch and its ledger rows together; `incomings` are its messages
-    already parsed and written (by a _Preparer), else append_many does that here."""
+    already parsed and written (by import workers), else append_many does that here."""
 
     def record(stored):
-        # Plain SQL: building a model instance per ledger row cost more than the insert.
+        # Plain SQL, one INSERT of the batch's rows: building a model instance per ledger
+        # row cost more than the insert, and a statement per row more than both.
         now = connection.ops.adapt_datetimefield_value(timezone.now())
+        rows = [(account.pk, folder, digest, n, now) for _, digest, n in new]
         with connection.cursor() as cursor:
-            cursor.executemany(
-                f"INSERT INTO {ImportedMessage._meta.db_table} (account_id, folder, sha256, occurrence, imported_at) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                [(account.pk, folder, digest, n, now) for _, digest, n in new],
-            )
+            for start in range(0, len(rows), LEDGER_ROWS_PER_INSERT):
+                chunk = rows[start : start + LEDGER_ROWS_PER_INSERT]
+                cursor.execute(
+                    f"INSERT INTO {ImportedMessage._meta.db_table} (account_id, folder, sha256, occurrence, imported_at) "
+                    f"VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * len(chunk))}",
+                    [value for row in chunk for value in row],
+                )
 
     uploads = [(m.raw, m.flags, m.internaldate) for m, _, _ in new]
     if incomings is None:
@@ -215,7 +228,7 @@ def _store_batch(account, folder, new, report, incomings=None):
 
 
 def _append_prepared(account, folder, incomings, uploads, record):
-    """append_many's transaction, for messages a _Preparer parsed and wrote: all or none,
+    """append_many's transaction, for messages import workers parsed and wrote: all or none,
     their names made durable before the rows that name them commit."""
     jobs = [
         store.Job(incoming, [store.Placement(account, folder, flags=tuple(flags), internaldate=internaldate)])
@@ -239,58 +252,32 @@ def _append_prepared(account, folder, incomings, uploads, record):
             incoming.release()
 
 
-class _Preparer:
-    """Worker processes that turn batches of raw messages into IncomingMessages (parsed,
-    bytes written, each process writing with threads as append_many does), so that
-    parsing uses other cores while this process reads and commits. Their files are made
-    durable by one sync of the file system per batch, not one fsync per file.
-
-    Processes are forked, inheriting this process's settings (blob storage included);
-    they never touch the database. Forking is safe only from a process running one
-    thread, so import_path asks for workers only then (the CLI in the foreground)."""
-
-    def __init__(self, workers):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.depth = workers  # batches in flight beyond the one being committed
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                        initializer=_worker_start)
-
-    def submit(self, raws):
-        return self.pool.submit(store.prepare_incoming, raws)
-
-    def close(self):
-        self.pool.shutdown(wait=True, cancel_futures=True)
+# A process with other threads running spawns its import workers (migration.workers), at
+# about a second of CPU each: only sources at least this large get them there.
+SPAWN_MIN_BYTES = 8 * 1024**2
+MAX_WORKERS = 4
 
 
-def _worker_start():
-    from mailstore import storage
-
-    # No fsync per file here: the main process syncs the file system once per batch
-    # (_append_prepared) before committing the rows that name the files.
-    storage.fsync_each_file = False
-    # A thread pool inherited through fork has no threads: the worker makes its own.
-    store._prepare_pool = None
-
-
-def default_workers():
-    """Worker processes for an import in this process: one per core beyond the first,
-    if forking is safe here (one thread running), else 0."""
-    import threading
-
-    if threading.active_count() > 1:
-        return 0
-    return min(4, max(0, (os.cpu_count() or 1)))
+def worker_plan(source_bytes=None, requested=None):
+    """(worker processes, how they start) for an import run in this process: `requested`
+    if given, else one per core (at most MAX_WORKERS); none for a source under
+    SPAWN_MIN_BYTES (or of unknown size) where the workers would have to be spawned."""
+    method = import_workers.start_method()
+    if requested is not None:
+        return max(0, requested), method
+    if method != "fork" and (source_bytes or 0) < SPAWN_MIN_BYTES:
+        return 0, method
+    return min(MAX_WORKERS, os.cpu_count() or 1), method
 
 
-def import_path(account, path, *, root=None, progress=None, should_stop=None, report=None, workers=0):
+def import_path(account, path, *, root=None, progress=None, should_stop=None, report=None, workers=0,
+                worker_start=None):
     """Import an mbox, Maildir, EML or ZIP file (or a directory of them) into `account`.
     Raises TransferError (and sources.SourceError) with a one-line reason."""
     report = report or ImportReport()
     messages = sources.read_path(path, max_size=settings.MAILSUITE_MESSAGE_SIZE_LIMIT, skipped=report.skipped)
     return import_messages(account, messages, root=root, report=report, progress=progress, should_stop=should_stop,
-                           workers=workers)
+                           workers=workers, worker_start=worker_start)
 
 
 def source_size(path):
@@ -628,7 +615,9 @@ def migrate_imap(account, *, host, port, user, password, tls="implicit", verify=
 CANCEL_CHECK_SECONDS = 0.5
 PROGRESS_SECONDS = 0.5
 clock = time.monotonic
-UPLOADS_DIR = "uploads"  # under MAILSUITE_DATA_DIR: files the webmail received, until imported
+UPLOADS_PREFIX = "uploads"  # blob storage names of files the webmail received, until imported
+UPLOADS_SCRATCH = "tmp"  # under MAILSUITE_DATA_DIR: a local copy of an upload in object storage, while read
+UPLOADS_DIR = "uploads"  # under MAILSUITE_DATA_DIR: where uploads were kept before they went to blob storage
 
 
 def _enqueue(job_id):
@@ -664,26 +653,71 @@ def create_job(account, kind, *, source, folder="", label="", options=None, pass
 
 
 def save_upload(account, uploaded, *, folder=""):
-    """Keep an uploaded file (a Django UploadedFile, read in chunks) in the data dir and
-    queue its import. Returns the job."""
+    """Keep an uploaded file (a Django UploadedFile, read in chunks) in blob storage, where
+    a worker on any node can read it (object storage when there are several), and queue
+    its import. Returns the job; the file is deleted when the job is done or discarded."""
     # The browser's name, kept only as a plain file name (no directory, no leading dot).
     name = re.sub(r"[\x00-\x1f/\\]", "_", os.path.basename(uploaded.name or "")).lstrip(".")[:200] or "upload"
-    directory = Path(settings.DATA_DIR) / UPLOADS_DIR / uuid.uuid4().hex
-    directory.mkdir(parents=True)
-    path = directory / name
+    if folder:
+        folder = store.normalise_folder_name(folder)
+        if not Folder.objects.filter(account=account, name=folder).exists():
+            raise TransferError(f"folder {folder} does not exist")
+    total_bytes = _uploaded_size(uploaded)
+    stored = blob_storage().save(f"{UPLOADS_PREFIX}/{uuid.uuid4().hex}/{name}", uploaded)
     try:
-        with open(path, "wb") as out:
-            for chunk in uploaded.chunks():
-                out.write(chunk)
-        if folder:
-            folder = store.normalise_folder_name(folder)
-            if not Folder.objects.filter(account=account, name=folder).exists():
-                raise TransferError(f"folder {folder} does not exist")
-        return create_job(account, TransferJob.Kind.IMPORT, source=path, folder=folder, label=name,
-                          remove_source=True, total_bytes=source_size(path))
+        sync_names([stored])  # durable before the job row that names it commits
+        return create_job(account, TransferJob.Kind.IMPORT, source=stored, folder=folder, label=name,
+                          options={"upload": True}, remove_source=True, total_bytes=total_bytes)
     except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
+        _delete_upload(stored)
         raise
+
+
+def _uploaded_size(uploaded):
+    """source_size() of an UploadedFile: a ZIP's members uncompressed, else its size."""
+    try:
+        uploaded.seek(0)
+        if zipfile.is_zipfile(uploaded):
+            uploaded.seek(0)
+            with zipfile.ZipFile(uploaded) as archive:
+                return sum(m.file_size for m in archive.infolist())
+    except (OSError, zipfile.BadZipFile):
+        pass
+    finally:
+        uploaded.seek(0)
+    return uploaded.size
+
+
+@contextmanager
+def _upload_on_disk(name):
+    """A local path to an upload kept in blob storage, for the readers (a ZIP needs to
+    seek): the file itself on a file system storage, else a copy streamed into the data
+    dir's tmp/ and removed afterwards."""
+    storage = blob_storage()
+    if not storage.exists(name):
+        raise TransferError("the uploaded file is no longer there: upload it again")
+    try:
+        path = storage.path(name)
+    except NotImplementedError:  # object storage: no local path
+        path = None
+    if path is not None:
+        yield path
+        return
+    scratch = Path(settings.DATA_DIR) / UPLOADS_SCRATCH
+    scratch.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="upload-", dir=scratch))
+    try:
+        local = directory / os.path.basename(name)
+        with open(local, "wb") as out:
+            download = getattr(storage, "download", None)
+            if download is not None:
+                download(name, out)
+            else:
+                with storage.open(name, "rb") as stored:
+                    shutil.copyfileobj(stored, out, 1 << 20)
+        yield local
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def cancel_job(job):
@@ -721,15 +755,34 @@ def discard_job(job):
     if job.active:
         raise TransferError(f"job {job.pk} is {job.state}: cancel it first")
     if job.remove_source:
-        _remove_upload(job.source)
+        _remove_upload(job)
     job.delete()
 
 
-def _remove_upload(path):
-    directory = Path(path).parent
+def _remove_upload(job):
+    if job.options.get("upload"):
+        _delete_upload(job.source)
+        return
+    # Kept in the data dir by an earlier version: only ever a directory save_upload made there.
+    directory = Path(job.source).parent
     uploads = (Path(settings.DATA_DIR) / UPLOADS_DIR).resolve()
-    if directory.resolve().parent == uploads:  # only ever a directory save_upload made
+    if directory.resolve().parent == uploads:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _delete_upload(name):
+    if not name.startswith(UPLOADS_PREFIX + "/"):  # only ever a name save_upload made
+        return
+    storage = blob_storage()
+    try:
+        storage.delete(name)
+    except OSError:
+        log.warning("could not remove upload %s", name, exc_info=True)
+        return
+    try:
+        os.rmdir(os.path.dirname(storage.path(name)))  # its directory, on a file system
+    except (NotImplementedError, OSError):
+        pass
 
 
 class _Progress:
@@ -775,6 +828,8 @@ def describe(kind, report):
         lines += [f"created folder {name}" for name in report.created_folders]
         lines += [f"{name}: {count} imported" for name, count in sorted(report.folders.items())]
         lines += [f"skipped {reason}" for reason in report.skipped.reasons]
+        if report.workers:
+            lines.append(f"parsed and stored by {report.workers} worker processes ({report.worker_start})")
         lines.append(f"{report.imported} imported, {report.already} already there")
     elif kind == TransferJob.Kind.EXPORT:
         lines += [f"{name}: {count} exported" for name, count in sorted(report.folders.items())]
@@ -834,10 +889,13 @@ def run_job(job_id, *, password=None, echo=None):
 def _run(job, report, progress, password):
     options = job.options
     if job.kind == TransferJob.Kind.IMPORT:
-        workers = options.get("workers")
-        return import_path(job.account, job.source, root=job.folder or None, progress=progress,
-                           should_stop=progress.should_stop, report=report,
-                           workers=default_workers() if workers is None else workers)
+        workers, start = worker_plan(job.total_bytes, options.get("workers"))
+        if not options.get("upload"):
+            return import_path(job.account, job.source, root=job.folder or None, progress=progress,
+                               should_stop=progress.should_stop, report=report, workers=workers, worker_start=start)
+        with _upload_on_disk(job.source) as path:
+            return import_path(job.account, path, root=job.folder or None, progress=progress,
+                               should_stop=progress.should_stop, report=report, workers=workers, worker_start=start)
     if job.kind == TransferJob.Kind.EXPORT:
         return export_account(job.account, job.source, format=options["format"], folder=job.folder or None,
                               progress=progress, should_stop=progress.should_stop, report=report)
@@ -859,4 +917,4 @@ def _finish(job, report, state, error):
         changes["secret"] = ""
     TransferJob.objects.filter(pk=job.pk).update(**changes)
     if state == TransferJob.State.DONE and job.remove_source:
-        _remove_upload(job.source)
+        _remove_upload(job)

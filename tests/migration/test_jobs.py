@@ -2,8 +2,10 @@
 (called directly here, and once on a real worker), with progress, cancel and resume."""
 import io
 import os
+import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -15,13 +17,22 @@ from migration.models import ImportedMessage, TransferJob
 from tests.conftest import PASSWORD
 
 
+def write_mbox_bytes(count):
+    for i in range(count):
+        yield (b"From carol@elsewhere.test Mon Jan 15 10:30:00 2024\n"
+               + f"From: carol@elsewhere.test\nSubject: number {i}\nMessage-ID: <{i}@elsewhere.test>\n\n"
+               f"Body {i}.\n\n".encode())
+
+
 def write_mbox(path, count):
     with open(path, "wb") as f:
-        for i in range(count):
-            f.write(b"From carol@elsewhere.test Mon Jan 15 10:30:00 2024\n")
-            f.write(f"From: carol@elsewhere.test\nSubject: number {i}\nMessage-ID: <{i}@elsewhere.test>\n\n"
-                    f"Body {i}.\n\n".encode())
+        for chunk in write_mbox_bytes(count):
+            f.write(chunk)
     return path
+
+
+def files_under(directory):
+    return sorted(str(p.relative_to(directory)) for p in Path(directory).rglob("*") if p.is_file())
 
 
 def inbox_count(account):
@@ -81,6 +92,57 @@ def test_a_cancelled_job_stops_between_messages_and_resumes_where_it_stopped(ali
     assert (job.state, job.messages, job.already, inbox_count(alice)) == ("done", 30, 20, 50)
 
 
+def in_a_thread(function, *args):
+    """function(*args) run in another thread, as Celery's thread pool runs a job (with its
+    own database connection: the test must be transactional)."""
+    import threading
+
+    from django.db import connections
+
+    results = []
+
+    def run():
+        try:
+            results.append(function(*args))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(120)
+    assert results, "the thread failed or timed out"
+    return results[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_upload_imported_by_worker_processes_is_cancelled_and_resumed(alice, monkeypatch, blob_dir, queued):
+    monkeypatch.setattr(actions, "IMPORT_BATCH", 10)
+    monkeypatch.setattr(actions, "CANCEL_CHECK_SECONDS", 0)
+    monkeypatch.setattr(actions, "SPAWN_MIN_BYTES", 0)
+    job = actions.save_upload(alice, SimpleUploadedFile("box.mbox", b"".join(write_mbox_bytes(50))))
+    read_path = sources.read_path
+
+    def cancelled_after_35(*args, **kwargs):
+        for number, message in enumerate(read_path(*args, **kwargs), 1):
+            if number == 36:
+                actions.cancel_job(job)
+            yield message
+
+    monkeypatch.setattr(sources, "read_path", cancelled_after_35)
+    job, report = in_a_thread(actions.run_job, job.pk)
+    assert (job.state, report.worker_start) == ("cancelled", "spawn") and report.workers >= 1
+    # Batches prepared but not yet committed were dropped with their bytes: what is stored,
+    # the ledger and the message files agree, and the upload is kept for the resume.
+    stored = inbox_count(alice)
+    assert stored < 50 and stored == job.messages == ImportedMessage.objects.filter(account=alice).count()
+    assert len(files_under(blob_dir)) == stored + 1 and job.source in files_under(blob_dir)
+
+    monkeypatch.setattr(sources, "read_path", read_path)
+    job, report = in_a_thread(actions.run_job, actions.resume_job(job, background=False).pk)
+    assert (job.state, job.messages, job.already, inbox_count(alice)) == ("done", 50 - stored, stored, 50)
+    assert len(files_under(blob_dir)) == 50 and job.source not in files_under(blob_dir)
+
+
 def test_a_queued_job_is_cancelled_at_once_and_never_runs(alice, tmp_path, queued):
     job = actions.create_job(alice, "import", source=write_mbox(tmp_path / "box", 3))
     job = actions.cancel_job(job)
@@ -108,29 +170,87 @@ def test_an_export_job_writes_the_folder(alice, tmp_path):
         actions.create_job(alice, "export", source=tmp_path / "x", options={"format": "zip"})
 
 
-def test_an_upload_is_kept_until_its_import_is_done(alice, tmp_path, settings, queued):
+def test_an_upload_is_kept_in_blob_storage_until_its_import_is_done(alice, tmp_path, settings, queued, blob_dir):
     settings.DATA_DIR = tmp_path / "data"
     raw = write_mbox(tmp_path / "box", 3).read_bytes()
     job = actions.save_upload(alice, SimpleUploadedFile("Old mail.mbox", raw), folder="Archive")
     assert (job.label, job.folder, job.total_bytes, job.remove_source) == ("Old mail.mbox", "Archive", len(raw), True)
-    assert open(job.source, "rb").read() == raw
+    assert files_under(blob_dir) == [job.source]
+    assert job.source.startswith("uploads/") and job.source.endswith("/Old mail.mbox")
+    assert (blob_dir / job.source).read_bytes() == raw
     job, _ = actions.run_job(job.pk)
     assert (job.state, job.messages) == ("done", 3)
-    assert os.listdir(tmp_path / "data" / actions.UPLOADS_DIR) == []
+    assert [name for name in files_under(blob_dir) if name.startswith("uploads")] == []
+    assert not (blob_dir / "uploads").exists() or list((blob_dir / "uploads").iterdir()) == []
 
     with pytest.raises(actions.TransferError, match="folder Nope does not exist"):
         actions.save_upload(alice, SimpleUploadedFile("x.mbox", raw), folder="Nope")
-    assert os.listdir(tmp_path / "data" / actions.UPLOADS_DIR) == []
+    assert [name for name in files_under(blob_dir) if name.startswith("uploads")] == []
+    assert not (tmp_path / "data").exists()  # nothing in the data dir
 
 
-def test_discarding_a_job_removes_its_upload(alice, tmp_path, settings, queued):
-    settings.DATA_DIR = tmp_path / "data"
+def test_a_zip_upload_counts_its_members_for_the_progress_bar(alice, queued):
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.eml", b"Subject: a\n\n" + b"x" * 5000)
+    job = actions.save_upload(alice, SimpleUploadedFile("mail.zip", buffer.getvalue()))
+    assert job.total_bytes == 5000 + len(b"Subject: a\n\n") > len(buffer.getvalue())
+
+
+def test_an_upload_that_disappeared_fails_its_job_with_a_clear_reason(alice, queued, blob_dir):
+    job = actions.save_upload(alice, SimpleUploadedFile("x.mbox", b"From a\n"))
+    (blob_dir / job.source).unlink()
+    job, _ = actions.run_job(job.pk)
+    assert (job.state, job.error) == ("failed", "the uploaded file is no longer there: upload it again")
+
+
+def test_discarding_a_job_removes_its_upload(alice, queued, blob_dir):
     job = actions.save_upload(alice, SimpleUploadedFile("x.mbox", b"From a\n"))
     with pytest.raises(actions.TransferError, match="cancel it first"):
         actions.discard_job(job)
+    assert files_under(blob_dir) == [job.source]
     actions.discard_job(actions.cancel_job(job))
-    assert os.listdir(tmp_path / "data" / actions.UPLOADS_DIR) == []
+    assert files_under(blob_dir) == []
     assert not TransferJob.objects.exists()
+
+
+def test_a_job_kept_in_the_data_dir_by_an_earlier_version_still_runs_and_tidies_up(alice, tmp_path, settings, queued):
+    settings.DATA_DIR = tmp_path / "data"
+    directory = tmp_path / "data" / actions.UPLOADS_DIR / "0123abcd"
+    directory.mkdir(parents=True)
+    path = write_mbox(directory / "old.mbox", 2)
+    job = actions.create_job(alice, "import", source=path, label="old.mbox", remove_source=True)
+    job, _ = actions.run_job(job.pk)
+    assert (job.state, job.messages) == ("done", 2)
+    assert os.listdir(tmp_path / "data" / actions.UPLOADS_DIR) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_upload_run_by_a_worker_thread_is_parsed_by_spawned_processes(alice, queued, monkeypatch):
+    """Celery runs jobs in threads, where forking is unsafe: a large upload still gets
+    worker processes, spawned; a small one is done in the thread alone."""
+    monkeypatch.setattr(actions, "IMPORT_BATCH", 10)
+    raw = b"".join(write_mbox_bytes(40))
+    monkeypatch.setattr(actions, "SPAWN_MIN_BYTES", len(raw))
+    small = actions.save_upload(alice, SimpleUploadedFile("small.mbox", raw[: len(raw) // 2].rsplit(b"\nFrom ", 1)[0]))
+    large = actions.save_upload(alice, SimpleUploadedFile("large.mbox", raw), folder="Archive")
+    small, small_report = in_a_thread(actions.run_job, small.pk)
+    large, large_report = in_a_thread(actions.run_job, large.pk)
+    assert (small.state, small_report.workers) == ("done", 0)
+    assert (large.state, large.messages, large_report.worker_start) == ("done", 40, "spawn")
+    assert large_report.workers == actions.worker_plan(len(raw))[0] >= 1
+    assert f"parsed and stored by {large_report.workers} worker processes (spawn)" in large.report
+    subjects = set(Message.objects.filter(folder__account=alice, folder__name="Archive").values_list("subject", flat=True))
+    assert subjects == {f"number {i}" for i in range(40)}
+
+
+def test_an_upload_name_is_only_a_file_name(alice, queued):
+    for given, kept in [("...", "upload"), ("..\\evil.mbox", "_evil.mbox"), (".hidden", "hidden"), ("a\nb.mbox", "a_b.mbox")]:
+        job = actions.save_upload(alice, SimpleUploadedFile(given, b"From a\n"))
+        assert job.label == kept
+        assert re.fullmatch(rf"uploads/[0-9a-f]{{32}}/{re.escape(kept)}", job.source)
 
 
 def test_the_cli_queues_lists_cancels_and_resumes_jobs(alice, tmp_path, queued, django_capture_on_commit_callbacks):
@@ -188,6 +308,40 @@ def test_a_real_worker_runs_a_background_import(settings, alice, tmp_path):
     assert inbox_count(alice) == 30
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_imports_an_upload_with_spawned_worker_processes(settings, alice, queued):
+    """An upload imported by `runqueue` (Celery's thread pool), with worker processes
+    asked for: they are spawned, not forked from the threaded worker, and the mail arrives."""
+    from tests.e2e.helpers import child_env, manage, settings_blob_location
+
+    settings_blob_location(settings, settings.DATA_DIR)
+    env = child_env(settings.DATA_DIR)
+    job = actions.save_upload(alice, SimpleUploadedFile("old.mbox", b"".join(write_mbox_bytes(30))))
+    # Queued for this process's broker (not a worker's): hand it to the children's with
+    # job-resume, asking for two worker processes as a large upload gets.
+    actions.cancel_job(job)
+    TransferJob.objects.filter(pk=job.pk).update(options={**job.options, "workers": 2})
+    resumed = manage("mail", "job-resume", str(job.pk), env=env, stdout=-1, stderr=-1, text=True)
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    worker = manage("runqueue", "--no-beat", "--concurrency", "2", env=env, stdout=-3, stderr=-3)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            job.refresh_from_db()
+            if not job.active:
+                break
+            time.sleep(0.2)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(20)
+    assert (job.state, job.messages, job.error) == ("done", 30, "")
+    assert "parsed and stored by 2 worker processes (spawn)" in job.report
+    assert inbox_count(alice) == 30
+    assert not (Path(settings.DATA_DIR) / "blobs" / actions.UPLOADS_PREFIX / job.source.split("/")[1]).exists()
+
+
 def test_a_background_migration_keeps_the_password_encrypted_until_done(alice, queued):
     job = actions.create_job(alice, "migrate", source="bob@127.0.0.1:1", password=PASSWORD,
                              options={"host": "127.0.0.1", "port": 1, "user": "bob", "tls": "none"})
@@ -235,11 +389,3 @@ def test_a_job_whose_worker_died_can_be_resumed(alice, tmp_path, queued):
     assert job.stalled
     job, _ = actions.run_job(actions.resume_job(job, background=False).pk)
     assert (job.state, job.messages) == ("done", 2)
-
-
-def test_an_upload_name_is_only_a_file_name(alice, tmp_path, settings, queued):
-    settings.DATA_DIR = tmp_path / "data"
-    for given, kept in [("...", "upload"), ("..\\evil.mbox", "_evil.mbox"), (".hidden", "hidden"), ("a\nb.mbox", "a_b.mbox")]:
-        job = actions.save_upload(alice, SimpleUploadedFile(given, b"From a\n"))
-        assert job.label == kept
-        assert os.path.dirname(os.path.dirname(job.source)) == str(tmp_path / "data" / actions.UPLOADS_DIR)
