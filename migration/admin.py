@@ -1,23 +1,56 @@
+from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from mailsuite.lib.sizes import format_size
-from migration import actions
+from migration import actions, fetching
 from migration.models import ExternalAccount, TransferJob
+
+
+class ExternalAccountForm(forms.ModelForm):
+    """The stored password is never sent to the browser: a new one may be typed in, and it
+    is stored encrypted, as the webmail and the CLI store it."""
+
+    new_password = forms.CharField(
+        label="Password", required=False, strip=False, max_length=500,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown. Leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = ExternalAccount
+        exclude = ("password",)
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("new_password") and not self.instance.password:
+            self.add_error("new_password", "An external account needs the remote password.")
+        return cleaned
 
 
 @admin.register(ExternalAccount)
 class ExternalAccountAdmin(admin.ModelAdmin):
-    """Read and switch on/off here; credentials are set through the CLI (mail fetch-add),
-    which encrypts them (migration.fetching.add_external_account)."""
+    """Added and edited here, in the webmail or with the CLI (mail fetch-add); the password
+    field is write-only (migration.fetching.set_password encrypts it)."""
 
+    form = ExternalAccountForm
     list_display = ("account", "protocol", "username", "host", "port", "enabled", "last_success", "failures", "last_error")
     list_filter = ("protocol", "enabled")
     list_select_related = ("account", "account__domain")
     search_fields = ("username", "host", "account__localpart")
     raw_id_fields = ("account",)
-    readonly_fields = ("password", "last_attempt", "last_success", "last_error", "failures", "next_attempt")
+    readonly_fields = ("password_state", "last_attempt", "last_success", "last_error", "failures", "next_attempt")
     list_editable = ("enabled",)
+
+    @admin.display(description="stored password")
+    def password_state(self, external):
+        return "set (encrypted)" if external.password else "none"
+
+    def save_model(self, request, obj, form, change):
+        password = form.cleaned_data.get("new_password")
+        if password:
+            fetching.set_password(obj, password)
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(TransferJob)

@@ -55,6 +55,19 @@ def add_external_account(account, *, protocol, host, username, password, port=No
     )
 
 
+def set_password(external, password):
+    """Give an external account a new password, stored encrypted. A saved account that was
+    backing off after failures (a wrong password, most likely) is tried again by the next
+    periodic run; an unsaved one gets the password when it is saved."""
+    if not password:
+        raise ExternalAccountError("the password must not be empty")
+    external.password = secrets.encrypt(password)
+    if external.pk is not None:
+        external.next_attempt = None
+        ExternalAccount.objects.filter(pk=external.pk).update(password=external.password, next_attempt=None)
+    return external
+
+
 def test_connection(external):
     """Log in to the external account and look around, without fetching: a one-line
     description of what is there, or RemoteError (ValueError if the stored password

@@ -1,0 +1,73 @@
+"""The Django admin's external accounts: the password is write-only, stored encrypted as the
+webmail and the CLI store it, and never sent back to the browser."""
+from datetime import timedelta
+
+from django.urls import reverse
+from django.utils import timezone
+
+from mailsuite.lib import secrets
+from migration import fetching
+from migration.models import ExternalAccount
+
+SECRET = "s3cret-Pa55word"
+
+
+def form_data(alice, **changes):
+    data = {
+        "account": alice.pk, "protocol": "imap", "host": "imap.old.example", "port": 993, "tls": "implicit",
+        "verify_certificate": "on", "username": "alice@old.example", "new_password": SECRET, "remote_folders": "",
+        "local_folder": "INBOX", "keep": "on", "enabled": "on",
+    }
+    data.update(changes)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_it_adds_an_external_account_with_its_password_encrypted(admin_client, alice):
+    page = admin_client.get(reverse("admin:migration_externalaccount_add"))
+    assert page.status_code == 200
+    assert 'type="password" name="new_password"' in page.content.decode()
+
+    response = admin_client.post(reverse("admin:migration_externalaccount_add"), form_data(alice))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    external = ExternalAccount.objects.get()
+    assert external.password.startswith(secrets.PREFIX) and SECRET not in external.password
+    assert secrets.decrypt(external.password) == SECRET
+
+
+def test_an_external_account_cannot_be_added_without_a_password(admin_client, alice):
+    response = admin_client.post(reverse("admin:migration_externalaccount_add"), form_data(alice, new_password=""))
+    assert response.status_code == 200
+    assert "An external account needs the remote password." in response.content.decode()
+    assert not ExternalAccount.objects.exists()
+
+
+def test_the_password_is_never_shown_and_kept_unless_a_new_one_is_typed(admin_client, alice):
+    external = fetching.add_external_account(alice, protocol="imap", host="imap.old.example", username="alice@old.example",
+                                             password=SECRET)
+    stored = external.password
+    ExternalAccount.objects.filter(pk=external.pk).update(failures=3, next_attempt=timezone.now() + timedelta(hours=1),
+                                                          last_error="authentication failed")
+    change = reverse("admin:migration_externalaccount_change", args=[external.pk])
+    text = admin_client.get(change).content.decode()
+    assert SECRET not in text and stored not in text and stored[len(secrets.PREFIX):][:20] not in text
+    assert 'name="password"' not in text and "set (encrypted)" in text
+
+    response = admin_client.post(change, form_data(alice, new_password="", host="imap2.old.example"))
+    assert response.status_code == 302
+    external.refresh_from_db()
+    assert (external.host, external.password) == ("imap2.old.example", stored)
+    assert external.next_attempt is not None  # still backing off: nothing about the login changed
+
+    response = admin_client.post(change, form_data(alice, new_password="new one"))
+    assert response.status_code == 302
+    external.refresh_from_db()
+    assert secrets.decrypt(external.password) == "new one"
+    assert external.next_attempt is None  # the next periodic run tries the new password
+
+
+def test_set_password_refuses_an_empty_one(alice):
+    import pytest
+
+    external = fetching.add_external_account(alice, protocol="pop3", host="pop.old.example", username="a", password="x")
+    with pytest.raises(fetching.ExternalAccountError, match="must not be empty"):
+        fetching.set_password(external, "")
