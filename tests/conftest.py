@@ -59,6 +59,28 @@ def queue_kicks(monkeypatch):
     return kicked
 
 
+_DKIM_KEYS = {}  # algorithm -> keys mta.dkim made in this process, reused by later tests
+
+
+@pytest.fixture(autouse=True)
+def dkim_keys_made_once(monkeypatch):
+    """Every new domain gets DKIM keys, and a 2048-bit RSA key costs 0.1-1 s of CPU: a test's
+    n-th key of an algorithm is the n-th that mta.dkim made in this process, made by its own
+    generator when first needed. Keys within a test stay distinct."""
+    from mta import dkim
+
+    generate, used = dkim._generate, {}
+
+    def made_once(algorithm):
+        keys = _DKIM_KEYS.setdefault(algorithm, [])
+        n = used[algorithm] = used.get(algorithm, 0) + 1
+        while len(keys) < n:
+            keys.append(generate(algorithm))
+        return keys[n - 1]
+
+    monkeypatch.setattr(dkim, "_generate", made_once)
+
+
 @pytest.fixture
 def domain(db):
     from accounts import actions
@@ -82,25 +104,21 @@ def bob(domain):
 
 @pytest.fixture(scope="module")
 def manage(tmp_path_factory):
-    """Run manage.py in a subprocess against a fresh, migrated data dir: exit status and
-    output exactly as scripts see them."""
+    """Run manage.py in a subprocess against a fresh, migrated data dir (tests/datadir.py):
+    exit status and output exactly as scripts see them."""
     import subprocess
     import sys
-    from pathlib import Path
 
-    env = dict(os.environ, MAILSUITE_DATA_DIR=str(tmp_path_factory.mktemp("data")))
-    env.pop("DATABASE_URL", None)
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    root = Path(__file__).resolve().parent.parent
+    from tests import datadir
+
+    env = datadir.child_env(datadir.migrated_data_dir(tmp_path_factory.mktemp("data")))
 
     def manage(*args, stdin=""):
         return subprocess.run(
             [sys.executable, "manage.py", *args],
-            cwd=root, env=env, input=stdin, capture_output=True, text=True, timeout=120,
+            cwd=datadir.ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=120,
         )
 
-    migrated = manage("migrate", "--no-input")
-    assert migrated.returncode == 0, migrated.stderr
     return manage
 
 
@@ -185,3 +203,17 @@ def database_vendor():
 def pytest_report_header(config):
     url = os.environ.get("DATABASE_URL")
     return f"database: {url or 'SQLite (default)'}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """tests/run.py's PostgreSQL pass leaves out tests that use no database (tests/storage_pass.py)."""
+    from tests import storage_pass
+
+    storage_pass.deselect_tests_without_database(config, items)
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests import storage_pass
+
+    storage_pass.summary(terminalreporter)

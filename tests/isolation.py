@@ -14,13 +14,18 @@ import os
 
 REDIS_DB_ENV = "MAILSUITE_TEST_REDIS_DB"
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+_base = os.environ.get("MAILSUITE_DATA_DIR") or os.path.abspath("var")
 
 if _worker:
-    _base = os.environ.get("MAILSUITE_DATA_DIR") or os.path.abspath("var")
     os.environ["MAILSUITE_DATA_DIR"] = _data_dir = os.path.join(_base, _worker)
     os.makedirs(_data_dir, exist_ok=True)
     _first = int(os.environ.get(REDIS_DB_ENV, "15"))
     os.environ[REDIS_DB_ENV] = str(_first - int(_worker.removeprefix("gw")))
+
+
+def pass_data_dir():
+    """The data dir this run was given: the workers' own dirs are inside it."""
+    return _base
 
 
 def redis_db():

@@ -584,6 +584,7 @@ def test_it_refuses_a_redirect_over_an_existing_address(bob):
 # the real process: exit status and one line on stderr -----------------------------
 
 
+@pytest.mark.sqlite_only  # manage.py runs on a data dir and SQLite file of its own in either pass
 def test_it_exits_zero_on_success_and_non_zero_with_one_line_on_failure(manage):
     added = manage("domain", "add", "example.test")
     assert (added.returncode, added.stdout, added.stderr) == (0, "added domain example.test\n", "")
@@ -606,6 +607,7 @@ def test_it_exits_zero_on_success_and_non_zero_with_one_line_on_failure(manage):
     )
 
 
+@pytest.mark.sqlite_only  # manage.py runs on a data dir and SQLite file of its own in either pass
 def test_it_warns_on_stderr_when_a_piped_account_gets_no_password(manage):
     manage("domain", "add", "piped.example")
 

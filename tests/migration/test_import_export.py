@@ -1,9 +1,12 @@
 """Importing mbox, Maildir, EML and ZIP; exporting to mbox and Maildir; round trips."""
+import io
 import os
 import zipfile
 from datetime import datetime, timezone
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from mailstore.models import Folder, Message
 from migration import actions, sources
@@ -314,21 +317,27 @@ def test_export_refuses_a_missing_folder_and_a_used_directory(alice, tmp_path):
 # --- The CLI ---------------------------------------------------------------------------
 
 
-def test_the_cli_imports_exports_and_explains_refusals(manage, tmp_path):
-    assert manage("domain", "add", "example.test").returncode == 0
-    assert manage("account", "add", "carol@example.test").returncode == 0
+def run(*args):
+    """manage.py in this process: its stdout; a refusal raises CommandError."""
+    stdout = io.StringIO()
+    call_command(*args, stdout=stdout, stderr=io.StringIO())
+    return stdout.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_cli_imports_exports_and_explains_refusals(tmp_path):
+    run("domain", "add", "example.test")
+    run("account", "add", "carol@example.test")
     make_maildir(tmp_path / "Maildir")
 
-    done = manage("mail", "import", "carol@example.test", str(tmp_path / "Maildir"))
-    assert done.returncode == 0, done.stderr
-    assert "created folder Work/Clients" in done.stdout
-    assert "imported 6 messages" in done.stdout and "0 were already there" in done.stdout
-    again = manage("mail", "import", "carol@example.test", str(tmp_path / "Maildir"))
-    assert "imported 0 messages" in again.stdout and "6 were already there" in again.stdout
+    done = run("mail", "import", "carol@example.test", str(tmp_path / "Maildir"))
+    assert "created folder Work/Clients" in done
+    assert "imported 6 messages" in done and "0 were already there" in done
+    again = run("mail", "import", "carol@example.test", str(tmp_path / "Maildir"))
+    assert "imported 0 messages" in again and "6 were already there" in again
 
-    out = manage("mail", "export", "carol@example.test", str(tmp_path / "out"), "--format", "mbox")
-    assert out.returncode == 0, out.stderr
-    assert "exported 6 messages" in out.stdout
+    out = run("mail", "export", "carol@example.test", str(tmp_path / "out"), "--format", "mbox")
+    assert "exported 6 messages" in out
     assert (tmp_path / "out" / "Work" / "Clients.mbox").exists()
 
     for args, error in [
@@ -337,10 +346,24 @@ def test_the_cli_imports_exports_and_explains_refusals(manage, tmp_path):
         (("export", "carol@example.test", str(tmp_path / "out"), "--format", "mbox"), "is not empty"),
         (("export", "carol@example.test", str(tmp_path / "x"), "--format", "maildir", "--folder", "Nope"), "folder Nope does not exist"),
     ]:
-        refused = manage("mail", *args)
-        assert refused.returncode == 1, args
-        assert error in refused.stderr, refused.stderr
-        assert "Traceback" not in refused.stderr
+        with pytest.raises(CommandError) as refused:
+            run("mail", *args)
+        assert error in str(refused.value), args
+        assert "\n" not in str(refused.value)
+
+
+def test_the_cli_exits_as_scripts_expect(manage, tmp_path):
+    """The real process: exit status 0 and the report on stdout; 1 and one line on stderr."""
+    assert manage("domain", "add", "example.test").returncode == 0
+    assert manage("account", "add", "carol@example.test").returncode == 0
+    make_maildir(tmp_path / "Maildir")
+    done = manage("mail", "import", "carol@example.test", str(tmp_path / "Maildir"))
+    assert done.returncode == 0, done.stderr
+    assert "imported 6 messages" in done.stdout and "0 were already there" in done.stdout
+    refused = manage("mail", "export", "carol@example.test", str(tmp_path / "x"), "--format", "maildir", "--folder", "Nope")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert "folder Nope does not exist" in refused.stderr and refused.stderr.count("\n") == 1
+    assert "Traceback" not in refused.stderr
 
 
 def test_worker_processes_import_the_same_mail_in_the_same_order(alice, bob, tmp_path, monkeypatch):

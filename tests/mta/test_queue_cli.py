@@ -483,6 +483,7 @@ def test_it_refuses_bad_route_input(db):
 # Exit status, as scripts see it -------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only  # manage.py runs on a data dir and SQLite file of its own in either pass
 def test_it_exits_non_zero_with_one_line_on_failure(manage):
     listed = manage("queue", "list")
     assert (listed.returncode, listed.stdout, listed.stderr) == (0, "", "")

@@ -1,7 +1,10 @@
 """The webmail's Python API (sieve.rules), the CLI and the admin."""
 import datetime
+import io
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.urls import reverse
 
 from sieve import actions, rules
@@ -83,24 +86,52 @@ def test_one_active_script_is_a_database_constraint(alice):
 # --- The CLI ------------------------------------------------------------------------------------
 
 
-def test_cli_check_put_activate_show(manage, tmp_path):
+def run(*args, stdin=""):
+    """manage.py in this process: (stdout, stderr); a refusal raises CommandError."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=stdout, stderr=stderr, stdin=io.StringIO(stdin))
+    return stdout.getvalue(), stderr.getvalue()
+
+
+def refused(*args):
+    with pytest.raises(CommandError) as info:
+        run(*args)
+    return str(info.value)
+
+
+def test_cli_check_put_activate_show(tmp_path):
     good, bad = tmp_path / "good.sieve", tmp_path / "bad.sieve"
     good.write_text('require "fileinto";\nfileinto "Archive";\n')
     bad.write_text('require "fileinto";\nfileinto "Archive"\n')
-    assert manage("sieve", "check", str(good)).stdout == f"{good}: valid\n"
+    assert run("sieve", "check", str(good)) == (f"{good}: valid\n", "")
+    assert refused("sieve", "check", str(bad)) == "invalid script: line 3, column 1: missing ';' after command fileinto"
+    run("domain", "add", "example.test")
+    run("account", "add", "alice@example.test")
+    run("sieve", "put", "alice@example.test", "main", "-", "--activate", stdin=good.read_text())
+    assert run("sieve", "list", "alice@example.test") == ("main  (active)\n", "")
+    assert run("sieve", "show", "alice@example.test") == (good.read_text(), "")
+    assert refused("sieve", "delete", "alice@example.test", "main") == "the active script cannot be deleted"
+    run("sieve", "deactivate", "alice@example.test")
+    run("sieve", "global", "set", "spam", str(good), "--position", "after")
+    assert run("sieve", "global", "list") == ("spam  (after)\n", "")
+    assert refused("sieve", "show", "nobody@example.test") == "nobody@example.test: no such account"
+
+
+@pytest.mark.sqlite_only  # manage.py runs on a data dir and SQLite file of its own in either pass
+def test_cli_exit_status_and_output_as_scripts_see_them(manage, tmp_path):
+    good, bad = tmp_path / "good.sieve", tmp_path / "bad.sieve"
+    good.write_text('require "fileinto";\nfileinto "Archive";\n')
+    bad.write_text('require "fileinto";\nfileinto "Archive"\n')
+    checked = manage("sieve", "check", str(good))
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, f"{good}: valid\n", "")
     result = manage("sieve", "check", str(bad))
-    assert result.returncode == 1
-    assert result.stderr.strip() == "CommandError: invalid script: line 3, column 1: missing ';' after command fileinto"
-    assert manage("domain", "add", "example.test").returncode == 0
-    assert manage("account", "add", "alice@example.test").returncode == 0
-    assert manage("sieve", "put", "alice@example.test", "main", "-", "--activate", stdin=good.read_text()).returncode == 0
-    assert manage("sieve", "list", "alice@example.test").stdout == "main  (active)\n"
-    assert manage("sieve", "show", "alice@example.test").stdout == good.read_text()
-    assert manage("sieve", "delete", "alice@example.test", "main").stderr.strip() == "CommandError: the active script cannot be deleted"
-    assert manage("sieve", "deactivate", "alice@example.test").returncode == 0
-    assert manage("sieve", "global", "set", "spam", str(good), "--position", "after").returncode == 0
-    assert manage("sieve", "global", "list").stdout == "spam  (after)\n"
-    assert manage("sieve", "show", "nobody@example.test").stderr.strip() == "CommandError: nobody@example.test: no such account"
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "CommandError: invalid script: line 3, column 1: missing ';' after command fileinto\n"
+    piped = manage("sieve", "check", "-", stdin=good.read_text())
+    assert (piped.returncode, piped.stdout, piped.stderr) == (0, "-: valid\n", "")
+    unknown = manage("sieve", "show", "nobody@example.test")
+    assert (unknown.returncode, unknown.stdout) == (1, "")
+    assert unknown.stderr == "CommandError: nobody@example.test: no such account\n"
 
 
 # --- The admin ----------------------------------------------------------------------------------
