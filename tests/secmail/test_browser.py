@@ -52,13 +52,15 @@ def test_a_signed_and_encrypted_message_between_two_users(alice, bob, browser, w
 
     [stored] = inbox(bob)
     assert b"Friday" not in message_bytes(stored) and b"-----BEGIN PGP MESSAGE-----" in message_bytes(stored)
+    assert b"Launch date" not in message_bytes(stored)  # the subject travels encrypted: "..." outside
 
     bob_page = open_page(browser, web_server)
     sign_in(bob_page, bob)
-    bob_page.get_by_role("link", name=re.compile("Launch date")).click()
+    bob_page.get_by_role("link", name=re.compile(r"\.\.\.")).click()
     expect(bob_page.locator('[data-badge="locked"]')).to_be_visible()
     unlock_key(bob_page)
     bob_page.goto(f"/f/{stored.folder_id}/m/{stored.uid}/")
     expect(bob_page.locator('[data-badge="verified"]')).to_contain_text("Signed by alice@example.test")
     expect(bob_page.locator('[data-badge="encrypted"]')).to_be_visible()
     expect(bob_page.locator(".message-body")).to_contain_text("The launch is on Friday.")
+    expect(bob_page.locator("#subject")).to_have_text("Launch date")
