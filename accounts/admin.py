@@ -8,10 +8,12 @@ Implementation notes:
 - Deletes (one object or "delete selected") go through the remove_* actions. The
   confirmation page shows counts from a few COUNT queries instead of Django's walk over
   every related row (every message of every account), which does not scale.
-- Lists must stay fast with 100,000 accounts: related rows come with the page
-  (list_select_related / prefetch), per-row counts are annotated subqueries in the
-  page's one query, and the unfiltered total is not counted twice
-  (show_full_result_count = False).
+- Lists must stay fast with 100,000 accounts and a million aliases: related rows come
+  with the page (list_select_related / prefetch), per-row counts are annotated subqueries
+  in the page's one query, the total is counted once (show_full_result_count = False) and
+  at most to LIST_COUNT_CAP (CappedCountPaginator), and searches match the start of an
+  address, a domain, a name or a target as ranges on indexes (search_addresses), never
+  a substring (which reads every row) or a join that repeats rows.
 - A password hash is never shown: the password field is in no list, form or read-only field,
   and neither are the SCRAM credentials stored beside it.
 - Delegated administration: a superuser sees everything. A domain admin (a DomainAdmin
@@ -37,8 +39,9 @@ from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.paginator import Paginator
-from django.db import router, transaction
+from django.db import connection, router, transaction
 from django.db.models import Count, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Lower
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.functional import cached_property
@@ -592,6 +595,29 @@ def _ascii_domain(text):
         return text
 
 
+def starts_with(field, text):
+    """Q: `field` starts with `text`, lower-cased as addresses and domains are stored.
+
+    PostgreSQL answers the LIKE 'text%' from a B-tree index when the database's collation is
+    C (or the index has a pattern opclass). SQLite's LIKE ignores case and so never uses an
+    ordinary index: there the same condition is added as a range, `text <= field <
+    text-with-its-last-character-bumped`, exact under SQLite's byte order, which the index
+    answers by a short range scan. (Under a linguistic collation that range would be wrong,
+    so PostgreSQL gets only the LIKE.)
+    """
+    text = text.lower()
+    match = Q(**{f"{field}__startswith": text})
+    bumped = ord(text[-1]) + 1
+    if connection.vendor == "sqlite" and bumped <= 0x10FFFF and not 0xD800 <= bumped <= 0xDFFF:
+        match &= Q(**{f"{field}__gte": text, f"{field}__lt": text[:-1] + chr(bumped)})
+    return match
+
+
+def domains_starting_with(text):
+    """The ids of domains whose name starts with `text` (Unicode names as their ASCII form)."""
+    return Domain.objects.filter(starts_with("name", _ascii_domain(text))).values("pk")
+
+
 def search_by_address(queryset, search_term, prefix=""):
     """Narrow `queryset` by the terms of `search_term` that contain an @; return (queryset, rest).
 
@@ -599,16 +625,55 @@ def search_by_address(queryset, search_term, prefix=""):
     the domain. `prefix` leads to the address model (e.g. "account__" from a folder).
     """
     rest = []
-    for term in search_term.split():
+    for term in search_term.replace("\x00", "").split():
         if "@" not in term:
             rest.append(term)
             continue
         local, _, domain = term.rpartition("@")
         if local:
-            queryset = queryset.filter(**{f"{prefix}localpart__istartswith": local})
+            queryset = queryset.filter(starts_with(f"{prefix}localpart", local))
         if domain:
-            queryset = queryset.filter(**{f"{prefix}domain__name__istartswith": _ascii_domain(domain)})
+            queryset = queryset.filter(**{f"{prefix}domain__in": domains_starting_with(domain)})
     return queryset, " ".join(rest)
+
+
+def search_addresses(queryset, search_term, *, also=None):
+    """Narrow accounts, aliases or redirects to those matching every term of `search_term`:
+    with an @ as search_by_address; without, the start of the local part or of the domain,
+    or whatever `also(term)` (a Q) adds. Each alternative is a range on an indexed column of
+    the listed table (the domain as a list of ids), so a search at a million rows reads a
+    few index ranges, and no join can repeat a row."""
+    queryset, rest = search_by_address(queryset, search_term)
+    for term in rest.split():
+        match = starts_with("localpart", term) | Q(domain__in=domains_starting_with(term))
+        if also is not None:
+            match |= also(term)
+        queryset = queryset.filter(match)
+    return queryset
+
+
+LIST_COUNT_CAP = 10_000
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most LIST_COUNT_CAP + 1 rows: an exact COUNT(*) over a million aliases (or a
+    huge audit table) on every page costs more than the page. The list then says "more than
+    10,000" (templates/admin/accounts/pagination.html) and pages through the first ones;
+    a search or a filter narrows it."""
+
+    cap = LIST_COUNT_CAP
+
+    @cached_property
+    def count(self):
+        return self.object_list[: self.cap + 1].count()
+
+    @property
+    def capped(self):
+        return self.count > self.cap
+
+    @property
+    def cap_text(self):
+        return f"{self.cap:,}"
 
 
 class AddressAdmin(TenantScopedMixin, ActionAdmin):
@@ -617,14 +682,17 @@ class AddressAdmin(TenantScopedMixin, ActionAdmin):
     list_select_related = ("domain",)
     autocomplete_fields = ("domain",)
     ordering = ("domain__name", "localpart")
+    paginator = CappedCountPaginator
+    search_help_text = "The start of an address (bob, bob@, @example.org, bob@ex) or of a domain."
+    # What else a search term without @ may match: a method (term) -> Q, a prefix on an indexed column.
+    search_also = None
 
     def get_queryset(self, request):
         # str(obj) shows the domain: fetch it with the row (lists, autocomplete, deletes).
         return super().get_queryset(request).select_related("domain")
 
     def get_search_results(self, request, queryset, search_term):
-        queryset, rest = search_by_address(queryset, search_term)
-        return super().get_search_results(request, queryset, rest)
+        return search_addresses(queryset, search_term, also=self.search_also), False
 
     @admin.display(description="address", ordering="localpart")
     def email_address(self, obj):
@@ -802,7 +870,8 @@ class AccountAdmin(AddressAdmin):
     change_form = AccountChangeForm
     list_display = ("email_address", "display_name", "quota_usage", "active", "last_login")
     list_filter = ("active", DomainActiveFilter)
-    search_fields = ("localpart", "domain__name", "display_name")
+    search_fields = ("localpart", "domain__name", "display_name")  # see search_also
+    search_help_text = "The start of an address (bob, bob@, @example.org), of a domain or of the name."
     add_fieldsets = (
         (None, {"fields": ("localpart", "domain", "display_name", "password1", "password2", "quota", "active")}),
     )
@@ -819,6 +888,14 @@ class AccountAdmin(AddressAdmin):
 
     def get_fieldsets(self, request, obj=None):
         return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_search_results(self, request, queryset, search_term):
+        # The name as the expression index account_display_name_lower has it.
+        queryset = queryset.alias(display_name_lower=Lower("display_name"))
+        return super().get_search_results(request, queryset, search_term)
+
+    def search_also(self, term):
+        return starts_with("display_name_lower", term)
 
     @admin.display(description="quota", ordering="quota_used")
     def quota_usage(self, obj):
@@ -909,8 +986,12 @@ class AliasAdmin(AddressAdmin):
     inlines = (AliasTargetInline,)
     list_display = ("email_address", "target_list", "active", "created")
     list_filter = ("active", DomainActiveFilter)
-    search_fields = ("localpart", "domain__name", "targets__address")
+    search_fields = ("localpart", "domain__name", "targets__address")  # see search_also
+    search_help_text = "The start of an address (list, list@, @example.org), of a domain or of a target."
     readonly_fields = ("email_address", "active", "created")
+
+    def search_also(self, term):
+        return Q(pk__in=AliasTarget.objects.filter(starts_with("address", term)).values("alias_id"))
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -942,8 +1023,12 @@ class RedirectAdmin(AddressAdmin):
     add_form = RedirectAddForm
     list_display = ("email_address", "target", "active", "created")
     list_filter = ("active", DomainActiveFilter)
-    search_fields = ("localpart", "domain__name", "target")
+    search_fields = ("localpart", "domain__name", "target")  # see search_also
+    search_help_text = "The start of an address (old, old@, @example.org), of a domain or of the target."
     readonly_fields = ("email_address", "target", "active", "created")
+
+    def search_also(self, term):
+        return starts_with("target", term)
 
     def get_fields(self, request, obj=None):
         return ("localpart", "domain", "target") if obj is None else self.readonly_fields
@@ -953,17 +1038,6 @@ class RedirectAdmin(AddressAdmin):
 
 
 # Abuse limits -----------------------------------------------------------------------
-
-
-class CappedCountPaginator(Paginator):
-    """Counts at most LIST_COUNT_CAP rows: an exact COUNT(*) over a huge audit table is slow."""
-
-    @cached_property
-    def count(self):
-        return self.object_list[: LIST_COUNT_CAP + 1].count()
-
-
-LIST_COUNT_CAP = 10_000
 
 
 class ThrottleStateFilter(admin.SimpleListFilter):

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import check_password
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from mailsuite.lib.addresses import display_domain
 
@@ -151,6 +152,8 @@ class Account(AddressModel):
         indexes = [
             # Admin and API search accounts by local part across domains.
             models.Index(fields=["localpart"], name="account_localpart"),
+            # The admin searches accounts by the start of the name, in any case.
+            models.Index(Lower("display_name"), name="account_display_name_lower"),
         ]
 
     def check_password(self, raw_password):
@@ -181,6 +184,10 @@ class Alias(AddressModel):
         constraints = [
             models.UniqueConstraint(fields=["domain", "localpart"], name="alias_unique_address"),
         ]
+        indexes = [
+            # Admin and API search aliases by local part across domains.
+            models.Index(fields=["localpart"], name="alias_localpart"),
+        ]
 
     @property
     def is_catchall(self):
@@ -195,6 +202,10 @@ class AliasTarget(models.Model):
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["alias", "address"], name="aliastarget_unique"),
+        ]
+        indexes = [
+            # The admin finds the aliases that send to an address (by its start).
+            models.Index(fields=["address"], name="aliastarget_address"),
         ]
 
     def __str__(self):
@@ -211,6 +222,11 @@ class Redirect(AddressModel):
         ordering = ["domain__name", "localpart"]
         constraints = [
             models.UniqueConstraint(fields=["domain", "localpart"], name="redirect_unique_address"),
+        ]
+        indexes = [
+            # Admin and API search redirects by local part across domains, and by target.
+            models.Index(fields=["localpart"], name="redirect_localpart"),
+            models.Index(fields=["target"], name="redirect_target"),
         ]
 
 

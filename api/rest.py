@@ -137,21 +137,15 @@ class FieldFilter(filters.BaseFilterBackend):
 class AddressSearch(filters.BaseFilterBackend):
     """`?search=` by the start of an address: `bob`, `bob@`, `@example.test`, `bob@ex`.
 
-    Prefix matches use the indexes on local part and domain name (no scan at 100k rows).
+    Prefix matches are ranges on the indexes of local part and domain name (no scan at 1M rows).
     """
 
     def filter_queryset(self, request, queryset, view):
-        from django.db.models import Q
-
-        from accounts.admin import search_by_address
+        from accounts.admin import search_addresses
 
         if not getattr(view, "search", False):
             return queryset
-        text = request.query_params.get("search", "").replace("\x00", "")
-        queryset, rest = search_by_address(queryset, text)
-        for term in rest.split():
-            queryset = queryset.filter(Q(localpart__istartswith=term) | Q(domain__name__istartswith=term.lower()))
-        return queryset
+        return search_addresses(queryset, request.query_params.get("search", ""))
 
     def get_schema_operation_parameters(self, view):
         if not getattr(view, "search", False):
