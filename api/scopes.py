@@ -8,10 +8,11 @@ FAMILIES = {
     "accounts": "accounts: create, password, quota, sending limits, usage",
     "aliases": "aliases and redirects",
     "sieve": "accounts' Sieve scripts",
+    "spam": "spam thresholds and allow/block lists of domains and accounts",
     "relay": "smart host, transports and relay domains (superadmin)",
     "queue": "the outbound queue (superadmin)",
     "audit": "login events and the audit log (read-only)",
-    "stats": "statistics (read-only)",
+    "stats": "statistics and the dashboard (read-only; the dashboard for superadmins)",
 }
 LEVELS = ("read", "write")
 

@@ -3,6 +3,7 @@ in api.views, so validation here is types and sizes; the rules are in the action
 from rest_framework import serializers
 
 from accounts.models import Account, Alias, AuditEntry, Domain, DomainAlias, LoginEvent, Redirect
+from antispam.models import ListEntry, SpamSettings
 from mailsuite.lib.addresses import display_domain
 from mta.models import QueuedMessage, QueuedRecipient, SmartHost
 from sieve.models import SieveScript
@@ -27,6 +28,10 @@ class ComputedList(Computed, serializers.ListField):
 
 
 class ComputedChoice(Computed, serializers.ChoiceField):
+    pass
+
+
+class ComputedChar(Computed, serializers.CharField):
     pass
 
 
@@ -247,6 +252,7 @@ class StatsSerializer(serializers.Serializer):
     totals = DomainStatsSerializer()
     queue = serializers.DictField(child=serializers.IntegerField(), required=False,
                                   help_text="Recipients by state (superadmins only)")
+    computed = serializers.DateTimeField(help_text="When these numbers were counted")
 
 
 class ImportRowSerializer(serializers.Serializer):
@@ -261,3 +267,128 @@ class ImportReportSerializer(serializers.Serializer):
     applied = serializers.BooleanField(help_text="False for a dry run, or when a row failed (nothing written)")
     counts = serializers.DictField(child=serializers.IntegerField())
     rows = ImportRowSerializer(many=True)
+
+
+# Spam thresholds and allow/block lists ------------------------------------------------
+
+
+def _scope_fields():
+    """The domain (ASCII name) or the account (address) a spam setting belongs to: one of the two."""
+    return {
+        "domain": ComputedChar(
+            max_length=253, required=False, allow_null=True, help_text="The domain's ASCII name (or give account)",
+            compute=lambda row: row.domain.name if row.domain_id else None,
+        ),
+        "account": ComputedChar(
+            max_length=320, required=False, allow_null=True, help_text="The account's address (or give domain)",
+            compute=lambda row: row.account.address if row.account_id else None,
+        ),
+    }
+
+
+class SpamListEntrySerializer(serializers.ModelSerializer):
+    domain, account = _scope_fields().values()
+    kind = serializers.ChoiceField(choices=[ListEntry.ALLOW, ListEntry.BLOCK])
+    pattern = serializers.CharField(max_length=320, help_text="A sender's address, or a domain (covers its subdomains)")
+
+    class Meta:
+        model = ListEntry
+        fields = ("id", "kind", "pattern", "domain", "account", "created")
+        read_only_fields = ("id", "created")
+        validators = []  # the action checks (and words) the rules
+
+
+def threshold_field(help_text):
+    return serializers.FloatField(min_value=-100, max_value=1000, allow_null=True, required=False,
+                                  help_text=help_text + "; null inherits (account, then domain, then server)")
+
+
+class SpamThresholdsSerializer(serializers.ModelSerializer):
+    tag_threshold = threshold_field("Score from which mail is marked as spam")
+    junk_threshold = threshold_field("Score from which mail is filed into Junk")
+    reject_threshold = threshold_field("Score from which mail is refused at SMTP time")
+    never_reject = serializers.BooleanField(required=False, default=False, help_text="File into Junk instead of refusing")
+
+    class Meta:
+        model = SpamSettings
+        fields = ("tag_threshold", "junk_threshold", "reject_threshold", "never_reject")
+        validators = []
+
+
+class SpamSettingsSerializer(SpamThresholdsSerializer):
+    domain, account = _scope_fields().values()
+
+    class Meta:
+        model = SpamSettings
+        fields = ("id", "domain", "account", "tag_threshold", "junk_threshold", "reject_threshold", "never_reject")
+        read_only_fields = ("id",)
+        validators = []
+
+
+# DNS doctor and dashboard ---------------------------------------------------------------
+
+
+class DnsRecordSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="Absolute, ASCII, e.g. example.org.")
+    type = serializers.CharField(help_text="MX, TXT, SRV, CNAME")
+    value = serializers.CharField(help_text="RDATA in zone-file syntax")
+    text = serializers.CharField(help_text="A TXT record's text as one string (for web panels); else the value")
+    comment = serializers.CharField(allow_blank=True, help_text="Why it is there")
+    zone_line = serializers.SerializerMethodField()
+
+    def get_zone_line(self, record) -> str:
+        return record.zone_line()
+
+
+class DnsRecordsSerializer(serializers.Serializer):
+    domain = serializers.CharField()
+    records = DnsRecordSerializer(many=True)
+    zone = serializers.CharField(help_text="The records as zone-file lines")
+
+
+class DnsFindingSerializer(serializers.Serializer):
+    what = serializers.CharField()
+    status = serializers.ChoiceField(choices=["ok", "missing", "wrong", "unknown"])
+    record = DnsRecordSerializer(allow_null=True, help_text="What to publish, when it is a record of the domain's")
+    found = serializers.ListField(child=serializers.CharField(), help_text="What DNS has now")
+    fix = serializers.CharField(allow_blank=True, help_text="What to do; empty when nothing")
+    note = serializers.CharField(allow_blank=True)
+
+
+class DnsReportSerializer(serializers.Serializer):
+    domain = serializers.CharField()
+    hostname = serializers.CharField(help_text="This server's name as DNS must see it")
+    ok = serializers.BooleanField()
+    records = DnsFindingSerializer(many=True, help_text="The domain's records")
+    server = DnsFindingSerializer(many=True, help_text="This server: its name, reverse DNS, block lists")
+
+
+class QueueNumbersSerializer(serializers.Serializer):
+    waiting = serializers.DictField(child=serializers.IntegerField(), help_text="Recipients by state")
+    oldest_seconds = serializers.IntegerField()
+    entered_last_hour = serializers.IntegerField()
+    left_last_hour = serializers.IntegerField()
+    attempts_last_day = serializers.DictField(child=serializers.IntegerField())
+
+
+class DashboardWarningSerializer(serializers.Serializer):
+    topic = serializers.CharField(help_text="certificate, dns, queue, blocklist")
+    text = serializers.CharField()
+
+
+class CheckedDomainSerializer(serializers.Serializer):
+    domain = serializers.CharField()
+    checked = serializers.DateTimeField()
+    problems = serializers.ListField(child=serializers.CharField())
+
+
+class DashboardSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    queue = QueueNumbersSerializer()
+    counters = serializers.DictField(
+        child=serializers.DictField(child=serializers.FloatField()),
+        help_text="Counters since this node started, by name and label",
+    )
+    server_dns = DnsFindingSerializer(many=True)
+    domains_checked = CheckedDomainSerializer(many=True, help_text="Domains whose DNS was checked lately")
+    warnings = DashboardWarningSerializer(many=True)

@@ -41,6 +41,8 @@ router.register("routes", views.RouteViewSet, basename="route")
 router.register("queue", views.QueueViewSet, basename="queue")
 router.register("login-events", views.LoginEventViewSet, basename="loginevent")
 router.register("audit", views.AuditEntryViewSet, basename="auditentry")
+router.register("spam-lists", views.SpamListEntryViewSet, basename="spamlistentry")
+router.register("spam-settings", views.SpamSettingsViewSet, basename="spamsettings")
 
 scripts = views.SieveScriptViewSet
 v1 = [
@@ -53,6 +55,7 @@ v1 = [
     path("accounts/<int:account_pk>/sieve/<str:name>/activate/", scripts.as_view({"post": "activate"}),
          name="sieve-activate"),
     path("stats/", views.StatsView.as_view(), name="stats"),
+    path("dashboard/", views.DashboardView.as_view(), name="dashboard"),
 ]
 
 urlpatterns = [

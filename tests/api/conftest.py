@@ -53,6 +53,14 @@ class Api:
         return self.call("delete", path, **params)
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """The superadmin's statistics are cached: each test counts its own world."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def as_user(db):
     from api import actions
