@@ -245,7 +245,7 @@ class _Renderer:
         return b"(" + email_id(self.message).encode("ascii") + b")"  # RFC 8474 §5.1
 
     def threadid(self) -> bytes:
-        return NIL  # RFC 8474 §5.2: NIL where the server does not thread
+        return b"(" + thread_id(self.message).encode("ascii") + b")"  # RFC 8474 §5.2
 
     def rfc822(self, name: str) -> bytes:
         return self.section(_RFC822_SECTIONS[name], None)
@@ -578,6 +578,21 @@ def format_internaldate(value) -> str:
         value.day, _MONTHS[value.month - 1], value.year,
         value.hour, value.minute, value.second, sign, minutes // 60, minutes % 60,
     )
+
+
+def thread_id(message) -> str:
+    """RFC 8474 §5.2 THREADID: the conversation the mail store files the message under
+    (Message.thread_key, from the root its References, In-Reply-To or Message-ID
+    names), so every message of a thread has it in every mailbox, and it never changes."""
+    return "T" + format(message.thread_key & 0xFFFF_FFFF_FFFF_FFFF, "016x")
+
+
+def thread_key_of(thread_id: str):
+    """The Message.thread_key a THREADID names, or None if no message can have it."""
+    if not re.fullmatch(r"T[0-9a-f]{16}", thread_id):
+        return None
+    value = int(thread_id[1:], 16)
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def email_id(message) -> str:

@@ -32,8 +32,9 @@ _ROW_SQL = (
 _EXPUNGED_SQL = f"SELECT uid FROM {ExpungedMessage._meta.db_table} WHERE folder_id = %s AND modseq > %s"
 _FOLDER_SQL = f"SELECT uidnext, highestmodseq FROM {Folder._meta.db_table} WHERE id = %s"
 _STORED_SQL = (
-    "SELECT m.uid, m.internaldate, m.size, m.prefix, b.name, b.size, b.sha256, b.header_size, b.envelope, "
-    f"b.structure, b.preview FROM {Message._meta.db_table} m JOIN {Blob._meta.db_table} b ON b.id = m.blob_id "
+    "SELECT m.uid, m.internaldate, m.size, m.prefix, m.thread_key, "
+    "b.name, b.size, b.sha256, b.header_size, b.envelope, b.structure, b.preview "
+    f"FROM {Message._meta.db_table} m JOIN {Blob._meta.db_table} b ON b.id = m.blob_id "
     "WHERE m.folder_id = %s AND m.uid IN ({uids}) ORDER BY m.uid"
 )
 MAX_INDEXES = 256  # folders whose index a process keeps
@@ -87,13 +88,13 @@ class StoredBlob:
 
 
 class StoredMessage:
-    """The Message columns FETCH renders from (uid, internaldate, size, prefix, blob)."""
+    """The Message columns FETCH renders from (uid, internaldate, size, prefix, thread_key, blob)."""
 
-    __slots__ = ("uid", "_internaldate", "size", "prefix", "blob")
+    __slots__ = ("uid", "_internaldate", "size", "prefix", "thread_key", "blob")
 
     def __init__(self, row):
-        self.uid, self._internaldate, self.size, self.prefix = row[:4]
-        self.blob = StoredBlob(*row[4:])
+        self.uid, self._internaldate, self.size, self.prefix, self.thread_key = row[:5]
+        self.blob = StoredBlob(*row[5:])
 
     @property
     def internaldate(self):

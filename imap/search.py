@@ -39,8 +39,8 @@ Implementation notes
   nothing and OLD matches everything (a view that did carry \\Recent would be obeyed).
   System flags compare case-insensitively, keywords exactly.
 - MODSEQ with a flag entry uses the message's MODSEQ: per-flag MODSEQs are not kept
-  (RFC 7162 §3.1.5 allows it). EMAILID is what FETCH EMAILID says (imap.fetch.email_id);
-  THREADID matches nothing, as FETCH THREADID is NIL.
+  (RFC 7162 §3.1.5 allows it). EMAILID and THREADID are what FETCH says
+  (imap.fetch.email_id, thread_id).
 - SORT and THREAD compare strings by i;ascii-casemap (RFC 5256 §3, RFC 4790 §9.2) and
   dates by the sent date of RFC 5256 §2.2 (Date: field, else INTERNALDATE), ties by
   sequence number. They fetch their columns for the matching messages in one query.
@@ -235,7 +235,8 @@ class _Search:
         if isinstance(key, EmailId):
             return self.email_id_q(key)
         if isinstance(key, ThreadId):
-            return Q(pk__in=[])
+            thread_key = fetch.thread_key_of(key.id)
+            return Q(pk__in=[]) if thread_key is None else Q(thread_key=thread_key)
         raise TypeError(f"not a row key: {key!r}")
 
     def sent_date_q(self, key):

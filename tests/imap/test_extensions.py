@@ -159,3 +159,21 @@ def test_the_daily_prune_forgets_old_tombstones_only(mailbox, settings):
     ExpungedMessage.objects.filter(uid=1).update(expunged_at=timezone.now() - timedelta(days=settings.MAILSUITE_EXPUNGED_DAYS + 1))
     prune()
     assert list(ExpungedMessage.objects.values_list("uid", flat=True)) == [2]
+
+
+def test_objectid_threadid_names_the_conversation_in_every_mailbox(client, mailbox):
+    # RFC 8474 §5.2: Lunch, its reply and the reply to that share a THREADID; Report its own.
+    lines = client.send("a FETCH 1:5 (THREADID)")
+    assert lines[-1] == "a OK FETCH completed"
+    ids = [line.split("THREADID (")[1].rstrip(")") for line in lines[:-1]]
+    assert ids[0] == ids[1] == ids[4] and len({ids[0], ids[2], ids[3]}) == 3
+    assert all(len(i) == 17 and i.startswith("T") for i in ids)
+    assert client.send(f"b SEARCH THREADID {ids[0]}") == ["* SEARCH 1 2 5", "b OK SEARCH completed"]
+    assert client.send("c SEARCH THREADID T0000000000000000") == ["* SEARCH", "c OK SEARCH completed"]
+    # A copy in another mailbox keeps the thread's id, and so does a new reply filed there.
+    assert client.send("d COPY 2 Archive")[-1].startswith("d OK [COPYUID ")
+    actions.append(mailbox, "Archive", message("Re: Lunch again", extra="Message-ID: <f@x>\r\nReferences: <a@x>\r\n"))
+    client.send("g SELECT Archive")
+    assert client.send("h FETCH 1:2 (THREADID)") == [
+        f"* 1 FETCH (THREADID ({ids[0]}))", f"* 2 FETCH (THREADID ({ids[0]}))", "h OK FETCH completed",
+    ]

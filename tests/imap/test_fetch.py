@@ -22,9 +22,11 @@ from imap.fetch import (
     needs_bytes,
     render,
     sets_seen,
+    thread_id,
 )
 from imap.parser import parse_command
 from imap.responses import nstring, string, text_nstring
+from mailstore.actions import thread_key
 from mailstore.mime import parse_message
 from mailstore.models import Blob, Message
 
@@ -49,9 +51,10 @@ def make(raw, *, prefix=b"", uid=7, modseq=3):
         header_size=parsed.header_size, envelope=parsed.envelope,
         structure=parsed.structure, preview=parsed.preview,
     )
+    key = thread_key(parsed.message_id[:998], parsed.in_reply_to[:998], parsed.references, blob.sha256)
     return Message(
         uid=uid, modseq=modseq, internaldate=INTERNALDATE, size=len(prefix) + len(raw),
-        blob=blob, prefix=prefix,
+        blob=blob, prefix=prefix, thread_key=key,
     )
 
 
@@ -618,7 +621,7 @@ def test_simple_attributes():
     )
     assert got == (
         b'FLAGS (\\Seen \\Flagged $Junk) INTERNALDATE "01-Jul-2024 09:05:03 +0000"'
-        b' RFC822.SIZE %d MODSEQ (99) UID 42 PREVIEW "hi" THREADID NIL' % len(UTF8_HEADERS)
+        b' RFC822.SIZE %d MODSEQ (99) UID 42 PREVIEW "hi" THREADID (%s)' % (len(UTF8_HEADERS), thread_id(message).encode())
     )
 
 
