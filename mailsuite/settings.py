@@ -144,6 +144,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celery" / "beat-schedule")
+# Whatever the broker: without this directory beat dies at start, and with it the queue's
+# periodic sweep (deferred mail would never be retried, nor a lost task's mail delivered).
+(DATA_DIR / "celery").mkdir(parents=True, exist_ok=True)
 CELERY_BEAT_SCHEDULE = {
     "queue-sweep": {"task": "mta.tasks.sweep", "schedule": float(MAILSUITE_QUEUE_SWEEP_SECONDS)},
     "prune": {"task": "mta.tasks.prune", "schedule": 86400.0},

@@ -45,9 +45,9 @@ def remote(settings):
         yield dns, port
 
 
-def worker(settings, dns, port, *, broker=None, beat=True, lease=3):
+def worker(settings, dns, port, *, broker=None, beat=True, lease=3, data_dir=None, **kwargs):
     env = child_env(
-        settings.DATA_DIR,
+        data_dir or settings.DATA_DIR,
         MAILSUITE_DNS_SERVERS=f"127.0.0.1:{dns.port}",
         MAILSUITE_OUTBOUND_PORT=port,
         MAILSUITE_QUEUE_SWEEP_SECONDS=1,
@@ -57,7 +57,7 @@ def worker(settings, dns, port, *, broker=None, beat=True, lease=3):
     if broker:
         env["CELERY_BROKER_URL"] = broker
     args = ["runqueue", "--concurrency", "4"] + ([] if beat else ["--no-beat"])
-    return manage(*args, env=env)
+    return manage(*args, env=env, **kwargs)
 
 
 def queue_messages(count, subject="q"):
@@ -104,6 +104,28 @@ def test_the_embedded_broker_worker_delivers_what_the_sweep_finds(settings, remo
             stop(process)
     assert subjects(sink) == ["q 0", "q 1", "q 2"]
     assert set(QueuedRecipient.objects.values_list("state", flat=True)) == {"delivered"}
+
+
+def test_a_redis_worker_on_a_new_machine_runs_the_sweep(settings, remote, alice, tmp_path):
+    """A node as deployed: Redis for the broker and a data dir with nothing in it yet. Beat
+    keeps its schedule in DATA_DIR/celery, which only the embedded broker used to create;
+    without it beat died at start and with it the sweep, so mail whose task was lost (here:
+    no task at all) and every deferred retry waited forever."""
+    broker = redis_url()
+    dns, port = remote
+    data_dir = tmp_path / "new-node"
+    settings_blob_location(settings, data_dir)  # the worker reads the blobs we write
+    queue_messages(2)  # the kick is off in tests: only the periodic sweep can find these
+    log_path = tmp_path / "queue.log"
+    with Sink(HOST, port) as sink, open(log_path, "wb") as log:
+        process = worker(settings, dns, port, broker=broker, data_dir=data_dir, stdout=log, stderr=log)
+        try:
+            delivered = wait_for(lambda: len(sink.received) == 2)
+        finally:
+            stop(process)
+    assert delivered, log_path.read_text(errors="replace")[-3000:]
+    assert subjects(sink) == ["q 0", "q 1"]
+    assert "Process Beat" not in log_path.read_text(errors="replace")
 
 
 def test_two_workers_on_redis_deliver_each_message_once(settings, remote, alice):
