@@ -250,10 +250,11 @@ def _message_id(reading):
     return value if value.startswith("<") and value.endswith(">") else ""
 
 
-def reply_draft(account, identities, message, *, everyone, attribution):
+def reply_draft(account, identities, message, *, everyone, attribution, reading=None):
     """A Draft answering `message` (RFC 5322 §3.6.4): recipients, subject, threading
-    fields and the quoted body. `attribution` is a format string with {date} and {sender}."""
-    reading = Reading(message)
+    fields and the quoted body. `attribution` is a format string with {date} and {sender}.
+    `reading`: the message as read (secmail: decrypted, with its protected subject)."""
+    reading = reading or Reading(message)
     reply_to = reading.header("Reply-To") or reading.header("From")
     to = addresses(reply_to)
     cc = []

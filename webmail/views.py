@@ -620,11 +620,15 @@ def _compose_start(request, identities):
         if key == "draft":
             draft = compose.resume_draft(account, original)
             return {**vars(draft), "source": reference, "draft": reference}, original
+        # secmail: quote the decrypted text under its real subject, and keep encrypting
+        security, opened = open_reading(request, original, Reading(original))
         draft = compose.reply_draft(
             account, identities, original, everyone=key == "replyall", attribution=_("On {date}, {sender} wrote:"),
+            reading=opened,
         )
         draft.body = _signed("", request) + draft.body
-        return {**vars(draft), "answered": reference}, None
+        encrypted = {"secmail_encrypt": "1", "secmail_kind": security.scheme} if security and security.encrypted else {}
+        return {**vars(draft), "answered": reference, **encrypted}, None
     initial = {"from_address": account.address, "to": request.GET.get("to", "")[:2000], "body": _signed("", request)}
     return initial, None
 

@@ -62,3 +62,29 @@ def test_plain_mail_carries_the_autocrypt_header_of_a_published_key(client, alic
     raw = message_bytes(inbox(bob)[0])
     assert b"Autocrypt: addr=alice@example.test; keydata=" in raw and b"The launch is on Friday." in raw
     assert actions.learn_autocrypt(bob, raw).address == "alice@example.test"
+
+
+def test_a_reply_to_encrypted_mail_quotes_the_decrypted_text_under_its_real_subject_and_encrypts(client, alice, bob):
+    alice_key = actions.generate_openpgp_key(alice, passphrase=PASSPHRASE)
+    bob_key = actions.generate_openpgp_key(bob, passphrase=PASSPHRASE)
+    actions.set_published(alice_key, True)
+    actions.set_published(bob_key, True)
+    sign_in(client, "alice@example.test")
+    client.post(reverse("secmail:keys"), {"form": "unlock", "key": alice_key.pk, "unlock-passphrase": PASSPHRASE})
+    assert send(client, secmail_encrypt="1", secmail_sign="1").status_code == 302
+    [received] = inbox(bob)
+
+    client.post(reverse("webmail:logout"))
+    sign_in(client, "bob@example.test")
+    client.post(reverse("secmail:keys"), {"form": "unlock", "key": bob_key.pk, "unlock-passphrase": PASSPHRASE})
+    page = client.get(reverse("webmail:compose"), {"reply": f"{received.folder_id}:{received.uid}"}).content.decode()
+    assert 'value="Re: Plans"' in page and "&gt; The launch is on Friday." in page
+    assert 'name="secmail_encrypt" value="1" checked' in page and '<option value="openpgp" selected>' in page
+    # a plain message's reply starts without encryption
+    plain = send(client, from_address="bob@example.test", to="alice@example.test", subject="Lunch", body="Noon?")
+    assert plain.status_code == 302
+    [lunch] = [m for m in inbox(alice) if m.subject == "Lunch"]
+    client.post(reverse("webmail:logout"))
+    sign_in(client, "alice@example.test")
+    page = client.get(reverse("webmail:compose"), {"reply": f"{lunch.folder_id}:{lunch.uid}"}).content.decode()
+    assert 'value="Re: Lunch"' in page and 'name="secmail_encrypt" value="1" checked' not in page
