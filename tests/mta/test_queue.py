@@ -203,6 +203,30 @@ def test_an_expired_lease_is_taken_over(net, alice, clock, settings):
     assert [r.address for r in queue.claim("faraway.test", owner="next")] == ["friend@faraway.test"]
 
 
+def test_a_dead_workers_claim_is_delivered_by_another_once_its_lease_runs_out(net, alice, clock, settings):
+    """A worker killed mid-delivery (kill -9: no finally, no release) leaves its slot and its
+    recipients leased; both leases run out and any other worker delivers the mail."""
+    settings.MAILSUITE_QUEUE_DESTINATION_CONCURRENCY = 1  # the dead worker holds the only slot
+    send("friend@faraway.test")
+    assert queue.acquire_slot("faraway.test", owner="dead") == 0
+    [abandoned] = queue.claim("faraway.test", owner="dead")
+    lease = datetime.timedelta(seconds=settings.MAILSUITE_QUEUE_LEASE_SECONDS)
+    with Sink(MX1, net.mail_port) as mx1:
+        clock[0] += lease - datetime.timedelta(seconds=1)
+        assert queue.due_domains() == []  # still the dead worker's, as far as anyone can tell
+        assert delivery.deliver_domain("faraway.test", owner="next") == 0
+        clock[0] += datetime.timedelta(seconds=2)
+        assert queue.due_domains() == ["faraway.test"]  # the periodic sweep hands it out again
+        assert delivery.deliver_domain("faraway.test", owner="next") == 1
+    [got] = mx1.received
+    assert got.rcpt_tos == ["friend@faraway.test"] and got.data == MESSAGE
+    assert states() == [("friend@faraway.test", "delivered", "2.0.0")]
+    assert queue.due_domains() == []
+    # Had the dead worker come back to record its attempt, that would change nothing now.
+    assert queue.record(abandoned, owner="dead", outcome="deferred", reply="451 too late") is None
+    assert states() == [("friend@faraway.test", "delivered", "2.0.0")]
+
+
 def test_local_retries_are_delivered_when_room_returns(alice, bob):
     actions.set_quota("bob@example.test", 300)
     reply = inbound.accept_message(
