@@ -5,18 +5,20 @@ Implementation notes:
   that creates the rows naming them; the transaction is short and does no network I/O.
 - Lock order is account row, then folder row(s), everywhere, so concurrent writers on
   PostgreSQL cannot deadlock; on SQLite the IMMEDIATE transaction serialises writers.
-- Quota usage and folder counters change in the same transaction as the messages.
+- Quota usage, folder counters and the folders' Conversation rows change in the same
+  transaction as the messages (_refresh_conversations).
 - Change events are published after commit (mailstore.events.publish_on_commit).
 """
 import hashlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from operator import attrgetter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.core.files.base import ContentFile
-from django.db import connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
 from django.db.models import F, Max, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Concat, Greatest, Substr
 from django.utils import timezone
@@ -29,6 +31,7 @@ from mailstore.models import (
     DEFAULT_FOLDERS,
     HIERARCHY_DELIMITER,
     Blob,
+    Conversation,
     ExpungedMessage,
     Folder,
     Message,
@@ -279,27 +282,42 @@ def thread_key(message_id, in_reply_to, references, sha256):
     return int.from_bytes(hashlib.sha256(root.encode("utf-8", "surrogateescape")).digest()[:8], "big", signed=True)
 
 
+# Message's columns in the order its constructor takes them positionally, with their
+# defaults: a row built that way costs a fifth of one built from keyword arguments, and an
+# import builds one per message inside the write transaction.
+_MESSAGE_ATTNAMES = [f.attname for f in Message._meta.concrete_fields]
+_MESSAGE_DEFAULTS = [f.get_default() for f in Message._meta.concrete_fields]
+_MESSAGE_COLUMN = {name: i for i, name in enumerate(_MESSAGE_ATTNAMES)}
+_cache_blob = Message._meta.get_field("blob").set_cached_value
+
+
 def _message_row(folder_id, uid, modseq, blob, parsed, *, prefix, internaldate, flags):
-    message = Message(
-        folder_id=folder_id,
-        uid=uid,
-        modseq=modseq,
-        internaldate=internaldate,
-        size=len(prefix) + blob.size,
-        blob=blob,
-        prefix=prefix,
-        sent_date=parsed.date,
-        subject=parsed.subject,
-        from_display=parsed.from_,
-        from_address=parsed.from_address[:320],
-        to_display=parsed.to,
-        cc_display=parsed.cc,
-        message_id=parsed.message_id[:998],
-        in_reply_to=parsed.in_reply_to[:998],
-        references=" ".join(parsed.references),
-        has_attachments=parsed.has_attachments,
-        thread_key=thread_key(parsed.message_id[:998], parsed.in_reply_to[:998], parsed.references, blob.sha256),
-    )
+    message_id, in_reply_to = parsed.message_id[:998], parsed.in_reply_to[:998]
+    values = _MESSAGE_DEFAULTS.copy()
+    column = _MESSAGE_COLUMN
+    for name, value in (
+        ("folder_id", folder_id),
+        ("uid", uid),
+        ("modseq", modseq),
+        ("internaldate", internaldate),
+        ("size", len(prefix) + blob.size),
+        ("blob_id", blob.pk),
+        ("prefix", prefix),
+        ("sent_date", parsed.date),
+        ("subject", parsed.subject),
+        ("from_display", parsed.from_),
+        ("from_address", parsed.from_address[:320]),
+        ("to_display", parsed.to),
+        ("cc_display", parsed.cc),
+        ("message_id", message_id),
+        ("in_reply_to", in_reply_to),
+        ("references", " ".join(parsed.references)),
+        ("has_attachments", parsed.has_attachments),
+        ("thread_key", thread_key(message_id, in_reply_to, parsed.references, blob.sha256)),
+    ):
+        values[column[name]] = value
+    message = Message(*values)
+    _cache_blob(message, blob)  # what `message.blob = blob` does, without the descriptor's checks
     set_flag_fields(message, flags)
     return message
 
@@ -423,8 +441,9 @@ _MESSAGE_FIELDS = tuple(f.name for f in Message._meta.concrete_fields if not f.p
 def _insert(model, field_names, objects):
     """INSERT objects in one statement and set their primary keys (RETURNING).
 
-    What bulk_create() does, minus its per-field machinery: only the field types whose
-    values need converting for the database go through get_db_prep_save().
+    What bulk_create() does, minus its per-field machinery: a row's values are read in
+    one attrgetter call, and only the field types whose values need converting for the
+    database go through get_db_prep_save() (a datetime shared by the rows, once).
     """
     if len(objects) > 500:  # stay far below the databases' limits on parameters
         for start in range(0, len(objects), 500):
@@ -432,26 +451,40 @@ def _insert(model, field_names, objects):
         return
     if not objects:
         return
+    db = connections[DEFAULT_DB_ALIAS]  # the connection itself: the proxy's lookups cost per value
     fields = [model._meta.get_field(name) for name in field_names]
-    converted = {i for i, f in enumerate(fields) if isinstance(f, (models.DateTimeField, models.JSONField, models.BinaryField))}
+    values_of = attrgetter(*[f.attname for f in fields])
+    single = len(fields) == 1
+    converted = [
+        (i, field, {} if isinstance(field, models.DateTimeField) else None)
+        for i, field in enumerate(fields)
+        if isinstance(field, (models.DateTimeField, models.JSONField, models.BinaryField))
+    ]
     rows = []
     for obj in objects:
-        for i, field in enumerate(fields):
-            value = getattr(obj, field.attname)
-            rows.append(field.get_db_prep_save(value, connection) if i in converted else value)
-    quote = connection.ops.quote_name
+        row = [values_of(obj)] if single else list(values_of(obj))
+        for i, field, seen in converted:
+            value = row[i]
+            if seen is None:
+                row[i] = field.get_db_prep_save(value, db)
+            elif value in seen:
+                row[i] = seen[value]
+            else:
+                row[i] = seen[value] = field.get_db_prep_save(value, db)
+        rows += row
+    quote = db.ops.quote_name
     row = f"({', '.join(['%s'] * len(fields))})"
     sql = (
         f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
         f"VALUES {', '.join([row] * len(objects))} RETURNING {quote(model._meta.pk.column)}"
     )
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, rows)
         ids = [r[0] for r in cursor.fetchall()]
     for obj, pk in zip(objects, ids):
         obj.pk = pk
         obj._state.adding = False
-        obj._state.db = connection.alias
+        obj._state.db = db.alias
 
 
 def _save_counters(folders, quota_changes):
@@ -466,6 +499,60 @@ def _save_counters(folders, quota_changes):
                 f"UPDATE {Account._meta.db_table} SET quota_used = %s WHERE id = %s",
                 [(used, pk) for pk, used in quota_changes.items()],
             )
+
+
+def _refresh_conversations(threads, *, removed=False):
+    """Bring the Conversation rows of these threads, {folder id: thread keys}, in line
+    with the folders' messages after messages of theirs were added, changed or (with
+    `removed`) taken away: each row is recomputed from its thread's messages in the
+    folder (a few rows, read through the (folder, thread_key) index), and rows whose
+    thread has no message left there go. Plain SQL, in the caller's transaction."""
+    conversations, messages = Conversation._meta.db_table, Message._meta.db_table
+    with connection.cursor() as cursor:
+        for folder_id, keys in threads.items():
+            for chunk in _chunks(sorted(keys)):
+                marks = _placeholders(chunk)
+                if removed:
+                    cursor.execute(
+                        f"DELETE FROM {conversations} WHERE folder_id = %s AND thread_key IN ({marks}) AND NOT EXISTS "
+                        f"(SELECT 1 FROM {messages} WHERE {messages}.folder_id = {conversations}.folder_id "
+                        f"AND {messages}.thread_key = {conversations}.thread_key)",
+                        [folder_id, *chunk],
+                    )
+                cursor.execute(
+                    f"INSERT INTO {conversations} (folder_id, thread_key, latest_date, latest_id, messages, unread, flagged, attachments) "
+                    f"{_CONVERSATION_SUMS} FROM {messages} WHERE folder_id = %s AND thread_key IN ({marks}) "
+                    "GROUP BY folder_id, thread_key "
+                    "ON CONFLICT (folder_id, thread_key) DO UPDATE SET latest_date = excluded.latest_date, "
+                    "latest_id = excluded.latest_id, messages = excluded.messages, unread = excluded.unread, "
+                    "flagged = excluded.flagged, attachments = excluded.attachments",
+                    [folder_id, *chunk],
+                )
+
+
+# A thread's Conversation columns from its messages (the GROUP BY is the caller's).
+_CONVERSATION_SUMS = (
+    "SELECT folder_id, thread_key, MAX(sent_date), MAX(id), COUNT(*), SUM(CASE WHEN seen THEN 0 ELSE 1 END), "
+    "SUM(CASE WHEN flagged THEN 1 ELSE 0 END), SUM(CASE WHEN has_attachments THEN 1 ELSE 0 END)"
+)
+
+
+def _threads(pairs):
+    """{folder id: set of thread keys} from (folder id, thread key) pairs."""
+    threads = {}
+    for folder_id, key in pairs:
+        threads.setdefault(folder_id, set()).add(key)
+    return threads
+
+
+def rebuild_conversations(folder):
+    """Recompute every Conversation row of a folder from its messages (for a repair, or
+    after thread keys were rewritten outside this module). Takes the folder's lock."""
+    with transaction.atomic():
+        state = _lock_folder_state(folder.account_id, folder.pk)
+        Conversation.objects.filter(folder_id=state.id).delete()
+        keys = set(Message.objects.filter(folder_id=state.id).values_list("thread_key", flat=True).distinct())
+        _refresh_conversations({state.id: keys})
 
 
 def place_messages(jobs):
@@ -525,6 +612,7 @@ def place_messages(jobs):
     for message in messages:
         message.blob_id = message.blob.pk
     _insert(Message, _MESSAGE_FIELDS, messages)
+    _refresh_conversations(_threads((m.folder_id, m.thread_key) for m in messages))
     _save_counters(touched.values(), {pk: used for pk, used in usage.items() if used != quotas[pk][1]})
     for folder in touched.values():
         change = events.Change("append", folder.account_id, folder.id, tuple(folder.uids), folder.highestmodseq)
@@ -820,12 +908,13 @@ def _save_folder(folder, **extra):
 
 
 def _remove(folder, rows, modseq):
-    """Delete messages (rows of pk, uid, size, seen) from a locked folder and write their
-    tombstones at `modseq` (QRESYNC's VANISHED reads them); adjusts the folder in
-    memory and returns the bytes freed."""
+    """Delete messages (rows of pk, uid, size, seen, thread_key) from a locked folder and
+    write their tombstones at `modseq` (QRESYNC's VANISHED reads them); adjusts the
+    folder in memory and returns the bytes freed."""
     pks = [row[0] for row in rows]
     for chunk in _chunks(pks):
         Message.objects.filter(pk__in=chunk).delete()
+    _refresh_conversations({folder.pk: {row[4] for row in rows}}, removed=True)
     ExpungedMessage.objects.bulk_create(
         [ExpungedMessage(folder_id=folder.pk, uid=row[1], modseq=modseq) for row in rows], batch_size=_BATCH
     )
@@ -844,7 +933,7 @@ def expunge(folder, uids):
     All removed messages share one new MODSEQ, which their tombstones record.
     """
     state = _lock_folder_state(folder.account_id, folder.pk)
-    doomed = _message_rows(state.id, uids, "id, size, seen")
+    doomed = _message_rows(state.id, uids, "id, size, seen, thread_key")
     if not doomed:
         return []
     modseq = state.highestmodseq + 1
@@ -856,6 +945,7 @@ def expunge(folder, uids):
         for chunk in _chunks(ids):
             cursor.execute(f"DELETE FROM {Message._meta.db_table} WHERE id IN ({_placeholders(chunk)})", chunk)
         cursor.execute(f"UPDATE {Account._meta.db_table} SET quota_used = quota_used - %s WHERE id = %s", [size, state.account_id])
+    _refresh_conversations({state.id: {row[4] for row in doomed}}, removed=True)
     _insert(ExpungedMessage, ("folder", "uid", "modseq", "expunged_at"),
             [ExpungedMessage(folder_id=state.id, uid=uid, modseq=modseq, expunged_at=now) for uid in removed])
     state.highestmodseq = modseq
@@ -964,12 +1054,12 @@ def store_flags(folder, uids, *, mode, flags, unchangedsince=None):
         raise ValueError(f"store mode must be one of {STORE_MODES}, not {mode!r}")
     system, keywords = parse_flags(flags)
     locked = _lock_folder_state(folder.account_id, folder.pk)
-    rows = _message_rows(locked.id, uids, "modseq, seen, answered, flagged, deleted, draft, keywords")
+    rows = _message_rows(locked.id, uids, "modseq, seen, answered, flagged, deleted, draft, keywords, thread_key")
     result = StoreResult()
     # Messages grouped by the flag state they end in: one UPDATE per state (and per
     # _BATCH UIDs), however many messages there are.
-    groups, unseen_delta = {}, 0
-    for uid, modseq, *state in rows:
+    groups, unseen_delta, threads = {}, 0, set()
+    for uid, modseq, *state, key in rows:
         if unchangedsince is not None and modseq > unchangedsince:
             result.modified.append(uid)
             continue
@@ -978,6 +1068,8 @@ def store_flags(folder, uids, *, mode, flags, unchangedsince=None):
             continue
         groups.setdefault(new, []).append(uid)
         unseen_delta += int(state[0]) - int(new[0])
+        if bool(new[0]) != bool(state[0]) or bool(new[2]) != bool(state[2]):  # \Seen, \Flagged: counted per conversation
+            threads.add(key)
     if not groups:
         return result
     modseq = locked.highestmodseq + 1
@@ -995,6 +1087,8 @@ def store_flags(folder, uids, *, mode, flags, unchangedsince=None):
             f"UPDATE {Folder._meta.db_table} SET highestmodseq = %s, unseen_count = unseen_count + %s WHERE id = %s",
             [modseq, unseen_delta, locked.id],
         )
+    if threads:
+        _refresh_conversations({locked.id: threads})
     result.changed.sort()
     result.modseq = modseq
     changed_uids = tuple(uid for uid, _, _ in result.changed)
@@ -1034,6 +1128,7 @@ def _transfer(folder, uids, target_name, *, move):
         for i, m in enumerate(originals)
     ]
     _insert(Message, _MESSAGE_FIELDS, copies)
+    _refresh_conversations({target.pk: {c.thread_key for c in copies}})
     target.uidnext += len(copies)
     target.highestmodseq = modseq
     target.message_count += len(copies)
@@ -1045,7 +1140,7 @@ def _transfer(folder, uids, target_name, *, move):
     if move:
         # Into the same folder, the originals go at the copies' MODSEQ: one per command.
         source_modseq = modseq if source is target else source.highestmodseq + 1
-        _remove(source, [(m.pk, m.uid, m.size, m.seen) for m in originals], source_modseq)
+        _remove(source, [(m.pk, m.uid, m.size, m.seen, m.thread_key) for m in originals], source_modseq)
         moved = tuple(m.uid for m in originals)
         events.publish_on_commit(events.Change("expunge", account.pk, source.pk, moved, source_modseq))
     else:
@@ -1179,6 +1274,7 @@ def _rename_inbox(account, new_name):
             [inbox.pk, modseq, ExpungedMessage._meta.get_field("expunged_at").get_db_prep_save(timezone.now(), connection), inbox.pk],
         )
     Message.objects.filter(folder=inbox).update(folder=folder)
+    Conversation.objects.filter(folder=inbox).update(folder=folder)
     Folder.objects.filter(pk=inbox.pk).update(highestmodseq=modseq, message_count=0, unseen_count=0, total_size=0)
     if uids:
         events.publish_on_commit(events.Change("expunge", account.pk, inbox.pk, uids, modseq))

@@ -9,7 +9,8 @@ Invariants (kept by mailstore.actions, guarded here where a database can):
   Delivered-To) followed by the shared Blob: a message to many recipients is stored once.
 """
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 # RFC 6154 special-use attributes of the folders every account starts with.
@@ -119,6 +120,8 @@ class Message(models.Model):
             # Webmail conversations: a folder's messages grouped by thread (covering
             # the latest date), and a thread's messages across the account's folders.
             models.Index(fields=["folder", "thread_key", "sent_date"], name="message_folder_thread"),
+            # Webmail lists sorted by sender (ignoring case; ties by UID, as the list orders them).
+            models.Index(F("folder"), Lower("from_display"), F("uid"), name="message_folder_sender"),
         ]
 
     def __str__(self):
@@ -139,6 +142,37 @@ class Message(models.Model):
             if on
         ]
         return system + self.keywords.split()
+
+
+class Conversation(models.Model):
+    """A folder's messages of one thread (Message.thread_key) summed up, so a list grouped
+    by conversation reads one row per conversation instead of grouping the folder's
+    messages on every view. Kept by mailstore.actions in the transaction of every change
+    to the folder's messages (added, removed, moved, flags), never written elsewhere."""
+
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="conversations")
+    thread_key = models.BigIntegerField()
+    # The newest Date: among the folder's messages of the thread (null if none has one),
+    # and the newest row id (arrival: the tie-break, as the message list's).
+    latest_date = models.DateTimeField(null=True, blank=True)
+    latest_id = models.BigIntegerField()
+    messages = models.PositiveIntegerField()
+    unread = models.PositiveIntegerField(help_text="Messages without \\Seen")
+    flagged = models.PositiveIntegerField()
+    attachments = models.PositiveIntegerField(help_text="Messages with attachments")
+
+    class Meta:
+        constraints = [
+            # One row per thread per folder; also the index the write path's upsert uses.
+            models.UniqueConstraint(fields=["folder", "thread_key"], name="conversation_unique_thread"),
+        ]
+        indexes = [
+            # The grouped list: a folder's conversations newest first, a page at a time.
+            models.Index(fields=["folder", "latest_date", "latest_id"], name="conversation_folder_latest"),
+        ]
+
+    def __str__(self):
+        return f"{self.folder_id}/{self.thread_key}"
 
 
 class ExpungedMessage(models.Model):
