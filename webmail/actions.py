@@ -9,7 +9,7 @@ from django.db.models.functions import Substr
 
 from mailstore import actions as store
 from mailstore.models import Folder, Message
-from webmail.mailbox import DRAFTS, JUNK, SENT, TRASH, special_folder
+from webmail.mailbox import DRAFTS, JUNK, SENT, TRASH, conversation_folders, special_folder
 from webmail.models import TrustedSender
 
 BULK_ACTIONS = ("read", "unread", "flag", "unflag", "move", "delete", "junk", "notjunk")
@@ -68,6 +68,34 @@ def apply(account, folder, uids, action, *, target=None):
         return inbox
     else:
         raise ActionError(f"unknown action {action!r}")
+    return None
+
+
+# What the conversation page does to a whole conversation (apply_to_conversation).
+CONVERSATION_ACTIONS = ("read", "unread", "move", "delete", "junk", "notjunk")
+
+
+def apply_to_conversation(account, folder, thread_key, action, *, target=None):
+    """Carry out an action of the conversation page on the conversation `thread_key` as
+    seen from `folder`. Read and unread take its messages in every folder the page shows
+    (conversation_folders: a reply in Sent too), all or none; move, delete, junk and not
+    spam take its messages in `folder`, as a conversation row's bulk action in the list
+    does (what is in Sent stays there). Returns the folder they went to, if they moved."""
+    if folder.account_id != account.pk:
+        raise ActionError("not your folder")
+    if action not in CONVERSATION_ACTIONS:
+        raise ActionError(f"unknown action {action!r}")
+    if action not in ("read", "unread"):
+        uids = Message.objects.filter(folder=folder, thread_key=thread_key).values_list("uid", flat=True)[:10_000]
+        return apply(account, folder, list(uids), action, target=target)
+    by_folder = {}
+    found = Message.objects.filter(folder_id__in=conversation_folders(account, folder), thread_key=thread_key)
+    for folder_id, uid in found.values_list("folder_id", "uid")[:10_000]:
+        by_folder.setdefault(folder_id, []).append(uid)
+    folders = Folder.objects.filter(account=account).in_bulk(list(by_folder))
+    with transaction.atomic():  # folder by folder in id order, the mail store's lock order
+        for folder_id in sorted(by_folder):
+            store.store_flags(folders[folder_id], by_folder[folder_id], mode="add" if action == "read" else "remove", flags=["\\Seen"])
     return None
 
 

@@ -8,11 +8,12 @@ Implementation notes:
   unfiltered page takes its total from the folder's counters, and the rows come in one
   query with only the columns the list shows.
 - Conversations group by Message.thread_key (set at delivery from the References,
-  In-Reply-To and Message-ID fields: mailstore.actions.thread_key) in SQL: one GROUP BY
-  over the folder's (folder, thread_key, sent_date) index orders them (kept in the cache
-  for a big folder until its messages change: conversation_order), then two queries for
-  the page's 50 conversations only (their newest message here, and their size and unread
-  count across the account's folders, so replies in Sent count).
+  In-Reply-To and Message-ID fields: mailstore.actions.thread_key). A folder's are
+  listed from its Conversation rows (one per thread, kept by mailstore.actions with every
+  change to the folder's messages), a page of 50 read through their (folder,
+  latest_date) index; then two queries for the page's conversations only (their newest
+  message here, and their size and unread count across the account's folders, so
+  replies in Sent count). Search results are grouped by the threads of the matches.
 - Text search uses the mail store's substring index (migration 0004 of mailstore: FTS5
   trigram tables on SQLite, pg_trgm on PostgreSQL), as IMAP SEARCH does (imap/search.py);
   see webmail.search.
@@ -20,13 +21,12 @@ Implementation notes:
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Count, F, Max, Q, Window
 from django.db.models.functions import Lower, RowNumber
 from django.utils.translation import gettext_lazy as _
 
-from mailstore.models import DEFAULT_FOLDERS, HIERARCHY_DELIMITER, Folder, Message
+from mailstore.models import DEFAULT_FOLDERS, HIERARCHY_DELIMITER, Conversation, Folder, Message
 from webmail.search import Criteria
 
 PAGE_SIZE = 50
@@ -274,9 +274,10 @@ MAX_CONVERSATION = 100  # messages one conversation page shows (the newest)
 
 
 def groups_conversations(query, folder):
-    """Whether the list for `query` can be grouped: a folder's list by date, not a search
-    (search results and other sort orders are lists of messages)."""
-    return folder is not None and query.sort == "date" and not query.search
+    """Whether the list for `query` can be grouped: a folder's list by date, and search
+    results by date (in a folder or in all of them), as Gmail and Fastmail group them.
+    Other sort orders are lists of messages."""
+    return query.sort == "date" and (folder is not None or bool(query.search))
 
 
 def conversation_folders(account, folder, folders=None):
@@ -286,24 +287,72 @@ def conversation_folders(account, folder, folders=None):
     return [f.pk for f in folders if f.special_use not in (TRASH, JUNK) or (folder is not None and f.pk == folder.pk)]
 
 
+# Conversation rows a list filter keeps: those with at least one such message.
+_CONVERSATION_FILTERS = {"unread": "unread__gt", "flagged": "flagged__gt", "attachments": "attachments__gt"}
+
+
 def conversation_page(account, query, folder):
-    """One page of the folder's conversations, newest first (by their newest message in
-    the folder that passes the filter). Each row is that newest message's LIST_COLUMNS
-    plus thread_key, thread_count and thread_unread (over conversation_folders)."""
-    messages, _filtered_unused = _filtered(Message.objects.filter(folder=folder), query)
-    order = conversation_order(folder, messages, query)
-    total = len(order)
+    """One page of conversations, newest first: a folder's (read from the Conversation
+    rows the mail store keeps, ordered by their newest message in the folder; a filter
+    keeps those with a message that passes it), or, with search criteria, those of the
+    messages that match (in the folder, or with no folder in every folder; ordered by
+    their newest match). Each row is the newest such message's LIST_COLUMNS (and
+    folder__name without a folder) plus thread_key, thread_count and thread_unread
+    (over conversation_folders)."""
+    with _text_index_preferred(bool(query.search)):
+        if query.search:
+            return _matching_conversations(account, query, folder)
+        return _folder_conversations(account, query, folder)
+
+
+def _page_bounds(total, query):
     pages = max(1, -(-total // PAGE_SIZE))
     number = min(query.page, pages)
-    start = (number - 1) * PAGE_SIZE
-    keys = order[start : start + PAGE_SIZE]
+    return number, (number - 1) * PAGE_SIZE
+
+
+def _folder_conversations(account, query, folder):
+    conversations = Conversation.objects.filter(folder=folder)
+    if query.filter:
+        conversations = conversations.filter(**{_CONVERSATION_FILTERS[query.filter]: 0})
+    total = conversations.count()
+    number, start = _page_bounds(total, query)
+    if query.descending:
+        order = [F("latest_date").desc(nulls_last=True), F("latest_id").desc()]
+    else:
+        order = [F("latest_date").asc(nulls_first=True), F("latest_id").asc()]
+    keys = list(conversations.order_by(*order).values_list("thread_key", flat=True)[start : start + PAGE_SIZE])
+    messages, _narrowed = _filtered(Message.objects.filter(folder=folder), query)
+    return Page(messages=_conversation_rows(account, folder, messages, keys), total=total, number=number)
+
+
+def _matching_conversations(account, query, folder):
+    messages = Message.objects.filter(folder=folder) if folder is not None else Message.objects.filter(folder__account=account)
+    messages, _narrowed = _filtered(messages, query)
+    messages = messages.filter(query.search.q())
+    groups = messages.values("thread_key").annotate(latest=Max("sent_date"), last_id=Max("id"))
+    total = groups.count()
+    number, start = _page_bounds(total, query)
+    if query.descending:
+        groups = groups.order_by(F("latest").desc(nulls_last=True), F("last_id").desc())
+    else:
+        groups = groups.order_by(F("latest").asc(nulls_first=True), F("last_id").asc())
+    keys = list(groups.values_list("thread_key", flat=True)[start : start + PAGE_SIZE])
+    return Page(messages=_conversation_rows(account, folder, messages, keys), total=total, number=number)
+
+
+def _conversation_rows(account, folder, messages, keys):
+    """The list rows of the conversations `keys` (in that order): each one's newest
+    message among `messages`, with its size and unread count across the account's
+    conversation folders (so replies in Sent count). Two queries."""
     if not keys:
-        return Page(messages=[], total=total, number=number)
+        return []
+    columns = LIST_COLUMNS if folder is not None else LIST_COLUMNS + ("folder__name",)
     newest = (
         messages.filter(thread_key__in=keys)
         .annotate(rank=Window(RowNumber(), partition_by=[F("thread_key")], order_by=[F("sent_date").desc(nulls_last=True), F("id").desc()]))
         .filter(rank=1)
-        .values(*LIST_COLUMNS, "thread_key")
+        .values(*columns, "thread_key")
     )
     by_key = {row["thread_key"]: row for row in newest}
     sizes = (
@@ -318,38 +367,7 @@ def conversation_page(account, query, folder):
     for row in rows:
         row.setdefault("thread_count", 1)
         row.setdefault("thread_unread", 0 if row["seen"] else 1)
-    return Page(messages=rows, total=total, number=number)
-
-
-CONVERSATION_CACHE_SECONDS = 600
-CONVERSATION_CACHE_MIN = 2000  # smaller folders are grouped on every request
-
-
-def conversation_order(folder, messages, query):
-    """The thread keys of the folder's conversations in list order (one GROUP BY over the
-    folder's thread index: every message of the folder is read, so on a big folder it is
-    kept in the cache while the folder's set of messages stays the same).
-
-    The cache key holds what changes when that set changes: UIDNEXT grows with every
-    message added, the count drops with every one removed (a message's thread key and date
-    never change), and with a filter on flags, HIGHESTMODSEQ, which every flag change bumps
-    (RFC 7162). A folder row read a moment before a change only makes an entry nobody asks
-    for again."""
-    groups = messages.values("thread_key").annotate(latest=Max("sent_date"), last_id=Max("id"))
-    desc = query.descending
-    groups = groups.order_by(
-        F("latest").desc(nulls_last=True) if desc else F("latest").asc(nulls_first=True),
-        F("last_id").desc() if desc else F("last_id").asc(),
-    )
-    if folder.message_count < CONVERSATION_CACHE_MIN:
-        return list(groups.values_list("thread_key", flat=True))
-    state = [folder.uidvalidity, folder.uidnext, folder.message_count] + ([folder.highestmodseq] if query.filter else [])
-    cache_key = f"webmail:conversations:{folder.pk}:{query.filter}:{int(desc)}:" + ":".join(map(str, state))
-    order = cache.get(cache_key)
-    if order is None:
-        order = list(groups.values_list("thread_key", flat=True))
-        cache.set(cache_key, order, CONVERSATION_CACHE_SECONDS)
-    return order
+    return rows
 
 
 def thread_uids(folder, uids):

@@ -25,6 +25,7 @@ urlpatterns = [
     path("f/<int:folder_id>/m/<int:uid>/", views.message, name="message"),
     path("f/<int:folder_id>/m/<int:uid>/conversation/", views.conversation, name="conversation"),
     path("f/<int:folder_id>/m/<int:uid>/conversation/body/", views.conversation_part, name="conversation_part"),
+    path("f/<int:folder_id>/m/<int:uid>/conversation/action/", views.conversation_action, name="conversation_action"),
     path("f/<int:folder_id>/m/<int:uid>/body/", views.body, name="body"),
     path("f/<int:folder_id>/m/<int:uid>/raw/", views.raw, name="raw"),
     path("f/<int:folder_id>/m/<int:uid>/part/<str:number>/", views.part, name="part"),

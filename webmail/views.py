@@ -338,8 +338,33 @@ def conversation(request, folder_id, uid):
         "left_out": left_out,
         "latest": latest,
         "list_url": reverse("webmail:folder", args=[folder.pk]) + ("?" + keep if keep else ""),
+        "keep": keep,
     }
     return render(request, "webmail/conversation.html", context)
+
+
+@require_POST
+@account_required
+def conversation_action(request, folder_id, uid):
+    """An action on the whole conversation from its page (actions.apply_to_conversation);
+    then the conversation again after marking it read, else the list."""
+    folder = _folder(request, folder_id)
+    message = _message(folder, uid)
+    action = request.POST.get("action", "")
+    target = None
+    if action == "move":
+        target = Folder.objects.filter(account=request.account, pk=request.POST.get("target") or 0).first()
+        if target is None:
+            notices.error(request, _("Choose a folder to move to."))
+            return _done(request, reverse("webmail:conversation", args=[folder.pk, uid]) + _keep(request))
+    try:
+        actions.apply_to_conversation(request.account, folder, message.thread_key, action, target=target)
+    except store.MailstoreError as error:
+        notices.error(request, str(error))
+        return _done(request, reverse("webmail:conversation", args=[folder.pk, uid]) + _keep(request))
+    if action == "read":
+        return _done(request, reverse("webmail:conversation", args=[folder.pk, uid]) + _keep(request))
+    return _done(request, reverse("webmail:folder", args=[folder.pk]) + _keep(request))
 
 
 @never_cache

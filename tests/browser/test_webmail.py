@@ -145,3 +145,22 @@ def test_keyboard_j_k_and_enter_open_messages(alice, page, sign_in):
     expect(page.locator("#subject")).to_have_text("first key")
     page.keyboard.press("k")
     expect(page.locator("#subject")).to_have_text("second key")
+
+
+def test_grouped_search_and_deleting_a_whole_conversation(alice, page, sign_in):
+    root = "<picnic@elsewhere.test>"
+    deliver(alice, make_mail("Picnic?", text="Saturday?", headers=[("Message-ID", root)]))
+    deliver(alice, make_mail("Re: Picnic?", text="Bring a blanket.", headers=[("In-Reply-To", root), ("References", root)]))
+    deliver(alice, make_mail("Other news"))
+    sign_in(page, alice)
+    page.get_by_role("button", name="Group by conversation").click()
+    expect(page.locator(".message-row")).to_have_count(2)
+    page.get_by_role("searchbox", name="Search mail").fill("picnic")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.locator(".message-row")).to_have_count(1)  # two matches, one conversation
+    page.get_by_role("link", name=re.compile("Re: Picnic")).click()
+    expect(page.locator(".conversation-message")).to_have_count(2)
+    page.locator("#conversation").get_by_role("button", name="Delete", exact=True).click()
+    expect(page.get_by_text("Nothing matches this search.")).to_be_visible()
+    trash = store.Message.objects.filter(folder__account=alice, folder__name="Trash")
+    assert sorted(trash.values_list("subject", flat=True)) == ["Picnic?", "Re: Picnic?"]

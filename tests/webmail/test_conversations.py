@@ -17,7 +17,11 @@ BASE = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def subjects(response):
-    return re.findall(r'<span class="subject" dir="auto">([^<]*)</span>', response.content.decode())
+    return subjects_of(response.content.decode())
+
+
+def subjects_of(content):
+    return re.findall(r'<span class="subject" dir="auto">([^<]*)</span>', content)
 
 
 def reply_headers(*ids):
@@ -107,14 +111,54 @@ def test_a_conversation_row_has_its_size_newest_date_and_unread_state(alice, ali
     assert re.search(rf'<tr class="message-row" data-uid="{thread["answer"].uid}">', content)
 
 
-def test_filters_apply_to_conversations_and_search_lists_messages(alice, alice_client, thread):
+def test_filters_apply_to_conversations(alice, alice_client, thread):
     grouped(alice)
     inbox = folder(alice, "INBOX")
     assert subjects(alice_client.get(f"/f/{inbox.pk}/?filter=unread")) == ["Re: Lunch?", "Unrelated"]
     store.store_flags(inbox, [thread["answer"].uid, thread["other"].uid], mode="add", flags=["\\Seen"])
     assert subjects(alice_client.get(f"/f/{inbox.pk}/?filter=unread")) == []
-    assert subjects(alice_client.get(f"/f/{inbox.pk}/?q=lunch")) == ["Re: Lunch?", "Lunch?"]
+    store.store_flags(inbox, [thread["question"].uid], mode="add", flags=["\\Flagged"])
+    # The conversation's row is its newest message that passes the filter.
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/?filter=flagged")) == ["Lunch?"]
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/?filter=attachments")) == []
     assert subjects(alice_client.get(f"/f/{inbox.pk}/?sort=date&order=asc")) == ["Unrelated", "Re: Lunch?"]
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/?sort=subject")) == ["Lunch?", "Re: Lunch?", "Unrelated"]  # other sorts list messages
+
+
+# Search results -------------------------------------------------------------------------
+
+
+def test_search_results_are_grouped_by_conversation_when_the_list_is(alice, alice_client, thread):
+    inbox = folder(alice, "INBOX")
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/?q=lunch")) == ["Re: Lunch?", "Lunch?"]  # not grouped: messages
+    grouped(alice)
+    content = alice_client.get(f"/f/{inbox.pk}/?q=lunch").content.decode()
+    assert subjects_of(content) == ["Re: Lunch?"]
+    assert "1–1 of 1" in content and '<span class="thread-count"' in content
+    assert f'href="/f/{inbox.pk}/m/{thread["answer"].uid}/conversation/?q=lunch"' in content
+    # A match on an older message stands for its conversation: the row is the newest match.
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/?q=shall")) == ["Lunch?"]
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/?q=nothing-like-it")) == []
+    # In every folder: alice's reply in Sent matches too, and the conversation is one row.
+    content = alice_client.get("/search/?q=lunch").content.decode()
+    assert subjects_of(content) == ["Re: Lunch?"]
+    assert re.search(r'<td class="c-folder" dir="auto">INBOX</td>', content)
+    assert "1–1 of 1" in content
+    # Sorted otherwise, results are messages again.
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/?q=lunch&sort=subject")) == ["Lunch?", "Re: Lunch?"]
+
+
+def test_grouped_search_pages_fifty_conversations_at_a_time(alice, alice_client):
+    grouped(alice)
+    for n in range(55):
+        root = f"<s{n}@elsewhere.test>"
+        deliver(alice, make_mail(f"needle {n}", date=BASE + timedelta(minutes=2 * n), headers=[("Message-ID", root)]))
+        deliver(alice, make_mail(f"Re: needle {n}", date=BASE + timedelta(minutes=2 * n + 1), headers=reply_headers(root)))
+    inbox = folder(alice, "INBOX")
+    first = alice_client.get(f"/f/{inbox.pk}/?q=needle")
+    assert len(subjects(first)) == 50 and subjects(first)[0] == "Re: needle 54"
+    assert "1–50 of 55" in first.content.decode()
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/?q=needle&page=2")) == [f"Re: needle {n}" for n in range(4, -1, -1)]
 
 
 def test_conversations_page_fifty_at_a_time(alice, alice_client):
@@ -196,6 +240,7 @@ def test_grouped_list_queries_are_bounded_on_ten_thousand_messages(alice, alice_
     inbox = folder(alice, "INBOX")
     # One message placed 10,000 times shares one key: give every five UIDs their own.
     Message.objects.filter(folder=inbox).update(thread_key=(F("uid") - 1) / 5)
+    store.rebuild_conversations(inbox)
     alice_client.get(f"/f/{inbox.pk}/")
     for url in ("", "?page=30", "?filter=unread"):
         with CaptureQueriesContext(connection) as queries:
@@ -206,24 +251,85 @@ def test_grouped_list_queries_are_bounded_on_ten_thousand_messages(alice, alice_
     assert "1–50 of 2000" in response.content.decode()
 
 
-def test_a_big_folders_conversation_order_is_cached_until_its_messages_change(alice, alice_client, thread, monkeypatch):
-    from django.core.cache import cache
-
-    from webmail import mailbox
-
-    monkeypatch.setattr(mailbox, "CONVERSATION_CACHE_MIN", 1)
-    cache.clear()
+def test_the_grouped_list_follows_changes_without_grouping_the_folder(alice, alice_client, thread):
+    """The list reads the Conversation rows the mail store keeps: no GROUP BY over the
+    folder's messages, and every change shows at once."""
     grouped(alice)
     inbox = folder(alice, "INBOX")
-    assert subjects(alice_client.get(f"/f/{inbox.pk}/")) == ["Re: Lunch?", "Unrelated"]
     with CaptureQueriesContext(connection) as queries:
-        alice_client.get(f"/f/{inbox.pk}/")
+        assert subjects(alice_client.get(f"/f/{inbox.pk}/")) == ["Re: Lunch?", "Unrelated"]
     assert not any("GROUP BY" in q["sql"] and "MAX" in q["sql"] for q in queries.captured_queries)
-    deliver(alice, make_mail("Newest", date=BASE + timedelta(days=1)))  # UIDNEXT grows
+    deliver(alice, make_mail("Newest", date=BASE + timedelta(days=1)))
     assert subjects(alice_client.get(f"/f/{inbox.pk}/")) == ["Newest", "Re: Lunch?", "Unrelated"]
-    store.expunge(inbox, [thread["other"].uid])  # the count drops
+    store.expunge(inbox, [thread["other"].uid])
     assert subjects(alice_client.get(f"/f/{inbox.pk}/")) == ["Newest", "Re: Lunch?"]
     assert subjects(alice_client.get(f"/f/{inbox.pk}/?filter=unread")) == ["Newest", "Re: Lunch?"]
-    store.store_flags(inbox, [thread["answer"].uid], mode="add", flags=["\\Seen"])  # HIGHESTMODSEQ
+    store.store_flags(inbox, [thread["answer"].uid], mode="add", flags=["\\Seen"])
     assert subjects(alice_client.get(f"/f/{inbox.pk}/?filter=unread")) == ["Newest"]
-    cache.clear()
+    store.move_messages(inbox, [thread["answer"].uid], "Archive")  # the conversation's newest leaves
+    assert subjects(alice_client.get(f"/f/{inbox.pk}/")) == ["Newest", "Lunch?"]
+
+
+# Actions on a whole conversation ----------------------------------------------------------
+
+
+def conversation_action(client, inbox, uid, **data):
+    return client.post(f"/f/{inbox.pk}/m/{uid}/conversation/action/", data)
+
+
+def test_the_conversation_page_offers_actions_on_the_whole_conversation(alice, alice_client, thread):
+    inbox = folder(alice, "INBOX")
+    content = alice_client.get(f"/f/{inbox.pk}/m/{thread['answer'].uid}/conversation/").content.decode()
+    assert f'action="/f/{inbox.pk}/m/{thread["answer"].uid}/conversation/action/"' in content
+    for action in ("read", "unread", "delete", "junk", "move"):
+        assert f'name="action" value="{action}"' in content
+
+
+def test_mark_unread_and_read_take_the_conversation_in_every_folder_shown(alice, alice_client, thread):
+    inbox = folder(alice, "INBOX")
+    response = conversation_action(alice_client, inbox, thread["answer"].uid, action="unread", keep="filter=unread")
+    assert response.status_code == 302 and response["Location"] == f"/f/{inbox.pk}/?filter=unread"
+    assert set(Message.objects.filter(thread_key=thread["answer"].thread_key).values_list("seen", flat=True)) == {False}
+    assert Message.objects.get(pk=thread["other"].pk).seen is False  # untouched either way
+    assert folder(alice, "Sent").unseen_count == 1
+    response = conversation_action(alice_client, inbox, thread["answer"].uid, action="read")
+    assert response["Location"] == f"/f/{inbox.pk}/m/{thread['answer'].uid}/conversation/"
+    assert set(Message.objects.filter(thread_key=thread["answer"].thread_key).values_list("seen", flat=True)) == {True}
+    assert (folder(alice, "INBOX").unseen_count, folder(alice, "Sent").unseen_count) == (1, 0)
+
+
+def test_move_delete_and_spam_take_the_conversations_messages_in_the_folder(alice, alice_client, thread):
+    inbox, archive = folder(alice, "INBOX"), folder(alice, "Archive")
+    response = conversation_action(alice_client, inbox, thread["answer"].uid, action="move", target=archive.pk)
+    assert response.status_code == 302 and response["Location"] == f"/f/{inbox.pk}/"
+    assert list(Message.objects.filter(folder=inbox).values_list("subject", flat=True)) == ["Unrelated"]
+    assert sorted(Message.objects.filter(folder=archive).values_list("subject", flat=True)) == ["Lunch?", "Re: Lunch?"]
+    assert Message.objects.filter(folder=folder(alice, "Sent")).count() == 1  # alice's reply stays in Sent
+    # Delete from Archive: to Trash; Spam: to Junk (a training example each).
+    conversation_action(alice_client, archive, 1, action="delete")
+    trash = folder(alice, "Trash")
+    assert Message.objects.filter(folder=archive).count() == 0 and Message.objects.filter(folder=trash).count() == 2
+    conversation_action(alice_client, trash, 1, action="junk")
+    junk = folder(alice, "Junk")
+    assert Message.objects.filter(folder=junk).count() == 2
+    from mailstore.models import TrainingExample
+
+    assert TrainingExample.objects.filter(account=alice, verdict="spam").count() == 2
+    # Not spam brings it back to INBOX; a folder to move to must be chosen.
+    conversation_action(alice_client, junk, 1, action="notjunk")
+    assert Message.objects.filter(folder=inbox).count() == 3
+    back = Message.objects.filter(folder=inbox, subject="Lunch?").get()
+    response = conversation_action(alice_client, inbox, back.uid, action="move", target="")
+    assert response["Location"] == f"/f/{inbox.pk}/m/{back.uid}/conversation/"
+    assert Message.objects.filter(folder=inbox).count() == 3
+
+
+def test_conversation_actions_refuse_what_is_not_the_users(alice, bob, alice_client, client_for, thread):
+    inbox = folder(alice, "INBOX")
+    assert client_for(bob).post(f"/f/{inbox.pk}/m/{thread['answer'].uid}/conversation/action/", {"action": "delete"}).status_code == 404
+    assert Message.objects.filter(folder=inbox).count() == 3
+    response = conversation_action(alice_client, inbox, thread["answer"].uid, action="move", target=folder(bob, "INBOX").pk)
+    assert response.status_code == 302 and Message.objects.filter(folder=folder(bob, "INBOX")).count() == 0
+    response = conversation_action(alice_client, inbox, thread["answer"].uid, action="explode")
+    assert response.status_code == 302 and Message.objects.filter(folder=inbox).count() == 3
+    assert alice_client.get(f"/f/{inbox.pk}/m/{thread['answer'].uid}/conversation/action/").status_code == 405
