@@ -56,7 +56,8 @@ def protector(request, draft):
 @require_GET
 @account_required
 def readiness(request):
-    """{"kind", "recipients": {address: can receive encrypted}, "all": bool, "can_sign": bool}.
+    """{"kind", "recipients": {address: can receive encrypted}, "all": bool, "can_sign": bool,
+    "alternative": the other kind if it reaches every recipient and this one does not, else ""}.
 
     With lookup=1 (the page sends it while encryption is on), OpenPGP recipients without a
     key are first looked up by WKD (secmail.discovery: bounded, misses remembered)."""
@@ -67,4 +68,9 @@ def readiness(request):
         for address in discovery.find_keys(request.account, [a for a, ok in ready.items() if not ok]):
             ready[address] = True
     unlocked = [u for u in session.unlocked_keys(request, request.account) if u.own_key.kind == kind and not u.own_key.pending]
-    return JsonResponse({"kind": kind, "recipients": ready, "all": bool(ready) and all(ready.values()), "can_sign": bool(unlocked)})
+    every = bool(ready) and all(ready.values())
+    # The other kind, when it would reach every recipient and this one does not (a contact
+    # whose S/MIME certificate was harvested from signed mail): the page switches to it.
+    other = models.SMIME if kind == models.OPENPGP else models.OPENPGP
+    alternative = other if ready and not every and all(outgoing.readiness(request.account, list(ready), other).values()) else ""
+    return JsonResponse({"kind": kind, "recipients": ready, "all": every, "can_sign": bool(unlocked), "alternative": alternative})

@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from mailstore import actions as store
 from secmail import actions, outgoing, reader
-from secmail.models import SMIME, PeerKey
+from secmail.models import OPENPGP, SMIME, PeerKey
 from secmail.results import Decryption
 from tests.conftest import PASSWORD, inbox, message_bytes
 from tests.secmail.test_flow import MESSAGE, PASSPHRASE, smime_identity
@@ -38,6 +38,9 @@ def test_a_harvested_certificate_shows_in_contacts_and_compose_encrypts_to_it(cl
     row = contacts[contacts.index("alice@example.test</a>"):][:400]
     assert 'data-key-kind="smime"' in row and "S/MIME key" in row
     assert client.get(reverse("secmail:readiness"), {"kind": SMIME, "to": "Alice <alice@example.test>"}).json()["all"] is True
+    # asked for OpenPGP (the page's default), the answer names S/MIME as the kind that reaches her
+    answer = client.get(reverse("secmail:readiness"), {"kind": OPENPGP, "to": "alice@example.test"}).json()
+    assert (answer["all"], answer["alternative"]) == (False, SMIME)
 
     sent = client.post(reverse("webmail:compose"), {
         "from_address": "bob@example.test", "to": "alice@example.test", "cc": "", "bcc": "", "subject": "Re: plans",

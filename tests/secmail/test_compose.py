@@ -32,7 +32,8 @@ def test_signed_and_encrypted_mail_from_the_compose_page(client, alice, bob):
     sign_in(client, "alice@example.test")
 
     ready = client.get(reverse("secmail:readiness"), {"kind": OPENPGP, "to": "Bob <bob@example.test>, carol@faraway.test"}).json()
-    assert ready == {"kind": OPENPGP, "recipients": {"bob@example.test": False, "carol@faraway.test": False}, "all": False, "can_sign": False}
+    assert ready == {"kind": OPENPGP, "recipients": {"bob@example.test": False, "carol@faraway.test": False}, "all": False, "can_sign": False,
+                     "alternative": ""}
     refused = send(client, secmail_encrypt="1")
     assert refused.status_code == 400 and "no encryption key for bob@example.test" in refused.content.decode()
     actions.set_published(bob_key, True)

@@ -26,6 +26,13 @@
         .then(function (data) {
           if (mine !== asked) return;
           var lines = [];
+          var kind = form.elements.secmail_kind;
+          if (encrypt && data.alternative && !kindChosen) {
+            // every recipient has a key of the other kind (e.g. a harvested S/MIME certificate)
+            kind.value = data.alternative;
+            check(false);
+            return;
+          }
           if (encrypt) {
             var missing = Object.keys(data.recipients).filter(function (a) { return !data.recipients[a]; });
             box.dataset.ready = missing.length ? "no" : "yes";
@@ -43,6 +50,8 @@
       form.elements[name].addEventListener("input", soon);
       form.elements[name].addEventListener("change", withLookup);
     });
+    var kindChosen = false;  // the user picked the kind: never switch it for them
+    form.elements.secmail_kind.addEventListener("change", function () { kindChosen = true; });
     ["secmail_sign", "secmail_encrypt", "secmail_kind"].forEach(function (name) { form.elements[name].addEventListener("change", withLookup); });
     check(true);
   }
