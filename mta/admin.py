@@ -34,6 +34,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
+from accounts import actions as account_actions
 from accounts.admin import ActionAdmin, ActionForm, FieldRefusal, count_subquery
 from accounts.errors import AccountsError
 from accounts.models import Domain
@@ -363,7 +364,8 @@ class QueuedMessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     def _run(self, request, change, done):
         try:
-            count = change()
+            with account_actions.channel("admin"):
+                count = change()
         except AccountsError as error:
             self.message_user(request, str(error), messages.ERROR)
             return
@@ -372,17 +374,17 @@ class QueuedMessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.action(description="Retry the selected messages now", permissions=["manage"])
     def retry_now(self, request, queryset):
-        self._run(request, lambda: actions.retry_now(message_ids=self._ids(queryset)),
+        self._run(request, lambda: actions.retry_now(message_ids=self._ids(queryset), acting_user=request.user),
                   lambda n: f"{n} recipient(s) will be tried now (held ones need release).")
 
     @admin.action(description="Hold the selected messages", permissions=["manage"])
     def hold(self, request, queryset):
-        self._run(request, lambda: actions.hold(message_ids=self._ids(queryset)),
+        self._run(request, lambda: actions.hold(message_ids=self._ids(queryset), acting_user=request.user),
                   lambda n: f"Held {n} recipient(s).")
 
     @admin.action(description="Release the selected messages", permissions=["manage"])
     def release(self, request, queryset):
-        self._run(request, lambda: actions.release(message_ids=self._ids(queryset)),
+        self._run(request, lambda: actions.release(message_ids=self._ids(queryset), acting_user=request.user),
                   lambda n: f"Released {n} recipient(s); they will be tried now.")
 
     @admin.action(description="Bounce the selected messages to their senders", permissions=["manage"])
@@ -395,7 +397,7 @@ class QueuedMessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 "failure notice?",
             )
         reason = form.cleaned_data["reason"]
-        self._run(request, lambda: actions.bounce(message_ids=self._ids(queryset), reason=reason),
+        self._run(request, lambda: actions.bounce(message_ids=self._ids(queryset), reason=reason, acting_user=request.user),
                   lambda n: f"Bounced {n} recipient(s); their senders are told.")
 
     @admin.action(description="Delete the selected messages from the queue", permissions=["remove"])
@@ -405,7 +407,7 @@ class QueuedMessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 request, queryset, "delete_messages", title="Delete queued messages", submit="Delete them",
                 question="Remove these messages from the queue? Nobody is told; undelivered recipients never get them.",
             )
-        self._run(request, lambda: actions.delete_messages(self._ids(queryset)),
+        self._run(request, lambda: actions.delete_messages(self._ids(queryset), acting_user=request.user),
                   lambda n: f"Deleted {n} message(s) from the queue.")
 
     @cached_property
@@ -494,11 +496,16 @@ class RouteForm(ActionForm):
     def save_route(self, kind, domain, data, *, replace):
         host, port = data["host"], data["port"]
         if kind == "smarthost":
-            return actions.set_smarthost(host, port, replace=replace, **self.route_arguments(data))
+            return actions.set_smarthost(
+                host, port, replace=replace, **self.route_arguments(data), acting_user=self.acting_user
+            )
         if kind == "transport":
-            return actions.set_transport(domain, host, port, replace=replace, **self.route_arguments(data))
+            return actions.set_transport(
+                domain, host, port, replace=replace, **self.route_arguments(data), acting_user=self.acting_user
+            )
         return actions.add_relay_domain(
-            domain, host, port, replace=replace, **self.relay_arguments(data), **self.route_arguments(data)
+            domain, host, port, replace=replace, **self.relay_arguments(data), **self.route_arguments(data),
+            acting_user=self.acting_user,
         )
 
 
@@ -607,9 +614,9 @@ class SmartHostAdmin(ActionAdmin):
 
     def remove(self, request, obj):
         if obj.domain:
-            actions.remove_route(obj.domain)
+            actions.remove_route(obj.domain, acting_user=request.user)
         else:
-            actions.clear_smarthost()
+            actions.clear_smarthost(acting_user=request.user)
 
 
 # DKIM keys --------------------------------------------------------------------------

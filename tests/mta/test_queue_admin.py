@@ -412,3 +412,19 @@ def test_it_refuses_a_transport_for_a_local_alias_domain(admin_client, domain):
     response = admin_client.post(url("mta_smarthost_add"), route_form(kind="transport", domain="example.net",
                                                                       host="mx.other.test"))
     assert "local alias domain" in response.content.decode()
+
+
+def test_it_names_the_admin_in_the_audit_log_of_queue_and_route_changes(admin_client, admin_user, waiting):
+    from accounts.models import AuditEntry
+
+    act(admin_client, "hold", waiting[0])
+    admin_client.post(url("mta_smarthost_add"), route_form(kind="smarthost", host="smtp.provider.test"))
+    route = SmartHost.objects.get()
+    admin_client.post(url("mta_smarthost_delete", route.pk), {"post": "yes"})
+    entries = list(AuditEntry.objects.exclude(action__startswith="domain.").exclude(action__startswith="account.")
+                   .order_by("pk").values_list("action", "actor_id", "actor_name", "via"))
+    assert entries == [
+        ("queue.hold", admin_user.pk, admin_user.username, "admin"),
+        ("route.set_smarthost", admin_user.pk, admin_user.username, "admin"),
+        ("route.clear_smarthost", admin_user.pk, admin_user.username, "admin"),
+    ]
