@@ -20,10 +20,11 @@ from email.utils import make_msgid
 
 import pytest
 from django.conf import settings as django_settings
+from django.db.models import Q
 
 from accounts import actions as accounts
 from mailstore.models import Message
-from mta import actions as mta_actions
+from mta import queue as mta_queue
 from mta.models import QueuedRecipient
 from tests.conftest import PASSWORD
 from tests.dnsserver import DNSServer
@@ -250,12 +251,6 @@ def sender_under_load(nodes, accepted, stop, prefix):
                 continue  # that node is going away: the balancer tries the other
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (issue 10): alone it passes (~40 s); inside the full parallel suite a few outbound "
-    "messages accepted around node B's kill -9 were not delivered within 60 s even after being made "
-    "due, twice; not yet explained",
-)
 def test_two_nodes_share_mail_events_and_queue_and_survive_a_stop(cluster):
     nodes, store, sink, alice = cluster
     node_a, node_b = nodes
@@ -325,13 +320,49 @@ def test_two_nodes_share_mail_events_and_queue_and_survive_a_stop(cluster):
     local = sorted(subject for subject, recipient in accepted if recipient == "alice@example.test")
     far = sorted(subject for subject, recipient in accepted if recipient != "alice@example.test")
     assert set(local) <= set(inbox_subjects(alice))
-    # An attempt cut short by the stop or the kill (or a sink slowed by a busy machine) defers
-    # its recipient by minutes of backoff, as designed: make those due now, as an operator's
-    # `queue flush` would, instead of waiting out the schedule.
-    pending = list(QueuedRecipient.objects.exclude(state="delivered").values_list("pk", flat=True))
-    if pending:
-        mta_actions.retry_now(pending)
-    assert wait_for(lambda: set(far) <= set(sink_subjects(sink)), 60), sorted(set(far) - set(sink_subjects(sink)))
-    # Everything queued is delivered in the end (what B's lost leases held, too: at least once).
-    assert wait_for(lambda: not QueuedRecipient.objects.exclude(state="delivered").exists(), 30), \
-        list(QueuedRecipient.objects.exclude(state="delivered").values_list("state", "attempts"))
+    # Everything accepted reaches its destination, what B's dead leases held too (at least
+    # once): B's leases run out (MAILSUITE_QUEUE_LEASE_SECONDS) and the surviving node's sweep
+    # hands those recipients out again; no task announces them. An attempt cut short by the
+    # stop, or one that timed out because this process (the sink, the DNS server and the
+    # object store all run here) is starved of CPU, defers its recipient by minutes of
+    # backoff, as designed: the wait makes such recipients due again, as an operator's
+    # `queue flush` would, but leaves it to the nodes' sweep to find them.
+    far_delivered = lambda: set(far) <= set(sink_subjects(sink))  # noqa: E731
+    assert settle_queue(lambda: far_delivered() and not undelivered().exists(), 180), diagnosis(far, sink, nodes)
+    for node in nodes:
+        assert b"Process Beat" not in (node.data_dir / "queue.log").read_bytes(), node.logs()
+
+
+def undelivered():
+    return QueuedRecipient.objects.exclude(state="delivered")
+
+
+def settle_queue(done, timeout):
+    """Wait until done() or `timeout` seconds; deferred recipients no worker holds are made
+    due whenever there are some (with no task sent: only the periodic sweep finds them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        at = mta_queue.now()
+        QueuedRecipient.objects.filter(state="deferred", next_attempt_at__gt=at).filter(
+            Q(lease_until__isnull=True) | Q(lease_until__lt=at)
+        ).update(next_attempt_at=at)
+        time.sleep(1)
+    return done()
+
+
+def diagnosis(far, sink, nodes):
+    """What the queue says of everything not delivered, for the failure message."""
+    from django.utils import timezone
+
+    from mta.models import DeliveryAttempt
+
+    lines = [f"missing at the sink: {sorted(set(far) - set(sink_subjects(sink)))}", f"now: {timezone.now()}"]
+    for row in undelivered().select_related("message"):
+        lines.append(
+            f"{row.message.queue_id} <{row.address}> {row.state} attempts={row.attempts} next={row.next_attempt_at} "
+            f"lease={row.lease_owner or '-'} until {row.lease_until} last_error={row.last_error!r}"
+        )
+        lines += [f"    {a.started} {a.outcome} {a.host} {a.reply!r}" for a in DeliveryAttempt.objects.filter(recipient=row)]
+    return "\n".join(lines) + "\n" + "\n".join(node.logs() for node in nodes)
