@@ -6,7 +6,9 @@ Directory (secmail.wkd), and what is found is kept as a PeerKey (source WKD), so
 question is answered from the database.
 
 Bounds: at most MAX_LOOKUPS addresses per request, WORKERS at a time, LOOKUP_TIMEOUT
-seconds each (so a request waits at most about LOOKUP_TIMEOUT × ⌈MAX_LOOKUPS / WORKERS⌉).
+seconds per HTTP request (two requests when the advanced method's host is unreachable and
+the direct one is tried; so a request waits at most about 2 × LOOKUP_TIMEOUT ×
+⌈MAX_LOOKUPS / WORKERS⌉).
 A miss (no key, an unusable one, or a server that did not answer) is remembered for
 MISS_SECONDS in Django's cache, so typing in the To field does not ask again. Addresses
 of the domains this server serves are not looked up: their keys are the local accounts'

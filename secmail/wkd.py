@@ -7,9 +7,12 @@
 - The key is served binary (application/octet-stream), reduced to the user id of the
   address asked for (§3.1: "only the user id of the requested mail address").
 - A policy file must exist for a domain that takes part (§4.5): served empty.
-- Lookups use the direct method only, over HTTPS; DIRECT_URL is a seam that tests point at
-  a loopback HTTP server. A response larger than MAX_KEY_BYTES or slower than TIMEOUT is
-  dropped, and the key is kept only if one of its user ids is the address asked for.
+- Lookups try the advanced method first and fall back to the direct one only when the
+  openpgpkey host cannot be reached (§3.1: "if the required sub-domain does not exist");
+  an answer from it, even 404, is final. Both over HTTPS; ADVANCED_URL and DIRECT_URL are
+  seams that tests point at a loopback HTTP server. A response larger than MAX_KEY_BYTES or
+  slower than TIMEOUT is dropped, and the key is kept only if one of its user ids is the
+  address asked for.
 """
 import hashlib
 import urllib.error
@@ -20,6 +23,7 @@ from secmail import openpgp
 from secmail.errors import InvalidInput
 
 ZBASE32 = "ybndrfg8ejkmcpqxot1uwisza345h769"
+ADVANCED_URL = "https://openpgpkey.{domain}/.well-known/openpgpkey/{domain}/hu/{hash}?l={local}"
 DIRECT_URL = "https://{domain}/.well-known/openpgpkey/hu/{hash}?l={local}"
 TIMEOUT = 10
 MAX_KEY_BYTES = 64 * 1024
@@ -40,14 +44,21 @@ def lookup(address: str, timeout=None):
     local, _, domain = address.rpartition("@")
     if not local or not domain:
         return None
-    url = DIRECT_URL.format(domain=domain.lower(), hash=local_hash(local), local=urllib.parse.quote(local, safe=""))
-    try:
-        with urllib.request.urlopen(url, timeout=timeout or TIMEOUT) as response:
-            if response.status != 200:
-                return None
-            data = response.read(MAX_KEY_BYTES + 1)
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
+    fields = dict(domain=domain.lower(), hash=local_hash(local), local=urllib.parse.quote(local, safe=""))
+    data = None
+    for template in (ADVANCED_URL, DIRECT_URL):
+        if not template:
+            continue
+        try:
+            with urllib.request.urlopen(template.format(**fields), timeout=timeout or TIMEOUT) as response:
+                if response.status != 200:
+                    return None
+                data = response.read(MAX_KEY_BYTES + 1)
+                break
+        except urllib.error.HTTPError:
+            return None  # the directory answered: no key there
+        except (urllib.error.URLError, OSError, ValueError):
+            continue  # not reachable: the next method
     if not data or len(data) > MAX_KEY_BYTES:
         return None
     try:

@@ -227,3 +227,12 @@ def empty_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def wkd_direct_only(monkeypatch):
+    """WKD lookups in tests go only where a test points DIRECT_URL (ADVANCED_URL would ask
+    openpgpkey.DOMAIN of the real DNS); test_wkd sets both to check the order."""
+    from secmail import wkd
+
+    monkeypatch.setattr(wkd, "ADVANCED_URL", "")

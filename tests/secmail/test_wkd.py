@@ -66,3 +66,31 @@ def test_the_domains_own_names_reach_the_directory_without_allowed_hosts(client,
     # names of domains we do not serve, and other paths on our domains' names, meet Django's Host check
     assert client.get(f"/.well-known/openpgpkey/stranger.test/hu/{hashed}", HTTP_HOST="openpgpkey.stranger.test").status_code == 400
     assert client.get("/security/keys/", HTTP_HOST="openpgpkey.example.test").status_code == 400
+
+
+def test_a_lookup_tries_the_advanced_method_first_and_falls_back_only_if_unreachable(alice, web, gpg, monkeypatch):
+    import socket
+
+    fpr = gpg.new_key("carol@faraway.test")
+    key_path = f"/faraway.test/hu/{wkd.local_hash('carol')}"
+    monkeypatch.setattr(wkd, "DIRECT_URL", web.url + "/direct/{domain}/hu/{hash}?l={local}")
+    monkeypatch.setattr(wkd, "ADVANCED_URL", web.url + "/advanced/{domain}/hu/{hash}?l={local}")
+    web.routes["/advanced" + key_path] = gpg("--export", fpr).stdout
+    assert actions.learn_from_wkd(alice, "carol@faraway.test").fingerprint == fpr
+    assert [path.split("?")[0] for _, path in web.requests] == ["/advanced" + key_path]
+
+    # the advanced host answers "no such key": final, the direct method is not asked
+    web.requests.clear()
+    assert wkd.lookup("dave@faraway.test") is None
+    assert [path.split("/")[1] for _, path in web.requests] == ["advanced"]
+
+    # the advanced host does not exist (here: nothing listens): the direct method is used
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.3", 0))
+        dead = f"http://127.0.0.3:{closed.getsockname()[1]}"
+    monkeypatch.setattr(wkd, "ADVANCED_URL", dead + "/advanced/{domain}/hu/{hash}?l={local}")
+    web.routes["/direct" + key_path] = web.routes.pop("/advanced" + key_path)
+    web.requests.clear()
+    found = wkd.lookup("carol@faraway.test")
+    assert found is not None and found[0].fingerprint == fpr
+    assert [path.split("?")[0] for _, path in web.requests] == ["/direct" + key_path]
