@@ -44,6 +44,7 @@ def capability_names(session):
         "THREAD=ORDEREDSUBJECT",  # RFC 5256
         "UTF8=ACCEPT",  # RFC 6855
         "PREVIEW",  # RFC 8970
+        "OBJECTID",  # RFC 8474
     ]
     if not session.connection.compressed:
         names.append("COMPRESS=DEFLATE")  # RFC 4978

@@ -82,6 +82,7 @@ async def select(session, command):  # RFC 9051 §6.3.2 SELECT, §6.3.3 EXAMINE;
     session.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % mailbox.uidvalidity)
     session.send(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % mailbox.uidnext)
     session.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % mailbox.highestmodseq)  # RFC 7162 §3.1.2.1
+    session.send(b"* OK [MAILBOXID (%s)] Ok\r\n" % mailbox_id(mailbox.folder_id).encode())  # RFC 8474 §4.2
     if session.rev2:
         session.send(b"* LIST () \"/\" " + mailbox_name(mailbox.name, utf8=True) + b"\r\n")
     if vanished:
@@ -96,6 +97,11 @@ async def select(session, command):  # RFC 9051 §6.3.2 SELECT, §6.3.3 EXAMINE;
 # --- CREATE / DELETE / RENAME / SUBSCRIBE ----------------------------------------------------
 
 
+def mailbox_id(folder_id):
+    """RFC 8474 §4 MAILBOXID: the folder's row, which RENAME keeps and nothing reuses."""
+    return f"F{folder_id}"
+
+
 async def create(session, command):  # RFC 9051 §6.3.4, RFC 6154 §3 CREATE-SPECIAL-USE
     name = _name(command.mailbox.rstrip(DELIMITER)) if command.mailbox != DELIMITER else ""
     if len(command.special_use) > 1:
@@ -106,11 +112,12 @@ async def create(session, command):  # RFC 9051 §6.3.4, RFC 6154 §3 CREATE-SPE
     if name == "INBOX":
         raise No("INBOX always exists", "ALREADYEXISTS")
     try:
-        await run_write(actions.create_folder, session.account, name, special_use=use)
+        folder = await run_write(actions.create_folder, session.account, name, special_use=use)
     except actions.FolderExists:
         raise No("Mailbox already exists", "ALREADYEXISTS") from None
     except actions.InvalidFolderName as error:
         raise No(f"Invalid mailbox name: {error}", "CANNOT") from None
+    return (f"MAILBOXID ({mailbox_id(folder.pk)})", "CREATE completed")  # RFC 8474 §4.1
 
 
 async def delete(session, command):  # RFC 9051 §6.3.5
@@ -263,7 +270,7 @@ def _status_value(item, row):
         "APPENDLIMIT": lambda: settings.MAILSUITE_MESSAGE_SIZE_LIMIT,  # RFC 7889 §3
         "DELETED": lambda: row["deleted"],  # RFC 9051 §6.3.11
         "DELETED-STORAGE": lambda: (row["deleted_size"] + 1023) // 1024,  # RFC 9208 §5.1, in KiB
-        "MAILBOXID": lambda: f"(F{row['id']})",  # RFC 8474 §4.3
+        "MAILBOXID": lambda: f"({mailbox_id(row['id'])})",  # RFC 8474 §4.3
     }[item]()
 
 

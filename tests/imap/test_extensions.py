@@ -162,6 +162,7 @@ def test_the_daily_prune_forgets_old_tombstones_only(mailbox, settings):
 
 
 def test_objectid_threadid_names_the_conversation_in_every_mailbox(client, mailbox):
+    assert " OBJECTID" in client.send("z CAPABILITY")[0]
     # RFC 8474 §5.2: Lunch, its reply and the reply to that share a THREADID; Report its own.
     lines = client.send("a FETCH 1:5 (THREADID)")
     assert lines[-1] == "a OK FETCH completed"

@@ -184,6 +184,7 @@ def test_select_reports_the_mailbox_state(transcript, alice):
         f"* OK [UIDVALIDITY {folder.uidvalidity}] UIDs valid",
         "* OK [UIDNEXT 3] Predicted next UID",
         f"* OK [HIGHESTMODSEQ {folder.highestmodseq}] Highest",
+        f"* OK [MAILBOXID (F{folder.pk})] Ok",
         "a OK [READ-WRITE] SELECT completed",
     ]
     assert client.send("b EXAMINE INBOX")[-1] == "b OK [READ-ONLY] EXAMINE completed"
@@ -193,7 +194,7 @@ def test_select_reports_the_mailbox_state(transcript, alice):
 
 def test_list_shows_the_hierarchy_with_special_use_and_children(transcript, alice):
     client = transcript(login="alice@example.test")
-    assert client.tagged("a CREATE Projects/2026/") == "a OK CREATE completed"
+    assert created(client, "a", "Projects/2026/", alice, "Projects/2026")
     assert client.send('b LIST "" ""') == ['* LIST (\\Noselect) "/" ""', "b OK LIST completed"]
     assert client.send('c LIST "" *')[:-1] == [
         '* LIST (\\HasNoChildren \\Archive) "/" Archive',
@@ -216,13 +217,22 @@ def test_list_shows_the_hierarchy_with_special_use_and_children(transcript, alic
     assert client.send('g LIST "" inbox')[:-1] == ['* LIST (\\HasNoChildren) "/" INBOX']
 
 
+def created(client, tag, name, account, stored_name=None):
+    """CREATE answered OK with the new mailbox's RFC 8474 MAILBOXID."""
+    reply = client.tagged(f"{tag} CREATE {name}")
+    folder = account.folders.get(name=stored_name or name.strip('"'))
+    return reply == f"{tag} OK [MAILBOXID (F{folder.pk})] CREATE completed"
+
+
 def test_create_rename_delete_and_subscriptions(transcript, alice):
     client = transcript(login="alice@example.test")
-    assert client.tagged("a CREATE Work") == "a OK CREATE completed"
+    assert created(client, "a", "Work", alice)
     assert client.tagged("b CREATE Work") == "b NO [ALREADYEXISTS] Mailbox already exists"
     assert client.tagged("c CREATE inbox") == "c NO [ALREADYEXISTS] INBOX always exists"
-    assert client.tagged("d CREATE Work/Old") == "d OK CREATE completed"
+    assert created(client, "d", "Work/Old", alice)
+    mailbox_id = f"F{alice.folders.get(name='Work').pk}"
     assert client.tagged("e RENAME Work Job") == "e OK RENAME completed"
+    assert client.send("e2 STATUS Job (MAILBOXID)")[0] == f"* STATUS Job (MAILBOXID ({mailbox_id}))"  # RFC 8474 §4.1
     assert client.send('f LIST "" Job*')[:-1] == ['* LIST (\\HasChildren) "/" Job', '* LIST (\\HasNoChildren) "/" Job/Old']
     assert client.tagged("g RENAME Nowhere X") == "g NO [NONEXISTENT] No such mailbox"
     assert client.tagged("h DELETE INBOX").startswith("h NO [CANNOT]")
@@ -232,7 +242,7 @@ def test_create_rename_delete_and_subscriptions(transcript, alice):
     assert 'Job' not in " ".join(client.send('l LSUB "" *'))
     assert client.tagged("m SUBSCRIBE Job") == "m OK SUBSCRIBE completed"
     assert '* LSUB () "/" Job' in client.send('n LSUB "" *')
-    assert client.tagged("o CREATE Spam (USE (\\Junk))") == "o OK CREATE completed"
+    assert client.tagged("o CREATE Spam (USE (\\Junk))").startswith("o OK [MAILBOXID (F")
     assert client.tagged("p CREATE Everything (USE (\\All))") == "p NO [USEATTR] That special use is not supported"
     assert client.tagged('q CREATE "bad%name"').startswith("q NO [CANNOT] Invalid mailbox name")
 
@@ -397,7 +407,7 @@ def test_enable_id_and_utf8_names(transcript, alice):
     client = transcript(login="alice@example.test")
     assert client.send("a ENABLE CONDSTORE X-UNKNOWN UTF8=ACCEPT") == ["* ENABLED CONDSTORE UTF8=ACCEPT", "a OK ENABLE completed"]
     assert client.send('b ID ("name" "test")')[0] == '* ID ("name" "mailsuite" "vendor" "mailsuite")'
-    assert client.tagged('c CREATE "Entwürfe"') == "c OK CREATE completed"
+    assert created(client, "c", '"Entwürfe"', alice)
     assert '* LIST (\\HasNoChildren) "/" "Entwürfe"' in client.send('d LIST "" *')
 
 
