@@ -25,7 +25,7 @@ temporary `451 4.7.1`, so the message is never delivered unscanned; a message la
 clamd will take is refused `552 5.3.4` (retrying cannot help).
 
 All of it is synchronous and CPU- or socket-bound, no database: mta.smtpd runs check()
-in the checks' thread pool.
+in the checks' thread pool. The webmail, which sends without SMTP, calls check_outgoing().
 """
 import base64
 import binascii
@@ -262,6 +262,21 @@ def check(raw, *, actions, outgoing=False):
             f"554 5.7.1 Message refused: it carries {_printable(_describe(findings))}",
         )
     return Decision("quarantine", findings)
+
+
+def check_outgoing(raw, *, sender, resolutions):
+    """check() for a message a user sends other than over SMTP (the webmail's send()): the
+    local recipients' domains' policies, the sender's domain's for recipients elsewhere
+    (`resolutions`: mta.recipients' of each recipient). Synchronous: reads the policies
+    (database, when not in memory) and talks to clamd."""
+    from antispam import inbound_policy
+
+    sender_domain = sender.rpartition("@")[2].lower()
+    actions = {
+        inbound_policy.get(sender_domain if r.relayed else r.address.rpartition("@")[2]).attachment_action
+        for r in resolutions
+    }
+    return check(raw, actions=actions, outgoing=True)
 
 
 def _scan(raw):

@@ -3,7 +3,8 @@ submission policy as SMTP AUTH, drafts, and the starting points of reply and for
 
 send() is what the webmail has instead of an SMTP loopback connection. It makes the
 calls mta.smtpd's SubmissionHandler makes, in the same order: each recipient through
-mta.recipients.check_recipient as an authenticated client, the whole message through
+mta.recipients.check_recipient as an authenticated client, the attachments and the virus
+scan (antispam.attachments), the whole message through
 mta.submission.check_submission (identities, sending limits, Date/Message-ID, DKIM),
 then mta.inbound.accept_message, which answers 250 only once every local copy and the
 outbound queue entry are committed. Only then is the copy filed in Sent.
@@ -19,6 +20,7 @@ from email.policy import SMTP
 import nh3
 from django.conf import settings
 
+from antispam import attachments
 from mailstore import actions as store
 from mailstore.actions import queue_id
 from mailstore.storage import new_blob_name
@@ -160,6 +162,10 @@ def send(account, draft, *, client_ip, replaces=None, protect=None):
     date = email.utils.formatdate(localtime=False)
     # Bcc must not reach recipients (RFC 5322 §3.6.3); the Sent copy keeps it.
     raw = build(draft, include_bcc=False, message_id=message_id, date=date)
+    # Programs and viruses, as SMTP submission checks them (before encryption hides them).
+    decision = attachments.check_outgoing(raw, sender=draft.from_address, resolutions=resolutions)
+    if decision.refusal:
+        raise SendRefused(decision.refusal)
     if protect is not None:
         raw = protect(raw)
     if len(raw) > settings.MAILSUITE_MESSAGE_SIZE_LIMIT:

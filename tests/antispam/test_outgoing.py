@@ -122,3 +122,34 @@ def test_nothing_is_sent_unscanned_while_the_scanner_is_down(settings, submissio
     from mailstore.models import Message
 
     assert not Message.objects.filter(folder__account=bob).exists()
+
+
+# The webmail sends without SMTP: the same checks --------------------------------------------
+
+
+def webmail_send(account, *attachments, to="friend@faraway.test", body="See attached."):
+    from webmail import compose
+
+    draft = compose.Draft(
+        from_address=account.address, to=to, subject="The files", body=body,
+        attachments=[compose.Attachment(name, "application/octet-stream", data) for name, data in attachments],
+    )
+    try:
+        compose.send(account, draft, client_ip="127.0.0.1")
+    except compose.SendRefused as refusal:
+        return str(refusal)
+    return "sent"
+
+
+def test_the_webmail_cannot_send_a_program_either(alice, bob):
+    assert webmail_send(alice, ("setup.exe", PE)) == "554 " + REFUSED_EXE
+    assert webmail_send(alice, ("setup.exe", PE), to="bob@example.test") == "554 " + REFUSED_EXE
+    assert queued() == 0
+    assert webmail_send(alice, ("notes.txt", b"just text")) == "sent"
+    assert queued() == 1
+
+
+def test_the_webmail_cannot_send_a_virus(scanner, alice):
+    # In the text: the loopback scanner, unlike clamd, does not decode base64 attachments.
+    assert webmail_send(alice, body=EICAR.decode()) == "554 5.7.1 Message refused: virus found (Win.Test.EICAR_HDB-1)"
+    assert queued() == 0
