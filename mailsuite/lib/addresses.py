@@ -43,6 +43,7 @@ def normalize_domain(domain):
     return ascii_name
 
 
+@functools.lru_cache(maxsize=4096)  # an admin list shows the same few domains on every row
 def display_domain(ascii_name):
     """The Unicode form of an ASCII domain, for people to read."""
     try:
