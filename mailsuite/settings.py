@@ -24,6 +24,7 @@ from mailsuite.lib.config import (
     env_str,
     env_weighted_domains,
 )
+from mailsuite.lib.logs import FORMATS, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("MAILSUITE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -351,21 +352,12 @@ SESSION_COOKIE_AGE = env_int("MAILSUITE_SESSION_DAYS", 30, minimum=1) * 86400
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s"},
-    },
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["stdout"], "level": env_str("MAILSUITE_LOG_LEVEL", "INFO")},
-    "loggers": {
-        # aiosmtpd logs every command line at INFO, AUTH payloads included, and warns on
-        # every SMTPS connection that AUTH does not require STARTTLS (it is TLS already).
-        "mail.log": {"level": "ERROR"},
-        "mail.debug": {"level": "WARNING"},
-    },
-}
+# Logs go to stdout: plain text lines, or with MAILSUITE_LOG_FORMAT=json one JSON object per
+# line with the structured fields (queue id, protocol, peer, account) for a log collector.
+MAILSUITE_LOG_FORMAT = env_str("MAILSUITE_LOG_FORMAT", "plain").lower()
+if MAILSUITE_LOG_FORMAT not in FORMATS:
+    raise ImproperlyConfigured(f"MAILSUITE_LOG_FORMAT={MAILSUITE_LOG_FORMAT!r}: expected plain or json")
+LOGGING = logging_config(MAILSUITE_LOG_FORMAT, env_str("MAILSUITE_LOG_LEVEL", "INFO"))
 
 # Login throttling and sending limits (accounts)
 # Failed logins are counted per client IP (IPv6 per network of MAILSUITE_LOGIN_IPV6_PREFIX

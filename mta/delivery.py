@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 
+from mailsuite.lib import logs
 from mailstore.actions import IncomingMessage, OverQuota, Recipient, read_blob
 from mta import dsn, forwarding, inbound, queue
 from mta.client import Connection, DeliveryError
@@ -127,9 +128,16 @@ def _deliver_local(claimed, owner):
 def _record(recipient, owner, outcome, **details):
     state = queue.record(recipient, owner=owner, outcome=outcome, **details)
     if state is None:
-        log.warning("lost the lease on %s (id %s) before recording", recipient.address, recipient.pk)
+        log.warning("lost the lease on %s (id %s) before recording", recipient.address, recipient.pk,
+                    extra=logs.fields(queue_id=recipient.message.queue_id, to=recipient.address))
     else:
-        log.info("%s to=<%s> id=%s %s", state, recipient.address, recipient.message.queue_id, details.get("reply", ""))
+        log.info(
+            "%s to=<%s> id=%s %s", state, recipient.address, recipient.message.queue_id, details.get("reply", ""),
+            extra=logs.fields(
+                queue_id=recipient.message.queue_id, protocol="local" if not recipient.domain else "smtp-out",
+                peer=details.get("host") or None, to=recipient.address, status=details.get("status") or None,
+            ),
+        )
         metrics.delivery(str(state), local=not recipient.domain, status=details.get("status", ""))
 
 

@@ -25,6 +25,7 @@ from mailstore.actions import (
     place_messages,
 )
 from antispam import policy as spam_policy
+from mailsuite.lib import logs
 from mailstore.storage import sync_names
 from mta import forwarding
 from mta.queue import enqueue
@@ -151,6 +152,7 @@ def commit(batch):
                 "accepted id=%s from=<%s> delivered=%d queued=%d size=%d",
                 pending.incoming.queue_id, pending.mail_from, pending.counts["delivered"],
                 pending.counts["queued"], pending.incoming.stored.size,
+                extra=logs.fields(queue_id=pending.incoming.queue_id, peer=pending.client_ip),
             )
     return [pending.reply for pending in batch]
 

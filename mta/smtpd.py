@@ -34,7 +34,7 @@ from accounts.errors import LoginThrottled
 from accounts.identities import may_send_as
 from antispam import checks as sender_checks
 from antispam import attachments, connection, dnsbl, greylist, inbound_policy
-from mailsuite.lib import sasl
+from mailsuite.lib import logs, sasl
 from mailsuite.lib.addresses import AddressError, split_address
 from mailsuite.lib.aio import GroupCommit, run_sync, run_write
 from mailsuite.lib.net import is_loopback, listening_socket
@@ -325,7 +325,23 @@ class InboundHandler:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.resolutions = []
+        # The message's name, and so its queue id, from MAIL FROM on: one id follows it
+        # through the session's log lines, DATA, the queue and delivery.
+        envelope.blob_name = new_blob_name()
+        log.info("mail from=<%s> id=%s", "" if address == "<>" else address, queue_id(envelope.blob_name),
+                 extra=self.log_fields(session, envelope))
         return "250 2.1.0 Ok"
+
+    def log_fields(self, session, envelope=None):
+        """The structured fields of this session's log lines (mailsuite.lib.logs)."""
+        blob_name = getattr(envelope, "blob_name", None)
+        login = session.auth_data if session.authenticated else None
+        return logs.fields(
+            queue_id=queue_id(blob_name) if blob_name else None,
+            protocol="submission" if self.offers_auth else "smtp",
+            peer=self.client(session).ip,
+            account=getattr(login, "address", None),
+        )
 
     async def check_sender(self, session, address):
         """A reply refusing this MAIL FROM, or None: DNS block lists (antispam.dnsbl).
@@ -385,6 +401,8 @@ class InboundHandler:
             envelope.resolutions.append(decision.resolution)
             envelope.dsn["notify"][decision.resolution.address] = notify
             envelope.dsn["orcpt"][decision.resolution.address] = orcpt
+        log.info("rcpt to=<%s> id=%s %s", address, queue_id(getattr(envelope, "blob_name", "") or "-"),
+                 decision.reply, extra=self.log_fields(session, envelope))
         return decision.reply
 
     async def greylist(self, session, envelope, resolution):
@@ -419,7 +437,7 @@ class InboundHandler:
         content, refusal = await self.check_message(server, session, envelope, content)
         if refusal:
             return refusal
-        blob_name = new_blob_name()
+        blob_name = getattr(envelope, "blob_name", None) or new_blob_name()
         # RFC 3848 protocol names: ESMTP, then S for TLS and A for AUTH.
         protocol = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP" if session.extended_smtp else "SMTP"
         protocol += ("S" if _uses_tls(server) else "") + ("A" if session.authenticated else "")
