@@ -283,9 +283,10 @@ def reply_draft(account, identities, message, *, everyone, attribution, reading=
     )
 
 
-def forward_draft(account, identities, message, *, heading, labels):
-    """A Draft forwarding `message` inline; its attachments are kept (see kept_parts)."""
-    reading = Reading(message)
+def forward_draft(account, identities, message, *, heading, labels, reading=None):
+    """A Draft forwarding `message` inline; its attachments are kept (see kept_parts).
+    `reading`: the message as read (secmail: decrypted, with its protected subject)."""
+    reading = reading or Reading(message)
     lines = [heading]
     for name in ("From", "Date", "Subject", "To", "Cc"):
         value = reading.header(name)

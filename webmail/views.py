@@ -637,10 +637,16 @@ def _compose_start(request, identities):
             }
             return initial, None
         if key == "forward":
+            security, opened = open_reading(request, original, Reading(original))  # secmail
             draft = compose.forward_draft(
                 account, identities, original, heading=_("---------- Forwarded message ----------"),
                 labels={"From": _("From"), "Date": _("Date"), "Subject": _("Subject"), "To": _("To"), "Cc": _("Cc")},
+                reading=opened,
             )
+            if security and security.encrypted:
+                # the decrypted text under its real subject, sent encrypted again; the stored
+                # parts are ciphertext, so none is offered to keep
+                return {**vars(draft), "secmail_encrypt": "1", "secmail_kind": security.scheme}, None
             return {**vars(draft), "source": reference}, original
         if key == "draft":
             draft = compose.resume_draft(account, original)

@@ -89,3 +89,22 @@ def test_a_reply_to_encrypted_mail_quotes_the_decrypted_text_under_its_real_subj
     sign_in(client, "alice@example.test")
     page = client.get(reverse("webmail:compose"), {"reply": f"{lunch.folder_id}:{lunch.uid}"}).content.decode()
     assert 'value="Re: Lunch"' in page and 'name="secmail_encrypt" value="1" checked' not in page
+
+
+def test_forwarding_encrypted_mail_quotes_the_decrypted_text_and_offers_no_ciphertext(client, alice, bob):
+    alice_key = actions.generate_openpgp_key(alice, passphrase=PASSPHRASE)
+    bob_key = actions.generate_openpgp_key(bob, passphrase=PASSPHRASE)
+    actions.set_published(alice_key, True)
+    actions.set_published(bob_key, True)
+    sign_in(client, "alice@example.test")
+    client.post(reverse("secmail:keys"), {"form": "unlock", "key": alice_key.pk, "unlock-passphrase": PASSPHRASE})
+    assert send(client, secmail_encrypt="1").status_code == 302
+    [received] = inbox(bob)
+
+    client.post(reverse("webmail:logout"))
+    sign_in(client, "bob@example.test")
+    client.post(reverse("secmail:keys"), {"form": "unlock", "key": bob_key.pk, "unlock-passphrase": PASSPHRASE})
+    page = client.get(reverse("webmail:compose"), {"forward": f"{received.folder_id}:{received.uid}"}).content.decode()
+    assert 'value="Fwd: Plans"' in page and "The launch is on Friday." in page and "Subject: Plans" in page
+    assert 'name="secmail_encrypt" value="1" checked' in page
+    assert "encrypted.asc" not in page and "-----BEGIN PGP MESSAGE-----" not in page
