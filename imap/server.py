@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from mailsuite.lib import proxyprotocol
 from mailsuite.lib.net import listening_socket
 from mailsuite.lib.tls import TLSContextProvider, ensure_certificate
 from ops import metrics
@@ -262,7 +263,10 @@ class IMAPService:
             metrics.connection("imaps" if listener.implicit_tls else "imap")
             await self._serve(reader, writer, implicit_tls=listener.implicit_tls)
 
-        server = await asyncio.start_server(accept, sock=sock, backlog=1024, ssl=context, limit=READ_CHUNK)
+        def streams():  # what asyncio.start_server makes per connection
+            return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=READ_CHUNK, loop=loop), accept, loop=loop)
+
+        server = await proxyprotocol.serve(streams, sock, ssl=context)
         self.servers.append(server)
         port = sock.getsockname()[1]
         log.info("%s listening on %s:%d", listener.name, listener.host, port)

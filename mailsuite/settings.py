@@ -69,6 +69,10 @@ MAILSUITE_TLS_CERT = env_str("MAILSUITE_TLS_CERT", str(DATA_DIR / "tls" / "cert.
 MAILSUITE_TLS_KEY = env_str("MAILSUITE_TLS_KEY", str(DATA_DIR / "tls" / "key.pem"))
 MAILSUITE_DNS_SERVERS = env_hostports("MAILSUITE_DNS_SERVERS", 53)
 MAILSUITE_TRUSTED_NETWORKS = env_networks("MAILSUITE_TRUSTED_NETWORKS")
+# Load balancers that speak the PROXY protocol (v1/v2) to every mail listener (empty: off).
+# Connections from these networks must start with a header naming the real client; a header
+# from anyone else closes the connection (mailsuite.lib.proxyprotocol).
+MAILSUITE_PROXY_PROTOCOL_FROM = env_networks("MAILSUITE_PROXY_PROTOCOL_FROM")
 MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK = env_bool("MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK", False)
 MAILSUITE_RELAYHOST = env_str("MAILSUITE_RELAYHOST")
 if MAILSUITE_RELAYHOST and not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", MAILSUITE_RELAYHOST):

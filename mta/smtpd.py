@@ -34,7 +34,7 @@ from accounts.errors import LoginThrottled
 from accounts.identities import may_send_as
 from antispam import checks as sender_checks
 from antispam import attachments, connection, dnsbl, greylist, inbound_policy
-from mailsuite.lib import logs, sasl
+from mailsuite.lib import logs, proxyprotocol, sasl
 from mailsuite.lib.addresses import AddressError, split_address
 from mailsuite.lib.aio import GroupCommit, run_sync, run_write
 from mailsuite.lib.net import is_loopback, listening_socket
@@ -674,10 +674,9 @@ class SMTPService:
         return session
 
     async def listen(self, listener):
-        loop = asyncio.get_running_loop()
         sock = listening_socket(listener.host, listener.port, reuse_port=listener.reuse_port)
         ssl_context = self.tls.listener_context() if self.implicit_tls else None
-        server = await loop.create_server(self._protocol, sock=sock, backlog=1024, ssl=ssl_context)
+        server = await proxyprotocol.serve(self._protocol, sock, ssl=ssl_context)
         self.servers.append(server)
         port = sock.getsockname()[1]
         log.info("%s listening on %s:%d", listener.name, listener.host, port)

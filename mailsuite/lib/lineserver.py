@@ -20,6 +20,7 @@ import collections
 import logging
 from dataclasses import dataclass
 
+from mailsuite.lib import proxyprotocol
 from mailsuite.lib.net import is_loopback, listening_socket
 from ops import metrics
 
@@ -277,15 +278,10 @@ class LineService:
                 del self.open_per_ip[connection.peer_ip]
 
     async def listen(self, listener):
-        loop = asyncio.get_running_loop()
         sock = listening_socket(listener.host, listener.port, reuse_port=listener.reuse_port)
         ssl_context = self.listener_ssl()
-        server = await loop.create_server(
-            lambda: self.connection_class(self),
-            sock=sock,
-            backlog=1024,
-            ssl=ssl_context,
-            ssl_handshake_timeout=TLS_HANDSHAKE_SECONDS if ssl_context else None,
+        server = await proxyprotocol.serve(
+            lambda: self.connection_class(self), sock, ssl=ssl_context, ssl_handshake_timeout=TLS_HANDSHAKE_SECONDS,
         )
         self.servers.append(server)
         port = sock.getsockname()[1]
