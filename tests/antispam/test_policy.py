@@ -134,3 +134,17 @@ def test_sieve_spamtest_sees_the_recipients_score(smtp_server, alice, bob):
                    mail_from="boss@example.test")  # forged: 35 %
     assert code == 250
     assert [folder for folder, _ in stored(alice)] == ["INBOX", "Spammy"]
+
+
+def test_raw_utf8_words_reach_the_filter_over_smtp(smtp_server, alice):
+    """An SMTPUTF8-style message with a raw UTF-8 Subject: its words are the Bayes clues."""
+    from antispam import bayes
+
+    for i in range(12):
+        bayes.learn(None, ["s:überweisung", "s:bestätigen", f"s{i}"], f"spam{i}", spam=True)
+        bayes.learn(None, ["s:mittagessen", f"h{i}"], f"ham{i}", spam=False)
+    code, _ = send(smtp_server, sign_rsa(message(subject="Überweisung bestätigen", body="Bitte heute.\r\n".encode())))
+    assert code == 250
+    rules = {rule[0]: rule for rule in Verdict.objects.get(account=alice).rules}
+    explanation = rules["BAYES_SPAM"][2]
+    assert "\u201cüberweisung\u201d" in explanation and "\u201cbestätigen\u201d" in explanation
