@@ -21,6 +21,8 @@ from tests import isolation
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "mailsuite.sqlite3"
+# The usual start of a command-line test: example.test and alice's mailbox (no password).
+ALICE_AT_EXAMPLE = (("domain", "add", "example.test"), ("account", "add", "alice@example.test"))
 
 
 def child_env(data_dir, **extra):
@@ -40,22 +42,37 @@ def _schema_digest():
     return digest.hexdigest()[:16]
 
 
-def _template():
+def _run(data_dir, *args):
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT, env=child_env(data_dir), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, f"manage.py {' '.join(args)}: {done.stderr}"
+
+
+def _template(*commands):
+    """The pass's data dir made by `manage.py migrate`, then `manage.py <command>` for each of
+    `commands`; made once, by whichever test process asks first."""
     base = Path(isolation.pass_data_dir()) / "migrated-templates"
     base.mkdir(parents=True, exist_ok=True)
-    template = base / _schema_digest()
-    done = template / ".migrated"
     with open(base / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait here while one migrates
-        if not done.exists():
-            shutil.rmtree(template, ignore_errors=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait here while one makes it
+        return _made(base, commands)
+
+
+def _made(base, commands):
+    key = hashlib.sha256(repr(commands).encode()).hexdigest()[:8] if commands else "migrated"
+    template = base / f"{_schema_digest()}-{key}"
+    if not (template / ".made").exists():
+        shutil.rmtree(template, ignore_errors=True)
+        if commands:
+            copy_data_dir(_made(base, ()), template)
+        else:
             template.mkdir()
-            migrated = subprocess.run(
-                [sys.executable, "manage.py", "migrate", "--no-input", "-v0"],
-                cwd=ROOT, env=child_env(template), capture_output=True, text=True, timeout=600,
-            )
-            assert migrated.returncode == 0, migrated.stderr
-            done.touch()
+            _run(template, "migrate", "--no-input", "-v0")
+        for command in commands:
+            _run(template, *command)
+        (template / ".made").touch()
     return template
 
 
@@ -64,12 +81,18 @@ def migrated_data_dir(path):
     return copy_data_dir(_template(), path)
 
 
+def prepared_data_dir(path, *commands):
+    """Like migrated_data_dir, then as if each of `commands` (argument tuples, e.g.
+    ("domain", "add", "example.test")) had been run with manage.py: they run once per pass."""
+    return copy_data_dir(_template(*commands), path)
+
+
 def copy_data_dir(source, path):
     """Copy a data dir whose processes have all exited (its SQLite file among the rest) to `path`."""
     source, path = Path(source), Path(path)
     path.mkdir(parents=True, exist_ok=True)
     for entry in source.iterdir():
-        if entry.name == ".migrated" or entry.name.startswith(DATABASE):
+        if entry.name == ".made" or entry.name.startswith(DATABASE):
             continue
         if entry.is_dir():
             shutil.copytree(entry, path / entry.name)

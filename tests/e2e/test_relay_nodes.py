@@ -12,6 +12,7 @@ import pytest
 
 from mta import actions, delivery, queue
 from mta.models import QueuedRecipient
+from tests import datadir
 from tests.e2e.helpers import ROOT, wait_for_port
 from tests.mta.sink import free_port_on_loopback_hosts
 
@@ -30,14 +31,8 @@ class Node:
         self.env.update(MAILSUITE_DATA_DIR=str(data_dir), MAILSUITE_HOSTNAME="inner.node.test")
         self.process = None
 
-    def manage(self, *args, **kwargs):
-        return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=self.env, check=True,
-                              capture_output=True, **kwargs)
-
     def set_up(self):
-        self.manage("migrate", "-v0")
-        self.manage("domain", "add", "inner.test")
-        self.manage("account", "add", "user@inner.test")
+        datadir.prepared_data_dir(self.data_dir, ("domain", "add", "inner.test"), ("account", "add", "user@inner.test"))
 
     def start(self):
         self.process = subprocess.Popen(
@@ -59,7 +54,7 @@ class Node:
             )]
 
 
-def wait_for_port_on(host, port, process, timeout=30):
+def wait_for_port_on(host, port, process, timeout=90):
     import socket
     import time
 

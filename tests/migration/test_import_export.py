@@ -1,6 +1,8 @@
 """Importing mbox, Maildir, EML and ZIP; exporting to mbox and Maildir; round trips."""
 import io
 import os
+import subprocess
+import sys
 import zipfile
 from datetime import datetime, timezone
 
@@ -11,6 +13,7 @@ from django.core.management.base import CommandError
 from mailstore.models import Folder, Message
 from migration import actions, sources
 from migration.models import ImportedMessage
+from tests import datadir
 from tests.conftest import message_bytes
 
 JAN = datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc)
@@ -352,15 +355,19 @@ def test_the_cli_imports_exports_and_explains_refusals(tmp_path):
         assert "\n" not in str(refused.value)
 
 
-def test_the_cli_exits_as_scripts_expect(manage, tmp_path):
+def test_the_cli_exits_as_scripts_expect(tmp_path):
     """The real process: exit status 0 and the report on stdout; 1 and one line on stderr."""
-    assert manage("domain", "add", "example.test").returncode == 0
-    assert manage("account", "add", "carol@example.test").returncode == 0
+    env = datadir.child_env(datadir.prepared_data_dir(tmp_path / "data", *datadir.ALICE_AT_EXAMPLE))
+
+    def manage(*args):
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=datadir.ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+
     make_maildir(tmp_path / "Maildir")
-    done = manage("mail", "import", "carol@example.test", str(tmp_path / "Maildir"))
+    done = manage("mail", "import", "alice@example.test", str(tmp_path / "Maildir"))
     assert done.returncode == 0, done.stderr
     assert "imported 6 messages" in done.stdout and "0 were already there" in done.stdout
-    refused = manage("mail", "export", "carol@example.test", str(tmp_path / "x"), "--format", "maildir", "--folder", "Nope")
+    refused = manage("mail", "export", "alice@example.test", str(tmp_path / "x"), "--format", "maildir", "--folder", "Nope")
     assert (refused.returncode, refused.stdout) == (1, "")
     assert "folder Nope does not exist" in refused.stderr and refused.stderr.count("\n") == 1
     assert "Traceback" not in refused.stderr
