@@ -18,7 +18,7 @@ ACTION_WORDS = {
     "none": "inbox",
     "tag": "marked as spam",
     "junk": "into Junk",
-    "reject": "refused at SMTP time (into Junk when already accepted)",
+    "reject": "refused at SMTP time; into Junk once accepted",
     "unreadable": "not scored",
     "": "",
 }
