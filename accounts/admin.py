@@ -672,7 +672,10 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self):
-        return self.object_list[: self.cap + 1].count()
+        rows = self.object_list
+        if isinstance(rows, QuerySet):
+            rows = rows.order_by()  # counting needs no order: a sort of every row before the LIMIT
+        return rows[: self.cap + 1].count()
 
     @property
     def capped(self):
