@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export MAILSUITE_DATA_DIR ?= $(CURDIR)/var
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test setup debs-run demo bench bench-smtp bench-queue bench-imap bench-pop3 bench-spam bench-webmail debs-test clean
+.PHONY: run test setup debs-run demo messages bench bench-smtp bench-queue bench-imap bench-pop3 bench-spam bench-webmail debs-test clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ run: setup
 
 demo: setup
 	$(PY) manage.py demo
+
+# The Spanish catalogue (webmail/locale, in LOCALE_PATHS) holds the strings of every user-facing app;
+# the admin, the API and the operators' pages stay English. The compiled .mo is committed.
+I18N_IGNORE := accounts mailstore mta imap pop3 sieve api ops antispam mailsuite templates/admin tests bench docs var static
+messages:
+	@command -v xgettext >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gettext >/dev/null)
+	$(PY) manage.py makemessages -l es $(addprefix --ignore=,$(I18N_IGNORE))
+	cd webmail && ../$(PY) ../manage.py compilemessages -l es
 
 # Debian tools the end-to-end tests drive as real clients (clamav-daemon: the tests start
 # their own clamd with a tiny signature database; the packaged service is not needed).

@@ -322,8 +322,12 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en"
-# The languages the webmail is translated into (webmail/locale).
+# The languages the webmail is translated into.
 LANGUAGES = [("en", "English"), ("es", "Español")]
+# One catalogue for every user-facing page (webmail, secmail, migration, the spam pages). Listing it
+# here lets `manage.py makemessages -l es` run from the top put strings of apps without a locale dir
+# of their own (secmail/, migration/, templates/) into it; Django merges all catalogues at runtime.
+LOCALE_PATHS = [BASE_DIR / "webmail" / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
