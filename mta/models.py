@@ -289,3 +289,17 @@ class GreylistAllowedNetwork(models.Model):
 
     def __str__(self):
         return self.network
+
+
+class QueueSweep(models.Model):
+    """When the periodic sweep last ran: one row, written by every sweep on every node.
+
+    /readyz, the dashboard and /metrics read it to tell a queue whose deferred mail is
+    retried from one whose beat has quietly died (the worker alone delivers new mail but
+    never comes back to deferred mail)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    last_run = models.DateTimeField()
+
+    def __str__(self):
+        return f"queue sweep at {self.last_run:%Y-%m-%d %H:%M:%S}"

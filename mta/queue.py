@@ -14,15 +14,17 @@ Implementation notes:
 """
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from mailsuite.lib.addresses import AddressError, split_address
-from mta.models import DeliveryAttempt, DestinationSlot, QueuedMessage, QueuedRecipient
+from mta.models import DeliveryAttempt, DestinationSlot, QueuedMessage, QueuedRecipient, QueueSweep
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +199,66 @@ def release(recipients, *, owner):
     QueuedRecipient.objects.filter(pk__in=[r.pk for r in recipients], lease_owner=owner).update(
         lease_owner="", lease_until=None
     )
+
+
+# Sweep heartbeat ---------------------------------------------------------------------
+# The sweep is the only thing that comes back to deferred mail, and it runs under Celery
+# beat, which can die (or never start) while the worker keeps delivering new mail. Each
+# sweep stamps one shared row; readiness, the dashboard and the metrics compare it with
+# the clock. Stale means: older than SWEEP_STALE_INTERVALS sweep intervals, and never less
+# than SWEEP_STALE_MINIMUM (a sweep task can wait behind slow deliveries in a busy worker).
+SWEEP_STALE_INTERVALS = 5
+SWEEP_STALE_MINIMUM = timedelta(minutes=5)
+
+
+def record_sweep(at=None):
+    """Stamp the heartbeat (the sweep task calls this each time it has run)."""
+    at = at or now()
+    if not QueueSweep.objects.filter(pk=1).update(last_run=at):
+        QueueSweep.objects.update_or_create(pk=1, defaults={"last_run": at})
+
+
+def last_sweep():
+    """When any node's sweep last ran, or None if none ever did."""
+    return QueueSweep.objects.filter(pk=1).values_list("last_run", flat=True).first()
+
+
+def sweep_stale_after():
+    return max(timedelta(seconds=SWEEP_STALE_INTERVALS * settings.MAILSUITE_QUEUE_SWEEP_SECONDS), SWEEP_STALE_MINIMUM)
+
+
+@dataclass(frozen=True)
+class SweepStatus:
+    last_run: object  # aware datetime, or None: never
+    age_seconds: float | None  # None: never
+    problem: str = ""  # one line for operators; empty when the sweep is fine
+
+    @property
+    def ok(self):
+        return not self.problem
+
+
+def _utc(moment):
+    return f"{moment.astimezone(dt_timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def sweep_status(at=None):
+    """Is the periodic sweep running? Stale with a heartbeat means it stopped (a sweep ran
+    here before, so one is expected); without one, a fresh install is fine until mail
+    waits longer than the staleness limit with no sweep to come back to it."""
+    at = at or now()
+    limit = sweep_stale_after()
+    every = settings.MAILSUITE_QUEUE_SWEEP_SECONDS
+    hint = "deferred mail is not retried: check that Celery beat runs (runqueue without --no-beat on at least one node)"
+    last = last_sweep()
+    if last is not None:
+        age = max(0.0, (at - last).total_seconds())
+        if at - last <= limit:
+            return SweepStatus(last, age)
+        return SweepStatus(last, age, (
+            f"queue sweep has not run since {_utc(last)} ({int(age)} s ago; it runs every {every} s): {hint}"
+        ))
+    oldest = QueuedRecipient.objects.filter(state__in=PENDING).aggregate(at=Min("message__created"))["at"]
+    if oldest is not None and at - oldest > limit:
+        return SweepStatus(None, None, f"queue sweep has never run, and mail has waited since {_utc(oldest)}: {hint}")
+    return SweepStatus(None, None)

@@ -22,6 +22,7 @@ def sweep():
         deliver_domain.delay(domain)
     if domains:
         log.info("sweep: %d destinations with due mail", len(domains))
+    queue.record_sweep()  # the heartbeat /readyz, the dashboard and /metrics watch
 
 
 @shared_task(ignore_result=True)

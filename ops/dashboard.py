@@ -1,6 +1,6 @@
 """The operator's dashboard: numbers from the database and the metrics, and the warnings
 worth acting on (a certificate about to expire, DNS that is wrong, a queue that grows or
-holds old mail, this server's IP on a block list).
+holds old mail or whose periodic sweep stopped, this server's IP on a block list).
 
 summary() is plain data, for the admin page and for an API endpoint alike. Queue numbers
 come from the database, so every node shows the same queue; counters since start come from
@@ -14,6 +14,7 @@ from django.core.cache import cache
 from django.db.models import Count, Min
 from django.utils import timezone
 
+from mta import queue as mta_queue
 from mta.models import DeliveryAttempt, QueuedRecipient
 from ops import dnsdoctor, metrics
 
@@ -75,11 +76,14 @@ def queue_numbers(at):
         "left_last_hour": DeliveryAttempt.objects.filter(
             started__gte=hour_ago, outcome__in=("delivered", "bounced")).count(),
         "attempts_last_day": {k: outcomes.get(k, 0) for k in ("delivered", "deferred", "bounced")},
+        "sweep": mta_queue.sweep_status(at),
     }
 
 
 def queue_warnings(queue):
     warnings = []
+    if not queue["sweep"].ok:
+        warnings.append(Warning("queue", queue["sweep"].problem))
     waiting = queue["waiting"]["queued"] + queue["waiting"]["deferred"]
     if queue["oldest_seconds"] > QUEUE_OLD_SECONDS:
         hours = queue["oldest_seconds"] / 3600

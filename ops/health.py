@@ -3,7 +3,10 @@
 - the database answers a query;
 - the blob storage takes a write (and a delete) through the storage API, so object
   storage counts as well as a local disk;
-- each mail service's port accepts a TCP connection on this machine.
+- each mail service's port accepts a TCP connection on this machine;
+- the outbound queue's periodic sweep has run lately (mta.queue.sweep_status): the
+  heartbeat is shared, so a beat on any node counts. A fresh install with no waiting
+  mail is ready before its first sweep.
 """
 import logging
 import socket
@@ -27,6 +30,8 @@ PORT_SETTINGS = (
     ("pop3s", "MAILSUITE_POP3S_PORT"),
     ("managesieve", "MAILSUITE_MANAGESIEVE_PORT"),
 )
+# What ?service= may name: the ports, and "queue" for the sweep check.
+SERVICES = frozenset(name for name, _ in PORT_SETTINGS) | {"queue"}
 
 
 @dataclass
@@ -87,5 +92,23 @@ def ports(services=None):
     return checks
 
 
+def queue_sweep():
+    from mta import queue
+
+    try:
+        status = queue.sweep_status()
+    except Exception as error:  # the database check says why
+        return Check("queue-sweep", False, f"{error.__class__.__name__}: {error}")
+    if not status.ok:
+        return Check("queue-sweep", False, status.problem)
+    if status.last_run is None:
+        return Check("queue-sweep", True, "not run yet; no mail waiting for it")
+    return Check("queue-sweep", True, f"last run {int(status.age_seconds)} s ago")
+
+
 def readiness(services=None):
-    return [database(), storage(), *ports(services)]
+    """Every check (`services`: names of SERVICES, default all)."""
+    checks = [database(), storage(), *ports(services)]
+    if services is None or "queue" in services:
+        checks.append(queue_sweep())
+    return checks

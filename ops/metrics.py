@@ -5,7 +5,8 @@ delivery outcomes per recipient with their enhanced status code as the reason
 (mta.delivery), connections accepted per protocol (each server's accept), failed logins per
 protocol (accounts.auth), spam verdicts (antispam.checks), HTTP request latencies (ops
 middleware). Read from the database when scraped: the outbound queue's depth per state and
-the age of its oldest pending message, so every node reports the one shared queue.
+the age of its oldest pending message and of the last periodic sweep, so every node
+reports the one shared queue.
 
 Implementation notes:
 - runmail runs each daemon in its own process (SMTP in several). With
@@ -133,6 +134,14 @@ class QueueCollector:
             "mailsuite_queue_oldest_seconds",
             "Age of the oldest message with a recipient still to deliver (0: none)",
             value=max(0.0, age),
+        )
+        from mta import queue
+
+        sweep = queue.sweep_status()
+        yield GaugeMetricFamily(
+            "mailsuite_queue_sweep_age_seconds",
+            "Seconds since the outbound queue's periodic sweep last ran on any node (+Inf: never)",
+            value=float("inf") if sweep.age_seconds is None else sweep.age_seconds,
         )
 
 

@@ -113,11 +113,12 @@ def healthz(request):
 @never_cache
 @require_GET
 def readyz(request):
-    """200 when the database, the blob storage and the mail ports are all fine, else 503;
-    the JSON body says which check failed. ?service=imap&service=smtp… checks only those
-    ports (a node that runs some daemons only)."""
+    """200 when the database, the blob storage, the mail ports and the queue sweep are all
+    fine, else 503; the JSON body says which check failed. ?service=imap&service=smtp…
+    checks only those ports (a node that runs some daemons only), and the queue sweep only
+    with service=queue."""
     services = request.GET.getlist("service") or None
-    if services and not set(services) <= {name for name, _ in health.PORT_SETTINGS}:
+    if services and not set(services) <= health.SERVICES:
         return HttpResponseBadRequest("unknown service\n", content_type="text/plain; charset=utf-8")
     checks = health.readiness(services)
     ok = all(check.ok for check in checks)
