@@ -150,7 +150,8 @@ class Conversation(models.Model):
     messages on every view. Kept by mailstore.actions in the transaction of every change
     to the folder's messages (added, removed, moved, flags), never written elsewhere."""
 
-    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="conversations")
+    # No index of its own: both indexes below start with it.
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="conversations", db_index=False)
     thread_key = models.BigIntegerField()
     # The newest Date: among the folder's messages of the thread (null if none has one),
     # and the newest row id (arrival: the tie-break, as the message list's).
@@ -168,6 +169,7 @@ class Conversation(models.Model):
         ]
         indexes = [
             # The grouped list: a folder's conversations newest first, a page at a time.
+            # (PostgreSQL also gets one in the list's NULLS LAST order: migration 0008.)
             models.Index(fields=["folder", "latest_date", "latest_id"], name="conversation_folder_latest"),
         ]
 
