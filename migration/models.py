@@ -12,6 +12,7 @@
 from datetime import timedelta
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class ImportedMessage(models.Model):
@@ -76,9 +77,9 @@ class ExternalAccount(models.Model):
         IMAP = "imap", "IMAP"
 
     class TLS(models.TextChoices):
-        IMPLICIT = "implicit", "TLS from the first byte (993/995)"
+        IMPLICIT = "implicit", _("TLS from the first byte (993/995)")
         STARTTLS = "starttls", "STARTTLS / STLS"
-        NONE = "none", "none (plaintext)"
+        NONE = "none", _("none (plaintext)")
 
     account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="external_accounts")
     protocol = models.CharField(max_length=4, choices=Protocol.choices)
@@ -132,9 +133,9 @@ class TransferJob(models.Model):
     running the job again (resume) goes on where it stopped."""
 
     class Kind(models.TextChoices):
-        IMPORT = "import", "import"
-        EXPORT = "export", "export"
-        MIGRATE = "migrate", "IMAP migration"
+        IMPORT = "import", _("import")
+        EXPORT = "export", _("export")
+        MIGRATE = "migrate", _("IMAP migration")
 
     class State(models.TextChoices):
         QUEUED = "queued", "queued"

@@ -15,6 +15,7 @@ Fingerprints: S/MIME = SHA-256 of the certificate's DER, lower-case hex; OpenPGP
 key's fingerprint as gpg prints it (upper-case hex). Writes go through secmail.actions.
 """
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Account
 
@@ -63,7 +64,7 @@ class OwnKey(models.Model):
 
 class PeerKey(models.Model):
     HARVESTED, AUTOCRYPT, WKD, IMPORTED = "harvested", "autocrypt", "wkd", "imported"
-    SOURCES = [(HARVESTED, "signed mail"), (AUTOCRYPT, "Autocrypt header"), (WKD, "Web Key Directory"), (IMPORTED, "imported")]
+    SOURCES = [(HARVESTED, _("signed mail")), (AUTOCRYPT, _("Autocrypt header")), (WKD, "Web Key Directory"), (IMPORTED, _("imported"))]
 
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="secmail_peer_keys")
     kind = models.CharField(max_length=8, choices=KINDS)

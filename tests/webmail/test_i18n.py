@@ -71,7 +71,8 @@ def test_the_transfer_pages_are_in_spanish(alice_client):
         assert text in content, text
     assert "Import mail" not in content and "Download mail" not in content
     content = spanish_page(alice_client, "/settings/transfer/external/")
-    for text in ["Añadir una cuenta", "Nombre de usuario", "Servidor", "Dejar los mensajes en el servidor"]:
+    for text in ["Añadir una cuenta", "Nombre de usuario", "Servidor", "Dejar los mensajes en el servidor",
+                 "TLS desde el primer byte (993/995)", "ninguna (texto sin cifrar)"]:
         assert text in content, text
     assert "Add an account" not in content
 
@@ -82,6 +83,19 @@ def test_the_spam_settings_are_in_spanish(alice_client):
                  "Dirección o dominio", "Sus listas están vacías."]:
         assert text in content, text
     assert "Allow and block lists" not in content
+
+
+def test_the_spam_verdict_is_explained_in_spanish(alice, alice_client):
+    from antispam.models import Verdict
+
+    message = deliver(alice, make_mail("Deal"))
+    Verdict.objects.create(account=alice, blob=message.blob, score=4.5, action="tag", rules=[],
+                           results={"spf": "pass", "dmarc": "fail"})
+    content = spanish_page(alice_client, f"/f/{message.folder_id}/m/{message.uid}/")
+    for text in ["Comprobación de spam: marcado como posible spam (puntuación 4,5)", "Autenticación del remitente",
+                 "el dominio del remitente no ha superado DMARC", "No se ha encontrado nada sospechoso."]:
+        assert text in content, text
+    assert "marked as possible spam" not in content and "vouch" not in content
 
 
 def test_a_conversation_page_is_in_spanish(alice, alice_client):

@@ -1,5 +1,6 @@
 """{% spam_panel message %}: a message's authentication results and spam verdict in plain words."""
 from django import template
+from django.utils.translation import gettext_lazy as _
 
 from antispam.models import Verdict
 
@@ -7,20 +8,20 @@ register = template.Library()
 
 # Authentication results in plain words, by method and result.
 MEANINGS = {
-    ("spf", "pass"): "the sending server is allowed to send for the sender's domain",
-    ("spf", "fail"): "the sending server is not allowed to send for the sender's domain",
-    ("spf", "softfail"): "the sender's domain says this server is probably not allowed to send for it",
-    ("dkim", "pass"): "the message carries a valid signature: it was not changed on the way",
-    ("dkim", "fail"): "the message's signature does not verify: it may have been changed",
-    ("dmarc", "pass"): "the sender's domain vouches for this message",
-    ("dmarc", "fail"): "the sender's domain failed DMARC: it does not vouch for this message",
-    ("arc", "pass"): "a forwarder recorded how the message arrived to it",
+    ("spf", "pass"): _("the sending server is allowed to send for the sender's domain"),
+    ("spf", "fail"): _("the sending server is not allowed to send for the sender's domain"),
+    ("spf", "softfail"): _("the sender's domain says this server is probably not allowed to send for it"),
+    ("dkim", "pass"): _("the message carries a valid signature: it was not changed on the way"),
+    ("dkim", "fail"): _("the message's signature does not verify: it may have been changed"),
+    ("dmarc", "pass"): _("the sender's domain vouches for this message"),
+    ("dmarc", "fail"): _("the sender's domain failed DMARC: it does not vouch for this message"),
+    ("arc", "pass"): _("a forwarder recorded how the message arrived to it"),
 }
 ACTIONS = {
-    "none": "not spam",
-    "tag": "marked as possible spam",
-    "junk": "spam: filed into Junk",
-    "reject": "certainly spam (kept in Junk because another recipient accepted it)",
+    "none": _("not spam"),
+    "tag": _("marked as possible spam"),
+    "junk": _("spam: filed into Junk"),
+    "reject": _("certainly spam (kept in Junk because another recipient accepted it)"),
 }
 
 
