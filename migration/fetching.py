@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.resolve import Resolution
 from mailsuite.lib import secrets
@@ -77,7 +78,7 @@ def test_connection(external):
         with POP3Client(external.host, external.port, tls=external.tls, user=external.username, password=password,
                         verify=external.verify_certificate) as client:
             listing = client.listing()
-        return f"logged in: {len(listing)} messages on the server"
+        return gettext("logged in: %(count)d messages on the server") % {"count": len(listing)}
     with IMAPClient(external.host, external.port, tls=external.tls, user=external.username, password=password,
                     verify=external.verify_certificate) as client:
         folders = client.folders()
@@ -85,8 +86,8 @@ def test_connection(external):
     names = {f.name for f in folders}
     missing = [name for name in wanted if name != "*" and name not in names]
     if missing:
-        raise RemoteError(f"logged in, but there is no folder {missing[0]!r} on {external.host}")
-    return f"logged in: {len(folders)} folders on the server"
+        raise RemoteError(gettext("logged in, but there is no folder %(folder)r on %(host)s") % {"folder": missing[0], "host": external.host})
+    return gettext("logged in: %(count)d folders on the server") % {"count": len(folders)}
 
 
 def remove_external_account(external):
