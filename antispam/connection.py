@@ -165,12 +165,12 @@ def helo_rules(helo, *, our_hostname, our_addresses=(), is_our_domain=lambda nam
 
 def is_local_domain(name):
     """True if the HELO name is one of our domains (a database read: run it in the DB pool)."""
-    from accounts.resolve import local_domain
+    from accounts.resolve import is_local_domain as is_local
 
     name = (name or "").strip().rstrip(".").lower()
     if not is_fqdn(name):
         return False
-    return local_domain(name) is not None
+    return is_local(name)
 
 
 def assess(ip, helo, *, our_hostname, our_addresses=(), helo_is_ours=False):

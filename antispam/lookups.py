@@ -42,6 +42,13 @@ class _Memo:
             self.entries[key] = (now, value)
         return value
 
+    def known(self, key, default=None):
+        """The value remembered for `key` if still fresh, else `default` (never loads)."""
+        entry = self.entries.get(key)
+        if entry is not None and clock() - entry[0] < TTL:
+            return entry[1]
+        return default
+
     def clear(self):
         with self.lock:
             self.entries.clear()
@@ -83,6 +90,11 @@ def corpus(account_id):
 def is_local_domain(domain):
     """Whether mail for `domain` is delivered here (accounts.resolve.local_domain)."""
     return _local_domains.get(domain, _load_is_local_domain)
+
+
+def known_local_domain(domain):
+    """is_local_domain(domain) if remembered, else None: no database read."""
+    return _local_domains.known(domain)
 
 
 def sender_mark(account_id, address):
@@ -146,6 +158,6 @@ def _load_corpus(account_id):
 
 
 def _load_is_local_domain(domain):
-    from accounts.resolve import local_domain
+    from accounts.resolve import is_local_domain as is_local
 
-    return local_domain(domain) is not None
+    return is_local(domain)
