@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from antispam import arc, authresults, bayes, dkim_check, dmarc, lookups, policy, rules, spf_check
+from mailsuite.lib.aio import run_sync
 from mta.headers import field_values
 from ops import metrics
 
@@ -108,10 +109,14 @@ def from_domain(raw):
     return domain or None
 
 
-def check_message(content, *, client_ip, helo, mail_from, skip=False, listings=(), connection_rules=(), iprev=None):
+def check_message(
+    content, *, client_ip, helo, mail_from, skip=False, listings=(), connection_rules=(), iprev=None,
+    is_local_domain=None,
+):
     """See the module docstring. `mail_from` is "" for the null sender; `skip` for
     authenticated or trusted clients; `listings` the block list entries found at MAIL FROM;
-    `connection_rules` and `iprev` what antispam.connection.assess() found about the client."""
+    `connection_rules` and `iprev` what antispam.connection.assess() found about the client;
+    `is_local_domain` answers whether a domain is ours (default: asked in this thread)."""
     our_id = settings.MAILSUITE_HOSTNAME
     content, forged = authresults.remove_ours(content, our_id)
     if forged:
@@ -139,7 +144,9 @@ def check_message(content, *, client_ip, helo, mail_from, skip=False, listings=(
         outcome.rules = [r for r in outcome.rules if r.name not in ("SPF_FAIL", "SPF_SOFTFAIL", "DKIM_INVALID")]
     aligned = _aligned(author_domain, spf, dkim_results)
     facts = rules.facts(content)
-    outcome.add_hits(rules.evaluate_facts(facts, rules.Context(is_local_domain=_is_local_domain, aligned=aligned)))
+    outcome.add_hits(rules.evaluate_facts(
+        facts, rules.Context(is_local_domain=is_local_domain or _is_local_domain, aligned=aligned),
+    ))
     methods = _methods(spf, helo_spf, dkim_results, dmarc_result, arc_result, client_ip, overridden=_overridden(dmarc_result, arc_result))
     if iprev is not None:
         methods.insert(0, iprev.method())  # RFC 8601 §2.7.3: the client's reverse DNS
@@ -271,4 +278,15 @@ async def off_loop(function, *args, **kwargs):
 
 
 async def check_message_off_loop(content, **kwargs):
-    return await off_loop(check_message, content, **kwargs)
+    """check_message() in the checks' threads; whether the From domain is ours is read
+    in the database pool (the checks' threads never open a database connection, which
+    nothing would close)."""
+    loop = asyncio.get_running_loop()
+
+    def is_local_domain(domain):
+        known = lookups.known_local_domain(domain)
+        if known is None:
+            known = asyncio.run_coroutine_threadsafe(run_sync(lookups.is_local_domain, domain), loop).result()
+        return known
+
+    return await off_loop(check_message, content, is_local_domain=is_local_domain, **kwargs)
