@@ -7,12 +7,33 @@ Three callers, three shapes:
 - DKIMKeyLookup: dkimpy's dnsfunc, which remembers why a key was not found, since
   dkimpy reports every failure as a plain False.
 """
+import threading
+import time
+
 import dns.exception
 import dns.resolver
+from django.conf import settings
 
-from mta.routing import resolver
+from mta import routing
 
 LIFETIME = 10.0
+RESOLVER_REUSE = 60.0  # seconds a Resolver is reused: system resolvers (resolv.conf) are re-read after that
+
+# A Resolver is only read by resolve() (each query keeps its state apart), so threads share
+# one per set of configured servers: building one costs more CPU than a cached answer.
+_resolvers = {}  # servers → (built at, Resolver)
+_resolvers_lock = threading.Lock()
+
+
+def resolver():
+    servers = tuple(settings.MAILSUITE_DNS_SERVERS or ())
+    now = time.monotonic()
+    entry = _resolvers.get(servers)
+    if entry is None or now - entry[0] >= RESOLVER_REUSE:
+        entry = (now, routing.resolver())
+        with _resolvers_lock:
+            _resolvers[servers] = entry
+    return entry[1]
 
 
 class TempError(Exception):
