@@ -44,21 +44,21 @@ Implementation notes
 - SORT and THREAD compare strings by i;ascii-casemap (RFC 5256 §3, RFC 4790 §9.2) and
   dates by the sent date of RFC 5256 §2.2 (Date: field, else INTERNALDATE), ties by
   sequence number. They fetch their columns for the matching messages in one query.
-- Reads only; no transaction is needed or opened. Run it off the event loop.
+- Reads only. On PostgreSQL a search with text keys runs in a transaction of its own, for
+  the planner hint (mailsuite.db.planner). Run it off the event loop.
 """
 from __future__ import annotations
 
 import operator
 import re
 from bisect import bisect_right
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from functools import reduce
 from types import SimpleNamespace
 
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Q
 
 from imap import fetch
@@ -82,6 +82,7 @@ from imap.parser import (
     ThreadId,
     UidKey,
 )
+from mailsuite.db.planner import text_index_preferred
 from mailstore.mime import searchable_header
 from mailstore.models import Blob, Message
 
@@ -107,24 +108,8 @@ class MailboxView:
 
 def search(view: MailboxView, key: SearchKey) -> list[int]:
     """UIDs of the messages in `view` that match `key`, ascending (RFC 9051 §6.4.4)."""
-    with _text_index_preferred(_TEXT in _kinds(key)):
+    with text_index_preferred(_TEXT in _kinds(key)):
         return sorted(_Search(view).matches(key, set(view.uids)))
-
-
-@contextmanager
-def _text_index_preferred(searching_text):
-    """PostgreSQL prices ILIKE on a long text like any comparison (detoasting it is not in
-    its costs), so on a folder of a few thousand messages it reads every candidate's text
-    rather than the pg_trgm index: a second where the index takes milliseconds
-    (bench/imap.py). A search with text keys runs with sequential scans priced out; a
-    handful of candidates still goes through the message and blob keys."""
-    if not searching_text or connection.vendor != "postgresql":
-        yield
-        return
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL enable_seqscan = off")
-        yield
 
 
 # How a key is answered, cheapest first: from the view, from the message row (SQL),

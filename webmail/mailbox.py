@@ -18,14 +18,13 @@ Implementation notes:
   trigram tables on SQLite, pg_trgm on PostgreSQL), as IMAP SEARCH does (imap/search.py);
   see webmail.search.
 """
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from django.db import connection, transaction
 from django.db.models import Count, F, Max, Q, Window
 from django.db.models.functions import Lower, RowNumber
 from django.utils.translation import gettext_lazy as _
 
+from mailsuite.db.planner import text_index_preferred
 from mailstore.models import DEFAULT_FOLDERS, HIERARCHY_DELIMITER, Conversation, Folder, Message
 from webmail.search import Criteria
 
@@ -223,25 +222,10 @@ def _filtered(messages, query):
     return messages, False
 
 
-@contextmanager
-def _text_index_preferred(searching):
-    """PostgreSQL prices ILIKE on a long text like any comparison (the detoasting is not in
-    its costs), so until a table is large it scans mailstore_blob instead of using the
-    pg_trgm index, and that scan takes seconds on 10,000 messages (bench/webmail.py). A
-    search's queries run with sequential scans priced out; nothing else is touched."""
-    if not searching or connection.vendor != "postgresql":
-        yield
-        return
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL enable_seqscan = off")
-        yield
-
-
 def message_page(account, query, folder=None):
     """One page of the list: the folder's messages, or with search criteria and no folder,
     the account's messages in every folder."""
-    with _text_index_preferred(bool(query.search)):
+    with text_index_preferred(bool(query.search)):
         return _message_page(account, query, folder)
 
 
@@ -299,7 +283,7 @@ def conversation_page(account, query, folder):
     their newest match). Each row is the newest such message's LIST_COLUMNS (and
     folder__name without a folder) plus thread_key, thread_count and thread_unread
     (over conversation_folders)."""
-    with _text_index_preferred(bool(query.search)):
+    with text_index_preferred(bool(query.search)):
         if query.search:
             return _matching_conversations(account, query, folder)
         return _folder_conversations(account, query, folder)
