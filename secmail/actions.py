@@ -14,6 +14,7 @@ import hashlib
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.identities import may_send_as
 from secmail import keys, openpgp, sealing, smime
@@ -23,7 +24,7 @@ from secmail.models import OPENPGP, SMIME, OwnKey, PeerKey, RevocationList, Trus
 
 def _require_private_keys():
     if not settings.MAILSUITE_SERVER_PRIVATE_KEYS:
-        raise PrivateKeysDisabled("this server keeps no private keys; use a mail client that holds your key")
+        raise PrivateKeysDisabled(gettext("this server keeps no private keys; use a mail client that holds your key"))
 
 
 def _own_addresses(account, addresses):

@@ -1,5 +1,7 @@
 """Errors the secmail actions raise; each message is one line fit for the user."""
 
+from django.utils.translation import gettext
+
 
 class SecmailError(Exception):
     """Base class: a key or message-security request that cannot be carried out."""
@@ -34,7 +36,7 @@ class NoKeyFor(SecmailError):
 
     def __init__(self, addresses):
         self.addresses = sorted(addresses)
-        super().__init__("no encryption key for " + ", ".join(self.addresses))
+        super().__init__(gettext("no encryption key for %(addresses)s") % {"addresses": ", ".join(self.addresses)})
 
 
 class CryptoFailure(SecmailError):

@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 
 import gnupg
+from django.utils.translation import gettext
 
 from secmail.errors import BadPassphrase, CryptoFailure, InvalidInput
 from secmail.results import SignatureResult, Status
@@ -175,7 +176,7 @@ def import_secret(armored: str, passphrase: str):
         info = secrets_[0]
         probe = ring.gpg.sign(b"probe", keyid=info.fingerprint, passphrase=passphrase or None, detach=True)
         if not probe.data:
-            raise BadPassphrase("wrong passphrase for the OpenPGP key")
+            raise BadPassphrase(gettext("wrong passphrase for the OpenPGP key"))
         public = ring.gpg.export_keys(info.fingerprint)
         secret = ring.gpg.export_keys(info.fingerprint, secret=True, passphrase=passphrase or "", expect_passphrase=bool(passphrase))
         return info, public, SecretKey(secret, passphrase or "")

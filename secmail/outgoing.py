@@ -20,6 +20,8 @@ import email.policy
 import email.utils
 import io
 
+from django.utils.translation import gettext
+
 from secmail import autocrypt, mimeraw, models, openpgp, pgpmime, smime
 from secmail.errors import InvalidInput, Locked, NoKeyFor
 
@@ -94,7 +96,7 @@ def protect(account, message: bytes, *, kind, sign, encrypt, recipients, unlocke
     if not sign and not encrypt:
         return _with_autocrypt(account, outer, message)
     if sign and unlocked is None:
-        raise Locked("unlock your key to sign")
+        raise Locked(gettext("unlock your key to sign"))
     if sign and unlocked.own_key.kind != kind:
         raise InvalidInput("the key to sign with is of another kind")
     entity = seven_bit(entity)

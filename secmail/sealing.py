@@ -16,6 +16,7 @@ import struct
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from django.utils.translation import gettext
 
 from secmail.errors import BadPassphrase, InvalidInput
 
@@ -58,4 +59,4 @@ def unseal(blob: bytes, passphrase: str, context: bytes) -> bytes:
     try:
         return AESGCM(key).decrypt(nonce, blob[_HEADER.size :], header + context)
     except InvalidTag:
-        raise BadPassphrase("wrong passphrase") from None
+        raise BadPassphrase(gettext("wrong passphrase")) from None

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from django.utils.translation import gettext
 
 from secmail import mimeraw
 from secmail.errors import BadPassphrase, CryptoFailure, InvalidInput
@@ -104,7 +105,7 @@ def load_pkcs12(data: bytes, password: str):
         loaded = pkcs12.load_pkcs12(bytes(data), password.encode("utf-8") if password else None)
     except ValueError as exc:
         if "password" in str(exc).lower() or "mac" in str(exc).lower():
-            raise BadPassphrase("wrong password for the PKCS#12 file") from None
+            raise BadPassphrase(gettext("wrong password for the PKCS#12 file")) from None
         raise InvalidInput("not a PKCS#12 file") from None
     if loaded.key is None or loaded.cert is None:
         raise InvalidInput("the PKCS#12 file holds no certificate with its private key")

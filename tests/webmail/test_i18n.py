@@ -64,6 +64,16 @@ def test_the_keys_page_is_in_spanish(alice_client):
     assert "Your keys" not in content and "Revoked certificates" not in content
 
 
+def test_a_refused_encrypted_message_is_explained_in_spanish(alice, bob, alice_client):
+    """The error comes from secmail's own exception, raised outside any template."""
+    response = alice_client.post("/compose/", {
+        "from_address": "alice@example.test", "to": "bob@example.test", "cc": "", "bcc": "", "subject": "Plans",
+        "body": "Friday.", "action": "send", "secmail_kind": "openpgp", "secmail_encrypt": "1"}, headers=SPANISH)
+    assert response.status_code == 400
+    content = response.content.decode()
+    assert "no hay clave de cifrado para bob@example.test" in content and "no encryption key" not in content
+
+
 def test_the_transfer_pages_are_in_spanish(alice_client):
     content = spanish_page(alice_client, "/settings/transfer/")
     for text in ["Importar y exportar", "Importar correo", "Subir e importar", "Importaciones y exportaciones",
