@@ -53,14 +53,44 @@ def local_domain(domain_name):
     """The Domain serving `domain_name` (following a domain alias), or None.
 
     One query for the three cases (a domain, an active alias of one, neither): a
-    domain of that name wins over an alias of that name."""
-    domain_table, alias_table = Domain._meta.db_table, DomainAlias._meta.db_table
-    sql = (
-        f"SELECT * FROM (SELECT d.*, 0 AS via_alias FROM {domain_table} d WHERE d.name = %s"
-        f" UNION ALL SELECT d.*, 1 AS via_alias FROM {domain_table} d JOIN {alias_table} a ON a.target_id = d.id"
-        f" WHERE a.name = %s AND a.active) found ORDER BY via_alias LIMIT 1"
-    )
-    return next(iter(Domain.objects.raw(sql, [domain_name, domain_name])), None)
+    domain of that name wins over an alias of that name. A plain cursor and
+    Model.from_db(): raw()'s column mapping cost more than the query."""
+    from django.db import connection
+
+    sql, names, converters = _domain_query(connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [domain_name, domain_name])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row[:len(names)])
+    for i, column, convert in converters:
+        values[i] = convert(values[i], column, connection)
+    return Domain.from_db(connection.alias, names, values)
+
+
+_domain_queries = {}  # database alias → (SQL, field names, [(index, column, converter)])
+
+
+def _domain_query(connection):
+    found = _domain_queries.get(connection.alias)
+    if found is None:
+        fields = Domain._meta.concrete_fields
+        columns = ", ".join(f"d.{f.column}" for f in fields)
+        domain_table, alias_table = Domain._meta.db_table, DomainAlias._meta.db_table
+        sql = (
+            f"SELECT * FROM (SELECT {columns}, 0 AS via_alias FROM {domain_table} d WHERE d.name = %s"
+            f" UNION ALL SELECT {columns}, 1 AS via_alias FROM {domain_table} d"
+            f" JOIN {alias_table} a ON a.target_id = d.id WHERE a.name = %s AND a.active) found"
+            f" ORDER BY via_alias LIMIT 1"
+        )
+        converters = []
+        for i, f in enumerate(fields):
+            column = f.get_col(domain_table)  # what the ORM's compiler converts with, in its order
+            for convert in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
+                converters.append((i, column, convert))
+        found = _domain_queries[connection.alias] = (sql, [f.attname for f in fields], converters)
+    return found
 
 
 def is_local_domain(domain_name):

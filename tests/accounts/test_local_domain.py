@@ -37,3 +37,5 @@ def test_local_domain_gives_a_full_domain(domains):
     Domain.objects.filter(pk=domain.pk).update(default_quota=1234, active=False)
     found = local_domain("alias.test")
     assert (found.pk, found.default_quota, found.active) == (domain.pk, 1234, False)
+    assert found.created == Domain.objects.get(pk=domain.pk).created  # converted as the ORM does (aware)
+    assert not found._state.adding and found._state.db == "default"
