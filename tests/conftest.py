@@ -33,6 +33,16 @@ def hermetic_dns():
         django_settings.MAILSUITE_DNS_SERVERS = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quick_emptying():
+    """Transactional tests end with DELETEs rather than `flush` (tests/emptying.py)."""
+    from tests import emptying
+
+    with pytest.MonkeyPatch.context() as patch:
+        emptying.install(patch)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = FAST_HASHERS
