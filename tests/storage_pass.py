@@ -90,6 +90,6 @@ def summary(terminalreporter):
         by_dir[top] = by_dir.get(top, 0) + 1
     terminalreporter.write_sep("=", f"storage-only pass: {len(dropped)} tests that use no database deselected")
     terminalreporter.write_line(
-        f"{kept} tests that use the database ran here; these {len(dropped)} use none and ran in the SQLite "
-        f"pass: " + ", ".join(f"{d} {n}" for d, n in sorted(by_dir.items()))
+        f"{kept} tests that use the database were selected here; these {len(dropped)} use none and are the "
+        f"SQLite pass's alone: " + ", ".join(f"{d} {n}" for d, n in sorted(by_dir.items()))
     )
