@@ -576,6 +576,7 @@ def test_idle_hears_within_a_second_of_what_other_processes_do(settings, alice, 
     common = dict(
         MAILSUITE_HOSTNAME="mx.example.test", MAILSUITE_BIND="127.0.0.1", MAILSUITE_ALLOW_PLAINTEXT_LOOPBACK=1,
         MAILSUITE_IMAP_IDLE_POLL=600,  # only the change bus can make the deadline
+        MAILSUITE_IMAP_WORKERS=1,  # two runimap processes are the point; more would only load the machine
         PYTHONUNBUFFERED=1,
     )
     smtp = manage("runsmtp", "--workers", "1", "--submission-port", "0", "--smtps-port", "0",
