@@ -4,18 +4,16 @@ client idling on another, SIGTERM stops them all, and bad arguments are refused.
 import imaplib
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from accounts import actions
 from mailsuite import settings as project_settings
 from tests.conftest import PASSWORD
-from tests.e2e.helpers import ROOT, alive, child_env, children_of, free_port, manage, settings_blob_location, wait_for_port
+from tests.e2e.helpers import alive, child_env, children_of, free_port, manage, settings_blob_location, wait_for_port
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 ADDRESS = "alice@example.test"
 
@@ -44,6 +42,8 @@ def serving_worker(client, workers):
     return None
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_runimap_workers_share_the_ports_hear_each_other_and_stop_on_sigterm(alice, tmp_path, settings):
     data_dir = tmp_path / "data"
     settings_blob_location(settings, data_dir)
@@ -102,16 +102,14 @@ def test_runimap_workers_share_the_ports_hear_each_other_and_stop_on_sigterm(ali
             server.wait()
 
 
-def test_runimap_refuses_several_workers_on_a_free_port(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "runimap", "--port", "0", "--workers", "2"],
-        env=child_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 1
-    assert "several workers need fixed ports (not 0); use --workers 1 for a free port" in result.stderr
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "runimap", "--workers", "-1"],
-        env=child_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 1
-    assert "--workers cannot be negative" in result.stderr
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--port", "0", "--workers", "2"], "several workers need fixed ports (not 0); use --workers 1 for a free port"),
+        (["--workers", "-1"], "--workers cannot be negative"),
+    ],
+)
+def test_runimap_refuses_bad_worker_arguments(args, message):
+    with pytest.raises(CommandError) as refused:
+        call_command("runimap", *args)
+    assert str(refused.value) == message
