@@ -8,6 +8,7 @@ FAMILIES = {
     "accounts": "accounts: create, password, quota, sending limits, usage",
     "aliases": "aliases and redirects",
     "sieve": "accounts' Sieve scripts",
+    "external": "accounts' external POP3/IMAP accounts mail is fetched from (passwords write-only)",
     "spam": "spam thresholds and allow/block lists of domains and accounts",
     "relay": "smart host, transports and relay domains (superadmin)",
     "queue": "the outbound queue (superadmin)",

@@ -5,6 +5,7 @@ from rest_framework import serializers
 from accounts.models import Account, Alias, AuditEntry, Domain, DomainAlias, LoginEvent, Redirect
 from antispam.models import ListEntry, SpamSettings
 from mailsuite.lib.addresses import display_domain
+from migration.models import ExternalAccount
 from mta.models import QueuedMessage, QueuedRecipient, SmartHost
 from sieve.models import SieveScript
 
@@ -392,3 +393,40 @@ class DashboardSerializer(serializers.Serializer):
     server_dns = DnsFindingSerializer(many=True)
     domains_checked = CheckedDomainSerializer(many=True, help_text="Domains whose DNS was checked lately")
     warnings = DashboardWarningSerializer(many=True)
+
+
+# External accounts fetched from (MRA) ---------------------------------------------------
+
+
+class ExternalAccountSerializer(serializers.ModelSerializer):
+    """The remote password is write-only: stored encrypted, never shown (has_password says
+    whether one is stored)."""
+
+    account = ComputedChar(
+        max_length=320, help_text="The local account mail is fetched into: its address or its id; fixed once created",
+        compute=lambda row: row.account.address,
+    )
+    protocol = serializers.ChoiceField(choices=ExternalAccount.Protocol.values)
+    tls = serializers.ChoiceField(choices=ExternalAccount.TLS.values, required=False, default="implicit")
+    port = serializers.IntegerField(min_value=1, max_value=65535, required=False, allow_null=True,
+                                    help_text="Null or left out: the protocol's port for the TLS mode")
+    password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=500, trim_whitespace=False,
+        help_text="The remote password: required when creating; never shown; empty or left out keeps the stored one",
+    )
+    has_password = serializers.SerializerMethodField()
+    local_folder = serializers.CharField(max_length=1000, required=False, default="INBOX",
+                                         help_text="An existing folder of the local account; INBOX goes through Sieve")
+    remote_folders = serializers.CharField(max_length=10000, required=False, allow_blank=True, default="",
+                                           help_text="IMAP: folders to fetch, one a line; empty = INBOX; * = all")
+
+    class Meta:
+        model = ExternalAccount
+        fields = ("id", "account", "protocol", "host", "port", "tls", "verify_certificate", "username", "password",
+                  "has_password", "remote_folders", "local_folder", "keep", "enabled", "last_attempt",
+                  "last_success", "last_error", "failures", "next_attempt")
+        read_only_fields = ("id", "last_attempt", "last_success", "last_error", "failures", "next_attempt")
+        extra_kwargs = {"host": {"max_length": 255}, "username": {"max_length": 320}}
+
+    def get_has_password(self, obj) -> bool:
+        return bool(obj.password)

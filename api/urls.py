@@ -43,6 +43,7 @@ router.register("login-events", views.LoginEventViewSet, basename="loginevent")
 router.register("audit", views.AuditEntryViewSet, basename="auditentry")
 router.register("spam-lists", views.SpamListEntryViewSet, basename="spamlistentry")
 router.register("spam-settings", views.SpamSettingsViewSet, basename="spamsettings")
+router.register("external-accounts", views.ExternalAccountViewSet, basename="externalaccount")
 
 scripts = views.SieveScriptViewSet
 v1 = [

@@ -16,7 +16,7 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -24,12 +24,16 @@ from rest_framework.views import APIView
 
 from accounts import actions, limits
 from accounts.admin import count_subquery
-from accounts.errors import InvalidInput, NotFound
+from accounts.errors import AccountsError, InvalidInput, NotFound
 from accounts.models import Account, Alias, AuditEntry, Domain, DomainAlias, LoginEvent, Redirect
 from antispam.models import ListEntry, SpamSettings
 from api import csvio
 from api import serializers as s
 from api.rest import CSVParser
+from mailstore import actions as store
+from migration import fetching
+from migration.models import ExternalAccount
+from migration.remote import DEFAULT_PORTS
 from mta import actions as mta_actions
 from mta.models import QueuedMessage, QueuedRecipient, SmartHost
 from ops import dashboard, dnsdoctor
@@ -447,6 +451,111 @@ class SpamSettingsViewSet(SpamScopedMixin, ReadViewSet, mixins.CreateModelMixin,
         row = self.get_object()
         self._set(self.scope_of(row), self.valid(s.SpamThresholdsSerializer))
         return self.changed(self.get_queryset().get(pk=row.pk))
+
+
+# External accounts fetched from (MRA) -------------------------------------------------
+
+EXTERNAL_FIELDS = ("protocol", "host", "port", "tls", "verify_certificate", "username", "remote_folders",
+                   "local_folder", "keep", "enabled")
+
+
+def _invalid(field, message):
+    return exceptions.ValidationError({field: [message]})
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List the external POP3/IMAP accounts fetched into the accounts you administer"),
+    create=extend_schema(summary="Add an external POP3/IMAP account to fetch mail from (the password is stored "
+                                 "encrypted and never shown)"),
+    partial_update=extend_schema(summary="Change an external account; an empty or omitted password keeps the "
+                                         "stored one"),
+    destroy=extend_schema(summary="Remove an external account (mail already fetched stays)"),
+)
+class ExternalAccountViewSet(ReadViewSet, mixins.CreateModelMixin, mixins.UpdateModelMixin,
+                             mixins.DestroyModelMixin):
+    """Writes go through migration.fetching; rows are visible when their account is."""
+
+    scope_family = "external"
+    serializer_class = s.ExternalAccountSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    ordering_fields = ("id", "host")
+    filter_fields = {
+        "account": ("account_id", int, "Only this account's external accounts (its id)"),
+        "protocol": ("protocol", str, "pop3 or imap"),
+        "enabled": ("enabled", bool, "Fetched or not"),
+    }
+
+    def get_queryset(self):
+        accounts = Account.objects.visible_to(self.user).values("pk")
+        return ExternalAccount.objects.filter(account__in=accounts).select_related("account__domain")
+
+    def _account(self, given):
+        """The local account named by id or address, if the user administers it (else a 400
+        that says no more than an unknown one would)."""
+        given = given.strip()
+        visible = Account.objects.visible_to(self.user).select_related("domain")
+        account = None
+        if given.isdigit():
+            account = visible.filter(pk=int(given)).first()
+        elif "@" in given:
+            try:
+                found = actions.get_account(given)
+            except AccountsError:
+                found = None
+            account = found and visible.filter(pk=found.pk).first()
+        if account is None:
+            raise _invalid("account", f"unknown account {given!r}: give the id or the address of an account "
+                                      "you administer")
+        return account
+
+    @staticmethod
+    def _check_folder(account, name):
+        if not account.folders.filter(name=store.normalise_folder_name(name)).exists():
+            raise _invalid("local_folder", f"the account has no folder {name!r}")
+
+    def create(self, request, *args, **kwargs):
+        data = self.valid()
+        account = self._account(data["account"])
+        if not data.get("password"):
+            raise _invalid("password", "the remote password is required")
+        self._check_folder(account, data["local_folder"])
+        try:
+            external = fetching.add_external_account(
+                account, protocol=data["protocol"], host=data["host"], username=data["username"],
+                password=data["password"], port=data.get("port"), tls=data["tls"],
+                verify_certificate=data.get("verify_certificate", True), remote_folders=data["remote_folders"],
+                local_folder=data["local_folder"], keep=data.get("keep", True),
+            )
+        except fetching.ExternalAccountError as error:
+            raise exceptions.ValidationError([str(error)]) from None
+        if not data.get("enabled", True):
+            ExternalAccount.objects.filter(pk=external.pk).update(enabled=False)
+        return self.changed(self.get_queryset().get(pk=external.pk), status.HTTP_201_CREATED)
+
+    @transaction.atomic
+    def partial_update(self, request, *args, **kwargs):
+        external = self.get_object()
+        data = self.valid(partial=True)
+        if "account" in data and self._account(data["account"]).pk != external.account_id:
+            raise _invalid("account", "an external account cannot move to another account: remove it and add one")
+        if "local_folder" in data:
+            self._check_folder(external.account, data["local_folder"])
+            data["local_folder"] = store.normalise_folder_name(data["local_folder"])
+        changed = [name for name in _given(data, *EXTERNAL_FIELDS) if name != "port" or data["port"] is not None]
+        for name in changed:
+            setattr(external, name, data[name])
+        if "port" in data and data["port"] is None:
+            external.port = DEFAULT_PORTS[(external.protocol, external.tls)]
+            changed.append("port")
+        if changed:
+            external.save(update_fields=changed)
+        if data.get("password"):
+            fetching.set_password(external, data["password"])
+        return self.changed(self.get_queryset().get(pk=external.pk))
+
+    def destroy(self, request, *args, **kwargs):
+        fetching.remove_external_account(self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 # Sieve scripts -----------------------------------------------------------------------
