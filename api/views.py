@@ -513,6 +513,7 @@ class ExternalAccountViewSet(ReadViewSet, mixins.CreateModelMixin, mixins.Update
         if not account.folders.filter(name=store.normalise_folder_name(name)).exists():
             raise _invalid("local_folder", f"the account has no folder {name!r}")
 
+    @transaction.atomic
     def create(self, request, *args, **kwargs):
         data = self.valid()
         account = self._account(data["account"])
