@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from accounts.models import AuditEntry
 from mailsuite.lib import secrets
 from mailstore import actions as store
 from migration import fetching
@@ -155,3 +156,20 @@ def test_a_bad_patch_changes_nothing(tenants, as_user, bob):
         response = api.patch(f"external-accounts/{row['id']}/", change)
         assert response.status_code == 400 and field in response.json_body["fields"], response.content
     assert api.get(f"external-accounts/{row['id']}/").json_body == row
+
+
+def test_every_change_is_audited_without_the_password(tenants, as_user, bob):
+    api = as_user(tenants["alice"])
+    row = api.post("external-accounts/", new()).json_body
+    api.patch(f"external-accounts/{row['id']}/", {"host": "mail.remote.test"})
+    api.patch(f"external-accounts/{row['id']}/", {"password": "another-one"})
+    api.delete(f"external-accounts/{row['id']}/")
+    entries = list(AuditEntry.objects.filter(object_type="external").order_by("id"))
+    assert [e.action for e in entries] == ["external.add", "external.change", "external.change", "external.remove"]
+    assert {e.actor_name for e in entries} == {tenants["alice"].get_username()}
+    assert {e.domain_name for e in entries} == {"example.test"}
+    assert entries[0].object_repr == "bob.remote@imap.remote.test for bob@example.test"
+    assert (entries[1].before["host"], entries[1].after["host"]) == ("imap.remote.test", "mail.remote.test")
+    assert entries[2].after["password"] == "changed"
+    logged = json.dumps([[e.before, e.after] for e in entries])
+    assert SECRET not in logged and "another-one" not in logged
