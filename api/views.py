@@ -531,12 +531,11 @@ class ExternalAccountViewSet(ReadViewSet, mixins.CreateModelMixin, mixins.Update
             raise exceptions.ValidationError([str(error)]) from None
         if not data.get("enabled", True):
             ExternalAccount.objects.filter(pk=external.pk).update(enabled=False)
-        self._audit("external.add", external, after=_external_snapshot(external))
+        self._audit("external.add", external, after=fetching.audit_snapshot(external))
         return self.changed(self.get_queryset().get(pk=external.pk), status.HTTP_201_CREATED)
 
     def _audit(self, action, external, **changes):
-        actions.audit(self.user, action, f"{external.username}@{external.host} for {external.account.address}",
-                      domain=external.account.domain, **changes)
+        fetching.audit(self.user, action, external, **changes)
 
     @transaction.atomic
     def partial_update(self, request, *args, **kwargs):
@@ -548,7 +547,7 @@ class ExternalAccountViewSet(ReadViewSet, mixins.CreateModelMixin, mixins.Update
             self._check_folder(external.account, data["local_folder"])
             data["local_folder"] = store.normalise_folder_name(data["local_folder"])
         changed = [name for name in _given(data, *EXTERNAL_FIELDS) if name != "port" or data["port"] is not None]
-        before = _external_snapshot(external)
+        before = fetching.audit_snapshot(external)
         for name in changed:
             setattr(external, name, data[name])
         if "port" in data and data["port"] is None:
@@ -559,24 +558,16 @@ class ExternalAccountViewSet(ReadViewSet, mixins.CreateModelMixin, mixins.Update
         if data.get("password"):
             fetching.set_password(external, data["password"])
         if changed or data.get("password"):
-            after = {**_external_snapshot(external), "password": "changed"} if data.get("password") else None
-            self._audit("external.change", external, before=before, after=after or _external_snapshot(external))
+            after = {**fetching.audit_snapshot(external), "password": "changed"} if data.get("password") else None
+            self._audit("external.change", external, before=before, after=after or fetching.audit_snapshot(external))
         return self.changed(self.get_queryset().get(pk=external.pk))
 
     @transaction.atomic
     def destroy(self, request, *args, **kwargs):
         external = self.get_object()
-        self._audit("external.remove", external, before=_external_snapshot(external))
+        self._audit("external.remove", external, before=fetching.audit_snapshot(external))
         fetching.remove_external_account(external)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-def _external_snapshot(external):
-    """An external account's settings for the audit log: never its password."""
-    return {name: getattr(external, name) for name in (
-        "protocol", "host", "port", "tls", "verify_certificate", "username", "remote_folders", "local_folder",
-        "keep", "enabled",
-    )}
 
 
 # Sieve scripts -----------------------------------------------------------------------

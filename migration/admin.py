@@ -1,7 +1,9 @@
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.utils.html import format_html
 
+from accounts.actions import channel
 from mailsuite.lib.sizes import format_size
 from migration import actions, fetching
 from migration.models import ExternalAccount, TransferJob
@@ -46,11 +48,27 @@ class ExternalAccountAdmin(admin.ModelAdmin):
     def password_state(self, external):
         return "set (encrypted)" if external.password else "none"
 
+    @transaction.atomic
     def save_model(self, request, obj, form, change):
+        before = fetching.audit_snapshot(ExternalAccount.objects.get(pk=obj.pk)) if change else None
         password = form.cleaned_data.get("new_password")
         if password:
             fetching.set_password(obj, password)
         super().save_model(request, obj, form, change)
+        after = fetching.audit_snapshot(obj) | ({"password": "changed"} if password and change else {})
+        with channel("admin"):
+            fetching.audit(request.user, "external.change" if change else "external.add", obj, before=before, after=after)
+
+    @transaction.atomic
+    def delete_model(self, request, obj):
+        with channel("admin"):
+            fetching.audit(request.user, "external.remove", obj, before=fetching.audit_snapshot(obj))
+        super().delete_model(request, obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        for external in queryset.select_related("account__domain"):
+            self.delete_model(request, external)
 
 
 @admin.register(TransferJob)

@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext
 
+from accounts.actions import audit as record_audit
 from accounts.resolve import Resolution
 from mailsuite.lib import secrets
 from mailstore import actions as store
@@ -67,6 +68,20 @@ def set_password(external, password):
         external.next_attempt = None
         ExternalAccount.objects.filter(pk=external.pk).update(password=external.password, next_attempt=None)
     return external
+
+
+def audit_snapshot(external):
+    """An external account's settings for the audit log: never its password."""
+    return {name: getattr(external, name) for name in (
+        "protocol", "host", "port", "tls", "verify_certificate", "username", "remote_folders", "local_folder",
+        "keep", "enabled",
+    )}
+
+
+def audit(acting_user, action, external, **changes):
+    """Record an administrator's change to an external account (external.add/change/remove)."""
+    record_audit(acting_user, action, f"{external.username}@{external.host} for {external.account.address}",
+                 domain=external.account.domain, **changes)
 
 
 def test_connection(external):

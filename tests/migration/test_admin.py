@@ -1,10 +1,12 @@
 """The Django admin's external accounts: the password is write-only, stored encrypted as the
 webmail and the CLI store it, and never sent back to the browser."""
+import json
 from datetime import timedelta
 
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import AuditEntry
 from mailsuite.lib import secrets
 from migration import fetching
 from migration.models import ExternalAccount
@@ -71,3 +73,21 @@ def test_set_password_refuses_an_empty_one(alice):
     external = fetching.add_external_account(alice, protocol="pop3", host="pop.old.example", username="a", password="x")
     with pytest.raises(fetching.ExternalAccountError, match="must not be empty"):
         fetching.set_password(external, "")
+
+
+def test_every_admin_change_is_audited_without_the_password(admin_client, alice):
+    admin_client.post(reverse("admin:migration_externalaccount_add"), form_data(alice))
+    external = ExternalAccount.objects.get()
+    change = reverse("admin:migration_externalaccount_change", args=[external.pk])
+    admin_client.post(change, form_data(alice, new_password="", host="imap2.old.example"))
+    admin_client.post(change, form_data(alice, new_password="new one"))
+    admin_client.post(reverse("admin:migration_externalaccount_delete", args=[external.pk]), {"post": "yes"})
+    entries = list(AuditEntry.objects.filter(object_type="external").order_by("id"))
+    assert [(e.action, e.via) for e in entries] == [
+        ("external.add", "admin"), ("external.change", "admin"), ("external.change", "admin"), ("external.remove", "admin"),
+    ]
+    assert entries[0].object_repr == "alice@old.example@imap.old.example for alice@example.test"
+    assert (entries[1].before["host"], entries[1].after["host"]) == ("imap.old.example", "imap2.old.example")
+    assert entries[2].after["password"] == "changed"
+    logged = json.dumps([[e.before, e.after] for e in entries])
+    assert SECRET not in logged and "new one" not in logged
