@@ -105,9 +105,14 @@ class Watch:
 
 @pytest.fixture
 def page(browser, web_server):
+    from playwright.sync_api import expect
+
     context = browser.new_context(base_url=web_server, accept_downloads=True, locale="en-US")
     page = context.new_page()
     page.set_default_timeout(10_000)
+    # Assertions wait as long as actions do: a form posted to the web server process can take
+    # more than expect()'s default 5 s when the whole suite loads the machine.
+    expect.set_options(timeout=10_000)
     page.watch = Watch(page)
     yield page
     context.close()
