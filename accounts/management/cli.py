@@ -8,6 +8,9 @@ in aligned columns and nothing else, so scripts can read them.
 `--as USER` (before or after the subcommand) acts as that user: a domain admin sees
 and changes only their domains, exactly as in the admin and the API. Without it the
 command acts as the system, which may do everything. Changes are audited "via cli".
+Only the commands that honour it (`takes_as`) offer `--as`: the others refuse it with a
+reason rather than accept and ignore it. The server-wide ones (queue, relay:
+`superadmin_only`) refuse any other user.
 """
 import argparse
 import getpass as _getpass
@@ -25,23 +28,36 @@ from mailsuite.lib.sizes import SizeError, format_size, parse_size
 getpass = _getpass.getpass
 
 
+class _RefuseAs(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("this command acts as the system and takes no --as")
+
+
 class SubcommandCommand(BaseCommand):
     """A command whose first argument picks a `handle_<action>` method."""
 
     # call_command(…, stdin=io.StringIO(…)) feeds --password-stdin in tests.
     stealth_options = ("stdin",)
+    # Django's system checks import every URLconf and view (over a second per invocation,
+    # more than most of these commands take); `manage.py check`, migrate and the servers run them.
+    requires_system_checks = []
 
     acting_user = None
+    takes_as = False  # True where every subcommand acts as the --as user
+    superadmin_only = None  # what the command does, where only a superadmin may act through it
 
     def add_subcommands(self, parser):
-        parser.add_argument("--as", dest="acting_as", metavar="USER", help=AS_HELP)
+        # Where --as is not honoured it is refused with a reason (not hidden from argparse,
+        # whose "invalid choice" for the USER after an unknown option would puzzle).
+        as_option = {"help": AS_HELP} if self.takes_as else {"action": _RefuseAs, "help": argparse.SUPPRESS}
+        parser.add_argument("--as", dest="acting_as", metavar="USER", **as_option)
         subcommands = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
         add_parser = subcommands.add_parser
 
         def add_parser_with_as(*args, **kwargs):
             sub = add_parser(*args, **kwargs)
             # SUPPRESS: when given before the subcommand, the subcommand does not reset it.
-            sub.add_argument("--as", dest="acting_as", metavar="USER", default=argparse.SUPPRESS, help=AS_HELP)
+            sub.add_argument("--as", dest="acting_as", metavar="USER", default=argparse.SUPPRESS, **as_option)
             return sub
 
         subcommands.add_parser = add_parser_with_as
@@ -53,6 +69,8 @@ class SubcommandCommand(BaseCommand):
         handler = getattr(self, "handle_" + action.replace("-", "_"))
         with accounts_errors(), actions.channel("cli"):
             self.acting_user = acting_user(options.get("acting_as"))
+            if self.superadmin_only:
+                actions.require_superadmin(self.acting_user, self.superadmin_only)
             handler(**options)
 
     def visible(self, queryset):

@@ -618,3 +618,17 @@ def test_it_warns_on_stderr_when_a_piped_account_gets_no_password(manage):
     assert created.stderr.count("\n") == 1 and "cannot log in" in created.stderr
     listed = manage("account", "list", "piped.example")
     assert (listed.returncode, listed.stdout) == (0, "bob@piped.example  10M  0B used  active\n")
+
+
+@pytest.mark.django_db
+def test_the_data_commands_skip_djangos_system_checks(monkeypatch, capsys):
+    """They import every URLconf and view (more than a second per invocation); `manage.py
+    check`, migrate and the servers run them. A failing check does not stop `domain list`."""
+    from django.core import checks
+    from django.core.management import execute_from_command_line
+
+    monkeypatch.setattr(checks, "run_checks", lambda *args, **kwargs: [checks.Error("a check that fails", id="test.E001")])
+    execute_from_command_line(["manage.py", "domain", "list"])
+    with pytest.raises(SystemExit):
+        execute_from_command_line(["manage.py", "check"])
+    assert "a check that fails" in capsys.readouterr().err

@@ -22,6 +22,7 @@ PASSWORD_STDIN_HELP = "read the password from the first line of standard input"
 
 class Command(SubcommandCommand):
     help = "Add, list, remove and change mail accounts."
+    takes_as = True
 
     def add_arguments(self, parser):
         subcommands = self.add_subcommands(parser)

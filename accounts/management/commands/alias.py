@@ -16,6 +16,7 @@ TARGETS_HELP = "addresses to deliver to, separated by commas (local ones must ex
 
 class Command(SubcommandCommand):
     help = "Add, list, change and remove aliases (including @domain catch-alls)."
+    takes_as = True
 
     def add_arguments(self, parser):
         subcommands = self.add_subcommands(parser)

@@ -13,6 +13,7 @@ from accounts.management.cli import SubcommandCommand
 
 class Command(SubcommandCommand):
     help = "Import and export accounts and aliases as CSV (dry run first, a report per row)."
+    takes_as = True
 
     def add_arguments(self, parser):
         subcommands = self.add_subcommands(parser)

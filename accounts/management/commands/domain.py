@@ -29,6 +29,7 @@ from mta.dns_records import records_for
 
 class Command(SubcommandCommand):
     help = "Add, list, remove, alias and disable mail domains."
+    takes_as = True
 
     def add_arguments(self, parser):
         subcommands = self.add_subcommands(parser)

@@ -14,6 +14,7 @@ from mailsuite.lib.addresses import split_address
 
 class Command(SubcommandCommand):
     help = "Add, list and remove redirects to external addresses."
+    takes_as = True
 
     def add_arguments(self, parser):
         subcommands = self.add_subcommands(parser)

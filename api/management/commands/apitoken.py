@@ -12,6 +12,7 @@ from api.models import ApiToken
 
 class Command(SubcommandCommand):
     help = "Create, list and revoke REST API tokens."
+    takes_as = True
 
     def add_arguments(self, parser):
         subcommands = self.add_subcommands(parser)

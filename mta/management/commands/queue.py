@@ -75,6 +75,8 @@ def show_time(moment):
 
 class Command(SubcommandCommand):
     help = "List, inspect, retry, hold, bounce and delete outbound mail."
+    takes_as = True
+    superadmin_only = "see or change the outbound queue"
 
     def add_arguments(self, parser):
         subcommands = self.add_subcommands(parser)
@@ -207,19 +209,19 @@ class Command(SubcommandCommand):
             raise CommandError(f"nothing to {nothing}: no recipient of those messages is in a state for it")
 
     def handle_retry(self, *, queue_ids, every, recipient, **options):
-        count = actions.retry_now(self._targets(queue_ids, every, recipient))
+        count = actions.retry_now(self._targets(queue_ids, every, recipient), acting_user=self.acting_user)
         self._report(count, "retrying now", every=every, nothing="retry (held ones need release)")
 
     def handle_hold(self, *, queue_ids, every, recipient, **options):
-        count = actions.hold(self._targets(queue_ids, every, recipient))
+        count = actions.hold(self._targets(queue_ids, every, recipient), acting_user=self.acting_user)
         self._report(count, "held", every=every, nothing="hold")
 
     def handle_release(self, *, queue_ids, every, recipient, **options):
-        count = actions.release(self._targets(queue_ids, every, recipient))
+        count = actions.release(self._targets(queue_ids, every, recipient), acting_user=self.acting_user)
         self._report(count, "released", every=every, nothing="release")
 
     def handle_bounce(self, *, queue_ids, recipient, reason, **options):
-        count = actions.bounce(self._targets(queue_ids, False, recipient), reason)
+        count = actions.bounce(self._targets(queue_ids, False, recipient), reason, acting_user=self.acting_user)
         self._report(count, "bounced", every=False, nothing="bounce")
 
     def handle_flush(self, *, domain, **options):
@@ -232,7 +234,7 @@ class Command(SubcommandCommand):
             self.say(f"{name or 'local mailboxes'}: tried {result['tried']}" + (f" ({outcomes})" if outcomes else ""))
 
     def handle_delete(self, *, queue_ids, **options):
-        count = actions.delete_messages(actions.find_messages(queue_ids))
+        count = actions.delete_messages(actions.find_messages(queue_ids), acting_user=self.acting_user)
         self.say(f"deleted {count} message{'' if count == 1 else 's'} from the queue")
 
 

@@ -40,6 +40,8 @@ def _route_options(parser, *, replace=True):
 
 class Command(SubcommandCommand):
     help = "Configure the smart host, relay domains and per-domain transports."
+    takes_as = True
+    superadmin_only = "see or change mail routes"
 
     def add_arguments(self, parser):
         subcommands = self.add_subcommands(parser)
@@ -98,7 +100,7 @@ class Command(SubcommandCommand):
         if clear:
             if next_hop is not None:
                 raise CommandError("give HOST:PORT or --clear, not both")
-            actions.clear_smarthost()
+            actions.clear_smarthost(acting_user=self.acting_user)
             fallback = settings.MAILSUITE_RELAYHOST
             self.say(f"cleared the smart host; mail goes to {fallback} (MAILSUITE_RELAYHOST)" if fallback
                      else "cleared the smart host; mail goes to MX hosts")
@@ -110,20 +112,21 @@ class Command(SubcommandCommand):
             self.write_table(rows)
             return
         host, port = actions.parse_next_hop(next_hop)
-        route = actions.set_smarthost(host, port, **self._route_arguments(options))
+        route = actions.set_smarthost(host, port, acting_user=self.acting_user, **self._route_arguments(options))
         self.say(f"smart host is {_describe(route)}")
 
     def handle_domain(self, *, domain_action, domain, next_hop, verify, recipients_file, replace, **options):
         host, port = actions.parse_next_hop(next_hop)
         route = actions.add_relay_domain(
             domain, host, port, verify_recipients=verify, recipients=self._read_recipients(recipients_file),
-            replace=replace, **self._route_arguments(options),
+            replace=replace, acting_user=self.acting_user, **self._route_arguments(options),
         )
         self.say(f"relay domain {show_domain(route.domain)} → {_describe(route)}")
 
     def handle_transport(self, *, transport_action, domain, next_hop, replace, **options):
         host, port = actions.parse_next_hop(next_hop)
-        route = actions.set_transport(domain, host, port, replace=replace, **self._route_arguments(options))
+        route = actions.set_transport(domain, host, port, replace=replace, acting_user=self.acting_user,
+                                      **self._route_arguments(options))
         self.say(f"transport for {show_domain(route.domain)} → {_describe(route)}")
 
     def handle_list(self, **options):
@@ -138,7 +141,7 @@ class Command(SubcommandCommand):
         if route.domain == "":
             raise CommandError("to stop using the smart host: manage.py relay smarthost --clear")
         kind = actions.route_kind(route)
-        actions.remove_route(domain)
+        actions.remove_route(domain, acting_user=self.acting_user)
         self.say(f"removed {'relay domain' if kind == 'relay' else 'transport'} {show_domain(route.domain)}")
 
     def _read_recipients(self, path):
