@@ -68,7 +68,7 @@ _channel = ContextVar("audit_channel", default="")
 
 @contextmanager
 def channel(name):
-    """Audit entries written inside say the change came through `name` (admin, api, cli)."""
+    """Audit entries written inside say the change came through `name` (admin, api, cli, webmail)."""
     token = _channel.set(name)
     try:
         yield

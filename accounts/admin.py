@@ -1205,7 +1205,8 @@ class AuditChannelFilter(admin.SimpleListFilter):
     parameter_name = "via"
 
     def lookups(self, request, model_admin):
-        return (("admin", "admin"), ("api", "API"), ("cli", "command line"), ("-", "the system"))
+        return (("admin", "admin"), ("api", "API"), ("cli", "command line"), ("webmail", "webmail"),
+                ("-", "the system"))
 
     def queryset(self, request, queryset):
         if self.value() == "-":
@@ -1218,8 +1219,8 @@ class AuditObjectFilter(admin.SimpleListFilter):
 
     title = "object"
     parameter_name = "object_type"
-    KINDS = ("domain", "domain_alias", "domain_admin", "account", "alias", "redirect", "sieve",
-             "login_throttle", "send_limit_alert", "queue", "route")
+    KINDS = ("domain", "domain_alias", "domain_admin", "account", "alias", "redirect", "sieve", "spam",
+             "external", "api_token", "login_throttle", "send_limit_alert", "queue", "route")
 
     def lookups(self, request, model_admin):
         return [(kind, kind.replace("_", " ")) for kind in self.KINDS]

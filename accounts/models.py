@@ -278,7 +278,7 @@ class AuditEntry(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     actor_name = models.CharField(max_length=150)
-    via = models.CharField(max_length=16, blank=True, help_text="admin, api, cli, or empty")
+    via = models.CharField(max_length=16, blank=True, help_text="admin, api, cli, webmail, or empty")
     action = models.CharField(max_length=64, help_text="e.g. account.create")
     object_type = models.CharField(max_length=32)
     object_repr = models.CharField(max_length=320)

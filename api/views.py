@@ -30,10 +30,8 @@ from antispam.models import ListEntry, SpamSettings
 from api import csvio
 from api import serializers as s
 from api.rest import CSVParser
-from mailstore import actions as store
 from migration import fetching
 from migration.models import ExternalAccount
-from migration.remote import DEFAULT_PORTS
 from mta import actions as mta_actions
 from mta.models import QueuedMessage, QueuedRecipient, SmartHost
 from ops import dashboard, dnsdoctor
@@ -455,12 +453,13 @@ class SpamSettingsViewSet(SpamScopedMixin, ReadViewSet, mixins.CreateModelMixin,
 
 # External accounts fetched from (MRA) -------------------------------------------------
 
-EXTERNAL_FIELDS = ("protocol", "host", "port", "tls", "verify_certificate", "username", "remote_folders",
-                   "local_folder", "keep", "enabled")
-
-
 def _invalid(field, message):
     return exceptions.ValidationError({field: [message]})
+
+
+def _refused(error):
+    """A 400 for migration.fetching's refusal, naming the field when it is about one."""
+    return _invalid(error.field, str(error)) if error.field else exceptions.ValidationError([str(error)])
 
 
 @extend_schema_view(
@@ -508,34 +507,20 @@ class ExternalAccountViewSet(ReadViewSet, mixins.CreateModelMixin, mixins.Update
                                       "you administer")
         return account
 
-    @staticmethod
-    def _check_folder(account, name):
-        if not account.folders.filter(name=store.normalise_folder_name(name)).exists():
-            raise _invalid("local_folder", f"the account has no folder {name!r}")
-
     @transaction.atomic
     def create(self, request, *args, **kwargs):
         data = self.valid()
         account = self._account(data["account"])
-        if not data.get("password"):
-            raise _invalid("password", "the remote password is required")
-        self._check_folder(account, data["local_folder"])
         try:
             external = fetching.add_external_account(
-                account, protocol=data["protocol"], host=data["host"], username=data["username"],
-                password=data["password"], port=data.get("port"), tls=data["tls"],
+                account, acting_user=self.user, protocol=data["protocol"], host=data["host"], username=data["username"],
+                password=data.get("password"), port=data.get("port"), tls=data["tls"],
                 verify_certificate=data.get("verify_certificate", True), remote_folders=data["remote_folders"],
-                local_folder=data["local_folder"], keep=data.get("keep", True),
+                local_folder=data["local_folder"], keep=data.get("keep", True), enabled=data.get("enabled", True),
             )
         except fetching.ExternalAccountError as error:
-            raise exceptions.ValidationError([str(error)]) from None
-        if not data.get("enabled", True):
-            ExternalAccount.objects.filter(pk=external.pk).update(enabled=False)
-        self._audit("external.add", external, after=fetching.audit_snapshot(external))
+            raise _refused(error) from None
         return self.changed(self.get_queryset().get(pk=external.pk), status.HTTP_201_CREATED)
-
-    def _audit(self, action, external, **changes):
-        fetching.audit(self.user, action, external, **changes)
 
     @transaction.atomic
     def partial_update(self, request, *args, **kwargs):
@@ -543,30 +528,16 @@ class ExternalAccountViewSet(ReadViewSet, mixins.CreateModelMixin, mixins.Update
         data = self.valid(partial=True)
         if "account" in data and self._account(data["account"]).pk != external.account_id:
             raise _invalid("account", "an external account cannot move to another account: remove it and add one")
-        if "local_folder" in data:
-            self._check_folder(external.account, data["local_folder"])
-            data["local_folder"] = store.normalise_folder_name(data["local_folder"])
-        changed = [name for name in _given(data, *EXTERNAL_FIELDS) if name != "port" or data["port"] is not None]
-        before = fetching.audit_snapshot(external)
-        for name in changed:
-            setattr(external, name, data[name])
-        if "port" in data and data["port"] is None:
-            external.port = DEFAULT_PORTS[(external.protocol, external.tls)]
-            changed.append("port")
-        if changed:
-            external.save(update_fields=changed)
-        if data.get("password"):
-            fetching.set_password(external, data["password"])
-        if changed or data.get("password"):
-            after = {**fetching.audit_snapshot(external), "password": "changed"} if data.get("password") else None
-            self._audit("external.change", external, before=before, after=after or fetching.audit_snapshot(external))
+        changes = {name: data[name] for name in _given(data, *fetching.EDITABLE, "password")}
+        try:
+            fetching.update_external_account(external, acting_user=self.user, **changes)
+        except fetching.ExternalAccountError as error:
+            raise _refused(error) from None
         return self.changed(self.get_queryset().get(pk=external.pk))
 
     @transaction.atomic
     def destroy(self, request, *args, **kwargs):
-        external = self.get_object()
-        self._audit("external.remove", external, before=fetching.audit_snapshot(external))
-        fetching.remove_external_account(external)
+        fetching.remove_external_account(self.get_object(), acting_user=self.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from mailstore import actions as store
+from mailstore import actions as store, search_index
 from mailstore.models import HIERARCHY_DELIMITER, Folder, Message
 from mailstore.storage import blob_storage, sync_names
 from migration import sources
@@ -158,6 +158,7 @@ def import_messages(account, messages, *, root=None, report=None, progress=None,
         flush()
         while pending:
             place_oldest()
+        search_index.catch_up()  # the imported mail searchable when the import says it is done
     finally:
         # Stopped early (cancelled, over quota, a refusal): bytes prepared for batches that
         # were not committed are removed, as append_many does for its own.
@@ -230,10 +231,6 @@ def _store_batch(account, folder, new, report, incomings=None):
 def _append_prepared(account, folder, incomings, uploads, record):
     """append_many's transaction, for messages import workers parsed and wrote: all or none,
     their names made durable before the rows that name them commit."""
-    jobs = [
-        store.Job(incoming, [store.Placement(account, folder, flags=tuple(flags), internaldate=internaldate)])
-        for incoming, (_, flags, internaldate) in zip(incomings, uploads)
-    ]
     try:
         # The workers wrote the files without an fsync each (mailstore.storage.fsync_each_file):
         # one sync of the file system makes the whole batch durable before its rows commit.
@@ -242,11 +239,7 @@ def _append_prepared(account, folder, incomings, uploads, record):
             sync_everything()
         sync_names([incoming.stored.name for incoming in incomings])
         with store.forget_new_blobs_on_rollback(incomings), transaction.atomic():
-            store.place_messages(jobs)
-            for job in jobs:
-                if job.outcomes[0].error:
-                    raise job.outcomes[0].error
-            record([job.outcomes[0].message for job in jobs])
+            record([outcome.message for outcome in store.place_uploads(account, folder, incomings, uploads)])
     finally:
         for incoming in incomings:
             incoming.release()
@@ -698,7 +691,7 @@ def _upload_on_disk(name):
         raise TransferError("the uploaded file is no longer there: upload it again")
     try:
         path = storage.path(name)
-    except NotImplementedError:  # object storage: no local path
+    except NotImplementedError:  # object storage (mailstore.objectstore): no local path, but download()
         path = None
     if path is not None:
         yield path
@@ -709,12 +702,7 @@ def _upload_on_disk(name):
     try:
         local = directory / os.path.basename(name)
         with open(local, "wb") as out:
-            download = getattr(storage, "download", None)
-            if download is not None:
-                download(name, out)
-            else:
-                with storage.open(name, "rb") as stored:
-                    shutil.copyfileobj(stored, out, 1 << 20)
+            storage.download(name, out)
         yield local
     finally:
         shutil.rmtree(directory, ignore_errors=True)

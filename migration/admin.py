@@ -27,6 +27,13 @@ class ExternalAccountForm(forms.ModelForm):
         cleaned = super().clean()
         if not cleaned.get("new_password") and not self.instance.password:
             self.add_error("new_password", "An external account needs the remote password.")
+        account = cleaned.get("account") or (self.instance.account if self.instance.pk else None)
+        settings = {name: cleaned.get(name) for name in ("protocol", "host", "username", "port", "tls", "local_folder")}
+        if account is not None and None not in settings.values():  # else a field's own error says what is wrong
+            try:
+                fetching.check_settings(account, **settings)
+            except fetching.ExternalAccountError as error:
+                self.add_error(error.field, str(error))
         return cleaned
 
 
@@ -48,22 +55,32 @@ class ExternalAccountAdmin(admin.ModelAdmin):
     def password_state(self, external):
         return "set (encrypted)" if external.password else "none"
 
-    @transaction.atomic
-    def save_model(self, request, obj, form, change):
-        before = fetching.audit_snapshot(ExternalAccount.objects.get(pk=obj.pk)) if change else None
-        password = form.cleaned_data.get("new_password")
-        if password:
-            fetching.set_password(obj, password)
-        super().save_model(request, obj, form, change)
-        after = fetching.audit_snapshot(obj) | ({"password": "changed"} if password and change else {})
-        with channel("admin"):
-            fetching.audit(request.user, "external.change" if change else "external.add", obj, before=before, after=after)
+    def get_readonly_fields(self, request, obj=None):
+        # Mail is fetched into one account for good: another account means another external one.
+        return self.readonly_fields + (("account",) if obj is not None else ())
 
     @transaction.atomic
+    def save_model(self, request, obj, form, change):
+        password = form.cleaned_data.get("new_password")
+        if change:
+            # The form has set its values on obj: the stored row is what changes (and what
+            # the audit log's "before" shows). The list's editable column has no password.
+            stored = ExternalAccount.objects.select_related("account__domain").get(pk=obj.pk)
+            changes = {name: getattr(obj, name) for name in form.changed_data if name in fetching.EDITABLE}
+            with channel("admin"):
+                fetching.update_external_account(stored, acting_user=request.user, password=password, **changes)
+            return
+        with channel("admin"):
+            external = fetching.add_external_account(
+                obj.account, acting_user=request.user, password=password,
+                **{name: getattr(obj, name) for name in fetching.EDITABLE},
+            )
+        # The admin goes on with obj (its log entry, the page it redirects to): it is that row now.
+        obj.pk, obj.password, obj._state = external.pk, external.password, external._state
+
     def delete_model(self, request, obj):
         with channel("admin"):
-            fetching.audit(request.user, "external.remove", obj, before=fetching.audit_snapshot(obj))
-        super().delete_model(request, obj)
+            fetching.remove_external_account(obj, acting_user=request.user)
 
     @transaction.atomic
     def delete_queryset(self, request, queryset):

@@ -12,15 +12,17 @@ Implementation notes:
 """
 import logging
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 
 from accounts.actions import audit as record_audit
+from accounts.models import Account
 from accounts.resolve import Resolution
 from mailsuite.lib import secrets
 from mailstore import actions as store
@@ -35,26 +37,90 @@ BACKOFF_BASE = timedelta(minutes=5)
 BACKOFF_MAX = timedelta(hours=6)
 
 
+# What update_external_account() changes (and the audit log shows), besides the password.
+EDITABLE = ("protocol", "host", "port", "tls", "verify_certificate", "username", "remote_folders", "local_folder",
+            "keep", "enabled")
+
+
 class ExternalAccountError(Exception):
-    """A request about external accounts refused; the message is one line for the user."""
+    """A request about external accounts refused; the message is one line for the user and
+    `field` the setting it is about (None when it is about the request as a whole)."""
+
+    def __init__(self, message, field=None):
+        super().__init__(message)
+        self.field = field
 
 
-def add_external_account(account, *, protocol, host, username, password, port=None, tls="implicit",
-                         verify_certificate=True, remote_folders="", local_folder="INBOX", keep=True):
+def check_settings(account, *, protocol, host, username, port, tls, local_folder):
+    """The settings an external account may have, as stored: the port filled in (None is
+    the protocol's usual one for the TLS mode) and the local folder's name normalised (a
+    local_folder of None is not checked); else ExternalAccountError naming the setting."""
     if protocol not in ("pop3", "imap"):
-        raise ExternalAccountError(f"unknown protocol {protocol!r}: pop3 or imap")
+        raise ExternalAccountError(f"unknown protocol {protocol!r}: pop3 or imap", "protocol")
     if tls not in TLS_MODES:
-        raise ExternalAccountError(f"unknown TLS mode {tls!r}: implicit, starttls or none")
-    if not host or not username or not password:
-        raise ExternalAccountError("host, user and password are required")
-    local_folder = store.normalise_folder_name(local_folder)
-    if not account.folders.filter(name=local_folder).exists():
-        raise ExternalAccountError(f"folder {local_folder} does not exist")
-    return ExternalAccount.objects.create(
-        account=account, protocol=protocol, host=host, port=port or DEFAULT_PORTS[(protocol, tls)], tls=tls,
-        verify_certificate=verify_certificate, username=username, password=secrets.encrypt(password),
-        remote_folders=remote_folders, local_folder=local_folder, keep=keep,
-    )
+        raise ExternalAccountError(f"unknown TLS mode {tls!r}: implicit, starttls or none", "tls")
+    if not host:
+        raise ExternalAccountError("the host is required", "host")
+    if not username:
+        raise ExternalAccountError("the user name is required", "username")
+    if port is not None and not 1 <= port <= 65535:
+        raise ExternalAccountError(f"port {port} is not between 1 and 65535", "port")
+    checked = {"port": port or DEFAULT_PORTS[(protocol, tls)]}
+    if local_folder is not None:
+        checked["local_folder"] = store.normalise_folder_name(local_folder)
+        if not account.folders.filter(name=checked["local_folder"]).exists():
+            raise ExternalAccountError(f"folder {checked['local_folder']} does not exist", "local_folder")
+    return checked
+
+
+def add_external_account(account, *, acting_user, protocol, host, username, password, port=None, tls="implicit",
+                         verify_certificate=True, remote_folders="", local_folder="INBOX", keep=True, enabled=True):
+    """A new external account of `account`, recorded in the audit log under acting_user (see
+    audit), together. Refused with ExternalAccountError, adding nothing."""
+    if not password:
+        raise ExternalAccountError("the password is required", "password")
+    checked = check_settings(account, protocol=protocol, host=host, username=username, port=port, tls=tls,
+                             local_folder=local_folder)
+    with transaction.atomic():
+        external = ExternalAccount.objects.create(
+            account=account, protocol=protocol, host=host, tls=tls, verify_certificate=verify_certificate,
+            username=username, password=secrets.encrypt(password), remote_folders=remote_folders, keep=keep,
+            enabled=enabled, **checked,
+        )
+        audit(acting_user, "external.add", external, after=audit_snapshot(external))
+    return external
+
+
+def update_external_account(external, *, acting_user, **changes):
+    """Change an external account's settings (any of EDITABLE; a `password` that is empty
+    or None keeps the stored one) and record the change in the audit log under acting_user,
+    together. A port of None is the usual one for the (new) protocol and TLS mode.
+    Refused with ExternalAccountError, changing nothing; a call that changes nothing
+    writes nothing."""
+    unknown = set(changes) - set(EDITABLE) - {"password"}
+    if unknown:
+        raise TypeError(f"not a setting of an external account: {', '.join(sorted(unknown))}")
+    password = changes.pop("password", None)
+    before = audit_snapshot(external)
+    wanted = {**before, **changes}
+    # The local folder is checked when it changes: one removed since does not stop other changes.
+    wanted.update(check_settings(
+        external.account, protocol=wanted["protocol"], host=wanted["host"], username=wanted["username"],
+        port=wanted["port"], tls=wanted["tls"], local_folder=changes.get("local_folder"),
+    ))
+    changed = [name for name in EDITABLE if wanted[name] != before[name]]
+    if not changed and not password:
+        return external
+    with transaction.atomic():
+        for name in changed:
+            setattr(external, name, wanted[name])
+        if changed:
+            external.save(update_fields=changed)
+        if password:
+            set_password(external, password)
+        after = audit_snapshot(external) | ({"password": "changed"} if password else {})
+        audit(acting_user, "external.change", external, before=before, after=after)
+    return external
 
 
 def set_password(external, password):
@@ -72,14 +138,26 @@ def set_password(external, password):
 
 def audit_snapshot(external):
     """An external account's settings for the audit log: never its password."""
-    return {name: getattr(external, name) for name in (
-        "protocol", "host", "port", "tls", "verify_certificate", "username", "remote_folders", "local_folder",
-        "keep", "enabled",
-    )}
+    return {name: getattr(external, name) for name in EDITABLE}
+
+
+@dataclass(frozen=True)
+class _MailAccountActor:
+    """A mail account changing its own external accounts in the webmail: it is no Django
+    user, so the audit entry names its address and links no user."""
+
+    address: str
+    pk = None
+
+    def get_username(self):
+        return self.address[:150]  # AuditEntry.actor_name's length
 
 
 def audit(acting_user, action, external, **changes):
-    """Record an administrator's change to an external account (external.add/change/remove)."""
+    """Record a change to an external account (external.add/change/remove) under
+    acting_user: a Django user, the mail account itself (the webmail), or None (the system)."""
+    if isinstance(acting_user, Account):
+        acting_user = _MailAccountActor(acting_user.address)
     record_audit(acting_user, action, f"{external.username}@{external.host} for {external.account.address}",
                  domain=external.account.domain, **changes)
 
@@ -93,7 +171,8 @@ def test_connection(external):
         with POP3Client(external.host, external.port, tls=external.tls, user=external.username, password=password,
                         verify=external.verify_certificate) as client:
             listing = client.listing()
-        return gettext("logged in: %(count)d messages on the server") % {"count": len(listing)}
+        return ngettext("logged in: %(count)d message on the server", "logged in: %(count)d messages on the server",
+                        len(listing)) % {"count": len(listing)}
     with IMAPClient(external.host, external.port, tls=external.tls, user=external.username, password=password,
                     verify=external.verify_certificate) as client:
         folders = client.folders()
@@ -102,11 +181,16 @@ def test_connection(external):
     missing = [name for name in wanted if name != "*" and name not in names]
     if missing:
         raise RemoteError(gettext("logged in, but there is no folder %(folder)r on %(host)s") % {"folder": missing[0], "host": external.host})
-    return gettext("logged in: %(count)d folders on the server") % {"count": len(folders)}
+    return ngettext("logged in: %(count)d folder on the server", "logged in: %(count)d folders on the server",
+                    len(folders)) % {"count": len(folders)}
 
 
-def remove_external_account(external):
-    external.delete()  # its FetchedMessage rows go with it
+def remove_external_account(external, *, acting_user):
+    """Remove an external account (its FetchedMessage rows go with it), recorded in the audit
+    log under acting_user, together."""
+    with transaction.atomic():
+        audit(acting_user, "external.remove", external, before=audit_snapshot(external))
+        external.delete()
 
 
 def _deliver(external, raw):

@@ -14,6 +14,7 @@ urlpatterns = [
     path("jobs/<int:job_id>/resume/", views.job_resume, name="job_resume"),
     path("jobs/<int:job_id>/discard/", views.job_discard, name="job_discard"),
     path("external/", views.externals, name="externals"),
+    path("external/<int:external_id>/", views.external_edit, name="external_edit"),
     path("external/<int:external_id>/test/", views.external_test, name="external_test"),
     path("external/<int:external_id>/fetch/", views.external_fetch, name="external_fetch"),
     path("external/<int:external_id>/remove/", views.external_remove, name="external_remove"),

@@ -15,10 +15,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.actions import channel
 from mailsuite.lib.sizes import format_size
 from mailstore.models import Folder
 from migration import actions, archive, fetching
@@ -85,6 +86,15 @@ class ExternalAccountForm(forms.Form):
         self.fields["local_folder"].initial = "INBOX"
 
 
+class ExternalAccountEditForm(ExternalAccountForm):
+    enabled = forms.BooleanField(label=gettext_lazy("Fetch new mail from it"), required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["password"].required = False
+        self.fields["password"].widget.attrs["placeholder"] = _("empty: the stored one is kept")
+
+
 def _page(request, template, context, status=200):
     context = {
         **_layout(request),
@@ -126,7 +136,7 @@ def job_json(job):
 def _state_text(job):
     counts = _("%(done)d imported, %(already)d already there") % {"done": job.messages, "already": job.already}
     if job.kind != TransferJob.Kind.IMPORT:
-        counts = _("%(done)d messages") % {"done": job.messages}
+        counts = ngettext("%(done)d message", "%(done)d messages", job.messages) % {"done": job.messages}
     texts = {
         TransferJob.State.QUEUED: _("Waiting for a worker…"),
         TransferJob.State.RUNNING: {
@@ -277,14 +287,15 @@ def externals(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            external = fetching.add_external_account(
-                request.account, protocol=data["protocol"], host=data["host"].strip(), port=data["port"],
-                username=data["username"], password=data["password"], tls=data["tls"],
-                verify_certificate=data["verify_certificate"], remote_folders=data["remote_folders"].strip(),
-                local_folder=data["local_folder"], keep=data["keep"],
-            )
+            with channel("webmail"):
+                external = fetching.add_external_account(
+                    request.account, acting_user=request.account, protocol=data["protocol"], host=data["host"].strip(),
+                    port=data["port"], username=data["username"], password=data["password"], tls=data["tls"],
+                    verify_certificate=data["verify_certificate"], remote_folders=data["remote_folders"].strip(),
+                    local_folder=data["local_folder"], keep=data["keep"],
+                )
         except fetching.ExternalAccountError as error:
-            form.add_error(None, str(error))
+            form.add_error(error.field if error.field in form.fields else None, str(error))
         else:
             notices.success(request, _("%(user)s on %(host)s added: new mail is fetched every few minutes.")
                             % {"user": external.username, "host": external.host})
@@ -295,6 +306,33 @@ def externals(request):
         "externals": accounts,
         "form": form,
         "default_ports": {f"{p}-{t}": port for (p, t), port in DEFAULT_PORTS.items()},
+    }, status=400 if request.method == "POST" else 200)
+
+
+@never_cache
+@page_csp
+@require_http_methods(["GET", "POST"])
+@account_required
+def external_edit(request, external_id):
+    external = _external_of(request, external_id)
+    form = ExternalAccountEditForm(request.POST or None, account=request.account,
+                                   initial={name: getattr(external, name) for name in fetching.EDITABLE})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            with channel("webmail"):
+                fetching.update_external_account(external, acting_user=request.account, **{
+                    **data, "host": data["host"].strip(), "remote_folders": data["remote_folders"].strip(),
+                })
+        except fetching.ExternalAccountError as error:
+            form.add_error(error.field if error.field in form.fields else None, str(error))
+        else:
+            notices.success(request, _("%(user)s on %(host)s saved.") % {"user": external.username, "host": external.host})
+            return redirect("migration:externals")
+    return _page(request, "migration/external_edit.html", {
+        "title": _("Mail from other accounts"),
+        "external": external,
+        "form": form,
     }, status=400 if request.method == "POST" else 200)
 
 
@@ -317,13 +355,16 @@ def external_fetch(request, external_id):
     if external.last_error:
         notices.error(request, f"{external.username}@{external.host}: {external.last_error}")
     else:
-        notices.success(request, _("%(count)d new messages fetched.") % {"count": count})
+        notices.success(request, ngettext("%(count)d new message fetched.", "%(count)d new messages fetched.", count)
+                        % {"count": count})
     return redirect("migration:externals")
 
 
 @require_POST
 @account_required
 def external_remove(request, external_id):
-    fetching.remove_external_account(_external_of(request, external_id))
+    external = _external_of(request, external_id)
+    with channel("webmail"):
+        fetching.remove_external_account(external, acting_user=request.account)
     notices.success(request, _("External account removed."))
     return redirect("migration:externals")

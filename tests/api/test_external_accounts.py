@@ -30,8 +30,9 @@ def no_secret(response):
 
 @pytest.fixture
 def carols(carol):
-    return fetching.add_external_account(carol, protocol="pop3", host="pop.remote.test", username="carol.r",
-                                         password=SECRET, tls="starttls")
+    return fetching.add_external_account(
+        carol, acting_user=None, protocol="pop3", host="pop.remote.test", username="carol.r",
+        password=SECRET, tls="starttls")
 
 
 def test_crud_by_a_domain_admin(tenants, as_user, bob):
@@ -162,11 +163,14 @@ def test_every_change_is_audited_without_the_password(tenants, as_user, bob):
     api = as_user(tenants["alice"])
     row = api.post("external-accounts/", new()).json_body
     api.patch(f"external-accounts/{row['id']}/", {"host": "mail.remote.test"})
+    api.patch(f"external-accounts/{row['id']}/", {"host": "mail.remote.test", "password": ""})  # changes nothing
+    api.patch(f"external-accounts/{row['id']}/", {"host": "other.test", "local_folder": "Nowhere"})  # refused
     api.patch(f"external-accounts/{row['id']}/", {"password": "another-one"})
     api.delete(f"external-accounts/{row['id']}/")
     entries = list(AuditEntry.objects.filter(object_type="external").order_by("id"))
     assert [e.action for e in entries] == ["external.add", "external.change", "external.change", "external.remove"]
-    assert {e.actor_name for e in entries} == {tenants["alice"].get_username()}
+    assert {(e.actor, e.actor_name, e.via) for e in entries} == {
+        (tenants["alice"], tenants["alice"].get_username(), "api")}
     assert {e.domain_name for e in entries} == {"example.test"}
     assert entries[0].object_repr == "bob.remote@imap.remote.test for bob@example.test"
     assert (entries[1].before["host"], entries[1].after["host"]) == ("imap.remote.test", "mail.remote.test")

@@ -44,8 +44,9 @@ def test_an_external_account_cannot_be_added_without_a_password(admin_client, al
 
 
 def test_the_password_is_never_shown_and_kept_unless_a_new_one_is_typed(admin_client, alice):
-    external = fetching.add_external_account(alice, protocol="imap", host="imap.old.example", username="alice@old.example",
-                                             password=SECRET)
+    external = fetching.add_external_account(
+        alice, acting_user=None, protocol="imap", host="imap.old.example", username="alice@old.example",
+        password=SECRET)
     stored = external.password
     ExternalAccount.objects.filter(pk=external.pk).update(failures=3, next_attempt=timezone.now() + timedelta(hours=1),
                                                           last_error="authentication failed")
@@ -70,7 +71,8 @@ def test_the_password_is_never_shown_and_kept_unless_a_new_one_is_typed(admin_cl
 def test_set_password_refuses_an_empty_one(alice):
     import pytest
 
-    external = fetching.add_external_account(alice, protocol="pop3", host="pop.old.example", username="a", password="x")
+    external = fetching.add_external_account(
+        alice, acting_user=None, protocol="pop3", host="pop.old.example", username="a", password="x")
     with pytest.raises(fetching.ExternalAccountError, match="must not be empty"):
         fetching.set_password(external, "")
 
@@ -91,3 +93,26 @@ def test_every_admin_change_is_audited_without_the_password(admin_client, alice)
     assert entries[2].after["password"] == "changed"
     logged = json.dumps([[e.before, e.after] for e in entries])
     assert SECRET not in logged and "new one" not in logged
+
+
+def test_switching_one_off_in_the_list_is_audited_and_its_account_stays(admin_client, admin_user, alice, bob):
+    external = fetching.add_external_account(
+        alice, acting_user=None, protocol="imap", host="imap.old.example", username="alice@old.example",
+        password=SECRET)
+    response = admin_client.post(reverse("admin:migration_externalaccount_changelist"), {
+        "form-TOTAL_FORMS": "1", "form-INITIAL_FORMS": "1", "form-MIN_NUM_FORMS": "0", "form-MAX_NUM_FORMS": "1000",
+        "form-0-id": external.pk, "_save": "Save",  # the enabled box left unticked
+    })
+    assert response.status_code == 302
+    external.refresh_from_db()
+    assert not external.enabled
+    [entry] = AuditEntry.objects.filter(object_type="external", action="external.change")
+    assert (entry.action, entry.actor, entry.actor_name, entry.via) == ("external.change", admin_user, "admin", "admin")
+    assert (entry.before["enabled"], entry.after["enabled"]) == (True, False)
+
+    change = reverse("admin:migration_externalaccount_change", args=[external.pk])
+    refused = admin_client.post(change, form_data(alice, new_password="", local_folder="Nope"))
+    assert refused.status_code == 200 and "folder Nope does not exist" in refused.content.decode()
+    assert admin_client.post(change, form_data(alice, account=bob.pk, new_password="")).status_code == 302
+    external.refresh_from_db()
+    assert external.account == alice and external.enabled

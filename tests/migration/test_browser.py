@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings as django_settings
 
 # The browser suite's fixtures (web server, Chromium, sign-in), used here as they are.
-from tests.browser.conftest import CHROMIUM, blob_dir, browser, fast_password_hashing, page, sign_in, web_server  # noqa: F401
+from tests.browser.conftest import CHROMIUM, blob_dir, browser, fast_password_hashing, page, runweb_log_on_failure, sign_in, web_server  # noqa: F401
 from tests.e2e.helpers import child_env, manage
 
 pytestmark = [
@@ -55,7 +55,7 @@ def test_an_uploaded_mbox_is_imported_by_a_worker_and_its_mail_shows(alice, page
     page.get_by_role("button", name="Upload and import").click()
     expect(page.locator("#upload-progress")).to_have_attribute("value", "100")
     row = page.locator("[data-job]").first
-    expect(row.locator("[data-job-state]")).to_have_text("Done: 3 imported, 0 already there", timeout=30_000)
+    expect(row.locator("[data-job-state]")).to_have_text("Done: 3 imported, 0 already there")
     expect(row.locator("progress")).to_have_attribute("value", "100")
     expect(row.locator("strong")).to_have_text("old mail.mbox")
 

@@ -180,7 +180,8 @@ def test_local_messages_gone_are_left_alone_by_the_resync(dovecot, alice, change
 def test_an_external_imap_account_on_dovecot_is_fetched_once(dovecot, alice):
     from migration import fetching
 
-    external = fetching.add_external_account(alice, protocol="imap", host="127.0.0.1", port=dovecot.port, tls="none",
+    external = fetching.add_external_account(
+        alice, acting_user=None, protocol="imap", host="127.0.0.1", port=dovecot.port, tls="none",
                                               username="dana", password=USERS["dana"], remote_folders="INBOX\nSent")
     assert fetching.test_connection(external) == "logged in: 3 folders on the server"
     assert fetching.fetch_external(external) == 4

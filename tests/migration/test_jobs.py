@@ -278,45 +278,23 @@ def test_the_cli_queues_lists_cancels_and_resumes_jobs(alice, tmp_path, queued, 
         call_command("mail", "job-cancel", "999")
 
 
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_a_real_worker_runs_a_background_import(settings, alice, tmp_path):
-    """`mail import --background` in one process, `runqueue` (Celery on the embedded
-    broker) in another, sharing this test's database and data dir."""
-    from tests.e2e.helpers import child_env, manage, settings_blob_location
+def queue_from_the_cli(alice, tmp_path, env):
+    """`mail import --background` in another process."""
+    from tests.e2e.helpers import manage
 
-    settings_blob_location(settings, settings.DATA_DIR)
-    env = child_env(settings.DATA_DIR)
     path = write_mbox(tmp_path / "box", 30)
     queued = manage("mail", "import", "alice@example.test", str(path), "--background", env=env,
                     stdout=-1, stderr=-1, text=True)
     out, err = queued.communicate(timeout=60)
     assert queued.returncode == 0, err
-    job = TransferJob.objects.get()
-    worker = manage("runqueue", "--no-beat", "--concurrency", "2", env=env, stdout=-3, stderr=-3)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            job.refresh_from_db()
-            if not job.active:
-                break
-            time.sleep(0.2)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(20)
-    assert (job.state, job.messages, job.error) == ("done", 30, "")
-    assert inbox_count(alice) == 30
+    return TransferJob.objects.get()
 
 
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_a_real_worker_imports_an_upload_with_spawned_worker_processes(settings, alice, queued):
-    """An upload imported by `runqueue` (Celery's thread pool), with worker processes
-    asked for: they are spawned, not forked from the threaded worker, and the mail arrives."""
-    from tests.e2e.helpers import child_env, manage, settings_blob_location
+def queue_an_upload_for_two_worker_processes(alice, tmp_path, env):
+    """An upload, with worker processes asked for: they are spawned, not forked from the
+    threaded worker."""
+    from tests.e2e.helpers import manage
 
-    settings_blob_location(settings, settings.DATA_DIR)
-    env = child_env(settings.DATA_DIR)
     job = actions.save_upload(alice, SimpleUploadedFile("old.mbox", b"".join(write_mbox_bytes(30))))
     # Queued for this process's broker (not a worker's): hand it to the children's with
     # job-resume, asking for two worker processes as a large upload gets.
@@ -325,9 +303,27 @@ def test_a_real_worker_imports_an_upload_with_spawned_worker_processes(settings,
     resumed = manage("mail", "job-resume", str(job.pk), env=env, stdout=-1, stderr=-1, text=True)
     out, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err
+    return job
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("queue", "seconds", "report_says"), [
+    pytest.param(queue_from_the_cli, 60, "", id="cli"),
+    pytest.param(queue_an_upload_for_two_worker_processes, 90, "parsed and stored by 2 worker processes (spawn)",
+                 id="upload-with-worker-processes"),
+])
+def test_a_real_worker_runs_a_background_import(settings, alice, tmp_path, queued, queue, seconds, report_says):
+    """A job queued by one process and run by `runqueue` (Celery on the embedded broker,
+    its thread pool) in another, sharing this test's database and data dir."""
+    from tests.e2e.helpers import child_env, manage, settings_blob_location
+
+    settings_blob_location(settings, settings.DATA_DIR)
+    env = child_env(settings.DATA_DIR)
+    job = queue(alice, tmp_path, env)
     worker = manage("runqueue", "--no-beat", "--concurrency", "2", env=env, stdout=-3, stderr=-3)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             job.refresh_from_db()
             if not job.active:
@@ -337,9 +333,10 @@ def test_a_real_worker_imports_an_upload_with_spawned_worker_processes(settings,
         worker.send_signal(signal.SIGTERM)
         worker.wait(20)
     assert (job.state, job.messages, job.error) == ("done", 30, "")
-    assert "parsed and stored by 2 worker processes (spawn)" in job.report
+    assert report_says in job.report
     assert inbox_count(alice) == 30
-    assert not (Path(settings.DATA_DIR) / "blobs" / actions.UPLOADS_PREFIX / job.source.split("/")[1]).exists()
+    if job.source.startswith(f"{actions.UPLOADS_PREFIX}/"):  # an imported upload is removed
+        assert not (Path(settings.DATA_DIR) / "blobs" / actions.UPLOADS_PREFIX / job.source.split("/")[1]).exists()
 
 
 def test_a_background_migration_keeps_the_password_encrypted_until_done(alice, queued):

@@ -7,7 +7,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from mailstore.actions import append
+from accounts.models import AuditEntry
+from mailsuite.lib import secrets
+from mailstore.actions import append, create_folder
 from migration import actions, tasks
 from migration.models import ExternalAccount, TransferJob
 from tests.conftest import PASSWORD
@@ -126,9 +128,9 @@ def test_external_accounts_are_added_tested_and_removed(transactional_db, settin
         assert external.password.startswith("fernet:") and external.keep
 
         page = client.post(f"/settings/transfer/external/{external.pk}/test/", follow=True).content.decode()
-        assert "bob@example.test@127.0.0.1: logged in: 1 messages on the server" in page
+        assert "bob@example.test@127.0.0.1: logged in: 1 message on the server" in page
         page = client.post(f"/settings/transfer/external/{external.pk}/fetch/", follow=True).content.decode()
-        assert "1 new messages fetched." in page and "Last fetched" in page
+        assert "1 new message fetched." in page and "Last fetched" in page
 
         ExternalAccount.objects.filter(pk=external.pk).update(password=actions.secrets.encrypt("wrong"))
         page = client.post(f"/settings/transfer/external/{external.pk}/fetch/", follow=True).content.decode()
@@ -137,6 +139,53 @@ def test_external_accounts_are_added_tested_and_removed(transactional_db, settin
     assert signed_in(bob).post(f"/settings/transfer/external/{external.pk}/remove/").status_code == 404
     client.post(f"/settings/transfer/external/{external.pk}/remove/")
     assert not ExternalAccount.objects.exists()
+
+
+def test_it_changes_an_external_account_and_the_audit_log_names_the_user(alice, bob, signed_in):
+    client = signed_in(alice)
+    assert client.post("/settings/transfer/external/", {
+        "protocol": "imap", "host": "imap.old.example", "tls": "implicit", "verify_certificate": "on",
+        "username": "alice.old", "password": "old secret", "local_folder": "INBOX", "keep": "on",
+    }).status_code == 302
+    external = ExternalAccount.objects.get(account=alice)
+    edit = f"/settings/transfer/external/{external.pk}/"
+    assert f'href="{edit}"' in client.get("/settings/transfer/external/").content.decode()
+    page = client.get(edit).content.decode()
+    assert 'value="imap.old.example"' in page and "old secret" not in page and external.password not in page
+    assert signed_in(bob).get(edit).status_code == 404
+    assert signed_in(bob).post(edit, {"protocol": "pop3"}).status_code == 404
+
+    create_folder(alice, "Fetched")
+    ExternalAccount.objects.filter(pk=external.pk).update(failures=2, next_attempt="2099-01-01T00:00:00Z")
+    changes = {"protocol": "imap", "host": " mail.old.example ", "port": "", "tls": "starttls", "username": "alice.old",
+               "password": "", "local_folder": "Fetched", "keep": "on", "enabled": "on"}
+    assert client.post(edit, changes).status_code == 302
+    external.refresh_from_db()
+    assert (external.host, external.port, external.tls, external.local_folder) == ("mail.old.example", 143, "starttls",
+                                                                                  "Fetched")
+    assert not external.verify_certificate and secrets.decrypt(external.password) == "old secret"
+    assert external.next_attempt is not None  # the login did not change: still backing off
+
+    assert client.post(edit, {**changes, "password": "new secret"}).status_code == 302
+    external.refresh_from_db()
+    assert secrets.decrypt(external.password) == "new secret" and external.next_attempt is None
+    assert client.post(edit, {**changes, "password": ""}).status_code == 302  # nothing changed: nothing recorded
+
+    refused = client.post(edit, {**changes, "host": ""})
+    assert refused.status_code == 400 and "This field is required." in refused.content.decode()
+    client.post(f"/settings/transfer/external/{external.pk}/remove/")
+
+    entries = list(AuditEntry.objects.filter(object_type="external").order_by("id"))
+    assert [(e.action, e.actor_name, e.actor, e.via, e.domain_name) for e in entries] == [
+        (action, "alice@example.test", None, "webmail", "example.test")
+        for action in ("external.add", "external.change", "external.change", "external.remove")
+    ]
+    assert entries[1].object_repr == "alice.old@mail.old.example for alice@example.test"
+    assert (entries[1].before["host"], entries[1].after["host"]) == ("imap.old.example", "mail.old.example")
+    assert (entries[1].before["verify_certificate"], entries[1].after["verify_certificate"]) == (True, False)
+    assert "password" not in entries[1].after and entries[2].after["password"] == "changed"
+    logged = str([[e.before, e.after] for e in entries])
+    assert "old secret" not in logged and "new secret" not in logged
 
 
 def test_a_bad_external_account_form_is_shown_again(alice, signed_in):
@@ -152,3 +201,6 @@ def test_jobs_started_from_the_cli_show_what_they_do(alice, signed_in, queued, t
     status = signed_in(alice).get(f"/settings/transfer/jobs/{job.pk}/").json()
     assert (status["state_text"], status["percent"], status["active"]) == (
         "Copying from the other server: 12 messages", None, True)
+    TransferJob.objects.filter(pk=job.pk).update(messages=1)
+    status = signed_in(alice).get(f"/settings/transfer/jobs/{job.pk}/").json()
+    assert status["state_text"] == "Copying from the other server: 1 message"

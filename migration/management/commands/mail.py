@@ -7,6 +7,9 @@ Celery worker with --background; either way its progress shows in the admin and 
 webmail, and it can be cancelled there. A refusal (unknown account, unreadable source,
 folder name the store refuses, quota) exits non-zero with a one-line reason on stderr;
 what was stored before it stays, and a rerun (or job-resume) carries on from there.
+
+fetch-add and fetch-remove are audited like the admin's and the webmail's changes, by the
+system via cli: these subcommands act as the system (there is no --as here).
 """
 import os
 import time
@@ -130,8 +133,8 @@ class Command(SubcommandCommand):
         password = self.stdin.readline().removesuffix("\n").removesuffix("\r")
         with transfer_errors():
             external = fetching.add_external_account(
-                account, protocol=protocol, host=host, port=port, username=user, password=password, tls=tls,
-                verify_certificate=not insecure, remote_folders="\n".join(remote_folder), local_folder=folder,
+                account, acting_user=None, protocol=protocol, host=host, port=port, username=user, password=password,
+                tls=tls, verify_certificate=not insecure, remote_folders="\n".join(remote_folder), local_folder=folder,
                 keep=not delete,
             )
         self.say(f"external account {external.pk}: {user}@{host}:{external.port} ({protocol}) into {folder}")
@@ -167,10 +170,10 @@ class Command(SubcommandCommand):
             raise CommandError("; ".join(failed))
 
     def handle_fetch_remove(self, *, id, **options):
-        external = ExternalAccount.objects.filter(pk=id).first()
+        external = ExternalAccount.objects.filter(pk=id).select_related("account__domain").first()
         if external is None:
             raise CommandError(f"no external account {id}")
-        fetching.remove_external_account(external)
+        fetching.remove_external_account(external, acting_user=None)
         self.say(f"removed external account {id}")
 
     def _echo(self):
