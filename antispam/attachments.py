@@ -32,6 +32,7 @@ import binascii
 import email
 import email.errors
 import email.header
+import email.policy
 import io
 import logging
 import re
@@ -170,11 +171,13 @@ def _filename(part):
     return name
 
 
-def inspect(raw):
-    """[Finding] of the dangerous attachments in the message `raw` (bytes)."""
+def inspect(raw, message=None):
+    """[Finding] of the dangerous attachments in the message `raw` (bytes); `message` is
+    `raw` already parsed with email.policy.compat32, if the caller has it."""
     # compat32: several times faster than email.policy.default, and enough here
     # (get_filename() decodes RFC 2231 and encoded words alike).
-    message = email.message_from_bytes(raw)
+    if message is None:
+        message = email.message_from_bytes(raw, policy=email.policy.compat32)
     found = []
     for count, part in enumerate(message.walk()):
         if count >= MAX_PARTS:
@@ -236,13 +239,14 @@ def _printable(text):
     return re.sub(r"[^\x20-\x7e]", "?", text)[:200]
 
 
-def check(raw, *, actions, outgoing=False):
+def check(raw, *, actions, outgoing=False, message=None):
     """The Decision for the message `raw` whose recipients' domains ask for `actions`
     (each "reject", "quarantine" or "allow"). Scans with clamd first when MAILSUITE_CLAMD is set.
 
     `outgoing`: mail from our own users (submission) or trusted networks, which may leave
     the server: there is no Junk folder at the other end to quarantine into, so
-    "quarantine" refuses it as "reject" does (the user is told at once, nothing leaves)."""
+    "quarantine" refuses it as "reject" does (the user is told at once, nothing leaves).
+    `message`: as for inspect()."""
     if settings.MAILSUITE_CLAMD:
         refusal = _scan(raw)
         if refusal:
@@ -252,7 +256,7 @@ def check(raw, *, actions, outgoing=False):
         action = "reject"
     if action == "allow":
         return ALLOW  # nothing to enforce: the parts are not even looked at
-    findings = tuple(inspect(raw))
+    findings = tuple(inspect(raw, message))
     if not findings:
         return ALLOW
     log.info("attachments: %s action=%s %s", len(findings), action, _printable(_describe(findings)))

@@ -14,6 +14,7 @@ mail is ours to send); forged Authentication-Results are removed from theirs too
 is a client like any other unless the operator lists it as trusted.
 """
 import asyncio
+import email.policy
 import email.utils
 import functools
 import logging
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from antispam import arc, authresults, bayes, dkim_check, dmarc, lookups, policy, rules, spf_check
+from antispam import arc, attachments, authresults, bayes, dkim_check, dmarc, lookups, policy, rules, spf_check
 from mailsuite.lib.aio import run_sync
 from mta.headers import field_values
 from ops import metrics
@@ -111,12 +112,13 @@ def from_domain(raw):
 
 def check_message(
     content, *, client_ip, helo, mail_from, skip=False, listings=(), connection_rules=(), iprev=None,
-    is_local_domain=None,
+    is_local_domain=None, message=None,
 ):
     """See the module docstring. `mail_from` is "" for the null sender; `skip` for
     authenticated or trusted clients; `listings` the block list entries found at MAIL FROM;
     `connection_rules` and `iprev` what antispam.connection.assess() found about the client;
-    `is_local_domain` answers whether a domain is ours (default: asked in this thread)."""
+    `is_local_domain` answers whether a domain is ours (default: asked in this thread);
+    `message` is `content` already parsed (email.policy.compat32), if the caller has it."""
     our_id = settings.MAILSUITE_HOSTNAME
     content, forged = authresults.remove_ours(content, our_id)
     if forged:
@@ -143,7 +145,7 @@ def check_message(
         # what forwarding does to a message, not evidence against it (RFC 8617 §7.2).
         outcome.rules = [r for r in outcome.rules if r.name not in ("SPF_FAIL", "SPF_SOFTFAIL", "DKIM_INVALID")]
     aligned = _aligned(author_domain, spf, dkim_results)
-    facts = rules.facts(content)
+    facts = rules.facts(content, message)
     outcome.add_hits(rules.evaluate_facts(
         facts, rules.Context(is_local_domain=is_local_domain or _is_local_domain, aligned=aligned),
     ))
@@ -277,8 +279,21 @@ async def off_loop(function, *args, **kwargs):
     return await loop.run_in_executor(_executor, functools.partial(function, *args, **kwargs))
 
 
-async def check_message_off_loop(content, **kwargs):
-    """check_message() in the checks' threads; whether the From domain is ours is read
+def check_incoming(content, *, attachment_actions, outgoing, **kwargs):
+    """(antispam.attachments' Decision, check_message()'s Outcome or None when the
+    attachments refuse the message): both from one parse of `content`. `attachment_actions`
+    and `outgoing` are attachments.check()'s `actions` and `outgoing`; the rest is
+    check_message()'s. (Our own Authentication-Results, which check_message() removes,
+    change nothing either check reads.)"""
+    message = None if kwargs.get("skip") else email.message_from_bytes(content, policy=email.policy.compat32)
+    decision = attachments.check(content, actions=attachment_actions, outgoing=outgoing, message=message)
+    if decision.refusal:
+        return decision, None
+    return decision, check_message(content, message=message, **kwargs)
+
+
+async def check_incoming_off_loop(content, **kwargs):
+    """check_incoming() in the checks' threads; whether the From domain is ours is read
     in the database pool (the checks' threads never open a database connection, which
     nothing would close)."""
     loop = asyncio.get_running_loop()
@@ -289,4 +304,4 @@ async def check_message_off_loop(content, **kwargs):
             known = asyncio.run_coroutine_threadsafe(run_sync(lookups.is_local_domain, domain), loop).result()
         return known
 
-    return await off_loop(check_message, content, is_local_domain=is_local_domain, **kwargs)
+    return await off_loop(check_incoming, content, is_local_domain=is_local_domain, **kwargs)

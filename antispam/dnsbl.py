@@ -62,9 +62,14 @@ def listings(ip, sender_domain):
     return found
 
 
+def enabled():
+    """Whether any block list is configured (otherwise check_sender() finds nothing)."""
+    return bool(settings.MAILSUITE_DNSBL_ZONES or settings.MAILSUITE_RHSBL_ZONES)
+
+
 def check_sender(ip, mail_from):
     """(a refusal or None, the listings) for MAIL FROM:<mail_from> from `ip`."""
-    if not settings.MAILSUITE_DNSBL_ZONES and not settings.MAILSUITE_RHSBL_ZONES:
+    if not enabled():
         return None, []
     domain = mail_from.rpartition("@")[2].rstrip(".").lower() if "@" in mail_from else ""
     found = listings(ip, domain)

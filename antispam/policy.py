@@ -270,7 +270,7 @@ def store_verdicts(batch):
             account_id = outcome.recipient.account.pk
             decision = decisions.get(account_id)
             if decision is not None:
-                rows[(account_id, outcome.message.blob.pk)] = (
+                rows[(account_id, outcome.message.blob_id)] = (
                     decision.score, decision.action, [list(rule) for rule in decision.rules], decision.results,
                 )
     if rows:

@@ -142,9 +142,11 @@ def _part_text(part):
         return payload.decode("utf-8", "replace")
 
 
-def facts(raw):
-    """Facts from message bytes."""
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+def facts(raw, message=None):
+    """Facts from message bytes; `message` is `raw` already parsed with email.policy.compat32,
+    if the caller has it."""
+    if message is None:
+        message = email.message_from_bytes(raw, policy=email.policy.compat32)
     fields = _header_fields(message, ("subject", "from", "reply-to", "date", "message-id"))
     subjects = fields["subject"]
     found = Facts(

@@ -1,4 +1,4 @@
-"""check_message_off_loop(): the checks' DNS threads never touch the database; whether
+"""check_incoming_off_loop(): the checks' DNS threads never touch the database; whether
 the From domain is ours (FORGED_LOCAL_DOMAIN) is read in the database pool."""
 import asyncio
 import threading
@@ -29,9 +29,12 @@ def asked_from(monkeypatch):
 
 
 def check(raw):
-    return asyncio.run(checks.check_message_off_loop(
-        raw, client_ip=STRANGER_IP, helo="mail.sender.test", mail_from="sam@sender.test",
+    decision, outcome = asyncio.run(checks.check_incoming_off_loop(
+        raw, attachment_actions={"reject"}, outgoing=False,
+        client_ip=STRANGER_IP, helo="mail.sender.test", mail_from="sam@sender.test",
     ))
+    assert decision.refusal is None
+    return outcome
 
 
 @pytest.mark.django_db(transaction=True)
@@ -51,3 +54,14 @@ def test_an_outside_from_domain_is_not_ours(domain, asked_from):
     outcome = check(message())
     assert "FORGED_LOCAL_DOMAIN" not in {r.name for r in outcome.rules}
     assert asked_from and not any(name.startswith("sender-checks") for name in asked_from)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_attachment_and_sender_checks_share_one_parse(domain, asked_from, monkeypatch):
+    import email
+
+    parses = []
+    real = email.message_from_bytes
+    monkeypatch.setattr(email, "message_from_bytes", lambda *a, **k: parses.append(1) or real(*a, **k))
+    check(message())
+    assert len(parses) == 1

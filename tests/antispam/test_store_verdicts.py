@@ -13,7 +13,7 @@ from mailstore.models import Blob
 def batch(account, blob, *, score, rules):
     decision = NS(score=score, action="tag", rules=rules, results={"spf": "pass", "dkim": ["fail"]})
     job = NS(outcomes=[
-        NS(message=NS(blob=blob), recipient=NS(account=account)),
+        NS(message=NS(blob_id=blob.pk), recipient=NS(account=account)),
         NS(message=None, recipient=NS(account=account)),  # a copy that was not stored
     ])
     return [({account.pk: decision}, job), ({}, job)]

@@ -3,12 +3,14 @@ import asyncio
 import threading
 
 import pytest
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
+from django.test.utils import CaptureQueriesContext
 
 from accounts import actions
 from accounts.resolve import resolve
 from mailsuite.lib.aio import GroupCommit, shutdown_db_executor
 from mailstore.models import Blob
+from antispam.policy import Assessment
 from mta import inbound
 from mta.models import QueuedRecipient
 from tests.conftest import inbox
@@ -31,6 +33,25 @@ def test_a_batch_stores_every_message_and_a_full_mailbox_fails_alone(alice, bob)
     assert replies[2].startswith("250 2.0.0 Ok: queued as ")
     assert (len(inbox(alice)), len(inbox(bob)), len(inbox(carol))) == (1, 0, 1)
     assert Blob.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_batchs_statements_do_not_grow_with_its_messages(alice):
+    """The commit service's transaction is the SMTP server's bottleneck: no statement per
+    message in it (a lazy foreign key read per verdict once cost a tenth of its time)."""
+    for n in range(6):
+        actions.create_account(f"user{n}@example.test")
+    spam = Assessment(rules=[("SOME_RULE", 0.5, "a rule")], results={"spf": "pass"})
+
+    def statements(addresses):
+        batch = [inbound.prepare(RAW, mail_from="m@elsewhere.test", resolutions=[resolve(a)], client_ip="127.0.0.1",
+                                 spam=spam) for a in addresses]
+        with CaptureQueriesContext(connection) as queries:
+            replies = inbound.commit(batch)
+        assert all(reply.startswith("250 ") for reply in replies)
+        return len(queries)
+
+    assert statements(["user0@example.test"]) == statements([f"user{n}@example.test" for n in range(1, 6)])
 
 
 @pytest.mark.django_db

@@ -12,7 +12,8 @@ from mta.models import DeliveryAttempt, QueuedRecipient, SmartHost
 from mailsuite.lib import secrets
 from tests.conftest import inbox, message_bytes
 from tests.dnsserver import DNSServer
-from tests.mta.sink import Behaviour, Sink, free_port_on_loopback_hosts
+from tests.e2e.helpers import free_port
+from tests.mta.sink import Behaviour, Sink
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +33,7 @@ def net(settings):
     }
     with DNSServer(zones) as dns:
         settings.MAILSUITE_DNS_SERVERS = (dns.address,)
-        settings.MAILSUITE_OUTBOUND_PORT = free_port_on_loopback_hosts(MX1, MX2)
+        settings.MAILSUITE_OUTBOUND_PORT = free_port(MX1, MX2)
         dns.mail_port = settings.MAILSUITE_OUTBOUND_PORT
         yield dns
 
