@@ -83,6 +83,7 @@ from imap.parser import (
     UidKey,
 )
 from mailsuite.db.planner import text_index_preferred
+from mailstore import search_index
 from mailstore.mime import searchable_header
 from mailstore.models import Blob, Message
 
@@ -406,12 +407,21 @@ class _TextBackend:
 
 
 class _SqliteText(_TextBackend):
+    fresh = False
+
+    def _caught_up(self):
+        """The index holds every message stored so far (asked once per search)."""
+        if not self.fresh:
+            search_index.catch_up()
+            self.fresh = True
+
     def body(self, folder_id, candidates, needle):
         """Candidates whose decoded body text contains `needle`."""
         if not candidates:
             return set()
         where, params = _candidates_sql(folder_id, candidates)
         if len(needle) >= TRIGRAM:
+            self._caught_up()
             sql = (
                 f"SELECT m.uid FROM {Message._meta.db_table} m WHERE {where} AND m.blob_id IN "
                 f"(SELECT rowid FROM {TEXT_FTS} WHERE {TEXT_FTS} MATCH %s)"
@@ -430,6 +440,7 @@ class _SqliteText(_TextBackend):
         """Candidates whose decoded header contains `needle` (3 characters or more)."""
         if not candidates:
             return set()
+        self._caught_up()
         where, params = _candidates_sql(folder_id, candidates)
         sql = (
             f"SELECT m.uid FROM {Message._meta.db_table} m WHERE {where} AND m.blob_id IN "
@@ -441,6 +452,7 @@ class _SqliteText(_TextBackend):
         """(uid, header text) of the candidates whose header contains every term."""
         if not candidates:
             return []
+        self._caught_up()
         where, params = _candidates_sql(folder_id, candidates)
         sql = (
             f"SELECT m.uid, h.header_text FROM {Message._meta.db_table} m "

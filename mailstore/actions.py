@@ -26,6 +26,7 @@ from django.utils import timezone
 from accounts.models import Account
 from mailsuite.db.durability import lazy_commit
 from mailstore import events
+from mailstore import search_index
 from mailstore.mime import parse_message
 from mailstore.models import (
     DEFAULT_FOLDERS,
@@ -84,6 +85,7 @@ class Outcome:
     recipient: Recipient
     message: Message | None = None
     error: MailstoreError | None = None
+    uidvalidity: int = 0  # the stored message's folder's (IMAP APPENDUID, RFC 4315)
 
 
 @dataclass
@@ -395,6 +397,7 @@ class _FolderState:
     message_count: int
     unseen_count: int
     total_size: int
+    uidvalidity: int
     uids: list = field(default_factory=list)
 
 
@@ -423,7 +426,7 @@ def _lock_for_placement(account_ids, folder_names):
         quotas = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
         cursor.execute(
             _for_update(
-                "SELECT id, account_id, name, uidnext, highestmodseq, message_count, unseen_count, total_size "
+                "SELECT id, account_id, name, uidnext, highestmodseq, message_count, unseen_count, total_size, uidvalidity "
                 f"FROM {Folder._meta.db_table} WHERE account_id IN ({_placeholders(account_ids)}) "
                 f"AND name IN ({_placeholders(folder_names)}) ORDER BY id"
             ),
@@ -506,28 +509,44 @@ def _refresh_conversations(threads, *, removed=False):
     with the folders' messages after messages of theirs were added, changed or (with
     `removed`) taken away: each row is recomputed from its thread's messages in the
     folder (a few rows, read through the (folder, thread_key) index), and rows whose
-    thread has no message left there go. Plain SQL, in the caller's transaction."""
+    thread has no message left there go. Plain SQL, in the caller's transaction; one
+    upsert for many folders (a delivery batch touches one folder per recipient)."""
     conversations, messages = Conversation._meta.db_table, Message._meta.db_table
+    terms = [(folder_id, chunk) for folder_id, keys in threads.items() for chunk in _chunks(sorted(keys))]
     with connection.cursor() as cursor:
-        for folder_id, keys in threads.items():
-            for chunk in _chunks(sorted(keys)):
-                marks = _placeholders(chunk)
-                if removed:
-                    cursor.execute(
-                        f"DELETE FROM {conversations} WHERE folder_id = %s AND thread_key IN ({marks}) AND NOT EXISTS "
-                        f"(SELECT 1 FROM {messages} WHERE {messages}.folder_id = {conversations}.folder_id "
-                        f"AND {messages}.thread_key = {conversations}.thread_key)",
-                        [folder_id, *chunk],
-                    )
+        if removed:
+            for folder_id, chunk in terms:
                 cursor.execute(
-                    f"INSERT INTO {conversations} (folder_id, thread_key, latest_date, latest_id, messages, unread, flagged, attachments) "
-                    f"{_CONVERSATION_SUMS} FROM {messages} WHERE folder_id = %s AND thread_key IN ({marks}) "
-                    "GROUP BY folder_id, thread_key "
-                    "ON CONFLICT (folder_id, thread_key) DO UPDATE SET latest_date = excluded.latest_date, "
-                    "latest_id = excluded.latest_id, messages = excluded.messages, unread = excluded.unread, "
-                    "flagged = excluded.flagged, attachments = excluded.attachments",
+                    f"DELETE FROM {conversations} WHERE folder_id = %s AND thread_key IN ({_placeholders(chunk)}) "
+                    f"AND NOT EXISTS (SELECT 1 FROM {messages} WHERE {messages}.folder_id = {conversations}.folder_id "
+                    f"AND {messages}.thread_key = {conversations}.thread_key)",
                     [folder_id, *chunk],
                 )
+        for group in _term_groups(terms):
+            # An OR of (folder, keys) terms: each one an index search on both databases.
+            where = " OR ".join(f"(folder_id = %s AND thread_key IN ({_placeholders(chunk)}))" for _, chunk in group)
+            cursor.execute(
+                f"INSERT INTO {conversations} (folder_id, thread_key, latest_date, latest_id, messages, unread, flagged, attachments) "
+                f"{_CONVERSATION_SUMS} FROM {messages} WHERE {where} "
+                "GROUP BY folder_id, thread_key "
+                "ON CONFLICT (folder_id, thread_key) DO UPDATE SET latest_date = excluded.latest_date, "
+                "latest_id = excluded.latest_id, messages = excluded.messages, unread = excluded.unread, "
+                "flagged = excluded.flagged, attachments = excluded.attachments",
+                [value for folder_id, chunk in group for value in (folder_id, *chunk)],
+            )
+
+
+def _term_groups(terms):
+    """(folder id, keys) terms in groups binding at most about _BATCH values each."""
+    group, size = [], 0
+    for term in terms:
+        if group and size + 1 + len(term[1]) > _BATCH:
+            yield group
+            group, size = [], 0
+        group.append(term)
+        size += 1 + len(term[1])
+    if group:
+        yield group
 
 
 # A thread's Conversation columns from its messages (the GROUP BY is the caller's).
@@ -603,12 +622,14 @@ def place_messages(jobs):
             folder.uids.append(uid)
             touched[folder.id] = folder
             messages.append(message)
-            job.outcomes.append(Outcome(placement, message=message))
+            job.outcomes.append(Outcome(placement, message=message, uidvalidity=folder.uidvalidity))
         if blob.pk is None and any(o.message for o in job.outcomes):
             new_blobs.append(blob)
     for blob in new_blobs:
         blob.created = now
     _insert(Blob, _BLOB_FIELDS, new_blobs)
+    if new_blobs:
+        transaction.on_commit(search_index.soon)  # indexed for search after the commit
     for message in messages:
         message.blob_id = message.blob.pk
     _insert(Message, _MESSAGE_FIELDS, messages)
@@ -747,25 +768,46 @@ def append_many(account, folder_name, uploads, *, record=None):
 
     `record(messages)`, if given, runs inside that transaction once the messages are
     placed: a caller's own rows (an import ledger) commit or roll back with the mail."""
-    incomings = []
+    incomings = prepare_uploads(uploads)
     try:
-        incomings = prepare_incoming([raw for raw, _, _ in uploads])
-        jobs = [
-            Job(incoming, [Placement(account, folder_name, flags=tuple(flags), internaldate=internaldate)])
-            for incoming, (_, flags, internaldate) in zip(incomings, uploads)
-        ]
-        sync_names([incoming.stored.name for incoming in incomings])
         with forget_new_blobs_on_rollback(incomings), transaction.atomic():
-            place_messages(jobs)
-            for job in jobs:
-                if job.outcomes[0].error:
-                    raise job.outcomes[0].error  # undoes the ones placed before it
+            messages = [outcome.message for outcome in place_uploads(account, folder_name, incomings, uploads)]
             if record is not None:
-                record([job.outcomes[0].message for job in jobs])
+                record(messages)
     finally:
         for incoming in incomings:
             incoming.release()
-    return [job.outcomes[0].message for job in jobs]
+    return messages
+
+
+def prepare_uploads(uploads):
+    """append_many's work before its transaction: IncomingMessages for the bytes of
+    `uploads`, (raw, flags, internaldate) each, parsed and written, their names durable.
+    Release them when done, as append_many does."""
+    incomings = prepare_incoming([raw for raw, _, _ in uploads])
+    try:
+        sync_names([incoming.stored.name for incoming in incomings])
+    except BaseException:
+        for incoming in incomings:
+            incoming.release()
+        raise
+    return incomings
+
+
+def place_uploads(account, folder_name, incomings, uploads):
+    """append_many's rows, in the caller's transaction: each of `incomings` (prepared
+    from the bytes of `uploads`, (raw, flags, internaldate) each) placed with its
+    upload's flags and date, all or none (the first error is raised). Returns their
+    Outcomes. The incomings' names must be durable already (prepare_uploads)."""
+    jobs = [
+        Job(incoming, [Placement(account, folder_name, flags=tuple(flags), internaldate=internaldate)])
+        for incoming, (_, flags, internaldate) in zip(incomings, uploads)
+    ]
+    place_messages(jobs)
+    for job in jobs:
+        if job.outcomes[0].error:
+            raise job.outcomes[0].error  # undoes the ones placed before it
+    return [job.outcomes[0] for job in jobs]
 
 
 # Operations on stored messages ---------------------------------------------------------
@@ -859,7 +901,7 @@ def _lock_folder_state(account_id, folder_id):
         cursor.fetchall()
         cursor.execute(
             _for_update(
-                "SELECT id, account_id, name, uidnext, highestmodseq, message_count, unseen_count, total_size "
+                "SELECT id, account_id, name, uidnext, highestmodseq, message_count, unseen_count, total_size, uidvalidity "
                 f"FROM {Folder._meta.db_table} WHERE id = %s AND account_id = %s"
             ),
             [folder_id, account_id],

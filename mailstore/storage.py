@@ -100,6 +100,43 @@ def blob_storage():
     return storages["blobs"]
 
 
+# The names new_blob_name() makes: they need no check against leaving the storage's root.
+_PLAIN_NAME = re.compile(r"\d{8}/\d{4}/[0-9a-f]{32}")
+
+
+def blob_reader():
+    """read(name, size) -> the first `size` octets of a blob, for readers of many blobs
+    (an IMAP FETCH of a mailbox). On the file system: straight from the file, without
+    Django's File objects or a safe_join() per name for the names this module makes
+    (together several times the cost of reading a few kilobytes)."""
+    storage = blob_storage()
+    try:
+        root = storage.path("")
+    except NotImplementedError:
+        def read_object(name, size):
+            with storage.open(name, "rb") as f:
+                return f.read(size)
+
+        return read_object
+
+    def read_file(name, size):
+        path = os.path.join(root, name) if _PLAIN_NAME.fullmatch(name) else storage.path(name)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            chunks = []
+            while size > 0:
+                chunk = os.read(fd, size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size -= len(chunk)
+        finally:
+            os.close(fd)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    return read_file
+
+
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3 bucket naming rules
 _S3_OPTIONS = {"endpoint", "region", "addressing"}
 

@@ -16,6 +16,8 @@ from django.db import connection
 from django.db.models import Q
 from django.db.models.expressions import RawSQL
 
+from mailstore import search_index
+
 TEXT_FTS = "mailstore_blob_text_fts"
 HEADER_FTS = "mailstore_blob_header_fts"
 TRIGRAM = 3
@@ -108,6 +110,8 @@ class Criteria:
         return values
 
     def q(self):
+        if self.text or self.sender or self.recipient or self.subject or self.body:
+            search_index.catch_up()  # SQLite: the messages stored a moment ago too
         q = Q()
         if self.text:
             q &= text_q(self.text)

@@ -1,5 +1,6 @@
 """Authenticated-state commands (RFC 9051 §6.3): selecting, managing and listing
 mailboxes, STATUS, APPEND and QUOTA. All writes go through mailstore.actions."""
+import asyncio
 import re
 
 from django.conf import settings
@@ -9,7 +10,7 @@ from accounts.models import Account
 from imap import mailbox as view
 from imap.responses import flag_list, mailbox as mailbox_name, paren, sequence_set
 from imap.session import Bad, No, State
-from mailsuite.lib.aio import run_sync, run_write
+from mailsuite.lib.aio import run_shared_write, run_sync, run_write
 from mailstore import actions
 from mailstore.models import HIERARCHY_DELIMITER, Folder
 
@@ -290,10 +291,18 @@ async def status(session, command):  # RFC 9051 §6.3.11
 # --- APPEND ------------------------------------------------------------------------------
 
 
-def _append_all(account, name, messages):
-    stored = actions.append_many(account, name, [(m.data, m.flags, m.internaldate) for m in messages])
-    uidvalidity = Folder.objects.values_list("uidvalidity", flat=True).get(pk=stored[0].folder_id)
-    return uidvalidity, [m.uid for m in stored]
+async def _append_all(account, name, messages):
+    """actions.append_many's steps: the bytes written in the writers' pool, the rows in a
+    transaction other sessions' changes may share (run_shared_write)."""
+    uploads = [(m.data, m.flags, m.internaldate) for m in messages]
+    incomings = await run_write(actions.prepare_uploads, uploads)
+    try:
+        with actions.forget_new_blobs_on_rollback(incomings):
+            outcomes = await run_shared_write(actions.place_uploads, account, name, incomings, uploads)
+    finally:
+        if any(incoming.blob.pk is None for incoming in incomings):
+            await run_write(lambda: [incoming.release() for incoming in incomings])
+    return outcomes[0].uidvalidity, [outcome.message.uid for outcome in outcomes]
 
 
 async def append(session, command):  # RFC 9051 §6.3.12, RFC 3502 MULTIAPPEND, RFC 4315 APPENDUID
@@ -303,7 +312,8 @@ async def append(session, command):  # RFC 9051 §6.3.12, RFC 3502 MULTIAPPEND, 
         if any(f.lower() == "\\recent" for f in message.flags):
             raise Bad("\\Recent cannot be set")
     try:
-        uidvalidity, uids = await run_write(_append_all, session.account, _name(command.mailbox), command.messages)
+        # Shielded: a client that goes away mid-APPEND must not leave rows naming bytes that were removed.
+        uidvalidity, uids = await asyncio.shield(_append_all(session.account, _name(command.mailbox), command.messages))
     except actions.NoSuchFolder:
         raise No("No such mailbox", "TRYCREATE") from None
     except actions.OverQuota:

@@ -4,6 +4,7 @@ removing messages of the selected mailbox.
 Message numbers and UIDs are translated through the session's in-memory view; the
 database is read only for what the view does not hold (bytes, envelopes, text).
 """
+import asyncio
 from bisect import bisect_left
 from dataclasses import fields
 
@@ -13,9 +14,9 @@ from imap.parser import FetchAttribute, ModSeq, SearchKey
 from imap.responses import flag_list, sequence_set
 from imap.mailbox import stored_messages
 from imap.session import Bad, No, State
-from mailsuite.lib.aio import run_sync, run_write
+from mailsuite.lib.aio import run_shared_write, run_sync
 from mailstore import actions
-from mailstore.storage import blob_storage
+from mailstore.storage import blob_reader
 
 FETCH_BATCH = 100  # messages read and rendered per database round trip
 FLUSH_AT = 256 * 1024  # octets buffered before we wait for the socket
@@ -61,7 +62,7 @@ async def close(session, command):  # RFC 9051 §6.4.1: expunge silently, then l
     if not mailbox.readonly:
         doomed = [u for u in mailbox.uids if "\\Deleted" in mailbox.flags[u]]
         if doomed:
-            await run_write(actions.expunge, mailbox.folder, doomed)
+            await run_shared_write(actions.expunge, mailbox.folder, doomed)
 
 
 async def unselect(session, command):  # RFC 3691
@@ -75,28 +76,15 @@ async def expunge(session, command):  # RFC 9051 §6.4.3; UID EXPUNGE RFC 4315 �
     candidates = resolve(session, command.sequence, True) if command.uid else mailbox.uids
     doomed = [u for u in candidates if "\\Deleted" in mailbox.flags[u]]
     if doomed:
-        await run_write(actions.expunge, mailbox.folder, doomed)
+        await run_shared_write(actions.expunge, mailbox.folder, doomed)
     # The EXPUNGE responses come from catching up with the store, like anyone else's.
 
 
 # --- FETCH ---------------------------------------------------------------------------------
 
 
-def _opener():
-    """open(name) for blobs: straight from the file system when the storage has paths
-    (Django's storage.open costs more than the read for small messages)."""
-    storage = blob_storage()
-    try:
-        storage.path("x")
-    except NotImplementedError:
-        return lambda name: storage.open(name, "rb")
-    return lambda name: open(storage.path(name), "rb")
-
-
-def _read(open_blob, message, header_only):
-    size = message.blob.header_size if header_only else -1
-    with open_blob(message.blob.name) as f:
-        data = f.read(size)
+def _read(read_blob, message, header_only):
+    data = read_blob(message.blob.name, message.blob.header_size if header_only else message.blob.size)
     return bytes(message.prefix) + data if message.prefix else data
 
 
@@ -104,12 +92,12 @@ def _render_batch(folder_id, uids, items, views, *, utf8, by_uid, extra_flags):
     """`* n FETCH (...)` lines for `uids`; `views` maps uid -> (seq, flags, modseq)."""
     needs_bytes = fetching.needs_bytes(items)
     header_only = needs_bytes and fetching.header_only(items)
-    open_blob = _opener() if needs_bytes else None
+    read_blob = blob_reader() if needs_bytes else None
     out = []
     for message in stored_messages(folder_id, uids):
         seq, flags, modseq = views[message.uid]
         wanted = items + (_FLAGS,) if message.uid in extra_flags and _FLAGS not in items else items
-        raw = _read(open_blob, message, header_only) if needs_bytes else None
+        raw = _read(read_blob, message, header_only) if needs_bytes else None
         body = fetching.render(wanted, message=message, flags=flags, modseq=modseq, raw=raw, utf8=utf8, uid=by_uid)
         out.append(b"* %d FETCH (%s)\r\n" % (seq, body))
     return out
@@ -140,28 +128,40 @@ async def fetch(session, command):  # RFC 9051 §6.4.5, RFC 7162 §3.1.4 / §3.2
     if fetching.sets_seen(items) and not mailbox.readonly:
         unseen = [u for u in uids if "\\Seen" not in mailbox.flags[u]]
         if unseen:
-            result = await run_write(actions.store_flags, mailbox.folder, unseen, mode="add", flags=["\\Seen"])
+            result = await run_shared_write(actions.store_flags, mailbox.folder, unseen, mode="add", flags=["\\Seen"])
             for uid, flags, modseq in result.changed:
                 mailbox.set_flags(uid, flags, modseq)
                 newly_seen.add(uid)
     if all(isinstance(i, FetchAttribute) and i.name in _MEMORY_ITEMS for i in items):
         await _fetch_from_memory(session, uids, items, command.uid)
         return None
-    for start in range(0, len(uids), FETCH_BATCH):
-        chunk = uids[start : start + FETCH_BATCH]
-        views = {u: (mailbox.seq_of(u), mailbox.flags[u], mailbox.modseqs[u]) for u in chunk}
-        try:
-            lines = await run_sync(
-                _render_batch, mailbox.folder_id, chunk, items, views,
-                utf8=session.utf8, by_uid=command.uid, extra_flags=newly_seen,
-            )
-        except fetching.UnknownTransferEncoding:
-            raise No("Unknown content transfer encoding", "UNKNOWN-CTE") from None
-        for line in lines:
-            session.send(line)
-        if session.connection.pending > FLUSH_AT:
-            await session.flush()
+    batches = [uids[start : start + FETCH_BATCH] for start in range(0, len(uids), FETCH_BATCH)]
+    # Each batch is read and rendered in the database pool while the one before it goes
+    # out: the socket's writes and the file reads let the two overlap.
+    ahead = _render_soon(session, batches[0], items, command.uid, newly_seen) if batches else None
+    try:
+        for index in range(len(batches)):
+            lines = await ahead
+            ahead = _render_soon(session, batches[index + 1], items, command.uid, newly_seen) if index + 1 < len(batches) else None
+            for line in lines:
+                session.send(line)
+            if session.connection.pending > FLUSH_AT:
+                await session.flush()
+    except fetching.UnknownTransferEncoding:
+        raise No("Unknown content transfer encoding", "UNKNOWN-CTE") from None
+    finally:
+        if ahead is not None:
+            ahead.cancel()
     return None
+
+
+def _render_soon(session, uids, items, by_uid, newly_seen):
+    """A task rendering `uids`' FETCH lines (_render_batch), started now."""
+    mailbox = session.selected
+    views = {u: (mailbox.seq_of(u), mailbox.flags[u], mailbox.modseqs[u]) for u in uids}
+    return asyncio.ensure_future(run_sync(
+        _render_batch, mailbox.folder_id, uids, items, views, utf8=session.utf8, by_uid=by_uid, extra_flags=newly_seen,
+    ))
 
 
 async def _fetch_from_memory(session, uids, items, by_uid):
@@ -205,7 +205,7 @@ async def store(session, command):  # RFC 9051 §6.4.6, RFC 7162 §3.1.3
     uids = [u for u in resolve(session, command.sequence, command.uid) if u not in mailbox.pending_expunges]
     if command.unchangedsince is not None:
         session.condstore = True
-    result = await run_write(actions.store_flags, mailbox.folder, uids,
+    result = await run_shared_write(actions.store_flags, mailbox.folder, uids,
         mode=_STORE_MODES[command.mode], flags=command.flags, unchangedsince=command.unchangedsince,
     )
     changed = set()
@@ -237,7 +237,7 @@ async def _transfer(session, command, operation):
     if not uids:
         return None
     try:
-        result = await run_write(operation, mailbox.folder, uids, target)
+        result = await run_shared_write(operation, mailbox.folder, uids, target)
     except actions.NoSuchFolder:
         raise No("No such mailbox", "TRYCREATE") from None
     except actions.OverQuota:

@@ -14,6 +14,7 @@ Holding the write lock through an fsync is what limits writers on SQLite; these
 commits release it at once.
 """
 import functools
+from contextlib import contextmanager
 
 from django.db import connection, transaction
 
@@ -21,27 +22,43 @@ from django.db import connection, transaction
 def lazy_commit(function):
     """Run `function` in a transaction committed without waiting for the disk (see above).
 
-    Inside an enclosing transaction it just runs: the outer commit decides.
+    Inside an enclosing transaction it just runs: the outer commit decides. The wrapper
+    is marked `commits_lazily`, for callers that group such calls in one transaction
+    (mailsuite.lib.aio.run_shared_write).
     """
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         if connection.in_atomic_block:
             return function(*args, **kwargs)
-        if connection.vendor == "sqlite":
-            # The pragma cannot change inside a transaction: set it around this one.
-            with connection.cursor() as cursor:
-                cursor.execute("PRAGMA synchronous=NORMAL")
-            try:
-                with transaction.atomic():
-                    return function(*args, **kwargs)
-            finally:
-                with connection.cursor() as cursor:
-                    cursor.execute("PRAGMA synchronous=FULL")
-        with transaction.atomic():
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL synchronous_commit TO off")
+        with atomic(lazily=True):
             return function(*args, **kwargs)
 
+    wrapper.commits_lazily = True
     return wrapper
+
+
+@contextmanager
+def atomic(*, lazily):
+    """transaction.atomic() whose commit waits for the disk unless `lazily` (see above).
+    Outermost blocks only: the commit of an enclosing transaction would decide."""
+    if not lazily:
+        with transaction.atomic():
+            yield
+        return
+    if connection.vendor == "sqlite":
+        # The pragma cannot change inside a transaction: set it around this one.
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with transaction.atomic():
+                yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA synchronous=FULL")
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO off")
+        yield

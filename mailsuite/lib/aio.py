@@ -5,15 +5,17 @@ ORM work runs in bounded thread pools, never on the event loop: `run_sync` for r
 Writers queue for the database's write lock (one writer at a time on SQLite); in their
 own pool they cannot take every thread while reads wait behind them. Each thread
 keeps its own database connection; a connection that broke or aged out is replaced
-before the next job.
+before the next job. `run_shared_write` lets short writes of many sessions share one
+transaction on SQLite.
 """
 import asyncio
 import functools
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 
 _executors = {}  # "read"/"write" -> ThreadPoolExecutor
 
@@ -98,3 +100,49 @@ class GroupCommit:
                         future.set_result(result)
         finally:
             self._drainer = None
+
+
+def _together(calls):
+    """Run `calls` in one transaction, each in a savepoint of its own: a (True, result)
+    or (False, exception) for each. The commit waits for the disk unless every call
+    commits lazily (mailsuite.db.durability)."""
+    from mailsuite.db import durability
+
+    outcomes = []
+    with durability.atomic(lazily=all(getattr(call.func, "commits_lazily", False) for call in calls)):
+        for call in calls:
+            try:
+                # Alone in its transaction, a call needs no savepoint: its failure rolls the whole back.
+                with transaction.atomic(savepoint=len(calls) > 1):
+                    outcomes.append((True, call()))
+            except Exception as error:
+                outcomes.append((False, error))
+    return outcomes
+
+
+_shared_writes = weakref.WeakKeyDictionary()  # event loop -> GroupCommit(_together)
+
+
+async def run_shared_write(fn, *args, **kwargs):
+    """run_write for a short change of the database and nothing else (no network, no
+    password hashing), which may share its transaction with other sessions' changes.
+
+    On SQLite every write transaction takes the one write lock in turn, and one that
+    waits for the interpreter while other threads run holds it all the longer: the
+    changes waiting in this process take the lock once and commit once, each in a
+    savepoint of its own, so one that fails (a full quota, a folder gone) leaves the
+    others committed. On PostgreSQL each runs alone: its row locks let writers to other
+    folders go ahead side by side.
+    """
+    call = functools.partial(fn, *args, **kwargs)
+    if connections[DEFAULT_DB_ALIAS].vendor == "sqlite":
+        loop = asyncio.get_running_loop()
+        group = _shared_writes.get(loop)
+        if group is None:
+            group = _shared_writes[loop] = GroupCommit(_together)
+        succeeded, value = await group.submit(call)
+    else:
+        [(succeeded, value)] = await run_write(_together, [call])
+    if not succeeded:
+        raise value
+    return value

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from mailstore import actions as store
+from mailstore import actions as store, search_index
 from tests.webmail.conftest import deliver, folder, make_mail
 
 BASE = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -137,6 +137,7 @@ def big_inbox(alice):
 
 def test_list_queries_are_bounded_on_ten_thousand_messages(alice_client, big_inbox):
     alice_client.get(f"/f/{big_inbox.pk}/")  # warm the session
+    search_index.catch_up()  # as after the indexer has run (it runs after the commit, not in it)
     here = f"/f/{big_inbox.pk}/"
     for url in ("", "?page=150", "?sort=from", "?sort=size&order=asc", "?filter=unread", "?filter=flagged", "?q=bulk", "?from=mallory", "/search/?q=bulk"):
         query = url if url.startswith("/") else here + url
@@ -146,7 +147,9 @@ def test_list_queries_are_bounded_on_ten_thousand_messages(alice_client, big_inb
         assert len(subjects(response)) == 50, query
         # (On PostgreSQL a search also sets its planner hint: SAVEPOINT, SET LOCAL, RELEASE.)
         statements = [q["sql"] for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "SET LOCAL"))]
-        assert len(statements) <= 7, (query, statements)
+        # (On SQLite a text search first asks whether messages wait to be indexed.)
+        text_search = url.startswith(("?q=", "?from=", "/search/"))
+        assert len(statements) <= 7 + (connection.vendor == "sqlite" and text_search), (query, statements)
 
 
 def test_reading_queries_are_bounded_on_ten_thousand_messages(alice_client, big_inbox):

@@ -2,6 +2,8 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from mailstore import search_index
+
 
 class Command(BaseCommand):
     help = "Run the web server (webmail, admin, API) with uvicorn in the foreground."
@@ -11,6 +13,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.MAILSUITE_HTTP_PORT)
 
     def handle(self, *args, host, port, **options):
+        search_index.run_in_background()
         uvicorn.run(
             "mailsuite.asgi:application",
             host=host,

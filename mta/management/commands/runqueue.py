@@ -2,6 +2,7 @@
 from django.core.management.base import BaseCommand
 
 from mailsuite.celery import app
+from mailstore import search_index
 
 
 class Command(BaseCommand):
@@ -12,6 +13,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-beat", action="store_true", help="do not run the periodic sweep here")
 
     def handle(self, *args, concurrency, no_beat, **options):
+        search_index.run_in_background()
         worker = app.Worker(
             pool_cls="threads",
             concurrency=concurrency,

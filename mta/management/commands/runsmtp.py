@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from mailsuite.lib.aio import GroupCommit
 from mailsuite.lib.tls import TLSContextProvider, ensure_certificate
 from mailsuite.supervisor import Child, Supervisor, manage_py
+from mailstore import search_index
 from mta import inbound
 from mta.committer import CommitServer, RemoteCommitter, socket_path
 from mta.smtpd import ConnectionGate, InboundHandler, Listener, SMTPService, SubmissionHandler
@@ -39,6 +40,7 @@ class Command(BaseCommand):
         workers = workers or os.cpu_count() or 1
         path = socket_path(str(settings.DATA_DIR), port)
         if commit_service:
+            search_index.run_in_background()  # this process stores what the workers accept
             CommitServer(path).serve_forever()
             return
         # On the command line 0 turns a port off; services() takes None for that.
@@ -55,6 +57,8 @@ class Command(BaseCommand):
             raise SystemExit(Supervisor(children).run())
         reuse_port = os.environ.get("MAILSUITE_REUSE_PORT") == "1"
         commit_socket = os.environ.get("MAILSUITE_COMMIT_SOCKET")
+        if not commit_socket:
+            search_index.run_in_background()  # one process: it stores what it accepts itself
         try:
             asyncio.run(serve(host, ports, reuse_port=reuse_port, commit_socket=commit_socket))
         except OSError as error:
