@@ -4,7 +4,7 @@ The docs are public (like the schema); using the API needs a token or a session.
 import pytest
 
 from tests.accounts.tenants import make_user
-from tests.browser.conftest import blob_dir, browser, fast_password_hashing, page, web_server  # noqa: F401
+from tests.browser.conftest import blob_dir, browser, fast_password_hashing, page, runweb_log_on_failure, web_server  # noqa: F401
 from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

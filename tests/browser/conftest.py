@@ -6,7 +6,6 @@ Playwright's sync API runs an event loop in this thread; the ORM calls the tests
 between browser steps are plain synchronous calls, hence DJANGO_ALLOW_ASYNC_UNSAFE.
 """
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -21,6 +20,9 @@ from tests.e2e.helpers import child_env, free_port, manage, settings_blob_locati
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 CHROMIUM = "/usr/bin/chromium"
+# How long actions and assertions wait: a form posted to the web server can take many seconds
+# when the whole suite loads the machine (10 s was once too little in CI).
+TIMEOUT_MS = 30_000
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +48,22 @@ def blob_dir(settings):
     return location
 
 
+_runweb_logs = []  # the log of each runweb this process started
+
+
+@pytest.fixture(autouse=True)
+def runweb_log_on_failure():
+    """What runweb logged during a test (warnings and errors) is printed, so a failing test shows it."""
+    marks = {path: path.stat().st_size for path in _runweb_logs}
+    yield
+    for path in _runweb_logs:
+        with path.open(errors="replace") as log:
+            log.seek(marks.get(path, 0))
+            text = log.read()
+        if text:
+            print(f"--- {path} during this test ---\n{text}")
+
+
 @pytest.fixture(scope="session")
 def web_server(django_db_setup, django_db_blocker, tmp_path_factory):
     """runweb on a free loopback port; yields its base URL."""
@@ -54,6 +72,7 @@ def web_server(django_db_setup, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
         env = child_env(django_settings.DATA_DIR, MAILSUITE_LOG_LEVEL="WARNING")
     process = manage("runweb", "--port", str(port), env=env, stdout=log, stderr=subprocess.STDOUT)
+    _runweb_logs.append(Path(log.name))
     base = f"http://localhost:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -79,8 +98,9 @@ def web_server(django_db_setup, django_db_blocker, tmp_path_factory):
 def browser():
     # Module scope: Playwright's sync API keeps an event loop running in this thread
     # while it is open, and tests elsewhere start their own with asyncio.run().
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
         yield browser
@@ -105,17 +125,14 @@ class Watch:
 
 @pytest.fixture
 def page(browser, web_server):
-    from playwright.sync_api import expect
-
     context = browser.new_context(base_url=web_server, accept_downloads=True, locale="en-US")
     page = context.new_page()
-    page.set_default_timeout(10_000)
-    # Assertions wait as long as actions do: a form posted to the web server process can take
-    # more than expect()'s default 5 s when the whole suite loads the machine.
-    expect.set_options(timeout=10_000)
+    page.set_default_timeout(TIMEOUT_MS)
     page.watch = Watch(page)
     yield page
     context.close()
+    if page.watch.console:  # shown when the test fails
+        print("--- the browser's console during this test ---", *page.watch.console, sep="\n")
 
 
 @pytest.fixture

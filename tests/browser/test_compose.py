@@ -7,6 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from mailstore.models import Message
+from tests.browser.conftest import TIMEOUT_MS
 from tests.webmail.conftest import folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -19,13 +20,13 @@ def test_compose_with_attachment_download_and_reply(alice, bob, browser, web_ser
 
     bob_context = browser.new_context(base_url=web_server, accept_downloads=True, locale="en-US")
     bob_page = bob_context.new_page()
-    bob_page.set_default_timeout(10_000)
+    bob_page.set_default_timeout(TIMEOUT_MS)
     sign_in(bob_page, bob)
     expect(bob_page.locator("body[data-live=on]")).to_have_count(1)
 
     alice_context = browser.new_context(base_url=web_server, locale="en-US")
     page = alice_context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(TIMEOUT_MS)
     sign_in(page, alice)
     page.get_by_role("link", name="Compose").click()
     page.wait_for_url("**/compose/")
@@ -34,7 +35,7 @@ def test_compose_with_attachment_download_and_reply(alice, bob, browser, web_ser
     page.get_by_label("Message", exact=True).fill("Attached is the plan.")
     page.get_by_label("Attach files").set_input_files(str(upload))
     page.get_by_role("button", name="Send").click()
-    expect(page.get_by_text("Message sent.")).to_be_visible(timeout=15_000)
+    expect(page.get_by_text("Message sent.")).to_be_visible()
 
     # Bob's open INBOX shows it without a reload.
     link = bob_page.get_by_role("link", name=re.compile("The plan"))
@@ -54,7 +55,7 @@ def test_compose_with_attachment_download_and_reply(alice, bob, browser, web_ser
     bob_page.get_by_label("Message", exact=True).press("Control+Home")
     bob_page.get_by_label("Message", exact=True).type("Looks good. ")
     bob_page.get_by_role("button", name="Send").click()
-    expect(bob_page.get_by_text("Message sent.")).to_be_visible(timeout=15_000)
+    expect(bob_page.get_by_text("Message sent.")).to_be_visible()
 
     # Alice's INBOX has the answer, threaded on her message; her Sent has the original.
     page.goto("/")
@@ -90,10 +91,10 @@ def test_drafts_autosave_and_resume(alice, page, sign_in):
     page.get_by_label("Subject", exact=True).fill("Unfinished thoughts")
     page.get_by_label("Message", exact=True).fill("First half")
     drafts = folder(alice, "Drafts")
-    expect(page.locator(".autosave-status")).to_have_text(re.compile("Draft saved"), timeout=12_000)
+    expect(page.locator(".autosave-status")).to_have_text(re.compile("Draft saved"))
     [draft] = Message.objects.filter(folder=drafts)
     page.get_by_label("Message", exact=True).fill("First half, second half")
-    expect(page.locator("input[name=draft]")).not_to_have_value(f"{drafts.pk}:{draft.uid}", timeout=12_000)
+    expect(page.locator("input[name=draft]")).not_to_have_value(f"{drafts.pk}:{draft.uid}")
     [replaced] = Message.objects.filter(folder=drafts)
     assert replaced.uid != draft.uid
     page.goto(f"/compose/?draft={drafts.pk}:{replaced.uid}")
@@ -113,5 +114,5 @@ def test_undo_send_keeps_the_message_and_sending_again_delivers(alice, bob, page
     assert not Message.objects.filter(folder__account=bob).exists()
     expect(page.get_by_label("Subject", exact=True)).to_have_value("Second thoughts")
     page.get_by_role("button", name="Send").click()
-    expect(page.get_by_text("Message sent.")).to_be_visible(timeout=15_000)
+    expect(page.get_by_text("Message sent.")).to_be_visible()
     assert Message.objects.get(folder=folder(bob, "INBOX")).subject == "Second thoughts"

@@ -1,5 +1,6 @@
 """The webmail in a real browser: sign in, read, act, live updates, phone, Spanish."""
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -8,6 +9,38 @@ from mailstore import actions as store
 from tests.webmail.conftest import deliver, folder, make_mail
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+class Held(list):
+    """The routes hold_requests() holds, and the URL it holds them for."""
+
+
+def hold_requests(page, url, *, resource_type=None):
+    """Requests to `url` (of `resource_type`, if given) hang until release(); returns the held list."""
+    held = Held()
+
+    def route(request_route):
+        if resource_type in (None, request_route.request.resource_type):
+            held.append(request_route)
+        else:
+            request_route.continue_()
+
+    page.route(url, route)
+    held.url = url
+    return held
+
+
+def release(page, held):
+    for request_route in held:
+        request_route.continue_()
+    page.unroute(held.url)
+
+
+def wait_until(page, condition, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(50)
 
 
 def test_sign_in_read_and_sign_out(alice, page, sign_in):
@@ -51,6 +84,8 @@ def test_the_open_message_follows_flag_changes_made_elsewhere(alice, page, sign_
     expect(page.locator("body[data-live=on]")).to_have_count(1)
     store.store_flags(folder(alice, "INBOX"), [message.uid], mode="add", flags=["\\Flagged"])
     expect(page.locator("#message-state .badge.flagged")).to_be_visible(timeout=5000)
+    store.move_messages(folder(alice, "INBOX"), [message.uid], "Archive")
+    expect(page.locator("#live-notice")).to_have_text("This message was moved or deleted.", timeout=5000)
 
 
 def test_download_is_byte_identical_and_images_preview(alice, page, sign_in, tmp_path):
@@ -85,6 +120,25 @@ def test_bulk_move_search_and_folders(alice, page, sign_in):
     page.get_by_label("Name", exact=True).fill("Receipts")
     page.get_by_role("button", name="Create").click()
     expect(page.locator("#tree")).to_contain_text("Receipts")
+
+
+def test_a_late_live_update_does_not_paint_an_old_page_over_a_new_one(alice, page, sign_in):
+    for subject in ("Invoice 17", "Party on Friday", "Invoice 18"):
+        deliver(alice, make_mail(subject))
+    sign_in(page, alice)
+    expect(page.locator("body[data-live=on]")).to_have_count(1)
+    inbox_url = page.url
+    held = hold_requests(page, lambda url: url == inbox_url, resource_type="fetch")
+    deliver(alice, make_mail("Late news"))  # the inbox's live refresh starts, and hangs
+    wait_until(page, lambda: held)
+    page.get_by_role("searchbox", name="Search mail").fill("invoice")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.locator(".message-row")).to_have_count(2)
+    with page.expect_event("requestfinished", lambda request: request.url == inbox_url):
+        release(page, held)
+    page.wait_for_timeout(500)  # time enough for the inbox's answer to be swapped in, were it
+    expect(page.locator(".message-row")).to_have_count(2)
+    expect(page.get_by_text("Late news")).to_have_count(0)
 
 
 def test_spam_button_moves_to_junk(alice, page, sign_in):
@@ -158,9 +212,15 @@ def test_grouped_search_and_deleting_a_whole_conversation(alice, page, sign_in):
     page.get_by_role("searchbox", name="Search mail").fill("picnic")
     page.get_by_role("button", name="Search", exact=True).click()
     expect(page.locator(".message-row")).to_have_count(1)  # two matches, one conversation
+    # Opening it marks the newest message read, which refreshes the folder tree. That
+    # refresh hangs here until the Delete is done: the page that follows the Delete must
+    # not wait for it (it once queued behind it, and a newer refresh then dropped it).
+    held = hold_requests(page, re.compile(r"/tree/"))
     page.get_by_role("link", name=re.compile("Re: Picnic")).click()
     expect(page.locator(".conversation-message")).to_have_count(2)
+    wait_until(page, lambda: held)
     page.locator("#conversation").get_by_role("button", name="Delete", exact=True).click()
     expect(page.get_by_text("Nothing matches this search.")).to_be_visible()
+    release(page, held)
     trash = store.Message.objects.filter(folder__account=alice, folder__name="Trash")
     assert sorted(trash.values_list("subject", flat=True)) == ["Picnic?", "Re: Picnic?"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from secmail import actions
-from tests.browser.conftest import CHROMIUM, blob_dir, browser, fast_password_hashing, sign_in, web_server  # noqa: F401
+from tests.browser.conftest import CHROMIUM, TIMEOUT_MS, blob_dir, browser, fast_password_hashing, runweb_log_on_failure, sign_in, web_server  # noqa: F401
 from tests.conftest import inbox, message_bytes
 
 pytestmark = [
@@ -20,7 +20,7 @@ PASSPHRASE = "key passphrase 1"
 def open_page(browser, web_server):
     context = browser.new_context(base_url=web_server, locale="en-US")
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(TIMEOUT_MS)
     return page
 
 
@@ -48,7 +48,7 @@ def test_a_signed_and_encrypted_message_between_two_users(alice, bob, browser, w
     page.get_by_label("Encrypt").check()
     expect(page.locator("[data-readiness]")).to_have_text("Every recipient can receive encrypted mail.")
     page.get_by_role("button", name="Send").click()
-    expect(page.get_by_text("Message sent.")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("Message sent.")).to_be_visible()
 
     [stored] = inbox(bob)
     assert b"Friday" not in message_bytes(stored) and b"-----BEGIN PGP MESSAGE-----" in message_bytes(stored)

@@ -16,11 +16,53 @@
     return $$('#list input[name=uid]:checked').map(function (box) { return box.value; });
   }
 
+  // Fetches `url` and puts its element #id in place of this page's, unless the page has
+  // moved on meanwhile (another page, or this one re-rendered by the user's own action):
+  // a late answer must never paint an older page over a newer one. A plain fetch, not
+  // htmx.ajax: htmx queues every request without a source element on <body>, where the
+  // navigation that follows a form's HX-Location waits too, and a newer queued request
+  // would drop it (the user's Move or Delete would then seem to do nothing).
+  function replaceFromServer(url, id, swap, gone) {
+    var old = document.getElementById(id);
+    if (!old) { return; }
+    var here = location.href;
+    function current() { return location.href === here && document.getElementById(id) === old; }
+    fetch(url, { credentials: "same-origin", headers: { "HX-Request": "true" } })
+      .then(function (response) {
+        if (response.status === 404 && gone && current()) { gone(); }
+        return response.ok ? response.text() : null;
+      })
+      .then(function (text) {
+        var fresh = text && current() && new DOMParser().parseFromString(text, "text/html").getElementById(id);
+        if (fresh) { (swap || replaceAndProcess)(old, fresh); }
+      })
+      .catch(function () { /* the next change tries again */ });
+  }
+  function replaceAndProcess(old, fresh) {
+    old.replaceWith(fresh);
+    htmx.process(fresh);
+  }
+
   function refreshTree() {
     var treeUrl = document.body.dataset.treeUrl;
-    if (!treeUrl || !$("#tree")) { return; }
     var main = $("#main"); var current = main && main.dataset.folder;
-    htmx.ajax("GET", treeUrl + (current ? "?folder=" + encodeURIComponent(current) : ""), { target: "#tree", swap: "outerHTML" });
+    if (treeUrl) { replaceFromServer(treeUrl + (current ? "?folder=" + encodeURIComponent(current) : ""), "tree"); }
+  }
+
+  // The list is swapped in the same task as the selection and focus are read and put
+  // back, so boxes ticked while the request was under way are kept and a drag that
+  // starts right after finds its rows ready.
+  function swapList(old, fresh) {
+    var checked = checkedUids();
+    var focused = document.activeElement && old.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
+    replaceAndProcess(old, fresh);
+    checked.forEach(function (uid) {
+      var box = $('#list input[name=uid][value="' + uid + '"]');
+      if (box) { box.checked = true; markRow(box); }
+    });
+    pageReady(true);
+    if (focused) { var link = $('#list a[href="' + focused.replace(/"/g, '\\"') + '"]'); if (link) { link.focus(); } }
+    document.dispatchEvent(new CustomEvent("webmail:list-refreshed"));
   }
 
   function refresh() {
@@ -30,30 +72,9 @@
     refreshTree();
     var here = location.pathname + location.search;
     if ($("#list")) {
-      // Fetched here rather than swapped by htmx: the selection is read and put back in
-      // the same task as the swap, so boxes ticked while the request was under way are
-      // kept and a drag that starts right after finds its rows ready.
-      fetch(here, { credentials: "same-origin", headers: { "HX-Request": "true" } })
-        .then(function (response) { return response.ok ? response.text() : null; })
-        .then(function (text) {
-          var old = $("#list");
-          var fresh = text && new DOMParser().parseFromString(text, "text/html").getElementById("list");
-          if (!old || !fresh) { return; }
-          var checked = checkedUids();
-          var focused = document.activeElement && old.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
-          old.replaceWith(fresh);
-          checked.forEach(function (uid) {
-            var box = $('#list input[name=uid][value="' + uid + '"]');
-            if (box) { box.checked = true; markRow(box); }
-          });
-          htmx.process(fresh);
-          pageReady(true);
-          if (focused) { var link = $('#list a[href="' + focused.replace(/"/g, '\\"') + '"]'); if (link) { link.focus(); } }
-          document.dispatchEvent(new CustomEvent("webmail:list-refreshed"));
-        })
-        .catch(function () { /* the next change tries again */ });
+      replaceFromServer(here, "list", swapList);
     } else if ($("#reader") && (change.any || change.folders[($("#main") || {dataset: {}}).dataset.folder])) {
-      htmx.ajax("GET", here, { target: "#message-state", select: "#message-state", swap: "outerHTML" });
+      replaceFromServer(here, "message-state", null, showGone);
     }
   }
 
@@ -75,11 +96,12 @@
   }
 
   // The open message vanished (moved or deleted elsewhere): say so instead of failing silently.
+  function showGone() {
+    var notice = $("#live-notice");
+    if (notice) { notice.textContent = notice.dataset.goneText || "This message was moved or deleted."; }
+  }
   document.addEventListener("htmx:responseError", function (event) {
-    if (event.detail.xhr.status === 404 && $("#reader")) {
-      var notice = $("#live-notice");
-      if (notice) { notice.textContent = notice.dataset.goneText || "This message was moved or deleted."; }
-    }
+    if (event.detail.xhr.status === 404 && $("#reader")) { showGone(); }
   });
 
   // After a flag change or mark-read the tree's unread counts change: refresh them.
