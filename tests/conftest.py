@@ -4,11 +4,13 @@ Personas: alice and bob have mailboxes in example.test; mallory is an outsider
 sending from elsewhere.
 """
 import asyncio
+import contextlib
 import os
 import threading
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection, transaction
 from hypothesis import settings as hypothesis_settings
 
 # Property tests check behaviour, not speed: with several test processes on two cores an
@@ -130,6 +132,33 @@ def manage(tmp_path_factory):
         )
 
     return manage
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's, and before it drops a PostgreSQL test database: the change bus stops
+    listening and the connections that threads of in-process servers left open are ended,
+    which otherwise stop the drop ("being accessed by other users") and leave the database
+    behind."""
+    yield
+    from mailstore import events
+
+    events.close()
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+@contextlib.contextmanager
+def rows_for_the_module(django_db_blocker):
+    """For a module-scoped fixture whose rows (thousands, say) every test of its module reads:
+    they are made once, inside a transaction that each test's own transaction nests in as a
+    savepoint, and rolled back after the module's last test. Not for modules with
+    transaction=True tests, which would commit and then empty the tables."""
+    with django_db_blocker.unblock(), transaction.atomic():
+        yield
+        transaction.set_rollback(True)
 
 
 def inbox(account):

@@ -1,4 +1,5 @@
 """Running real mailsuite processes for end-to-end tests."""
+import itertools
 import os
 import socket
 import subprocess
@@ -10,27 +11,48 @@ from django.conf import settings
 from django.db import connection
 
 from mailsuite.supervisor import die_with_parent
+from tests import isolation
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Ports for servers a test starts later, taken below the kernel's ephemeral range (32768 and up
+# by default), so no outgoing connection can take one between its choice and its bind. Each test
+# process (both passes' xdist workers: tests/isolation.py numbers them 0-15) has a block of its own.
+_PORT_BLOCK, _PORT_BASE = 1300, 10000
+_next_port = itertools.count()
 
 
-def wait_for_port(port, timeout=90.0, process=None):
+def free_port(*hosts):
+    """A port no test process of this run has been given, free now on every host given (default 127.0.0.1)."""
+    first = _PORT_BASE + _PORT_BLOCK * (isolation.redis_db() % 16)
+    for _ in range(_PORT_BLOCK):
+        port = first + next(_next_port) % _PORT_BLOCK
+        try:
+            for host in hosts or ("127.0.0.1",):
+                with socket.socket() as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no free port in {first}-{first + _PORT_BLOCK - 1}")
+
+
+def wait_for_port(port, timeout=90.0, process=None, log=None):
+    """Wait until something listens on 127.0.0.1:port; a failure shows the end of the server's `log` file."""
+    def tail():
+        return "\n" + Path(log).read_text(errors="replace")[-4000:] if log else ""
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before opening port {port}")
+            raise RuntimeError(f"process exited with {process.returncode} before opening port {port}{tail()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s{tail()}")
 
 
 def test_database_url():

@@ -14,8 +14,8 @@ from mta import inbound
 from mta.models import QueuedRecipient
 from tests.dnsserver import DNSServer
 from tests.isolation import redis_db
-from tests.e2e.helpers import alive, child_env, children_of, manage, settings_blob_location
-from tests.mta.sink import Behaviour, Sink, free_port_on_loopback_hosts
+from tests.e2e.helpers import alive, child_env, children_of, free_port, manage, settings_blob_location
+from tests.mta.sink import Behaviour, Sink
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -41,7 +41,7 @@ def remote(settings):
     settings_blob_location(settings, settings.DATA_DIR)  # the workers read the blobs we write
     zones = {"faraway.test": {"MX": [(10, "mx.faraway.test")]}, "mx.faraway.test": {"A": [HOST]}}
     with DNSServer(zones) as dns:
-        port = free_port_on_loopback_hosts(HOST)
+        port = free_port(HOST)
         yield dns, port
 
 

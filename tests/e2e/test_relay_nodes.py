@@ -13,8 +13,7 @@ import pytest
 from mta import actions, delivery, queue
 from mta.models import QueuedRecipient
 from tests import datadir
-from tests.e2e.helpers import ROOT, wait_for_port
-from tests.mta.sink import free_port_on_loopback_hosts
+from tests.e2e.helpers import ROOT, free_port, wait_for_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -72,7 +71,7 @@ def wait_for_port_on(host, port, process, timeout=90):
 
 @pytest.fixture
 def node(tmp_path):
-    node = Node(tmp_path / "inner-node", free_port_on_loopback_hosts(INNER))
+    node = Node(tmp_path / "inner-node", free_port(INNER))
     node.set_up()
     yield node
     node.stop()

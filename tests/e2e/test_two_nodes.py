@@ -28,10 +28,10 @@ from mta import queue as mta_queue
 from mta.models import QueuedRecipient
 from tests.conftest import PASSWORD
 from tests.dnsserver import DNSServer
-from tests.e2e.helpers import alive, child_env, children_of, manage
+from tests.e2e.helpers import alive, child_env, children_of, free_port, manage
 from tests.e2e.test_queue_worker import redis_url
 from tests.e2e.test_relay_nodes import wait_for_port_on
-from tests.mta.sink import Sink, free_port_on_loopback_hosts
+from tests.mta.sink import Sink
 from tests.objectstore import CREDENTIALS, ObjectStore
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -70,8 +70,8 @@ class Node:
 
     def __init__(self, name, host, data_dir, shared):
         self.name, self.host, self.data_dir = name, host, data_dir
-        self.smtp_port = free_port_on_loopback_hosts(host)
-        self.imap_port = free_port_on_loopback_hosts(host)
+        self.smtp_port = free_port(host)
+        self.imap_port = free_port(host)
         self.env = child_env(data_dir, MAILSUITE_BIND=host, MAILSUITE_HOSTNAME=f"{name}.mail.test", **shared)
         self.processes = {}
         self.starts = 0
@@ -135,7 +135,7 @@ def cluster(settings, tmp_path):
     settings.PASSWORD_HASHERS = PRODUCTION_HASHERS  # the nodes verify what we store here
     zones = {domain: {"MX": [(10, "mx.far.test")]} for domain in FAR_DOMAINS}
     zones["mx.far.test"] = {"A": [SINK_HOST]}
-    with ObjectStore() as store, DNSServer(zones) as dns, NodeSink(SINK_HOST, free_port_on_loopback_hosts(SINK_HOST)) as sink:
+    with ObjectStore() as store, DNSServer(zones) as dns, NodeSink(SINK_HOST, free_port(SINK_HOST)) as sink:
         shared = {
             **CREDENTIALS,
             "MAILSUITE_BLOB_STORAGE": store.url,

@@ -26,6 +26,24 @@ def send(client, **fields):
     return client.post(reverse("webmail:compose"), data)
 
 
+def encrypted_mail_read_by_bob(client, alice, bob, **fields):
+    """Alice and bob publish keys; alice sends bob encrypted mail (with `fields`); bob, now
+    signed in with his key unlocked, has it: the message as he received it."""
+    alice_key = actions.generate_openpgp_key(alice, passphrase=PASSPHRASE)
+    bob_key = actions.generate_openpgp_key(bob, passphrase=PASSPHRASE)
+    actions.set_published(alice_key, True)
+    actions.set_published(bob_key, True)
+    sign_in(client, "alice@example.test")
+    client.post(reverse("secmail:keys"), {"form": "unlock", "key": alice_key.pk, "unlock-passphrase": PASSPHRASE})
+    assert send(client, secmail_encrypt="1", **fields).status_code == 302
+    [received] = inbox(bob)
+
+    client.post(reverse("webmail:logout"))
+    sign_in(client, "bob@example.test")
+    client.post(reverse("secmail:keys"), {"form": "unlock", "key": bob_key.pk, "unlock-passphrase": PASSPHRASE})
+    return received
+
+
 def test_signed_and_encrypted_mail_from_the_compose_page(client, alice, bob):
     alice_key = actions.generate_openpgp_key(alice, passphrase=PASSPHRASE)
     bob_key = actions.generate_openpgp_key(bob, passphrase=PASSPHRASE)
@@ -66,18 +84,7 @@ def test_plain_mail_carries_the_autocrypt_header_of_a_published_key(client, alic
 
 
 def test_a_reply_to_encrypted_mail_quotes_the_decrypted_text_under_its_real_subject_and_encrypts(client, alice, bob):
-    alice_key = actions.generate_openpgp_key(alice, passphrase=PASSPHRASE)
-    bob_key = actions.generate_openpgp_key(bob, passphrase=PASSPHRASE)
-    actions.set_published(alice_key, True)
-    actions.set_published(bob_key, True)
-    sign_in(client, "alice@example.test")
-    client.post(reverse("secmail:keys"), {"form": "unlock", "key": alice_key.pk, "unlock-passphrase": PASSPHRASE})
-    assert send(client, secmail_encrypt="1", secmail_sign="1").status_code == 302
-    [received] = inbox(bob)
-
-    client.post(reverse("webmail:logout"))
-    sign_in(client, "bob@example.test")
-    client.post(reverse("secmail:keys"), {"form": "unlock", "key": bob_key.pk, "unlock-passphrase": PASSPHRASE})
+    received = encrypted_mail_read_by_bob(client, alice, bob, secmail_sign="1")
     page = client.get(reverse("webmail:compose"), {"reply": f"{received.folder_id}:{received.uid}"}).content.decode()
     assert 'value="Re: Plans"' in page and "&gt; The launch is on Friday." in page
     assert 'name="secmail_encrypt" value="1" checked' in page and '<option value="openpgp" selected>' in page
@@ -92,18 +99,7 @@ def test_a_reply_to_encrypted_mail_quotes_the_decrypted_text_under_its_real_subj
 
 
 def test_forwarding_encrypted_mail_quotes_the_decrypted_text_and_offers_no_ciphertext(client, alice, bob):
-    alice_key = actions.generate_openpgp_key(alice, passphrase=PASSPHRASE)
-    bob_key = actions.generate_openpgp_key(bob, passphrase=PASSPHRASE)
-    actions.set_published(alice_key, True)
-    actions.set_published(bob_key, True)
-    sign_in(client, "alice@example.test")
-    client.post(reverse("secmail:keys"), {"form": "unlock", "key": alice_key.pk, "unlock-passphrase": PASSPHRASE})
-    assert send(client, secmail_encrypt="1").status_code == 302
-    [received] = inbox(bob)
-
-    client.post(reverse("webmail:logout"))
-    sign_in(client, "bob@example.test")
-    client.post(reverse("secmail:keys"), {"form": "unlock", "key": bob_key.pk, "unlock-passphrase": PASSPHRASE})
+    received = encrypted_mail_read_by_bob(client, alice, bob)
     page = client.get(reverse("webmail:compose"), {"forward": f"{received.folder_id}:{received.uid}"}).content.decode()
     assert 'value="Fwd: Plans"' in page and "The launch is on Friday." in page and "Subject: Plans" in page
     assert 'name="secmail_encrypt" value="1" checked' in page
