@@ -552,8 +552,9 @@ class Mailsuite(Server):
                 env=self.env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, cwd=self.source,
             )
-        # runimap's default: one worker process per core, all listening on the port.
-        ingest.wait_listening(self.port, os.cpu_count() or 1, timeout=60, alive=lambda: self.process.poll() is None,
+        # One worker process per core unless MAILSUITE_IMAP_WORKERS says otherwise, all listening on the port.
+        workers = int(self.env().get("MAILSUITE_IMAP_WORKERS") or 0) or os.cpu_count() or 1
+        ingest.wait_listening(self.port, workers, timeout=60, alive=lambda: self.process.poll() is None,
                               log=self.log)
 
     def bulk_load(self, user, folder, start, count, *, fsync):
@@ -614,6 +615,12 @@ def bulk_load_main(args):
             if job.outcomes[0].error:
                 raise SystemExit(f"bulk load: {job.outcomes[0].error}")
         placed += len(jobs)
+    try:
+        from mailstore import search_index  # trees before it indexed in the storing transaction
+    except ImportError:
+        search_index = None
+    if search_index:
+        search_index.catch_up()  # part of storing them: the load rate counts it
     print(BULK_MARKER + json.dumps({"placed": placed, "seconds": time.monotonic() - started}), flush=True)
 
 
