@@ -233,10 +233,21 @@ class _Renderer:
         return b"(%d)" % self.modseq  # RFC 7162 §3.1.4.1
 
     def envelope(self) -> bytes:
-        return envelope(self.blob.envelope, utf8=self.utf8)
+        stored = self._summary(self.blob.imap_envelope)
+        return stored if stored is not None else envelope(self.blob.envelope, utf8=self.utf8)
 
     def bodystructure(self) -> bytes:
-        return body_structure(self.structure, extensible=True, utf8=self.utf8)
+        stored = self._summary(self.blob.imap_bodystructure)
+        return stored if stored is not None else body_structure(self.structure, extensible=True, utf8=self.utf8)
+
+    def _summary(self, stored) -> Optional[bytes]:
+        """What render_summary() stored, where it is what this session is to get: it was
+        rendered without UTF-8, which is the same bytes with UTF-8 when all ASCII (only
+        8-bit text goes out differently, quoted instead of in a literal)."""
+        if stored is None:
+            return None
+        stored = bytes(stored)  # PostgreSQL's bytea comes as a memoryview
+        return stored if not self.utf8 or stored.isascii() else None
 
     def body(self) -> bytes:
         return body_structure(self.structure, extensible=False, utf8=self.utf8)
@@ -436,6 +447,13 @@ def decode_transfer(data: bytes, encoding: str) -> bytes:
 
 
 # --- ENVELOPE and BODYSTRUCTURE (RFC 9051 §7.5.2) ----------------------------------------
+
+
+def render_summary(envelope_data: Optional[list], structure: dict) -> tuple[bytes, bytes]:
+    """ENVELOPE and BODYSTRUCTURE of a message as sent to a client without UTF-8, from what
+    mailstore.mime.parse_message found: stored with the blob, which never changes, so a FETCH
+    of them is a copy (mailstore.models.Blob.imap_envelope, imap_bodystructure)."""
+    return envelope(envelope_data), body_structure(structure, extensible=True)
 
 
 def envelope(stored: Optional[list], *, utf8: bool = False) -> bytes:

@@ -33,7 +33,8 @@ _EXPUNGED_SQL = f"SELECT uid FROM {ExpungedMessage._meta.db_table} WHERE folder_
 _FOLDER_SQL = f"SELECT uidnext, highestmodseq FROM {Folder._meta.db_table} WHERE id = %s"
 _STORED_SQL = (
     "SELECT m.uid, m.internaldate, m.size, m.prefix, m.thread_key, "
-    "b.name, b.size, b.sha256, b.header_size, b.envelope, b.structure, b.preview "
+    "b.name, b.size, b.sha256, b.header_size, b.envelope, b.structure, b.preview, b.imap_envelope, "
+    "b.imap_bodystructure "
     f"FROM {Message._meta.db_table} m JOIN {Blob._meta.db_table} b ON b.id = m.blob_id "
     "WHERE m.folder_id = %s AND m.uid IN ({uids}) ORDER BY m.uid"
 )
@@ -68,11 +69,16 @@ def _rows(folder_id, after_modseq=None):
 class StoredBlob:
     """The Blob columns FETCH renders from; the JSON ones are decoded when first read."""
 
-    __slots__ = ("name", "size", "sha256", "header_size", "preview", "_envelope", "_structure")
+    __slots__ = (
+        "name", "size", "sha256", "header_size", "preview", "_envelope", "_structure", "imap_envelope",
+        "imap_bodystructure",
+    )
 
-    def __init__(self, name, size, sha256, header_size, envelope, structure, preview):
+    def __init__(self, name, size, sha256, header_size, envelope, structure, preview, imap_envelope,
+                 imap_bodystructure):
         self.name, self.size, self.sha256, self.header_size, self.preview = name, size, sha256, header_size, preview
         self._envelope, self._structure = envelope, structure
+        self.imap_envelope, self.imap_bodystructure = imap_envelope, imap_bodystructure
 
     @property
     def envelope(self):

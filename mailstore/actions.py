@@ -24,6 +24,7 @@ from django.db.models.functions import Concat, Greatest, Substr
 from django.utils import timezone
 
 from accounts.models import Account
+from imap.fetch import render_summary
 from mailsuite.db.durability import lazy_commit
 from mailstore import events
 from mailstore import search_index
@@ -261,6 +262,7 @@ def _blob_row(stored, parsed):
         header_size=parsed.header_size,
         envelope=parsed.envelope,
         structure=parsed.structure,
+        **dict(zip(("imap_envelope", "imap_bodystructure"), render_summary(parsed.envelope, parsed.structure))),
         preview=parsed.preview[:256],
         search_text=parsed.search_text,
         header_text=parsed.header_text,
@@ -437,7 +439,10 @@ def _lock_for_placement(account_ids, folder_names):
 
 
 # Columns the delivery path inserts (all but the primary key).
-_BLOB_FIELDS = ("name", "size", "sha256", "created", "header_size", "envelope", "structure", "preview", "search_text", "header_text")
+_BLOB_FIELDS = (
+    "name", "size", "sha256", "created", "header_size", "envelope", "structure", "imap_envelope",
+    "imap_bodystructure", "preview", "search_text", "header_text",
+)
 _MESSAGE_FIELDS = tuple(f.name for f in Message._meta.concrete_fields if not f.primary_key)
 
 

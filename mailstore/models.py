@@ -64,6 +64,11 @@ class Blob(models.Model):
     header_size = models.PositiveIntegerField(default=0)
     envelope = models.JSONField(null=True, blank=True)
     structure = models.JSONField(null=True, blank=True)
+    # ENVELOPE and BODYSTRUCTURE as IMAP sends them to a client without UTF-8 (RFC 9051
+    # §7.5.2), rendered once when stored (imap.fetch.render_summary): a FETCH of them copies
+    # these instead of rendering the JSON above. NULL for blobs stored before they existed.
+    imap_envelope = models.BinaryField(null=True, editable=False)
+    imap_bodystructure = models.BinaryField(null=True, editable=False)
     preview = models.CharField(max_length=256, blank=True)
     search_text = models.TextField(blank=True)
     # The header decoded, one field a line (mime.searchable_header): IMAP SEARCH reads it

@@ -21,6 +21,7 @@ from imap.fetch import (
     header_only,
     needs_bytes,
     render,
+    render_summary,
     sets_seen,
     thread_id,
 )
@@ -382,6 +383,42 @@ def test_bodystructure_reads_no_bytes():
     wanted = items("(ENVELOPE BODYSTRUCTURE BODY FLAGS UID RFC822.SIZE INTERNALDATE MODSEQ PREVIEW EMAILID)")
     assert not needs_bytes(wanted)
     render(wanted, message=message_of(NESTED), flags=[], modseq=1, raw=None)  # no ValueError
+
+
+# --- ENVELOPE and BODYSTRUCTURE rendered when stored -------------------------------------------
+
+UTF8_PARAMETERS = crlf(
+    "Subject: x\nContent-Type: application/pdf\n"
+    "Content-Disposition: attachment; filename*=utf-8''%C3%A9t%C3%A9.pdf\n\nx\n"
+)
+ESCAPES = crlf('From: "Say \\"hi\\" \\\\o/" <x@example.test>\nSubject: a "b" \\ c\n\nx\n')
+
+
+def summarised(raw):
+    """message_of(raw) as the store keeps it: with ENVELOPE and BODYSTRUCTURE rendered."""
+    message = message_of(raw)
+    message.blob.imap_envelope, message.blob.imap_bodystructure = render_summary(
+        message.blob.envelope, message.blob.structure
+    )
+    return message
+
+
+@pytest.mark.parametrize("raw", [*CORPUS.values(), UTF8_PARAMETERS, ESCAPES], ids=[*CORPUS, "utf8-parameters", "escapes"])
+@pytest.mark.parametrize("utf8", [False, True])
+def test_the_stored_envelope_and_bodystructure_are_what_rendering_gives(raw, utf8):
+    wanted = "(ENVELOPE BODYSTRUCTURE BODY)"
+    assert fetch(summarised(raw), wanted, utf8=utf8) == fetch(message_of(raw), wanted, utf8=utf8)
+
+
+def test_fetch_sends_the_stored_forms_as_they_are():
+    message = message_of(PLAIN)
+    message.blob.imap_envelope = b"(stored envelope)"
+    message.blob.imap_bodystructure = memoryview(b"(stored structure)")  # as PostgreSQL gives it
+    assert fetch(message, "(ENVELOPE BODYSTRUCTURE)") == b"ENVELOPE (stored envelope) BODYSTRUCTURE (stored structure)"
+    # Stored without UTF-8: the same bytes for a UTF-8 session when all ASCII, else rendered for it.
+    assert fetch(message, "ENVELOPE", utf8=True) == b"ENVELOPE (stored envelope)"
+    message.blob.imap_envelope = "(envelope with an 8-bit literal: é)".encode()
+    assert fetch(message, "ENVELOPE", utf8=True) == fetch(message_of(PLAIN), "ENVELOPE", utf8=True)
 
 
 # --- BODY[section] --------------------------------------------------------------------------
@@ -841,6 +878,7 @@ def test_it_renders_a_stored_message(alice):
 
     actions.append(alice, "INBOX", NESTED, flags=["\\Seen"], internaldate=INTERNALDATE)
     stored = Message.objects.select_related("blob").get(folder__account=alice, folder__name="INBOX")
+    assert bytes(stored.blob.imap_bodystructure) == BODYSTRUCTURES[3][2]  # rendered once, when stored
     raw = message_bytes(stored)
     got = render(
         items("(FLAGS BODY.PEEK[2.2] RFC822.SIZE BODYSTRUCTURE)"),

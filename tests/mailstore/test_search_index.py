@@ -111,15 +111,21 @@ def test_elsewhere_nothing_indexes_before_a_search(alice):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_migrating_back_indexes_what_waits_and_migrating_forward_defers_again(alice):
+def test_migrating_back_indexes_what_waits_and_migrating_forward_defers_again(alice, monkeypatch):
     from django.db.migrations.executor import MigrationExecutor
 
     message = store(alice, "Pending", "Across migrations.")
-    MigrationExecutor(connection).migrate([("mailstore", "0008_conversation_indexes")])
-    assert in_index(message.blob_id) and index_is_sound()
-    later = store(alice, "Later", "Indexed as it is stored.")  # migration 0004's triggers again
-    assert in_index(later.blob_id)
-    MigrationExecutor(connection).migrate([("mailstore", "0009_search_index_after_commit")])
-    newest = store(alice, "Newest", "Waits again.")
-    assert rows("SELECT id FROM mailstore_search_pending") == [(newest.blob_id,)]
-    assert search(inbox_view(alice), key_of("BODY across")) == [message.uid] and index_is_sound()
+    # The blob columns later migrations add are not there in between: the store leaves them out.
+    monkeypatch.setattr(actions, "_BLOB_FIELDS", tuple(f for f in actions._BLOB_FIELDS if not f.startswith("imap_")))
+    executor = MigrationExecutor(connection)
+    try:
+        executor.migrate([("mailstore", "0008_conversation_indexes")])
+        assert in_index(message.blob_id) and index_is_sound()
+        later = store(alice, "Later", "Indexed as it is stored.")  # migration 0004's triggers again
+        assert in_index(later.blob_id)
+        MigrationExecutor(connection).migrate([("mailstore", "0009_search_index_after_commit")])
+        newest = store(alice, "Newest", "Waits again.")
+        assert rows("SELECT id FROM mailstore_search_pending") == [(newest.blob_id,)]
+        assert search(inbox_view(alice), key_of("BODY across")) == [message.uid] and index_is_sound()
+    finally:
+        MigrationExecutor(connection).migrate(executor.loader.graph.leaf_nodes())

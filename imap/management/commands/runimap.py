@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from imap.server import IMAPService, Listener
 from mailsuite.lib.aio import shutdown_db_executor
+from mailsuite.lib.heap import freeze_startup_heap
 from mailsuite.supervisor import Child, Supervisor, manage_py
 from mailstore import search_index
 
@@ -50,6 +51,7 @@ class Command(BaseCommand):
             raise SystemExit(Supervisor(children).run())
         reuse_port = os.environ.get("MAILSUITE_REUSE_PORT") == "1"
         search_index.run_in_background()  # a worker (the supervisor above stores nothing)
+        freeze_startup_heap()
         try:
             asyncio.run(serve(host, port, imaps_port, reuse_port=reuse_port))
         except OSError as error:

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from mailsuite.lib.aio import GroupCommit
+from mailsuite.lib.heap import freeze_startup_heap
 from mailsuite.lib.tls import TLSContextProvider, ensure_certificate
 from mailsuite.supervisor import Child, Supervisor, manage_py
 from mailstore import search_index
@@ -41,6 +42,7 @@ class Command(BaseCommand):
         path = socket_path(str(settings.DATA_DIR), port)
         if commit_service:
             search_index.run_in_background()  # this process stores what the workers accept
+            freeze_startup_heap()
             CommitServer(path).serve_forever()
             return
         # On the command line 0 turns a port off; services() takes None for that.
@@ -59,6 +61,7 @@ class Command(BaseCommand):
         commit_socket = os.environ.get("MAILSUITE_COMMIT_SOCKET")
         if not commit_socket:
             search_index.run_in_background()  # one process: it stores what it accepts itself
+        freeze_startup_heap()
         try:
             asyncio.run(serve(host, ports, reuse_port=reuse_port, commit_socket=commit_socket))
         except OSError as error:

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from mailsuite.lib.aio import shutdown_db_executor
+from mailsuite.lib.heap import freeze_startup_heap
 from mailsuite.lib.tls import TLSContextProvider, ensure_certificate
 from mailsuite.supervisor import Child, Supervisor, manage_py
 from pop3.server import Listener, POP3Service
@@ -50,6 +51,7 @@ class Command(BaseCommand):
             raise SystemExit(Supervisor(children).run())
         ports = {"pop3": port or None, "pop3s": pop3s_port or None}
         reuse_port = os.environ.get("MAILSUITE_REUSE_PORT") == "1"
+        freeze_startup_heap()
         try:
             asyncio.run(serve(host, ports, reuse_port=reuse_port, login_delay=login_delay))
         except OSError as error:

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from mailsuite.lib.aio import shutdown_db_executor
+from mailsuite.lib.heap import freeze_startup_heap
 from mailsuite.lib.tls import TLSContextProvider, ensure_certificate
 from sieve.server import Listener, ManageSieveService
 
@@ -28,6 +29,7 @@ class Command(BaseCommand):
         if not port:
             self.stdout.write("ManageSieve is off (port 0)")
             return
+        freeze_startup_heap()
         try:
             asyncio.run(serve(host, port))
         except OSError as error:
