@@ -16,9 +16,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from operator import attrgetter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.core.files.base import ContentFile
-from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, models, transaction
 from django.db.models import F, Max, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Concat, Greatest, Substr
 from django.utils import timezone
@@ -1052,6 +1053,53 @@ def prune_expunged(before):
         expunged_at__lt=before, modseq__lte=F("folder__expunged_pruned_modseq")
     ).delete()
     return deleted
+
+
+BLOB_GRACE = timedelta(hours=1)  # a blob younger than this may still be getting its first reference
+_SWEEP_BATCH = 500
+
+
+def remove_unused_blobs(*, older_than=BLOB_GRACE):
+    """Delete the message bytes nothing needs any more; returns how many blobs went.
+
+    Expunging a message removes its row, not its blob: a blob may be shared by the copies
+    in several mailboxes and by the outbound queue. A blob is unused once no message, no
+    queued message and no training example the spam filter has yet to learn from names
+    it. Its row goes (with its search index entries, spam verdicts, learned examples and
+    POP3 sizes) in a short transaction that checks again, then its bytes; a reference
+    committed meanwhile makes the database refuse the delete, and that blob waits for the
+    next sweep. Bytes whose removal failed (or a crash just after the commit) are logged
+    and stay on disk, named by no row. Meant for a periodic task.
+    """
+    cutoff = timezone.now() - older_than
+    unused = (
+        Blob.objects.filter(created__lt=cutoff, messages=None, queued=None)
+        .exclude(training_examples__learned=False)
+        .order_by()
+    )
+    removed = 0
+    after = 0
+    while True:
+        # Candidates are read outside the transaction: on SQLite a write transaction holds
+        # the one write lock, and the read walks every old blob.
+        candidates = list(unused.filter(pk__gt=after).order_by("pk").values_list("pk", flat=True)[:_SWEEP_BATCH])
+        if not candidates:
+            return removed
+        after = candidates[-1]
+        try:
+            with transaction.atomic():
+                names = list(unused.filter(pk__in=candidates).values_list("name", flat=True))
+                unused.filter(pk__in=candidates).delete()
+        except IntegrityError:
+            log.info("blob sweep: a message took one of %d blobs while they were removed; next time", len(candidates))
+            continue
+        storage = blob_storage()
+        for name in names:
+            try:
+                storage.delete(name)
+            except OSError:
+                log.warning("blob sweep: could not remove %s (no row names it any more)", name, exc_info=True)
+        removed += len(names)
 
 
 @dataclass

@@ -28,16 +28,18 @@ def sweep():
 @shared_task(ignore_result=True)
 def prune():
     """Daily housekeeping: old login audit rows, spent throttle rows, expunge tombstones
-    older than MAILSUITE_EXPUNGED_DAYS (QRESYNC's memory), spent vacation-reply records."""
+    older than MAILSUITE_EXPUNGED_DAYS (QRESYNC's memory), spent vacation-reply records,
+    and the bytes of messages no mailbox or queue holds any more."""
     from datetime import timedelta
 
     from django.conf import settings
     from django.utils import timezone
 
     from accounts.actions import prune_abuse_records
-    from mailstore.actions import prune_expunged
+    from mailstore.actions import prune_expunged, remove_unused_blobs
     from sieve.actions import prune_vacation_replies
 
     prune_abuse_records()
     prune_expunged(timezone.now() - timedelta(days=settings.MAILSUITE_EXPUNGED_DAYS))
     prune_vacation_replies()
+    remove_unused_blobs()
