@@ -1,9 +1,11 @@
 """SQLite's text index is brought up to date after the commit that stores a message
 (mailstore.search_index), yet a search always sees every message stored before it."""
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from imap.search import search
 from mailstore import actions, search_index
@@ -75,6 +77,24 @@ def test_a_pending_blob_changed_before_indexing_is_indexed_as_it_is_then(alice):
     assert search(view, key_of("BODY thoughts")) == [message.uid]
     assert search(view, key_of("SUBJECT revised")) == [message.uid]
     assert index_is_sound()
+
+
+@pytest.mark.django_db
+def test_a_message_expunged_before_indexing_is_never_indexed(alice):
+    gone = store(alice, "Draft 1", "Saved again a moment later.")
+    actions.expunge(Folder.objects.get(pk=gone.folder_id), [gone.uid])
+    assert search_index.catch_up() == 0 and not search_index.waiting()
+    assert not in_index(gone.blob_id)
+    assert rows("SELECT id FROM mailstore_search_pending") == [(gone.blob_id,)]  # until the blob sweep
+
+
+@pytest.mark.django_db
+def test_the_background_indexes_only_what_has_settled(alice):
+    message = store(alice, "Fresh", "Just stored.")
+    assert search_index.catch_up(settle=search_index.SETTLE) == 0  # too young for the background
+    Blob.objects.filter(pk=message.blob_id).update(created=timezone.now() - timedelta(seconds=search_index.SETTLE))
+    assert search_index.catch_up(settle=search_index.SETTLE) == 1
+    assert in_index(message.blob_id) and index_is_sound()
 
 
 @pytest.mark.django_db
