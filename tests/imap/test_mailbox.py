@@ -20,17 +20,20 @@ def test_a_second_open_reads_only_the_changes(alice, django_assert_max_num_queri
     for _ in range(50):
         actions.append(alice, "INBOX", RAW)
     folder = alice.folders.get(name="INBOX")
-    _, uids, flags, _ = mailbox.load(folder.pk)
-    assert uids == list(range(1, 51))
+    _, uids, flags, _, keywords = mailbox.load(folder.pk)
+    assert uids == list(range(1, 51)) and keywords == set()
 
     actions.store_flags(folder, [2, 3], mode="add", flags=["\\Seen", "$Work"])
     actions.expunge(folder, [1, 4])
     actions.append(alice, "INBOX", RAW, flags=["\\Flagged"])
     with django_assert_max_num_queries(3):  # folder row, tombstones, changed rows
-        opened_folder, uids, flags, modseqs = mailbox.load(folder.pk)
+        opened_folder, uids, flags, modseqs, keywords = mailbox.load(folder.pk)
     assert uids == [2, 3] + list(range(5, 52))
     assert flags[2] == ("\\Seen", "$Work") and flags[5] == () and flags[51] == ("\\Flagged",)
     assert opened_folder.highestmodseq == max(modseqs.values())
+    assert keywords == {"$Work"}
+    mailbox._indexes.clear()
+    assert mailbox.load(folder.pk)[1:] == (uids, flags, modseqs, keywords)  # read whole, the same
 
     uids.append(99)  # each opener gets its own copy
     assert 99 not in mailbox.load(folder.pk)[1]
