@@ -166,8 +166,13 @@ class Snapshot:
 
 class FolderIndex:
     """A process's latest knowledge of one folder (UIDs, flags, MODSEQs), shared by every
-    SELECT of it in this process: opening a folder costs a copy and the changes since the
-    index was last brought up to date, not a read of every row."""
+    SELECT of it in this process: opening a folder costs the changes since the index was
+    last brought up to date, not a read of every row.
+
+    Copy on write: load() hands its containers to the opener as they are, so a SELECT
+    copies nothing; the index copies them before it next changes them (once, however many
+    openers hold them), and a SelectedMailbox copies them before its first change of its own.
+    """
 
     def __init__(self, folder):
         self.uidvalidity = folder.uidvalidity
@@ -179,6 +184,7 @@ class FolderIndex:
         self.keywords = _keywords_in(set(map(_keywords, rows)))  # every keyword any message has had
         self.highestmodseq = folder.highestmodseq
         self.lock = threading.Lock()
+        self.handed_out = False  # whether an opener holds uids/flags/modseqs as they are
 
     def usable_for(self, folder):
         # Tombstones older than the index may be gone: then only a full read is exact.
@@ -188,13 +194,17 @@ class FolderIndex:
         if folder.highestmodseq <= self.highestmodseq:
             return
         gone = set(_expunged(folder.pk, self.highestmodseq))
+        rows = _rows(folder.pk, self.highestmodseq)
+        if (gone or rows) and self.handed_out:
+            self.uids, self.flags, self.modseqs = list(self.uids), dict(self.flags), dict(self.modseqs)
+            self.handed_out = False
         if gone:
             self.uids = [uid for uid in self.uids if uid not in gone]
             for uid in gone:
                 self.flags.pop(uid, None)
                 self.modseqs.pop(uid, None)
         last = self.uids[-1] if self.uids else 0
-        for row in _rows(folder.pk, self.highestmodseq):
+        for row in rows:
             uid = row[0]
             if uid in gone:
                 continue
@@ -213,7 +223,8 @@ _indexes_lock = threading.Lock()
 
 
 def load(folder_id):
-    """Open a folder: (Folder, uids, flags, modseqs, keywords), the last four the caller's own copies."""
+    """Open a folder: (Folder, uids, flags, modseqs, keywords). The caller must not change
+    uids, flags or modseqs in place (copy them first: SelectedMailbox does); keywords is its own."""
     folder = Folder.objects.get(pk=folder_id)
     with _indexes_lock:
         index = _indexes.get(folder_id)
@@ -229,7 +240,8 @@ def load(folder_id):
         index.catch_up(folder)
         # The index may be ahead of the row read above (another thread caught it up).
         folder.highestmodseq = max(folder.highestmodseq, index.highestmodseq)
-        return folder, list(index.uids), dict(index.flags), dict(index.modseqs), set(index.keywords)
+        index.handed_out = True
+        return folder, index.uids, index.flags, index.modseqs, set(index.keywords)
 
 
 def changes_since(folder_id, modseq) -> Snapshot | None:
@@ -251,6 +263,7 @@ def changes_since(folder_id, modseq) -> Snapshot | None:
 class SelectedMailbox:
     def __init__(self, opened, *, readonly: bool):
         folder, self.uids, self.flags, self.modseqs, self.keywords = opened
+        self._owned = False  # uids, flags and modseqs may be the folder index's: copy before changing
         self.folder = folder
         self.folder_id = folder.pk
         self.account_id = folder.account_id
@@ -288,7 +301,13 @@ class SelectedMailbox:
             found.extend(self.uids[r.start - 1 : r.stop - 1])
         return found
 
+    def _own(self):
+        if not self._owned:
+            self.uids, self.flags, self.modseqs = list(self.uids), dict(self.flags), dict(self.modseqs)
+            self._owned = True
+
     def set_flags(self, uid, flags, modseq):
+        self._own()
         flags = tuple(flags)
         self.flags[uid] = _interned.setdefault(flags, flags)
         self.modseqs[uid] = modseq
@@ -308,8 +327,7 @@ class SelectedMailbox:
         out = []
         self.uidnext = snapshot.uidnext
         self.highestmodseq = max(self.highestmodseq, snapshot.highestmodseq)
-        known = set(self.flags)
-        self.pending_expunges.update(uid for uid in snapshot.expunged if uid in known)
+        self.pending_expunges.update(uid for uid in snapshot.expunged if uid in self.flags)
         if allow_expunge:
             out.extend(self.announce_expunges(qresync=qresync))
         last_uid = self.uids[-1] if self.uids else 0
@@ -325,6 +343,7 @@ class SelectedMailbox:
                 if changed:
                     out.append(self.flags_response(uid, with_uid=qresync, modseq=condstore))
             elif uid > last_uid:
+                self._own()
                 self.uids.append(uid)
                 self.set_flags(uid, flags, modseq)
                 last_uid = uid
@@ -345,6 +364,7 @@ class SelectedMailbox:
             # Highest first, so each number is still right when the client reads it.
             for uid in reversed(gone):
                 out.append(b"* %d EXPUNGE\r\n" % self.seq_of(uid))
+        self._own()
         for uid in gone:
             del self.uids[bisect_left(self.uids, uid)]
             del self.flags[uid]

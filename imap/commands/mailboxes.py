@@ -77,8 +77,8 @@ async def select(session, command):  # RFC 9051 §6.3.2 SELECT, §6.3.3 EXAMINE;
         session.send(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n")
     else:
         session.send(b"* OK [PERMANENTFLAGS " + flag_list(PERMANENT_FLAGS) + b"] Flags permitted\r\n")
-    first_unseen = mailbox.first_unseen
-    if first_unseen and not session.rev2:
+    first_unseen = None if session.rev2 else mailbox.first_unseen  # a walk of the messages: rev1 only
+    if first_unseen:
         session.send(b"* OK [UNSEEN %d] First unseen\r\n" % first_unseen)
     session.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % mailbox.uidvalidity)
     session.send(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % mailbox.uidnext)

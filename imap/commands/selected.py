@@ -174,6 +174,23 @@ async def _fetch_from_memory(session, uids, items, by_uid):
     rendered_flags = {}  # flag tuples are interned: render each distinct one once
     all_uids, flags, modseqs = mailbox.uids, mailbox.flags, mailbox.modseqs
     position = bisect_left(all_uids, uids[0]) if uids else 0
+    if names in (["UID", "FLAGS"], ["UID", "FLAGS", "MODSEQ"]):
+        # What clients ask of whole mailboxes of 100,000 messages: one format a message.
+        with_modseq = len(names) == 3
+        for uid in uids:
+            while all_uids[position] != uid:
+                position += 1
+            message_flags = flags[uid]
+            text = rendered_flags.get(id(message_flags))
+            if text is None:
+                text = rendered_flags[id(message_flags)] = flag_list(message_flags)
+            if with_modseq:
+                session.send(b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (position + 1, uid, text, modseqs[uid]))
+            else:
+                session.send(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (position + 1, uid, text))
+            if session.connection.pending > FLUSH_AT:
+                await session.flush()
+        return
     for uid in uids:
         while all_uids[position] != uid:  # both ascending: one walk, no search per message
             position += 1

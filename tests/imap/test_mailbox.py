@@ -35,8 +35,25 @@ def test_a_second_open_reads_only_the_changes(alice, django_assert_max_num_queri
     mailbox._indexes.clear()
     assert mailbox.load(folder.pk)[1:] == (uids, flags, modseqs, keywords)  # read whole, the same
 
-    uids.append(99)  # each opener gets its own copy
-    assert 99 not in mailbox.load(folder.pk)[1]
+
+
+def test_openers_share_the_index_until_one_of_them_or_the_index_changes(alice):
+    for _ in range(3):
+        actions.append(alice, "INBOX", RAW)
+    folder = alice.folders.get(name="INBOX")
+    first = mailbox.SelectedMailbox(mailbox.load(folder.pk), readonly=False)
+    second = mailbox.SelectedMailbox(mailbox.load(folder.pk), readonly=False)
+    assert first.uids is second.uids and first.flags is second.flags  # nothing copied to open it
+
+    first.set_flags(2, ("\\Seen",), 99)  # a session's own change is its own
+    assert second.flags[2] == () and second.modseqs[2] != 99
+    assert mailbox.load(folder.pk)[2][2] == ()
+
+    actions.expunge(folder, [1])  # the index's change reaches new openers only
+    actions.append(alice, "INBOX", RAW)
+    third = mailbox.SelectedMailbox(mailbox.load(folder.pk), readonly=False)
+    assert third.uids == [2, 3, 4]
+    assert first.uids == second.uids == [1, 2, 3]
 
 
 def test_a_recreated_or_pruned_folder_is_read_whole(alice):
