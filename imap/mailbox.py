@@ -185,6 +185,20 @@ class FolderIndex:
         self.highestmodseq = folder.highestmodseq
         self.lock = threading.Lock()
         self.handed_out = False  # whether an opener holds uids/flags/modseqs as they are
+        self._first_unseen = (None, None)  # (the flags it was found in, its sequence number)
+
+    def first_unseen(self, uids, flags):
+        """first_unseen(uids, flags), remembered while the index holds these very flags
+        unchanged: every IMAP4rev1 SELECT reports it, and in a large folder read to the end
+        it is a walk of every message."""
+        with self.lock:
+            found_in, seq = self._first_unseen
+            if found_in is flags:
+                return seq
+            seq = first_unseen(uids, flags)
+            if flags is self.flags:
+                self._first_unseen = (flags, seq)
+            return seq
 
     def usable_for(self, folder):
         # Tombstones older than the index may be gone: then only a full read is exact.
@@ -198,6 +212,8 @@ class FolderIndex:
         if (gone or rows) and self.handed_out:
             self.uids, self.flags, self.modseqs = list(self.uids), dict(self.flags), dict(self.modseqs)
             self.handed_out = False
+        if gone or rows:
+            self._first_unseen = (None, None)
         if gone:
             self.uids = [uid for uid in self.uids if uid not in gone]
             for uid in gone:
@@ -222,9 +238,18 @@ _indexes = OrderedDict()  # folder id -> FolderIndex, least recently opened firs
 _indexes_lock = threading.Lock()
 
 
+def first_unseen(uids, flags):
+    """The sequence number of the first message without \\Seen, or None."""
+    for seq, uid in enumerate(uids, 1):
+        if "\\Seen" not in flags[uid]:
+            return seq
+    return None
+
+
 def load(folder_id):
-    """Open a folder: (Folder, uids, flags, modseqs, keywords). The caller must not change
-    uids, flags or modseqs in place (copy them first: SelectedMailbox does); keywords is its own."""
+    """Open a folder: (Folder, uids, flags, modseqs, keywords, FolderIndex). The caller must
+    not change uids, flags or modseqs in place (copy them first: SelectedMailbox does);
+    keywords is its own."""
     folder = Folder.objects.get(pk=folder_id)
     with _indexes_lock:
         index = _indexes.get(folder_id)
@@ -241,7 +266,7 @@ def load(folder_id):
         # The index may be ahead of the row read above (another thread caught it up).
         folder.highestmodseq = max(folder.highestmodseq, index.highestmodseq)
         index.handed_out = True
-        return folder, index.uids, index.flags, index.modseqs, set(index.keywords)
+        return folder, index.uids, index.flags, index.modseqs, set(index.keywords), index
 
 
 def changes_since(folder_id, modseq) -> Snapshot | None:
@@ -262,7 +287,7 @@ def changes_since(folder_id, modseq) -> Snapshot | None:
 
 class SelectedMailbox:
     def __init__(self, opened, *, readonly: bool):
-        folder, self.uids, self.flags, self.modseqs, self.keywords = opened
+        folder, self.uids, self.flags, self.modseqs, self.keywords, self._index = opened
         self._owned = False  # uids, flags and modseqs may be the folder index's: copy before changing
         self.folder = folder
         self.folder_id = folder.pk
@@ -315,10 +340,9 @@ class SelectedMailbox:
 
     @property
     def first_unseen(self):
-        for seq, uid in enumerate(self.uids, 1):
-            if "\\Seen" not in self.flags[uid]:
-                return seq
-        return None
+        if self._owned:
+            return first_unseen(self.uids, self.flags)
+        return self._index.first_unseen(self.uids, self.flags)  # the index's own: it may know
 
     # --- catching up -----------------------------------------------------------------
 

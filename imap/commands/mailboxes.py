@@ -44,7 +44,7 @@ def _open(account_id, name, qresync):
     if folder is None:
         return None, None, None
     opened = view.load(folder.pk)
-    folder, _, _, modseqs, _ = opened
+    folder, _, _, modseqs, _, _ = opened
     vanished = changed = None
     if qresync and qresync.uidvalidity == folder.uidvalidity:
         known = qresync.known_uids.resolve(folder.uidnext) if qresync.known_uids else None

@@ -20,20 +20,20 @@ def test_a_second_open_reads_only_the_changes(alice, django_assert_max_num_queri
     for _ in range(50):
         actions.append(alice, "INBOX", RAW)
     folder = alice.folders.get(name="INBOX")
-    _, uids, flags, _, keywords = mailbox.load(folder.pk)
+    _, uids, flags, _, keywords, _ = mailbox.load(folder.pk)
     assert uids == list(range(1, 51)) and keywords == set()
 
     actions.store_flags(folder, [2, 3], mode="add", flags=["\\Seen", "$Work"])
     actions.expunge(folder, [1, 4])
     actions.append(alice, "INBOX", RAW, flags=["\\Flagged"])
     with django_assert_max_num_queries(3):  # folder row, tombstones, changed rows
-        opened_folder, uids, flags, modseqs, keywords = mailbox.load(folder.pk)
+        opened_folder, uids, flags, modseqs, keywords, _ = mailbox.load(folder.pk)
     assert uids == [2, 3] + list(range(5, 52))
     assert flags[2] == ("\\Seen", "$Work") and flags[5] == () and flags[51] == ("\\Flagged",)
     assert opened_folder.highestmodseq == max(modseqs.values())
     assert keywords == {"$Work"}
     mailbox._indexes.clear()
-    assert mailbox.load(folder.pk)[1:] == (uids, flags, modseqs, keywords)  # read whole, the same
+    assert mailbox.load(folder.pk)[1:5] == (uids, flags, modseqs, keywords)  # read whole, the same
 
 
 
@@ -54,6 +54,24 @@ def test_openers_share_the_index_until_one_of_them_or_the_index_changes(alice):
     third = mailbox.SelectedMailbox(mailbox.load(folder.pk), readonly=False)
     assert third.uids == [2, 3, 4]
     assert first.uids == second.uids == [1, 2, 3]
+
+
+def test_the_first_unseen_message_is_found_once_per_state_of_the_folder(alice, monkeypatch):
+    for _ in range(3):
+        actions.append(alice, "INBOX", RAW, flags=["\\Seen"])
+    actions.append(alice, "INBOX", RAW)
+    folder = alice.folders.get(name="INBOX")
+    walks = []
+    walk = mailbox.first_unseen
+    monkeypatch.setattr(mailbox, "first_unseen", lambda uids, flags: walks.append(1) or walk(uids, flags))
+    opened = [mailbox.SelectedMailbox(mailbox.load(folder.pk), readonly=False) for _ in range(3)]
+    assert [view.first_unseen for view in opened] == [4, 4, 4] and len(walks) == 1
+
+    opened[0].set_flags(4, ("\\Seen",), 99)  # its own view now: walked afresh
+    assert opened[0].first_unseen is None and opened[1].first_unseen == 4
+    actions.store_flags(folder, [2], mode="remove", flags=["\\Seen"])  # a new state of the folder
+    assert mailbox.SelectedMailbox(mailbox.load(folder.pk), readonly=False).first_unseen == 2
+    assert opened[2].first_unseen == 4  # as it was when opened
 
 
 def test_a_recreated_or_pruned_folder_is_read_whole(alice):
