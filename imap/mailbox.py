@@ -188,17 +188,17 @@ class FolderIndex:
         self._first_unseen = (None, None)  # (the flags it was found in, its sequence number)
 
     def first_unseen(self, uids, flags):
-        """first_unseen(uids, flags), remembered while the index holds these very flags
-        unchanged: every IMAP4rev1 SELECT reports it, and in a large folder read to the end
-        it is a walk of every message."""
-        with self.lock:
-            found_in, seq = self._first_unseen
-            if found_in is flags:
-                return seq
-            seq = first_unseen(uids, flags)
-            if flags is self.flags:
-                self._first_unseen = (flags, seq)
+        """first_unseen(uids, flags), remembered for these very flags: every IMAP4rev1
+        SELECT reports it, and in a large folder read to the end it is a walk of every
+        message. Without the lock (the event loop calls it): containers once handed out are
+        never changed again, and catch_up() forgets the answer whenever it changes any."""
+        found_in, seq = self._first_unseen
+        if found_in is flags:
             return seq
+        seq = first_unseen(uids, flags)
+        if flags is self.flags:
+            self._first_unseen = (flags, seq)
+        return seq
 
     def usable_for(self, folder):
         # Tombstones older than the index may be gone: then only a full read is exact.
