@@ -19,6 +19,7 @@ from mailstore import actions
 from mailstore.storage import blob_reader
 
 FETCH_BATCH = 100  # messages read and rendered per database round trip
+FETCH_BATCH_ROWS = 500  # the same when only database rows are read (ENVELOPE, BODYSTRUCTURE...)
 FLUSH_AT = 256 * 1024  # octets buffered before we wait for the socket
 _MEMORY_ITEMS = frozenset({"FLAGS", "UID", "MODSEQ"})
 _FLAGS = FetchAttribute("FLAGS")
@@ -135,7 +136,8 @@ async def fetch(session, command):  # RFC 9051 §6.4.5, RFC 7162 §3.1.4 / §3.2
     if all(isinstance(i, FetchAttribute) and i.name in _MEMORY_ITEMS for i in items):
         await _fetch_from_memory(session, uids, items, command.uid)
         return None
-    batches = [uids[start : start + FETCH_BATCH] for start in range(0, len(uids), FETCH_BATCH)]
+    size = FETCH_BATCH if fetching.needs_bytes(items) else FETCH_BATCH_ROWS
+    batches = [uids[start : start + size] for start in range(0, len(uids), size)]
     # Each batch is read and rendered in the database pool while the one before it goes
     # out: the socket's writes and the file reads let the two overlap.
     ahead = _render_soon(session, batches[0], items, command.uid, newly_seen) if batches else None
