@@ -285,6 +285,16 @@ def changes_since(folder_id, modseq) -> Snapshot | None:
     return Snapshot(uidnext, highestmodseq, _rows(folder_id, modseq), _expunged(folder_id, modseq))
 
 
+def with_changes(fn, folder_id, since):
+    """`fn` followed by changes_since(folder_id, since) in the same call (for a write, in
+    its transaction, so the look sees the write): returns (fn's result, Snapshot | None)."""
+    def call(*args, **kwargs):
+        return fn(*args, **kwargs), changes_since(folder_id, since)
+
+    call.commits_lazily = getattr(fn, "commits_lazily", False)  # mailsuite.db.durability
+    return call
+
+
 class SelectedMailbox:
     def __init__(self, opened, *, readonly: bool):
         folder, self.uids, self.flags, self.modseqs, self.keywords, self._index = opened

@@ -28,11 +28,11 @@ import logging
 from django.conf import settings
 
 from imap import parser
-from imap.mailbox import FolderGone, SelectedMailbox, changes_since
+from imap.mailbox import FolderGone, SelectedMailbox, changes_since, with_changes
 from imap.parser import LiteralTooBig, ParseError
 from imap.responses import status_line
 from imap.server import ConnectionClosed, LineTooLong
-from mailsuite.lib.aio import run_sync
+from mailsuite.lib.aio import run_shared_write, run_sync
 from mailsuite.lib.net import is_loopback
 
 log = logging.getLogger("mailsuite.imap")
@@ -94,7 +94,9 @@ class Session:
         self._stopping = False
         self._awaiting_input = False
         self.client_id = None
-        self._stale = True  # the selected folder may have changed since we last looked
+        self._unsure = True  # the selected folder may have changed since we last looked
+        self._heard_modseq = 0  # the highest MODSEQ the change bus announced for the selected folder
+        self._looked_ahead = None  # a command's own look at the folder: see write_and_look
         self._checked_at = 0.0
         self.task = None
 
@@ -108,7 +110,15 @@ class Session:
     def selected(self, mailbox):
         # A change may have slipped in while the folder was being opened: look once more.
         self._selected = mailbox
-        self._stale = True
+        self._unsure = True
+        self._heard_modseq = 0
+        self._looked_ahead = None
+
+    @property
+    def _stale(self):
+        """Whether the selected folder changed since we last looked, as far as we heard."""
+        mailbox = self._selected
+        return self._unsure or (mailbox is not None and self._heard_modseq > mailbox.highestmodseq)
 
     @property
     def peer(self):
@@ -143,7 +153,12 @@ class Session:
 
     def notify(self, change):
         if self.selected is not None and change.folder_id in (self.selected.folder_id, None):
-            self._stale = True
+            # A change with its MODSEQ is news only while the view is behind it (our own
+            # writes' news often comes after the look that already saw them).
+            if change.folder_id is None or change.modseq is None:
+                self._unsure = True
+            else:
+                self._heard_modseq = max(self._heard_modseq, change.modseq)
             self._wake.set()
         elif change.kind == "folder":
             self._wake.set()
@@ -310,6 +325,14 @@ class Session:
         # The change bus tells us when the folder changed (our own writes included, since
         # they publish before their result reaches us); without news, a recent check
         # stands, except for the commands whose point is to look (NOOP, CHECK).
+        ahead, self._looked_ahead = self._looked_ahead, None
+        if ahead is not None and ahead[0] is self.selected and ahead[1] == self.selected.highestmodseq:
+            # The command looked at the folder in its own trip to the database: what changed
+            # after that look waits for the next command (or IDLE), unless we cannot tell what.
+            mailbox, _, snapshot, self._checked_at = ahead
+            self._apply(mailbox, snapshot, allow_expunge=not by_number)
+            if not self._unsure:
+                return
         fresh = asyncio.get_running_loop().time() - self._checked_at < CATCH_UP_MAX_AGE
         if not self._stale and fresh and not isinstance(command, (parser.Noop, parser.Check)):
             if not by_number:
@@ -320,17 +343,34 @@ class Session:
 
     async def catch_up(self, *, allow_expunge=True):
         mailbox = self.selected
-        self._stale = False
+        self._unsure = False
         self._checked_at = asyncio.get_running_loop().time()
         snapshot = await run_sync(changes_since, mailbox.folder_id, mailbox.highestmodseq)
-        if mailbox is not self.selected:
-            return
+        if mailbox is self.selected:
+            self._apply(mailbox, snapshot, allow_expunge=allow_expunge)
+
+    def _apply(self, mailbox, snapshot, *, allow_expunge):
         if snapshot is not None:
             for line in mailbox.apply(snapshot, allow_expunge=allow_expunge, qresync=self.qresync, condstore=self.condstore):
                 self.send(line)
         elif allow_expunge:
             for line in mailbox.announce_expunges(qresync=self.qresync):
                 self.send(line)
+
+    async def write_and_look(self, fn, *args, **kwargs):
+        """run_shared_write(fn, ...), which also reads what changed in the selected folder in
+        the same transaction: the look after the command needs no trip of its own."""
+        mailbox = self.selected
+        if mailbox is None:
+            return await run_shared_write(fn, *args, **kwargs)
+        since, when = mailbox.highestmodseq, asyncio.get_running_loop().time()
+        result, snapshot = await run_shared_write(with_changes(fn, mailbox.folder_id, since), *args, **kwargs)
+        self.looked(mailbox, since, snapshot, when)
+        return result
+
+    def looked(self, mailbox, since, snapshot, when):
+        """Note a command's own look at the folder: changes_since(`since`) read at or after `when`."""
+        self._looked_ahead = (mailbox, since, snapshot, when)
 
     # --- reads inside a command (AUTHENTICATE, IDLE) --------------------------------
 

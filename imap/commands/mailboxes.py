@@ -10,7 +10,7 @@ from accounts.models import Account
 from imap import mailbox as view
 from imap.responses import flag_list, mailbox as mailbox_name, paren, sequence_set
 from imap.session import Bad, No, State
-from mailsuite.lib.aio import run_shared_write, run_sync, run_write
+from mailsuite.lib.aio import run_sync, run_write
 from mailstore import actions
 from mailstore.models import HIERARCHY_DELIMITER, Folder
 
@@ -291,14 +291,15 @@ async def status(session, command):  # RFC 9051 §6.3.11
 # --- APPEND ------------------------------------------------------------------------------
 
 
-async def _append_all(account, name, messages):
+async def _append_all(session, name, messages):
     """actions.append_many's steps: the bytes written in the writers' pool, the rows in a
-    transaction other sessions' changes may share (run_shared_write)."""
+    transaction other sessions' changes may share (run_shared_write, with the session's
+    look at its selected folder)."""
     uploads = [(m.data, m.flags, m.internaldate) for m in messages]
     incomings = await run_write(actions.prepare_uploads, uploads)
     try:
         with actions.forget_new_blobs_on_rollback(incomings):
-            outcomes = await run_shared_write(actions.place_uploads, account, name, incomings, uploads)
+            outcomes = await session.write_and_look(actions.place_uploads, session.account, name, incomings, uploads)
     finally:
         if any(incoming.blob.pk is None for incoming in incomings):
             await run_write(lambda: [incoming.release() for incoming in incomings])
@@ -313,7 +314,7 @@ async def append(session, command):  # RFC 9051 §6.3.12, RFC 3502 MULTIAPPEND, 
             raise Bad("\\Recent cannot be set")
     try:
         # Shielded: a client that goes away mid-APPEND must not leave rows naming bytes that were removed.
-        uidvalidity, uids = await asyncio.shield(_append_all(session.account, _name(command.mailbox), command.messages))
+        uidvalidity, uids = await asyncio.shield(_append_all(session, _name(command.mailbox), command.messages))
     except actions.NoSuchFolder:
         raise No("No such mailbox", "TRYCREATE") from None
     except actions.OverQuota:

@@ -12,7 +12,7 @@ from imap import fetch as fetching
 from imap import search as searching
 from imap.parser import FetchAttribute, ModSeq, SearchKey
 from imap.responses import flag_list, sequence_set
-from imap.mailbox import stored_messages
+from imap.mailbox import stored_messages, with_changes
 from imap.session import Bad, No, State
 from mailsuite.lib.aio import run_shared_write, run_sync
 from mailstore import actions
@@ -77,7 +77,7 @@ async def expunge(session, command):  # RFC 9051 §6.4.3; UID EXPUNGE RFC 4315 �
     candidates = resolve(session, command.sequence, True) if command.uid else mailbox.uids
     doomed = [u for u in candidates if "\\Deleted" in mailbox.flags[u]]
     if doomed:
-        await run_shared_write(actions.expunge, mailbox.folder, doomed)
+        await session.write_and_look(actions.expunge, mailbox.folder, doomed)
     # The EXPUNGE responses come from catching up with the store, like anyone else's.
 
 
@@ -140,11 +140,16 @@ async def fetch(session, command):  # RFC 9051 §6.4.5, RFC 7162 §3.1.4 / §3.2
     batches = [uids[start : start + size] for start in range(0, len(uids), size)]
     # Each batch is read and rendered in the database pool while the one before it goes
     # out: the socket's writes and the file reads let the two overlap.
-    ahead = _render_soon(session, batches[0], items, command.uid, newly_seen) if batches else None
+    last = len(batches) - 1  # its trip also looks at what changed in the folder
+    ahead = _render_soon(session, batches[0], items, command.uid, newly_seen, look=last == 0) if batches else None
     try:
         for index in range(len(batches)):
             lines = await ahead
-            ahead = _render_soon(session, batches[index + 1], items, command.uid, newly_seen) if index + 1 < len(batches) else None
+            following = index + 1
+            ahead = (
+                _render_soon(session, batches[following], items, command.uid, newly_seen, look=following == last)
+                if following <= last else None
+            )
             for line in lines:
                 session.send(line)
             if session.connection.pending > FLUSH_AT:
@@ -157,13 +162,23 @@ async def fetch(session, command):  # RFC 9051 §6.4.5, RFC 7162 §3.1.4 / §3.2
     return None
 
 
-def _render_soon(session, uids, items, by_uid, newly_seen):
-    """A task rendering `uids`' FETCH lines (_render_batch), started now."""
+def _render_soon(session, uids, items, by_uid, newly_seen, *, look=False):
+    """A task rendering `uids`' FETCH lines (_render_batch), started now; with `look`, the
+    same trip to the database reads what changed in the folder (Session.looked)."""
     mailbox = session.selected
     views = {u: (mailbox.seq_of(u), mailbox.flags[u], mailbox.modseqs[u]) for u in uids}
-    return asyncio.ensure_future(run_sync(
-        _render_batch, mailbox.folder_id, uids, items, views, utf8=session.utf8, by_uid=by_uid, extra_flags=newly_seen,
-    ))
+    options = {"utf8": session.utf8, "by_uid": by_uid, "extra_flags": newly_seen}
+    if not look:
+        return asyncio.ensure_future(run_sync(_render_batch, mailbox.folder_id, uids, items, views, **options))
+
+    async def render_and_look():
+        since, when = mailbox.highestmodseq, asyncio.get_running_loop().time()
+        render = with_changes(_render_batch, mailbox.folder_id, since)
+        lines, snapshot = await run_sync(render, mailbox.folder_id, uids, items, views, **options)
+        session.looked(mailbox, since, snapshot, when)
+        return lines
+
+    return asyncio.ensure_future(render_and_look())
 
 
 async def _fetch_from_memory(session, uids, items, by_uid):
@@ -224,7 +239,7 @@ async def store(session, command):  # RFC 9051 §6.4.6, RFC 7162 §3.1.3
     uids = [u for u in resolve(session, command.sequence, command.uid) if u not in mailbox.pending_expunges]
     if command.unchangedsince is not None:
         session.condstore = True
-    result = await run_shared_write(actions.store_flags, mailbox.folder, uids,
+    result = await session.write_and_look(actions.store_flags, mailbox.folder, uids,
         mode=_STORE_MODES[command.mode], flags=command.flags, unchangedsince=command.unchangedsince,
     )
     changed = set()

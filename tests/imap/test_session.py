@@ -5,6 +5,7 @@ import time
 import pytest
 
 from accounts.models import Account
+from imap.mailbox import changes_since
 from mailstore import actions
 from tests.conftest import PASSWORD
 from tests.imap.conftest import Transcript, no_verify
@@ -374,6 +375,31 @@ def test_two_sessions_see_each_others_changes(transcript, alice):
     assert second.send("d NOOP") == ["* 1 EXPUNGE", "d OK NOOP completed"]
     put(alice)
     assert second.send("e NOOP") == ["* 2 EXISTS", "e OK NOOP completed"]
+
+
+def test_a_command_brings_other_sessions_changes_from_its_own_trip_to_the_database(transcript, alice, monkeypatch):
+    from imap import session
+
+    put(alice)
+    put(alice)
+    first, second = transcript(login="alice@example.test"), transcript(login="alice@example.test")
+    first.send("a SELECT INBOX")
+    second.send("a SELECT INBOX")
+    looks = []  # catch-ups that take a trip of their own
+    monkeypatch.setattr(session, "changes_since", lambda *args: looks.append(args) or changes_since(*args))
+
+    first.send("b UID STORE 1 +FLAGS.SILENT (\\Deleted)")
+    put(alice)
+    reply = second.send("b UID STORE 2 +FLAGS (\\Flagged)")
+    assert sorted(reply[:-1]) == ["* 1 FETCH (FLAGS (\\Deleted))", "* 2 FETCH (UID 2 FLAGS (\\Flagged))", "* 3 EXISTS"]
+    first.send("c UID EXPUNGE 1")
+    assert second.send("c UID FETCH 2 (RFC822.SIZE)")[1:] == ["* 1 EXPUNGE", "c OK FETCH completed"]
+    first.send("d APPEND INBOX {5+}\r\nHi!\r\n")
+    assert second.send("d UID STORE 2 +FLAGS.SILENT (\\Deleted)") == ["* 3 EXISTS", "d OK STORE completed"]
+    assert second.send("e UID EXPUNGE 2") == ["* 1 EXPUNGE", "e OK EXPUNGE completed"]
+    assert looks == []
+    # A command with no trip of its own (NOOP, FLAGS from memory) takes one to look.
+    assert second.send("f NOOP") == ["f OK NOOP completed"] and len(looks) == 1
 
 
 def test_idle_reports_new_mail_within_a_second(transcript, alice):
