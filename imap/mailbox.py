@@ -47,7 +47,6 @@ _STORED_SQL = (
 MAX_INDEXES = 256  # folders whose index a process keeps
 
 
-
 class _FlagSets(dict):
     """(system flag bits, keywords) -> the flag tuple, one tuple per distinct set: flag sets
     are interned process-wide, a few distinct tuples for any number of messages."""

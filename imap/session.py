@@ -322,9 +322,6 @@ class Session:
             return
         # RFC 9051 §7.5.1: no EXPUNGE during FETCH, STORE or SEARCH by message number.
         by_number = isinstance(command, (parser.Fetch, parser.Store, parser.Search)) and not command.uid
-        # The change bus tells us when the folder changed (our own writes included, since
-        # they publish before their result reaches us); without news, a recent check
-        # stands, except for the commands whose point is to look (NOOP, CHECK).
         ahead, self._looked_ahead = self._looked_ahead, None
         if ahead is not None and ahead[0] is self.selected and ahead[1] == self.selected.highestmodseq:
             # The command looked at the folder in its own trip to the database: what changed
@@ -333,6 +330,9 @@ class Session:
             self._apply(mailbox, snapshot, allow_expunge=not by_number)
             if not self._unsure:
                 return
+        # The change bus tells us when the folder changed (our own writes included, since
+        # they publish before their result reaches us); without news, a recent check
+        # stands, except for the commands whose point is to look (NOOP, CHECK).
         fresh = asyncio.get_running_loop().time() - self._checked_at < CATCH_UP_MAX_AGE
         if not self._stale and fresh and not isinstance(command, (parser.Noop, parser.Check)):
             if not by_number:
