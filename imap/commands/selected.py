@@ -271,7 +271,7 @@ async def _transfer(session, command, operation):
     if not uids:
         return None
     try:
-        result = await run_shared_write(operation, mailbox.folder, uids, target)
+        result = await session.write_and_look(operation, mailbox.folder, uids, target)
     except actions.NoSuchFolder:
         raise No("No such mailbox", "TRYCREATE") from None
     except actions.OverQuota:

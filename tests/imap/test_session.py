@@ -397,9 +397,14 @@ def test_a_command_brings_other_sessions_changes_from_its_own_trip_to_the_databa
     first.send("d APPEND INBOX {5+}\r\nHi!\r\n")
     assert second.send("d UID STORE 2 +FLAGS.SILENT (\\Deleted)") == ["* 3 EXISTS", "d OK STORE completed"]
     assert second.send("e UID EXPUNGE 2") == ["* 1 EXPUNGE", "e OK EXPUNGE completed"]
+    first.send("f UID STORE 3 +FLAGS.SILENT (\\Answered)")
+    assert second.send("f UID MOVE 4 Archive")[1:] == [
+        "* 2 EXPUNGE", "* 1 FETCH (FLAGS (\\Answered))", "f OK MOVE completed",
+    ]
+    assert second.send("g UID FETCH 3 (FLAGS)") == ["* 1 FETCH (UID 3 FLAGS (\\Answered))", "g OK FETCH completed"]
     assert looks == []
     # A command with no trip of its own (NOOP, FLAGS from memory) takes one to look.
-    assert second.send("f NOOP") == ["f OK NOOP completed"] and len(looks) == 1
+    assert second.send("h NOOP") == ["h OK NOOP completed"] and len(looks) == 1
 
 
 def test_idle_reports_new_mail_within_a_second(transcript, alice):
