@@ -96,7 +96,7 @@ class Session:
         self.client_id = None
         self._unsure = True  # the selected folder may have changed since we last looked
         self._heard_modseq = 0  # the highest MODSEQ the change bus announced for the selected folder
-        self._looked_ahead = None  # a command's own look at the folder: see write_and_look
+        self._looked_ahead = None  # a command's own look at the folder: see run_and_look
         self._checked_at = 0.0
         self.task = None
 
@@ -357,20 +357,20 @@ class Session:
             for line in mailbox.announce_expunges(qresync=self.qresync):
                 self.send(line)
 
-    async def write_and_look(self, fn, *args, **kwargs):
-        """run_shared_write(fn, ...), which also reads what changed in the selected folder in
-        the same transaction: the look after the command needs no trip of its own."""
+    async def run_and_look(self, runner, fn, *args, **kwargs):
+        """runner(fn, ...) (run_sync or run_shared_write) that also reads what changed in the
+        selected folder in the same trip (for a write, in its transaction): the look after
+        the command needs no trip of its own."""
         mailbox = self.selected
         if mailbox is None:
-            return await run_shared_write(fn, *args, **kwargs)
+            return await runner(fn, *args, **kwargs)
         since, when = mailbox.highestmodseq, asyncio.get_running_loop().time()
-        result, snapshot = await run_shared_write(with_changes(fn, mailbox.folder_id, since), *args, **kwargs)
-        self.looked(mailbox, since, snapshot, when)
+        result, snapshot = await runner(with_changes(fn, mailbox.folder_id, since), *args, **kwargs)
+        self._looked_ahead = (mailbox, since, snapshot, when)
         return result
 
-    def looked(self, mailbox, since, snapshot, when):
-        """Note a command's own look at the folder: changes_since(`since`) read at or after `when`."""
-        self._looked_ahead = (mailbox, since, snapshot, when)
+    async def write_and_look(self, fn, *args, **kwargs):
+        return await self.run_and_look(run_shared_write, fn, *args, **kwargs)
 
     # --- reads inside a command (AUTHENTICATE, IDLE) --------------------------------
 

@@ -256,6 +256,7 @@ def discard_bytes(stored):
 
 
 def _blob_row(stored, parsed):
+    imap_envelope, imap_bodystructure = render_summary(parsed.envelope, parsed.structure)
     return Blob(
         name=stored.name,
         size=stored.size,
@@ -263,7 +264,8 @@ def _blob_row(stored, parsed):
         header_size=parsed.header_size,
         envelope=parsed.envelope,
         structure=parsed.structure,
-        **dict(zip(("imap_envelope", "imap_bodystructure"), render_summary(parsed.envelope, parsed.structure))),
+        imap_envelope=imap_envelope,
+        imap_bodystructure=imap_bodystructure,
         preview=parsed.preview[:256],
         search_text=parsed.search_text,
         header_text=parsed.header_text,
@@ -1088,13 +1090,13 @@ def remove_unused_blobs(*, older_than=BLOB_GRACE):
         after = candidates[-1]
         try:
             with transaction.atomic():
-                names = list(unused.filter(pk__in=candidates).values_list("name", flat=True))
-                unused.filter(pk__in=candidates).delete()
+                names = dict(unused.filter(pk__in=candidates).values_list("pk", "name"))  # checked again
+                Blob.objects.filter(pk__in=names).delete()
         except IntegrityError:
             log.info("blob sweep: a message took one of %d blobs while they were removed; next time", len(candidates))
             continue
         storage = blob_storage()
-        for name in names:
+        for name in names.values():
             try:
                 storage.delete(name)
             except OSError:

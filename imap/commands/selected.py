@@ -5,6 +5,7 @@ Message numbers and UIDs are translated through the session's in-memory view; th
 database is read only for what the view does not hold (bytes, envelopes, text).
 """
 import asyncio
+import functools
 from bisect import bisect_left
 from dataclasses import fields
 
@@ -12,7 +13,7 @@ from imap import fetch as fetching
 from imap import search as searching
 from imap.parser import FetchAttribute, ModSeq, SearchKey
 from imap.responses import flag_list, sequence_set
-from imap.mailbox import stored_messages, with_changes
+from imap.mailbox import stored_messages
 from imap.session import Bad, No, State
 from mailsuite.lib.aio import run_shared_write, run_sync
 from mailstore import actions
@@ -164,21 +165,13 @@ async def fetch(session, command):  # RFC 9051 §6.4.5, RFC 7162 §3.1.4 / §3.2
 
 def _render_soon(session, uids, items, by_uid, newly_seen, *, look=False):
     """A task rendering `uids`' FETCH lines (_render_batch), started now; with `look`, the
-    same trip to the database reads what changed in the folder (Session.looked)."""
+    same trip to the database reads what changed in the folder (Session.run_and_look)."""
     mailbox = session.selected
     views = {u: (mailbox.seq_of(u), mailbox.flags[u], mailbox.modseqs[u]) for u in uids}
-    options = {"utf8": session.utf8, "by_uid": by_uid, "extra_flags": newly_seen}
-    if not look:
-        return asyncio.ensure_future(run_sync(_render_batch, mailbox.folder_id, uids, items, views, **options))
-
-    async def render_and_look():
-        since, when = mailbox.highestmodseq, asyncio.get_running_loop().time()
-        render = with_changes(_render_batch, mailbox.folder_id, since)
-        lines, snapshot = await run_sync(render, mailbox.folder_id, uids, items, views, **options)
-        session.looked(mailbox, since, snapshot, when)
-        return lines
-
-    return asyncio.ensure_future(render_and_look())
+    run = functools.partial(session.run_and_look, run_sync) if look else run_sync
+    return asyncio.ensure_future(run(
+        _render_batch, mailbox.folder_id, uids, items, views, utf8=session.utf8, by_uid=by_uid, extra_flags=newly_seen,
+    ))
 
 
 async def _fetch_from_memory(session, uids, items, by_uid):

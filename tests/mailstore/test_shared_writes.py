@@ -12,6 +12,7 @@ from mailsuite.db.durability import lazy_commit
 from mailsuite.lib.aio import run_shared_write, shutdown_db_executor
 from mailstore import actions
 from mailstore.models import Folder
+from tests.conftest import database_vendor
 from tests.mailstore.test_durability import durability_setting
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -55,7 +56,7 @@ def test_each_change_commits_or_fails_alone(alice):
     assert names == {"A2", "B", "C2"}
 
 
-@pytest.mark.skipif("connection.vendor != 'sqlite'")
+@pytest.mark.skipif(database_vendor() != "sqlite3", reason="SQLite's one write lock; PostgreSQL runs each change alone")
 def test_changes_waiting_together_share_one_transaction_on_sqlite(alice):
     folders = [actions.create_folder(alice, f"F{n}") for n in range(4)]
     committed, seen_committed = [], []
