@@ -70,6 +70,48 @@ def needs_bytes(items: Iterable[FetchItem]) -> bool:
     return any(_reads_bytes(item) for item in items)
 
 
+# The message and blob columns (imap.mailbox.STORED_COLUMNS) each attribute renders from.
+_STRUCTURE = ("b.structure", "b.size", "b.header_size")  # with the fallback's sizes
+_ATTRIBUTE_COLUMNS = {
+    "UID": (), "FLAGS": (), "MODSEQ": (),  # the session's view has these
+    "INTERNALDATE": ("m.internaldate",),
+    "RFC822.SIZE": ("m.size",),
+    "ENVELOPE": ("b.imap_envelope", "b.envelope"),
+    "BODYSTRUCTURE": ("b.imap_bodystructure", *_STRUCTURE),
+    "BODY": _STRUCTURE,
+    "EMAILID": ("m.prefix", "b.sha256"),
+    "THREADID": ("m.thread_key",),
+}
+
+
+_WHOLE = ("m.prefix", "b.name", "b.size")  # what reading the whole message takes
+
+
+def columns_needed(items: Iterable[FetchItem]) -> Optional[frozenset]:
+    """The stored columns the items render from; None (all of them) once an item reads
+    a part of the message, which takes its structure."""
+    needed = set()
+    for item in items:
+        if isinstance(item, FetchPreview):
+            needed.add("b.preview")
+        elif isinstance(item, FetchAttribute) and item.name in _ATTRIBUTE_COLUMNS:
+            needed.update(_ATTRIBUTE_COLUMNS[item.name])
+        elif _is_whole(item):
+            needed.update(_WHOLE)
+        else:
+            return None
+    return frozenset(needed)
+
+
+def _is_whole(item: FetchItem) -> bool:
+    """Whether the item is the whole message: BODY[] (BODY.PEEK[]), RFC822, BINARY[]."""
+    if isinstance(item, FetchBody):
+        return not item.section.part and item.section.text is None
+    if isinstance(item, FetchBinary):
+        return not item.part
+    return isinstance(item, FetchAttribute) and item.name == "RFC822"
+
+
 def header_only(items: Iterable[FetchItem]) -> bool:
     """True if the only bytes the items read are the top-level header: the caller may
     then pass `raw = prefix + blob[:blob.header_size]`. The common client request
@@ -131,18 +173,46 @@ def render(
     carry UID (RFC 9051 §6.4.8): it comes first when the client did not ask for it.
     Items come out in the order asked, each once. Raises UnknownTransferEncoding.
     """
-    renderer = _Renderer(message, flags, modseq, raw, utf8)
-    out = []
+    return render_planned(plan(items, uid=uid), message=message, flags=flags, modseq=modseq, raw=raw, utf8=utf8)
+
+
+def plan(items: Sequence[FetchItem], *, uid: bool = True) -> tuple:
+    """render()'s work for `items` that is the same for every message, done once for a
+    whole FETCH: each item's label and how its value is rendered."""
+    steps = []
     seen = set()
     if uid and _UID not in items:
-        out.append(b"UID %d" % message.uid)
+        steps.append((b"UID ", _Renderer.uid))
     for item in items:
         label = _label(item)
-        if label in seen:
-            continue
-        seen.add(label)
-        out.append(label + b" " + renderer.value(item))
-    return b" ".join(out)
+        if label not in seen:
+            seen.add(label)
+            steps.append((label + b" ", _value_of(item)))
+    return tuple(steps)
+
+
+def render_planned(steps: tuple, *, message, flags, modseq, raw=None, utf8=False) -> bytes:
+    """render() with its plan() made beforehand."""
+    renderer = _Renderer(message, flags, modseq, raw, utf8)
+    return b" ".join([label + value(renderer) for label, value in steps])
+
+
+def _value_of(item: FetchItem):
+    """How the item's value is rendered: a function of a _Renderer."""
+    if isinstance(item, FetchAttribute):
+        return _ATTRIBUTES[item.name]
+    if isinstance(item, FetchBody):
+        if _is_whole(item) and item.partial is None:
+            return _Renderer.whole  # what clients download mail with: the shortest way
+        return lambda renderer: renderer.section(item.section, item.partial)
+    if isinstance(item, FetchBinary):
+        return lambda renderer: renderer.binary(item.part, item.partial)
+    if isinstance(item, FetchBinarySize):
+        return lambda renderer: b"%d" % len(renderer.decoded(item.part))
+    if isinstance(item, FetchPreview):
+        # RFC 8970 §3.1: NIL when there is no preview; we always have one computed.
+        return lambda renderer: nstring(renderer.blob.preview or None, utf8=renderer.utf8)
+    raise TypeError(f"not a fetch item: {item!r}")
 
 
 _UID = FetchAttribute("UID")
@@ -183,7 +253,7 @@ def _origin(partial) -> bytes:
 
 
 class _Renderer:
-    """One message's values; lives for one render() call."""
+    """One message's values; lives for one render_planned() call."""
 
     def __init__(self, message, flags, modseq, raw, utf8):
         self.message = message
@@ -200,20 +270,6 @@ class _Renderer:
         if self._structure is None:
             self._structure = self.blob.structure or _fallback_structure(self.blob)
         return self._structure
-
-    def value(self, item: FetchItem) -> bytes:
-        if isinstance(item, FetchAttribute):
-            return _ATTRIBUTES[item.name](self)
-        if isinstance(item, FetchBody):
-            return self.section(item.section, item.partial)
-        if isinstance(item, FetchBinary):
-            return self.binary(item.part, item.partial)
-        if isinstance(item, FetchBinarySize):
-            return b"%d" % len(self.decoded(item.part))
-        if isinstance(item, FetchPreview):
-            # RFC 8970 §3.1: NIL when there is no preview; we always have one computed.
-            return nstring(self.blob.preview or None, utf8=self.utf8)
-        raise TypeError(f"not a fetch item: {item!r}")
 
     # Attributes
 
@@ -264,12 +320,11 @@ class _Renderer:
     # Sections
 
     def section(self, section: Section, partial) -> bytes:
-        data = _cut(self.section_bytes(section), partial)
-        if b"\0" in data:
-            # A literal cannot carry NUL (RFC 9051 §4.3, CHAR8); only BINARY may send it,
-            # as literal8. Replacing it keeps every size and offset true.
-            data = data.replace(b"\0", b"\x80")
-        return string(data)
+        return _section_string(_cut(self.section_bytes(section), partial))
+
+    def whole(self) -> bytes:
+        """section() of the whole message, without a partial."""
+        return _section_string(self._raw())
 
     def section_bytes(self, section: Section) -> bytes:
         raw = self._raw()
@@ -347,6 +402,14 @@ _ATTRIBUTES = {
     "THREADID": _Renderer.threadid,
     **{name: (lambda r, name=name: r.rfc822(name)) for name in _RFC822_SECTIONS},
 }
+
+
+def _section_string(data: bytes) -> bytes:
+    if b"\0" in data:
+        # A literal cannot carry NUL (RFC 9051 §4.3, CHAR8); only BINARY may send it,
+        # as literal8. Replacing it keeps every size and offset true.
+        data = data.replace(b"\0", b"\x80")
+    return string(data)
 
 
 def _cut(data: bytes, partial) -> bytes:

@@ -37,12 +37,16 @@ _ROW_SQL = (
 )
 _EXPUNGED_SQL = f"SELECT uid FROM {ExpungedMessage._meta.db_table} WHERE folder_id = %s AND modseq > %s"
 _FOLDER_SQL = f"SELECT uidnext, highestmodseq FROM {Folder._meta.db_table} WHERE id = %s"
+# What StoredMessage is built from, in this order; stored_messages() reads the ones asked
+# for and puts NULL in place of the rest (fewer bytes to read, nothing to convert).
+STORED_COLUMNS = (
+    "m.uid", "m.internaldate", "m.size", "m.prefix", "m.thread_key", "b.name", "b.size", "b.sha256",
+    "b.header_size", "b.envelope", "b.structure", "b.preview", "b.imap_envelope", "b.imap_bodystructure",
+)
 _STORED_SQL = (
-    "SELECT m.uid, m.internaldate, m.size, m.prefix, m.thread_key, "
-    "b.name, b.size, b.sha256, b.header_size, b.envelope, b.structure, b.preview, b.imap_envelope, "
-    "b.imap_bodystructure "
+    "SELECT {columns} "
     f"FROM {Message._meta.db_table} m JOIN {Blob._meta.db_table} b ON b.id = m.blob_id "
-    "WHERE m.folder_id = %s AND m.uid IN ({uids}) ORDER BY m.uid"
+    "WHERE m.folder_id = %s AND {uids} ORDER BY m.uid"
 )
 MAX_INDEXES = 256  # folders whose index a process keeps
 
@@ -134,16 +138,24 @@ class StoredMessage:
         return self._internaldate
 
 
-def stored_messages(folder_id, uids):
-    """StoredMessages of `uids` in the folder, by ascending UID; expunged ones are missing.
+def stored_messages(folder_id, uids, columns=None):
+    """StoredMessages of `uids` (ascending) in the folder; expunged ones are missing. With
+    `columns`, only those of STORED_COLUMNS (and the UID) are read: the others are None.
 
     Plain SQL: for a one-message FETCH, compiling the ORM query and building two model
     instances a row cost several times the query itself.
     """
     if not uids:
         return []
+    selected = ", ".join(
+        c if columns is None or c in columns or c == "m.uid" else "NULL" for c in STORED_COLUMNS
+    )
+    if uids[-1] - uids[0] + 1 == len(uids):  # a range (1:*, 500:999): no list to look up
+        where, params = "m.uid BETWEEN %s AND %s", [folder_id, uids[0], uids[-1]]
+    else:
+        where, params = "m.uid IN ({})".format(", ".join(["%s"] * len(uids))), [folder_id, *uids]
     with connection.cursor() as cursor:
-        cursor.execute(_STORED_SQL.format(uids=", ".join(["%s"] * len(uids))), [folder_id, *uids])
+        cursor.execute(_STORED_SQL.format(columns=selected, uids=where), params)
         return [StoredMessage(row) for row in cursor.fetchall()]
 
 

@@ -95,12 +95,17 @@ def _render_batch(folder_id, uids, items, views, *, utf8, by_uid, extra_flags):
     needs_bytes = fetching.needs_bytes(items)
     header_only = needs_bytes and fetching.header_only(items)
     read_blob = blob_reader() if needs_bytes else None
+    plan = fetching.plan(items, uid=by_uid)
+    # RFC 9051 §6.4.5: a message this FETCH marked \Seen shows its new FLAGS.
+    plan_seen = plan if _FLAGS in items else fetching.plan(items + (_FLAGS,), uid=by_uid)
     out = []
-    for message in stored_messages(folder_id, uids):
+    for message in stored_messages(folder_id, uids, fetching.columns_needed(items)):
         seq, flags, modseq = views[message.uid]
-        wanted = items + (_FLAGS,) if message.uid in extra_flags and _FLAGS not in items else items
         raw = _read(read_blob, message, header_only) if needs_bytes else None
-        body = fetching.render(wanted, message=message, flags=flags, modseq=modseq, raw=raw, utf8=utf8, uid=by_uid)
+        body = fetching.render_planned(
+            plan_seen if message.uid in extra_flags else plan,
+            message=message, flags=flags, modseq=modseq, raw=raw, utf8=utf8,
+        )
         out.append(b"* %d FETCH (%s)\r\n" % (seq, body))
     return out
 

@@ -85,3 +85,18 @@ def test_a_recreated_or_pruned_folder_is_read_whole(alice):
     actions.append(alice, "Work", RAW)
     actions.prune_expunged(timezone.now() + timezone.timedelta(seconds=1))
     assert mailbox.load(work.pk)[1] == [2]
+
+
+def test_stored_messages_reads_only_the_columns_asked_for_over_ranges_and_lists(alice):
+    for _ in range(6):
+        actions.append(alice, "INBOX", RAW)
+    folder = alice.folders.get(name="INBOX")
+    actions.expunge(folder, [3])
+    every = mailbox.stored_messages(folder.pk, [1, 2, 3, 4])  # a range; 3 is gone
+    assert [m.uid for m in every] == [1, 2, 4]
+    assert every[0].blob.name and every[0].internaldate and every[0].blob.imap_envelope
+    narrow = mailbox.stored_messages(folder.pk, [2, 5, 6], {"b.imap_envelope", "m.size"})
+    assert [m.uid for m in narrow] == [2, 5, 6]
+    message = narrow[0]
+    assert bytes(message.blob.imap_envelope) == bytes(every[1].blob.imap_envelope) and message.size == len(RAW)
+    assert (message.blob.name, message.internaldate, message.blob.structure) == (None, None, None)
