@@ -11,6 +11,10 @@ Implementation notes
   SEARCH (by sequence number) run; until then the expunged messages keep their numbers.
 - Flag sets are interned: 100,000 messages with a handful of distinct flag
   combinations share a handful of tuples.
+- Each runimap worker process keeps its own folder indexes. A worker that had to read a
+  large folder whole says so on the change bus (an "opened" change), and the other
+  workers read it too, in the background (prewarm()): a client's next connection, which
+  may land on any worker, opens it as fast as the first one now does.
 """
 import json
 import threading
@@ -23,6 +27,7 @@ from operator import itemgetter
 from django.db import connection
 
 from imap.responses import flag_list, sequence_set
+from mailstore import events
 from mailstore.models import Blob, ExpungedMessage, Folder, Message
 
 SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
@@ -49,6 +54,7 @@ _STORED_SQL = (
     "WHERE m.folder_id = %s AND {uids} ORDER BY m.uid"
 )
 MAX_INDEXES = 256  # folders whose index a process keeps
+PREWARM_MESSAGES = 10_000  # a folder this large, read whole, is read by the other workers too
 
 
 class _FlagSets(dict):
@@ -262,22 +268,42 @@ def load(folder_id):
     not change uids, flags or modseqs in place (copy them first: SelectedMailbox does);
     keywords is its own."""
     folder = Folder.objects.get(pk=folder_id)
-    with _indexes_lock:
-        index = _indexes.get(folder_id)
-        if index is not None:
-            _indexes.move_to_end(folder_id)
-    if index is None or not index.usable_for(folder):
-        index = FolderIndex(folder)
-        with _indexes_lock:
-            _indexes[folder_id] = index
-            while len(_indexes) > MAX_INDEXES:
-                _indexes.popitem(last=False)
+    index, read_whole = _index_for(folder)
+    if read_whole and len(index.uids) >= PREWARM_MESSAGES:
+        events.publish(events.Change("opened", folder.account_id, folder_id, modseq=index.highestmodseq))
     with index.lock:
         index.catch_up(folder)
         # The index may be ahead of the row read above (another thread caught it up).
         folder.highestmodseq = max(folder.highestmodseq, index.highestmodseq)
         index.handed_out = True
         return folder, index.uids, index.flags, index.modseqs, set(index.keywords), index
+
+
+def _index_for(folder):
+    """(this process's FolderIndex of the folder, whether it was read whole just now)."""
+    with _indexes_lock:
+        index = _indexes.get(folder.pk)
+        if index is not None:
+            _indexes.move_to_end(folder.pk)
+    if index is not None and index.usable_for(folder):
+        return index, False
+    index = FolderIndex(folder)
+    with _indexes_lock:
+        _indexes[folder.pk] = index
+        while len(_indexes) > MAX_INDEXES:
+            _indexes.popitem(last=False)
+    return index, True
+
+
+def prewarm(folder_id):
+    """Read the folder's index ahead of its first SELECT in this process (another worker
+    read it whole: see the notes above). Nothing when it is here already or gone."""
+    with _indexes_lock:
+        if folder_id in _indexes:
+            return
+    folder = Folder.objects.filter(pk=folder_id).first()
+    if folder is not None:
+        _index_for(folder)
 
 
 def changes_since(folder_id, modseq) -> Snapshot | None:

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from imap import mailbox
 from mailsuite.lib import proxyprotocol
+from mailsuite.lib.aio import run_sync
 from mailsuite.lib.net import listening_socket
 from mailsuite.lib.tls import TLSContextProvider, ensure_certificate
 from ops import metrics
@@ -198,6 +200,7 @@ class Notifier:
     def __init__(self, loop):
         self.loop = loop
         self.watchers = {}  # account id -> set of sessions
+        self.prewarming = set()  # folder ids being read ahead (imap.mailbox.prewarm)
         self._unsubscribe = None
 
     def start(self):
@@ -211,8 +214,22 @@ class Notifier:
             self._unsubscribe = None
 
     def _from_bus(self, change):  # runs on the bus's thread
-        if change.account_id in self.watchers:
+        if change.kind == "opened":  # another worker read a large folder: read it too
+            self.loop.call_soon_threadsafe(self._prewarm, change.folder_id)
+        elif change.account_id in self.watchers:
             self.loop.call_soon_threadsafe(self._dispatch, change)
+
+    def _prewarm(self, folder_id):
+        if folder_id in self.prewarming:
+            return
+        self.prewarming.add(folder_id)
+        task = asyncio.ensure_future(run_sync(mailbox.prewarm, folder_id))
+        task.add_done_callback(lambda done: self._prewarmed(folder_id, done))
+
+    def _prewarmed(self, folder_id, task):
+        self.prewarming.discard(folder_id)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not read folder %s ahead of its opening", folder_id, exc_info=task.exception())
 
     def _dispatch(self, change):
         for session in list(self.watchers.get(change.account_id, ())):

@@ -68,7 +68,7 @@ ORIGIN = uuid.uuid4().hex  # this process on the bus; renewed in a forked child
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # "append", "flags", "expunge", "folder"
+    kind: str  # "append", "flags", "expunge", "folder"; "opened": an IMAP worker read a large folder
     account_id: int
     folder_id: int | None = None
     uids: tuple = field(default=())

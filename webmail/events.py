@@ -49,7 +49,8 @@ async def _stream(account_id, clock=time.monotonic):
             overflowed = True
 
     def on_change(change):  # on the bus's thread: hand over, never block
-        loop.call_soon_threadsafe(put, change)
+        if change.kind != "opened":  # nothing changed: an IMAP worker read a folder
+            loop.call_soon_threadsafe(put, change)
 
     unsubscribe = await sync_to_async(events.subscribe, thread_sensitive=False)(on_change, account_id=account_id)
     try:

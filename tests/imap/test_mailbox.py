@@ -100,3 +100,48 @@ def test_stored_messages_reads_only_the_columns_asked_for_over_ranges_and_lists(
     message = narrow[0]
     assert bytes(message.blob.imap_envelope) == bytes(every[1].blob.imap_envelope) and message.size == len(RAW)
     assert (message.blob.name, message.internaldate, message.blob.structure) == (None, None, None)
+
+
+def test_a_large_folder_read_whole_is_announced_once_for_the_other_workers(alice, monkeypatch):
+    from mailstore import events
+
+    monkeypatch.setattr(mailbox, "PREWARM_MESSAGES", 3)
+    published = []
+    monkeypatch.setattr(events, "publish", lambda change: change.kind == "opened" and published.append(change))
+    folder = alice.folders.get(name="INBOX")
+    actions.append(alice, "INBOX", RAW)
+    mailbox.load(folder.pk)  # one message: not worth the others' while
+    assert published == []
+    mailbox._indexes.clear()
+    for _ in range(2):
+        actions.append(alice, "INBOX", RAW)
+    mailbox.load(folder.pk)
+    mailbox.load(folder.pk)  # from the index: nothing to announce
+    folder.refresh_from_db()
+    assert published == [events.Change("opened", alice.pk, folder.pk, modseq=folder.highestmodseq)]
+
+
+def test_a_worker_told_of_an_opened_folder_reads_it_before_its_first_select(alice, django_assert_max_num_queries):
+    import asyncio
+
+    from imap.server import Notifier
+    from mailstore import events
+
+    for _ in range(3):
+        actions.append(alice, "INBOX", RAW)
+    folder = alice.folders.get(name="INBOX")
+    told = []
+
+    async def tell():
+        notifier = Notifier(asyncio.get_running_loop())
+        notifier.watch(alice.pk, type("Session", (), {"notify": told.append})())
+        notifier._from_bus(events.Change("opened", alice.pk, folder.pk, modseq=folder.highestmodseq))
+        notifier._from_bus(events.Change("opened", alice.pk, 10**9, modseq=1))  # a folder since deleted
+        while len(mailbox._indexes) < 1 or notifier.prewarming:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(tell())
+    assert told == []  # nothing changed for the sessions
+    assert list(mailbox._indexes) == [folder.pk]
+    with django_assert_max_num_queries(1):  # the folder row: the index is ready
+        assert mailbox.load(folder.pk)[1] == [1, 2, 3]

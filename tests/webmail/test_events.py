@@ -21,6 +21,7 @@ def test_the_stream_relays_changes_of_its_account_and_stops_listening_when_close
         stream = web_events._stream(7)
         assert (await stream.__anext__()).startswith("retry: 3000\n")
         events.publish(events.Change("append", 8, 1, (1,), 2))  # another account: not relayed
+        events.publish(events.Change("opened", 7, 12, modseq=2))  # nothing changed: not relayed
         events.publish(events.Change("flags", 7, 12, (5,), 3))
         relayed = await asyncio.wait_for(stream.__anext__(), 5)
         await stream.aclose()
