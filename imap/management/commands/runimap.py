@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -20,6 +21,12 @@ from mailsuite.lib.aio import shutdown_db_executor
 from mailsuite.lib.heap import freeze_startup_heap
 from mailsuite.supervisor import Child, Supervisor, manage_py
 from mailstore import search_index
+
+# A worker's threads take turns with the interpreter every 0.5 ms instead of CPython's
+# 5 ms: a database thread holding SQLite's write lock (which every session's STORE,
+# EXPUNGE and APPEND waits for) gets it back sooner. bench/imap.py's (b) ran about 10 %
+# faster.
+SWITCH_INTERVAL = 0.0005
 
 log = logging.getLogger("mailsuite.imap")
 
@@ -52,6 +59,7 @@ class Command(BaseCommand):
         reuse_port = os.environ.get("MAILSUITE_REUSE_PORT") == "1"
         search_index.run_in_background()  # a worker (the supervisor above stores nothing)
         freeze_startup_heap()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             asyncio.run(serve(host, port, imaps_port, reuse_port=reuse_port))
         except OSError as error:
