@@ -303,7 +303,9 @@ def prewarm(folder_id):
             return
     folder = Folder.objects.filter(pk=folder_id).first()
     if folder is not None:
-        _index_for(folder)
+        index, _ = _index_for(folder)
+        with index.lock:
+            index.first_unseen(index.uids, index.flags)  # what an IMAP4rev1 SELECT walks for
 
 
 def changes_since(folder_id, modseq) -> Snapshot | None:

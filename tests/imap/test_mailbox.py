@@ -143,5 +143,7 @@ def test_a_worker_told_of_an_opened_folder_reads_it_before_its_first_select(alic
     asyncio.run(tell())
     assert told == []  # nothing changed for the sessions
     assert list(mailbox._indexes) == [folder.pk]
+    index = mailbox._indexes[folder.pk]
+    assert index._first_unseen == (index.flags, 1)  # what an IMAP4rev1 SELECT would walk for
     with django_assert_max_num_queries(1):  # the folder row: the index is ready
         assert mailbox.load(folder.pk)[1] == [1, 2, 3]
