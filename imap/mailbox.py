@@ -263,11 +263,12 @@ def first_unseen(uids, flags):
     return None
 
 
-def load(folder_id):
+def load(folder_id, folder=None):
     """Open a folder: (Folder, uids, flags, modseqs, keywords, FolderIndex). The caller must
     not change uids, flags or modseqs in place (copy them first: SelectedMailbox does);
-    keywords is its own."""
-    folder = Folder.objects.get(pk=folder_id)
+    keywords is its own. `folder` is the folder's row when the caller has just read it."""
+    if folder is None:
+        folder = Folder.objects.get(pk=folder_id)
     index, read_whole = _index_for(folder)
     if read_whole and len(index.uids) >= PREWARM_MESSAGES:
         events.publish(events.Change("opened", folder.account_id, folder_id, modseq=index.highestmodseq))
