@@ -98,6 +98,7 @@ class Session:
         self._heard_modseq = 0  # the highest MODSEQ the change bus announced for the selected folder
         self._looked_ahead = None  # a command's own look at the folder: see run_and_look
         self._checked_at = 0.0
+        self._news_while_opening = None  # change news heard while SELECT opens a folder
         self.task = None
 
     # --- properties the handlers use ------------------------------------------------
@@ -108,11 +109,32 @@ class Session:
 
     @selected.setter
     def selected(self, mailbox):
-        # A change may have slipped in while the folder was being opened: look once more.
+        # The new view may be behind the store until told otherwise (open_folder()): look.
         self._selected = mailbox
         self._unsure = True
         self._heard_modseq = 0
         self._looked_ahead = None
+
+    async def open_folder(self, fn, *args):
+        """SELECT's trip to the database: run_sync(fn, *args), which opens a folder.
+        Returns (its result, a function that selects the SelectedMailbox made of it)."""
+        started = asyncio.get_running_loop().time()
+        self._news_while_opening = []
+        try:
+            opened = await run_sync(fn, *args)
+        finally:
+            news, self._news_while_opening = self._news_while_opening, None
+
+        def select(mailbox):
+            # The open was a look: what changed while it ran is in the news heard
+            # meanwhile, and told again now it decides whether SELECT looks once more.
+            self.selected = mailbox
+            self._unsure = False
+            self._checked_at = started
+            for change in news:
+                self.notify(change)
+
+        return opened, select
 
     @property
     def _stale(self):
@@ -152,6 +174,8 @@ class Session:
     # --- notifications ---------------------------------------------------------------
 
     def notify(self, change):
+        if self._news_while_opening is not None:
+            self._news_while_opening.append(change)
         if self.selected is not None and change.folder_id in (self.selected.folder_id, None):
             # A change with its MODSEQ is news only while the view is behind it (our own
             # writes' news often comes after the look that already saw them).

@@ -67,7 +67,9 @@ async def select(session, command):  # RFC 9051 §6.3.2 SELECT, §6.3.3 EXAMINE;
         session.state = State.AUTHENTICATED
         if session.rev2 or session.condstore:  # RFC 7162 §3.2.11, RFC 9051 §7.1
             session.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
-    opened, vanished, changed = await run_sync(_open, session.account.pk, command.mailbox, command.qresync)
+    (opened, vanished, changed), select_opened = await session.open_folder(
+        _open, session.account.pk, command.mailbox, command.qresync
+    )
     if opened is None:
         raise No("No such mailbox", "NONEXISTENT")
     if command.condstore or command.qresync:
@@ -95,7 +97,7 @@ async def select(session, command):  # RFC 9051 §6.3.2 SELECT, §6.3.3 EXAMINE;
         session.send(b"* VANISHED (EARLIER) " + sequence_set(vanished) + b"\r\n")
     for uid in changed or ():
         session.send(mailbox.flags_response(uid, with_uid=True, modseq=True))
-    session.selected = mailbox
+    select_opened(mailbox)
     session.state = State.SELECTED
     return ("READ-ONLY" if command.readonly else "READ-WRITE", f"{'EXAMINE' if command.readonly else 'SELECT'} completed")
 

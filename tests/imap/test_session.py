@@ -407,6 +407,34 @@ def test_a_command_brings_other_sessions_changes_from_its_own_trip_to_the_databa
     assert second.send("h NOOP") == ["h OK NOOP completed"] and len(looks) == 1
 
 
+def test_select_takes_one_trip_to_the_database_and_still_hears_what_came_in_meanwhile(transcript, alice, monkeypatch):
+    from imap import session
+    from imap.commands import mailboxes
+
+    put(alice)
+    client = transcript(login="alice@example.test")
+    looks = []
+    monkeypatch.setattr(session, "changes_since", lambda *args: looks.append(args) or changes_since(*args))
+    assert client.send("a SELECT INBOX")[0] == "* 1 EXISTS"
+    assert client.send("b UID FETCH 1 (FLAGS)")[-1] == "b OK FETCH completed"
+    assert looks == []  # SELECT's own trip was the look
+
+    opened = mailboxes._open
+
+    def open_while_mail_comes(*args):
+        result = opened(*args)
+        put(alice)  # committed after the folder was read, before SELECT answers
+        return result
+
+    monkeypatch.setattr(mailboxes, "_open", open_while_mail_comes)
+    reply = client.send("c SELECT INBOX")
+    assert reply[0] == "* 1 EXISTS"
+    deadline = time.monotonic() + 2
+    while "* 2 EXISTS" not in reply and time.monotonic() < deadline:  # when the news came late
+        reply = client.send("d UID FETCH 1 (FLAGS)")
+    assert "* 2 EXISTS" in reply and len(looks) == 1
+
+
 def test_idle_reports_new_mail_within_a_second(transcript, alice):
     client = transcript(login="alice@example.test")
     client.send("a SELECT INBOX")
