@@ -48,6 +48,7 @@ STORED_COLUMNS = (
     "m.uid", "m.internaldate", "m.size", "m.prefix", "m.thread_key", "b.name", "b.size", "b.sha256",
     "b.header_size", "b.envelope", "b.structure", "b.preview", "b.imap_envelope", "b.imap_bodystructure",
 )
+_KNOWN_COLUMNS = frozenset(STORED_COLUMNS)
 _STORED_SQL = (
     "SELECT {columns} "
     f"FROM {Message._meta.db_table} m JOIN {Blob._meta.db_table} b ON b.id = m.blob_id "
@@ -153,6 +154,8 @@ def stored_messages(folder_id, uids, columns=None):
     """
     if not uids:
         return []
+    if columns is not None and not columns <= _KNOWN_COLUMNS:  # a misspelt name would read as NULL
+        raise ValueError(f"not stored columns: {sorted(columns - _KNOWN_COLUMNS)}")
     selected = ", ".join(
         c if columns is None or c in columns or c == "m.uid" else "NULL" for c in STORED_COLUMNS
     )

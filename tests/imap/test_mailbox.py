@@ -100,6 +100,8 @@ def test_stored_messages_reads_only_the_columns_asked_for_over_ranges_and_lists(
     message = narrow[0]
     assert bytes(message.blob.imap_envelope) == bytes(every[1].blob.imap_envelope) and message.size == len(RAW)
     assert (message.blob.name, message.internaldate, message.blob.structure) == (None, None, None)
+    with pytest.raises(ValueError):  # a name that is no stored column is an error, not NULL
+        mailbox.stored_messages(folder.pk, [2], {"b.imap_envelop"})
 
 
 def test_a_large_folder_read_whole_is_announced_once_for_the_other_workers(alice, monkeypatch):
@@ -140,7 +142,7 @@ def test_a_worker_told_of_an_opened_folder_reads_it_before_its_first_select(alic
         while len(mailbox._indexes) < 1 or notifier.prewarming:
             await asyncio.sleep(0.01)
 
-    asyncio.run(tell())
+    asyncio.run(asyncio.wait_for(tell(), 10))
     assert told == []  # nothing changed for the sessions
     assert list(mailbox._indexes) == [folder.pk]
     index = mailbox._indexes[folder.pk]
