@@ -71,19 +71,26 @@ def needs_bytes(items: Iterable[FetchItem]) -> bool:
 
 
 # The message and blob columns (imap.mailbox.STORED_COLUMNS) each attribute renders from.
-_STRUCTURE = ("b.structure", "b.size", "b.header_size")  # with the fallback's sizes
+_STRUCTURE = ("b.structure", "b.size", "b.header_size")  # sizes: for a blob stored without a structure
 _ATTRIBUTE_COLUMNS = {
     "UID": (), "FLAGS": (), "MODSEQ": (),  # the session's view has these
     "INTERNALDATE": ("m.internaldate",),
     "RFC822.SIZE": ("m.size",),
-    "ENVELOPE": ("b.imap_envelope", "b.envelope"),
-    "BODYSTRUCTURE": ("b.imap_bodystructure", *_STRUCTURE),
+    "ENVELOPE": ("s.envelope",),
+    "BODYSTRUCTURE": ("s.bodystructure",),
     "BODY": _STRUCTURE,
     "EMAILID": ("m.prefix", "b.sha256"),
     "THREADID": ("m.thread_key",),
 }
 
 
+# A blob without a BlobSummary row (stored before they existed) renders ENVELOPE and
+# BODYSTRUCTURE from its JSON: imap.mailbox.stored_messages() reads these columns then.
+# {summary column: (the StoredBlob attribute it fills, the columns to read without it)}
+SUMMARY_FALLBACK = {
+    "s.envelope": ("imap_envelope", ("b.envelope",)),
+    "s.bodystructure": ("imap_bodystructure", _STRUCTURE),
+}
 _WHOLE = ("m.prefix", "b.name", "b.size")  # what reading the whole message takes
 
 
@@ -165,7 +172,8 @@ def render(
     utf8: bool = False,
     uid: bool = True,
 ) -> bytes:
-    """The msg-att of `* n FETCH (...)` for `message` (a Message with its blob loaded).
+    """The msg-att of `* n FETCH (...)` for `message` (an imap.mailbox.StoredMessage, or a
+    Message with its blob loaded, whose ENVELOPE and BODYSTRUCTURE then render from its JSON).
 
     `flags` and `modseq` are the session's view of the message; `raw` is its full bytes
     (prefix + blob) when needs_bytes(items), else None; `utf8` is true once the client
@@ -195,6 +203,53 @@ def render_planned(steps: tuple, *, message, flags, modseq, raw=None, utf8=False
     """render() with its plan() made beforehand."""
     renderer = _Renderer(message, flags, modseq, raw, utf8)
     return b" ".join([label + value(renderer) for label, value in steps])
+
+
+# What the session's view (UID, FLAGS, MODSEQ) and the stored summaries (ENVELOPE,
+# BODYSTRUCTURE: mailstore.models.BlobSummary) answer alone: what clients ask of lists.
+_SUMMARY_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ", "ENVELOPE", "BODYSTRUCTURE"})
+
+
+def summary_plan(items: Sequence[FetchItem], *, uid: bool = True) -> Optional[tuple]:
+    """plan() for render_summaries(): the items' names in render()'s order, when every
+    item is one the summaries and the session's view answer; else None."""
+    if not all(isinstance(item, FetchAttribute) and item.name in _SUMMARY_ITEMS for item in items):
+        return None
+    first = ("UID",) if uid and _UID not in items else ()
+    return tuple(dict.fromkeys(first + tuple(item.name for item in items)))
+
+
+def render_summaries(names: tuple, rows, views, *, utf8: bool) -> Optional[list]:
+    """render()'s `* n FETCH (...)` lines for summary_plan() `names`, made straight from
+    rows of (uid, stored ENVELOPE, stored BODYSTRUCTURE) and `views` {uid: (seq, flags,
+    modseq)}: a copy of stored bytes a message, no render() machinery. None when a row
+    needs render() after all: its blob has no summary, or a UTF-8 session is to get 8-bit
+    text differently (see _Renderer._summary)."""
+    out = []
+    flag_lists = {}  # flag tuples are interned: each distinct one rendered once
+    for uid, stored_envelope, stored_structure in rows:
+        seq, flags, modseq = views[uid]
+        parts = []
+        for name in names:
+            if name == "UID":
+                parts.append(b"UID %d" % uid)
+            elif name == "FLAGS":
+                text = flag_lists.get(id(flags))
+                if text is None:
+                    text = flag_lists[id(flags)] = b"FLAGS " + flag_list(flags)
+                parts.append(text)
+            elif name == "MODSEQ":
+                parts.append(b"MODSEQ (%d)" % modseq)
+            else:
+                stored = stored_envelope if name == "ENVELOPE" else stored_structure
+                if stored is None:
+                    return None
+                stored = bytes(stored)  # PostgreSQL's bytea comes as a memoryview
+                if utf8 and not stored.isascii():
+                    return None
+                parts.append(b"ENVELOPE " + stored if name == "ENVELOPE" else b"BODYSTRUCTURE " + stored)
+        out.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
+    return out
 
 
 def _value_of(item: FetchItem):
@@ -289,11 +344,11 @@ class _Renderer:
         return b"(%d)" % self.modseq  # RFC 7162 §3.1.4.1
 
     def envelope(self) -> bytes:
-        stored = self._summary(self.blob.imap_envelope)
+        stored = self._summary(getattr(self.blob, "imap_envelope", None))  # a Blob model has none
         return stored if stored is not None else envelope(self.blob.envelope, utf8=self.utf8)
 
     def bodystructure(self) -> bytes:
-        stored = self._summary(self.blob.imap_bodystructure)
+        stored = self._summary(getattr(self.blob, "imap_bodystructure", None))
         return stored if stored is not None else body_structure(self.structure, extensible=True, utf8=self.utf8)
 
     def _summary(self, stored) -> Optional[bytes]:
@@ -515,7 +570,7 @@ def decode_transfer(data: bytes, encoding: str) -> bytes:
 def render_summary(envelope_data: Optional[list], structure: dict) -> tuple[bytes, bytes]:
     """ENVELOPE and BODYSTRUCTURE of a message as sent to a client without UTF-8, from what
     mailstore.mime.parse_message found: stored with the blob, which never changes, so a FETCH
-    of them is a copy (mailstore.models.Blob.imap_envelope, imap_bodystructure)."""
+    of them is a copy (mailstore.models.BlobSummary)."""
     return envelope(envelope_data), body_structure(structure, extensible=True)
 
 

@@ -26,9 +26,10 @@ from operator import itemgetter
 
 from django.db import connection
 
+from imap.fetch import SUMMARY_FALLBACK
 from imap.responses import flag_list, sequence_set
 from mailstore import events
-from mailstore.models import Blob, ExpungedMessage, Folder, Message
+from mailstore.models import Blob, BlobSummary, ExpungedMessage, Folder, Message
 
 SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 # The system flags come as one number (bit i set: SYSTEM_FLAGS[i]): fewer columns to fetch.
@@ -46,14 +47,15 @@ _FOLDER_SQL = f"SELECT uidnext, highestmodseq FROM {Folder._meta.db_table} WHERE
 # for and puts NULL in place of the rest (fewer bytes to read, nothing to convert).
 STORED_COLUMNS = (
     "m.uid", "m.internaldate", "m.size", "m.prefix", "m.thread_key", "b.name", "b.size", "b.sha256",
-    "b.header_size", "b.envelope", "b.structure", "b.preview", "b.imap_envelope", "b.imap_bodystructure",
+    "b.header_size", "b.envelope", "b.structure", "b.preview", "s.envelope", "s.bodystructure",
 )
 _KNOWN_COLUMNS = frozenset(STORED_COLUMNS)
 _STORED_SQL = (
-    "SELECT {columns} "
-    f"FROM {Message._meta.db_table} m JOIN {Blob._meta.db_table} b ON b.id = m.blob_id "
+    f"SELECT {{columns}} FROM {Message._meta.db_table} m{{joins}} "
     "WHERE m.folder_id = %s AND {uids} ORDER BY m.uid"
 )
+_BLOB_JOIN = f" JOIN {Blob._meta.db_table} b ON b.id = m.blob_id"
+_SUMMARY_JOIN = f" LEFT JOIN {BlobSummary._meta.db_table} s ON s.blob_id = m.blob_id"
 MAX_INDEXES = 256  # folders whose index a process keeps
 PREWARM_MESSAGES = 10_000  # a folder this large, read whole, is read by the other workers too
 
@@ -103,7 +105,7 @@ def _rows(folder_id, after_modseq=None):
 
 
 class StoredBlob:
-    """The Blob columns FETCH renders from; the JSON ones are decoded when first read."""
+    """The Blob and BlobSummary columns FETCH renders from; the JSON ones are decoded when first read."""
 
     __slots__ = (
         "name", "size", "sha256", "header_size", "preview", "_envelope", "_structure", "imap_envelope",
@@ -147,25 +149,54 @@ class StoredMessage:
 
 def stored_messages(folder_id, uids, columns=None):
     """StoredMessages of `uids` (ascending) in the folder; expunged ones are missing. With
-    `columns`, only those of STORED_COLUMNS (and the UID) are read: the others are None.
+    `columns`, only those of STORED_COLUMNS (and the UID) are read: the others are None,
+    and a table none of them is in is not read at all.
 
     Plain SQL: for a one-message FETCH, compiling the ORM query and building two model
     instances a row cost several times the query itself.
     """
     if not uids:
         return []
-    if columns is not None and not columns <= _KNOWN_COLUMNS:  # a misspelt name would read as NULL
+    if columns is None:
+        return _stored(folder_id, uids, _KNOWN_COLUMNS)
+    if not columns <= _KNOWN_COLUMNS:  # a misspelt name would read as NULL
         raise ValueError(f"not stored columns: {sorted(columns - _KNOWN_COLUMNS)}")
-    selected = ", ".join(
-        c if columns is None or c in columns or c == "m.uid" else "NULL" for c in STORED_COLUMNS
-    )
+    messages = _stored(folder_id, uids, columns)
+    # Summaries missing (blobs stored before BlobSummary): read those blobs' JSON too.
+    fallback = [(attribute, more) for column, (attribute, more) in SUMMARY_FALLBACK.items() if column in columns]
+    missing = [m.uid for m in messages if any(getattr(m.blob, attribute) is None for attribute, _ in fallback)]
+    if missing:
+        again = {m.uid: m for m in _stored(folder_id, missing, columns.union(*(more for _, more in fallback)))}
+        messages = [again.get(m.uid, m) for m in messages]
+    return messages
+
+
+def _stored(folder_id, uids, columns):
+    selected = ", ".join(c if c in columns or c == "m.uid" else "NULL" for c in STORED_COLUMNS)
+    joins = ""
+    if any(c.startswith("b.") for c in columns):
+        joins += _BLOB_JOIN
+    if any(c.startswith("s.") for c in columns):
+        joins += _SUMMARY_JOIN
+    return [StoredMessage(row) for row in _select(folder_id, uids, selected, joins)]
+
+
+def stored_summaries(folder_id, uids):
+    """(uid, stored ENVELOPE, stored BODYSTRUCTURE) of `uids` (ascending) in the folder,
+    None for a blob without a BlobSummary; expunged ones are missing."""
+    if not uids:
+        return []
+    return _select(folder_id, uids, "m.uid, s.envelope, s.bodystructure", _SUMMARY_JOIN)
+
+
+def _select(folder_id, uids, selected, joins):
     if uids[-1] - uids[0] + 1 == len(uids):  # a range (1:*, 500:999): no list to look up
         where, params = "m.uid BETWEEN %s AND %s", [folder_id, uids[0], uids[-1]]
     else:
         where, params = "m.uid IN ({})".format(", ".join(["%s"] * len(uids))), [folder_id, *uids]
     with connection.cursor() as cursor:
-        cursor.execute(_STORED_SQL.format(columns=selected, uids=where), params)
-        return [StoredMessage(row) for row in cursor.fetchall()]
+        cursor.execute(_STORED_SQL.format(columns=selected, joins=joins, uids=where), params)
+        return cursor.fetchall()
 
 
 def _expunged(folder_id, after_modseq):

@@ -34,6 +34,7 @@ from mailstore.models import (
     DEFAULT_FOLDERS,
     HIERARCHY_DELIMITER,
     Blob,
+    BlobSummary,
     Conversation,
     ExpungedMessage,
     Folder,
@@ -255,21 +256,21 @@ def discard_bytes(stored):
         log.warning("could not remove unused blob %s", stored.name, exc_info=True)
 
 
-def _blob_row(stored, parsed):
-    imap_envelope, imap_bodystructure = render_summary(parsed.envelope, parsed.structure)
-    return Blob(
+def _blob_rows(stored, parsed):
+    """The Blob row of new bytes and its BlobSummary (whose blob_id comes once the blob has its id)."""
+    blob = Blob(
         name=stored.name,
         size=stored.size,
         sha256=stored.sha256,
         header_size=parsed.header_size,
         envelope=parsed.envelope,
         structure=parsed.structure,
-        imap_envelope=imap_envelope,
-        imap_bodystructure=imap_bodystructure,
         preview=parsed.preview[:256],
         search_text=parsed.search_text,
         header_text=parsed.header_text,
     )
+    envelope, bodystructure = render_summary(parsed.envelope, parsed.structure)
+    return blob, BlobSummary(envelope=envelope, bodystructure=bodystructure)
 
 
 def thread_key(message_id, in_reply_to, references, sha256):
@@ -443,9 +444,10 @@ def _lock_for_placement(account_ids, folder_names):
 
 # Columns the delivery path inserts (all but the primary key).
 _BLOB_FIELDS = (
-    "name", "size", "sha256", "created", "header_size", "envelope", "structure", "imap_envelope",
-    "imap_bodystructure", "preview", "search_text", "header_text",
+    "name", "size", "sha256", "created", "header_size", "envelope", "structure", "preview", "search_text",
+    "header_text",
 )
+_SUMMARY_FIELDS = ("blob", "envelope", "bodystructure")
 _MESSAGE_FIELDS = tuple(f.name for f in Message._meta.concrete_fields if not f.primary_key)
 
 
@@ -632,10 +634,11 @@ def place_messages(jobs):
             messages.append(message)
             job.outcomes.append(Outcome(placement, message=message, uidvalidity=folder.uidvalidity))
         if blob.pk is None and any(o.message for o in job.outcomes):
-            new_blobs.append(blob)
-    for blob in new_blobs:
-        blob.created = now
-    _insert(Blob, _BLOB_FIELDS, new_blobs)
+            new_blobs.append(job.incoming)
+    for incoming in new_blobs:
+        incoming.blob.created = now
+    _insert(Blob, _BLOB_FIELDS, [incoming.blob for incoming in new_blobs])
+    _insert_summaries(new_blobs)
     if new_blobs:
         transaction.on_commit(search_index.soon)  # indexed for search after the commit
     for message in messages:
@@ -647,6 +650,13 @@ def place_messages(jobs):
         change = events.Change("append", folder.account_id, folder.id, tuple(folder.uids), folder.highestmodseq)
         events.publish_on_commit(change)
     return jobs
+
+
+def _insert_summaries(incomings):
+    """The BlobSummary rows of blobs just inserted."""
+    for incoming in incomings:
+        incoming.summary.blob_id = incoming.blob.pk
+    _insert(BlobSummary, _SUMMARY_FIELDS, [incoming.summary for incoming in incomings])
 
 
 def trace_prefix(return_path, delivered_to):
@@ -678,7 +688,7 @@ class IncomingMessage:
     def __init__(self, raw, *, name=None):
         self.parsed = parse_message(raw)
         self.stored = store_bytes(raw, name)
-        self.blob = _blob_row(self.stored, self.parsed)
+        self.blob, self.summary = _blob_rows(self.stored, self.parsed)
 
     @classmethod
     def from_blob(cls, blob):
@@ -688,6 +698,7 @@ class IncomingMessage:
         incoming.parsed = parse_message(raw)
         incoming.stored = StoredBytes(name=blob.name, size=blob.size, sha256=blob.sha256)
         incoming.blob = blob
+        incoming.summary = None  # the blob's row, with its summary, is there already
         return incoming
 
     @property

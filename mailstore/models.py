@@ -64,11 +64,6 @@ class Blob(models.Model):
     header_size = models.PositiveIntegerField(default=0)
     envelope = models.JSONField(null=True, blank=True)
     structure = models.JSONField(null=True, blank=True)
-    # ENVELOPE and BODYSTRUCTURE as IMAP sends them to a client without UTF-8 (RFC 9051
-    # §7.5.2), rendered once when stored (imap.fetch.render_summary): a FETCH of them copies
-    # these instead of rendering the JSON above. NULL for blobs stored before they existed.
-    imap_envelope = models.BinaryField(null=True, editable=False)
-    imap_bodystructure = models.BinaryField(null=True, editable=False)
     preview = models.CharField(max_length=256, blank=True)
     search_text = models.TextField(blank=True)
     # The header decoded, one field a line (mime.searchable_header): IMAP SEARCH reads it
@@ -77,6 +72,21 @@ class Blob(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class BlobSummary(models.Model):
+    """ENVELOPE and BODYSTRUCTURE of a blob as IMAP sends them to a client without UTF-8
+    (RFC 9051 §7.5.2), rendered once when stored (imap.fetch.render_summary): a FETCH of
+    them copies these instead of rendering Blob's JSON.
+
+    A table of its own, keyed by the blob's id: its rows are a few hundred bytes, so a
+    FETCH of 500 messages' summaries reads a few dozen pages, where the Blob rows, with
+    their search text, spread over thousands. A blob stored before these existed has no
+    row here; FETCH renders its JSON instead."""
+
+    blob = models.OneToOneField(Blob, on_delete=models.CASCADE, primary_key=True, related_name="summary")
+    envelope = models.BinaryField(editable=False)
+    bodystructure = models.BinaryField(editable=False)
 
 
 class Message(models.Model):

@@ -13,7 +13,7 @@ from imap import fetch as fetching
 from imap import search as searching
 from imap.parser import FetchAttribute, ModSeq, SearchKey
 from imap.responses import flag_list, sequence_set
-from imap.mailbox import stored_messages
+from imap.mailbox import stored_messages, stored_summaries
 from imap.session import Bad, No, State
 from mailsuite.lib.aio import run_shared_write, run_sync
 from mailstore import actions
@@ -92,6 +92,11 @@ def _read(read_blob, message, header_only):
 
 def _render_batch(folder_id, uids, items, views, *, utf8, by_uid, extra_flags):
     """`* n FETCH (...)` lines for `uids`; `views` maps uid -> (seq, flags, modseq)."""
+    names = fetching.summary_plan(items, uid=by_uid)
+    if names is not None and not extra_flags:
+        lines = fetching.render_summaries(names, stored_summaries(folder_id, uids), views, utf8=utf8)
+        if lines is not None:
+            return lines
     needs_bytes = fetching.needs_bytes(items)
     header_only = needs_bytes and fetching.header_only(items)
     read_blob = blob_reader() if needs_bytes else None

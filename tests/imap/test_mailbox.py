@@ -95,13 +95,57 @@ def test_stored_messages_reads_only_the_columns_asked_for_over_ranges_and_lists(
     every = mailbox.stored_messages(folder.pk, [1, 2, 3, 4])  # a range; 3 is gone
     assert [m.uid for m in every] == [1, 2, 4]
     assert every[0].blob.name and every[0].internaldate and every[0].blob.imap_envelope
-    narrow = mailbox.stored_messages(folder.pk, [2, 5, 6], {"b.imap_envelope", "m.size"})
+    narrow = mailbox.stored_messages(folder.pk, [2, 5, 6], {"s.envelope", "m.size"})
     assert [m.uid for m in narrow] == [2, 5, 6]
     message = narrow[0]
     assert bytes(message.blob.imap_envelope) == bytes(every[1].blob.imap_envelope) and message.size == len(RAW)
     assert (message.blob.name, message.internaldate, message.blob.structure) == (None, None, None)
     with pytest.raises(ValueError):  # a name that is no stored column is an error, not NULL
         mailbox.stored_messages(folder.pk, [2], {"b.imap_envelop"})
+
+
+def test_envelope_and_bodystructure_are_read_from_the_summaries_alone(alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for _ in range(3):
+        actions.append(alice, "INBOX", RAW)
+    folder = alice.folders.get(name="INBOX")
+    with CaptureQueriesContext(connection) as queries:
+        messages = mailbox.stored_messages(folder.pk, [1, 2, 3], {"s.envelope", "s.bodystructure"})
+    assert [m.uid for m in messages] == [1, 2, 3] and all(m.blob.imap_bodystructure for m in messages)
+    # One query, and the blobs' wide rows are not part of it.
+    assert len(queries) == 1 and "mailstore_blob " not in queries[0]["sql"]
+    assert "mailstore_blobsummary" in queries[0]["sql"]
+
+
+def test_a_blob_without_a_summary_renders_from_its_json(alice):
+    from imap import fetch
+    from imap.commands.selected import _render_batch
+    from imap.parser import parse_command
+    from mailstore.models import BlobSummary
+
+    for _ in range(3):
+        actions.append(alice, "INBOX", RAW)
+    folder = alice.folders.get(name="INBOX")
+    wanted = parse_command(b"a FETCH 1:3 (ENVELOPE BODYSTRUCTURE)").items
+    columns = fetch.columns_needed(wanted)
+
+    views = {uid: (uid, (), 1) for uid in (1, 2, 3)}
+
+    def rendered():
+        return [fetch.render(wanted, message=m, flags=(), modseq=1)
+                for m in mailbox.stored_messages(folder.pk, [1, 2, 3], columns)]
+
+    def fetched():  # what FETCH sends: straight from the summaries while it can
+        return _render_batch(folder.pk, [1, 2, 3], wanted, views, utf8=False, by_uid=True, extra_flags=set())
+
+    with_summaries, sent = rendered(), fetched()
+    assert sent == [b"* %d FETCH (%s)\r\n" % (uid, body) for uid, body in zip((1, 2, 3), with_summaries)]
+    BlobSummary.objects.filter(blob__messages__folder=folder, blob__messages__uid=2).delete()  # as stored before them
+    messages = mailbox.stored_messages(folder.pk, [1, 2, 3], columns)
+    assert [m.blob.envelope is not None for m in messages] == [False, True, False]  # its JSON read, the others' not
+    assert rendered() == with_summaries and fetched() == sent
 
 
 def test_a_large_folder_read_whole_is_announced_once_for_the_other_workers(alice, monkeypatch):

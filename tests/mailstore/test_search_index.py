@@ -135,8 +135,8 @@ def test_migrating_back_indexes_what_waits_and_migrating_forward_defers_again(al
     from django.db.migrations.executor import MigrationExecutor
 
     message = store(alice, "Pending", "Across migrations.")
-    # The blob columns later migrations add are not there in between: the store leaves them out.
-    monkeypatch.setattr(actions, "_BLOB_FIELDS", tuple(f for f in actions._BLOB_FIELDS if not f.startswith("imap_")))
+    # The table later migrations add is not there in between: the store leaves it out.
+    monkeypatch.setattr(actions, "_insert_summaries", lambda incomings: None)
     executor = MigrationExecutor(connection)
     try:
         executor.migrate([("mailstore", "0008_conversation_indexes")])
