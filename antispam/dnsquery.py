@@ -7,10 +7,13 @@ Three callers, three shapes:
 - DKIMKeyLookup: dkimpy's dnsfunc, which remembers why a key was not found, since
   dkimpy reports every failure as a plain False.
 """
+import math
 import threading
 import time
+from contextlib import contextmanager
 
 import dns.exception
+import dns.rdatatype
 import dns.resolver
 from django.conf import settings
 
@@ -40,16 +43,72 @@ class TempError(Exception):
     """The DNS did not answer (timeout, SERVFAIL): the result may differ later."""
 
 
+class Validity:
+    """How long what a thread looked up in the DNS stays true: `until`, a time.time(), is
+    when the first of its answers expires; 0 when one of them may not be kept at all (a
+    failure, or "none" without the SOA that says how long that lasts)."""
+
+    def __init__(self):
+        self.until = math.inf
+
+    def note(self, until):
+        self.until = min(self.until, until)
+
+
+_validity = threading.local()
+
+
+@contextmanager
+def validity():
+    """Within the block, the lookups this thread makes are noted in the Validity it gives."""
+    watch, previous = Validity(), getattr(_validity, "current", None)
+    _validity.current = watch
+    try:
+        yield watch
+    finally:
+        _validity.current = previous
+
+
+def _note(until):
+    watch = getattr(_validity, "current", None)
+    if watch is not None:
+        watch.note(until)
+
+
 def _answers(name, rtype, lifetime=LIFETIME):
     """The rdata of `name`'s `rtype` records; [] when there are none or the name does not exist."""
     try:
-        return list(resolver().resolve(name, rtype, search=False, lifetime=lifetime))
-    except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+        answer = resolver().resolve(name, rtype, search=False, lifetime=lifetime)
+    except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN) as error:
+        _note(_negative_until(error))
         return []
     except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
+        _note(0)
         raise TempError(f"{name} {rtype}: {error.__class__.__name__}") from None
     except dns.exception.DNSException as error:  # a malformed name, an unparsable answer
+        _note(0)
         raise TempError(f"{name} {rtype}: {error.__class__.__name__}") from None
+    _note(answer.expiration)
+    return list(answer)
+
+
+def _negative_until(error):
+    """Until when "no such name" or "no such records" may be believed (RFC 2308 §5): the SOA
+    the server sent along, its TTL and at most its MINIMUM field. 0 without one."""
+    try:
+        if isinstance(error, dns.resolver.NXDOMAIN):
+            responses = list(error.responses().values())
+        else:
+            responses = [error.response()]
+    except (KeyError, AttributeError):
+        return 0
+    ttls = [
+        min(rrset.ttl, rrset[0].minimum)
+        for response in responses
+        for rrset in response.authority
+        if rrset.rdtype == dns.rdatatype.SOA
+    ]
+    return time.time() + min(ttls) if ttls else 0
 
 
 def txt(name):

@@ -4,11 +4,19 @@ pyspf evaluates the records (mechanisms, macros, include chains, the 10-lookup a
 2-void-lookup limits of RFC 7208 §4.6.4); its DNS goes through antispam.dnsquery,
 installed here as pyspf's module-level DNSLookup hook, so MAILSUITE_DNS_SERVERS
 applies. Nothing else in the project uses pyspf.
+
+A result is kept for the same client address, sender and HELO name as long as every
+DNS answer it came from stays valid (at most RESULT_SECONDS): a burst of mail from one
+sender (a mailing list, a newsletter) is evaluated once, not once a message. A
+temperror is not kept, nor a result resting on an answer whose lifetime is unknown.
 """
 import ipaddress
+import threading
+import time
 from dataclasses import dataclass
 
 import spf
+from django.conf import settings
 
 from antispam import dnsquery
 
@@ -16,6 +24,11 @@ spf.DNSLookup = dnsquery.spf_lookup
 
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
 TOTAL_DNS_SECONDS = 20  # for one evaluation, all its lookups together
+RESULT_SECONDS = 60  # the longest a result is kept, however long its DNS answers live
+MAX_RESULTS = 10_000  # results kept; when full, they are forgotten together
+
+_results = {}  # (DNS servers, ip, sender, helo, receiver) -> (valid until, result, explanation)
+_results_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -37,11 +50,24 @@ def _is_domain_name(name):
 
 
 def _evaluate(ip, sender, helo, receiver):
-    result, _code, explanation = spf.query(
-        i=ip, s=sender, h=helo or "unknown", receiver=receiver, querytime=TOTAL_DNS_SECONDS
-    ).check()
+    key = (tuple(settings.MAILSUITE_DNS_SERVERS or ()), ip, sender, helo, receiver)
+    now = time.time()
+    kept = _results.get(key)
+    if kept is not None and kept[0] > now:
+        return kept[1], kept[2]
+    with dnsquery.validity() as validity:
+        result, _code, explanation = spf.query(
+            i=ip, s=sender, h=helo or "unknown", receiver=receiver, querytime=TOTAL_DNS_SECONDS
+        ).check()
     result = result.lower()
-    return (result if result in RESULTS else "permerror"), explanation or ""
+    result, explanation = (result if result in RESULTS else "permerror"), explanation or ""
+    until = min(validity.until, now + RESULT_SECONDS)
+    if until > now and result != "temperror":
+        with _results_lock:
+            if len(_results) >= MAX_RESULTS:
+                _results.clear()
+            _results[key] = (until, result, explanation)
+    return result, explanation
 
 
 def check_helo(ip, helo, *, receiver):

@@ -1,6 +1,9 @@
 """SPF (RFC 7208) over the loopback DNS: one row per result, include chains and the limits."""
+import time
+
 import pytest
 
+from antispam import spf_check
 from antispam.spf_check import check_helo, check_mail_from
 
 IP = "192.0.2.10"
@@ -75,3 +78,50 @@ def test_it_checks_helo_and_uses_it_for_the_null_sender():
 @pytest.mark.parametrize("helo", ["[192.0.2.10]", "192.0.2.10", "localhost", ""])
 def test_it_cannot_check_a_helo_that_is_no_domain_name(helo):
     assert check_helo(IP, helo, receiver="mx.example.test").result == "none"
+
+
+# --- Results kept while their DNS answers are valid ----------------------------------------------
+
+
+@pytest.fixture
+def evaluations(monkeypatch):
+    """How many times pyspf evaluated a record; the kept results start empty."""
+    made = []
+
+    class Counted(spf_check.spf.query):
+        def check(self, *args, **kwargs):
+            made.append(self.s)
+            return super().check(*args, **kwargs)
+
+    monkeypatch.setattr(spf_check.spf, "query", Counted)
+    spf_check._results.clear()
+    yield made
+    spf_check._results.clear()
+
+
+def test_a_result_is_kept_while_its_answers_are_valid_and_evaluated_again_after(spf_zone, evaluations):
+    spf_zone.ttl = 1
+
+    def both(ip=IP):
+        return (check_mail_from(ip, "sam@chain.test", "nothing.test", receiver="mx.test"),
+                check_helo(ip, "nothing.test", receiver="mx.test"))  # a HELO name without records
+
+    first = both()
+    assert [r.result for r in first] == ["pass", "none"] and len(evaluations) == 2
+    assert both() == first and len(evaluations) == 2  # both kept, the "none" too (the SOA's TTL)
+    assert both("192.0.2.11")[0].result == "fail" and len(evaluations) == 4  # another client: its own
+    spf_zone.set("inner.test", "TXT", ["v=spf1 -all"])
+    time.sleep(1.2)  # the answers expire, and so do the results
+    assert both()[0].result == "fail" and len(evaluations) == 6
+
+
+def test_nothing_is_kept_without_a_lifetime_or_after_a_dns_failure(spf_zone, evaluations):
+    # Answers with TTL 0 (this server's default) are good for one look only.
+    assert check_mail_from(IP, "sam@pass.test", "helo.test", receiver="mx.test").result == "pass"
+    spf_zone.set("pass.test", "TXT", ["v=spf1 -all"])
+    assert check_mail_from(IP, "sam@pass.test", "helo.test", receiver="mx.test").result == "fail"
+    spf_zone.ttl = 60
+    assert check_mail_from(IP, "sam@temp.test", "helo.test", receiver="mx.test").result == "temperror"
+    spf_zone.fail("temp.test", False)
+    assert check_mail_from(IP, "sam@temp.test", "helo.test", receiver="mx.test").result == "fail"
+    assert len(evaluations) == 4
