@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.core.signals import setting_changed
+from django.db.models.signals import post_delete, post_save
 
 
 class AntispamConfig(AppConfig):
@@ -11,6 +12,12 @@ class AntispamConfig(AppConfig):
         # what a process remembers of the database (antispam.lookups, .correspondents, .bayes)
         # must not outlive the test that read it. Nothing changes settings in production.
         setting_changed.connect(forget_cached, dispatch_uid="antispam-forget-cached")
+        # Which domains are ours: known at once in the process that changed them (the
+        # others within antispam.lookups.TTL).
+        for model in ("Domain", "DomainAlias"):
+            sender = self.apps.get_model("accounts", model)
+            for signal in (post_save, post_delete):
+                signal.connect(forget_local_domains, sender=sender, dispatch_uid=f"antispam-forget-{model}-{signal}")
 
 
 def forget_cached(**kwargs):
@@ -19,3 +26,9 @@ def forget_cached(**kwargs):
     bayes.forget()
     correspondents.forget()
     lookups.forget()
+
+
+def forget_local_domains(**kwargs):
+    from antispam import lookups
+
+    lookups.forget_local_domains()

@@ -37,6 +37,7 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
+from antispam import lookups
 from antispam.checks import Rule
 from mailsuite.lib.net import is_loopback
 from mta.routing import resolver
@@ -164,13 +165,16 @@ def helo_rules(helo, *, our_hostname, our_addresses=(), is_our_domain=lambda nam
 
 
 def is_local_domain(name):
-    """True if the HELO name is one of our domains (a database read: run it in the DB pool)."""
-    from accounts.resolve import is_local_domain as is_local
-
+    """True if the HELO name is one of our domains (antispam.lookups: remembered for a
+    moment, else a database read: run it in the DB pool)."""
     name = (name or "").strip().rstrip(".").lower()
-    if not is_fqdn(name):
-        return False
-    return is_local(name)
+    return is_fqdn(name) and lookups.is_local_domain(name)
+
+
+def known_local_domain(name):
+    """is_local_domain(name) when that takes no database read, else None."""
+    name = (name or "").strip().rstrip(".").lower()
+    return is_fqdn(name) and lookups.known_local_domain(name)
 
 
 def assess(ip, helo, *, our_hostname, our_addresses=(), helo_is_ours=False):

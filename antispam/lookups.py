@@ -116,6 +116,10 @@ def forget():
     """Drop what this process remembers (after a change made here; tests)."""
     _scopes.clear()
     _corpora.clear()
+    forget_local_domains()
+
+
+def forget_local_domains():
     _local_domains.clear()
 
 

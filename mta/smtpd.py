@@ -404,10 +404,13 @@ class InboundHandler:
             return None
         if getattr(session, "connection_rules_for", None) != session.host_name:
             helo = session.host_name or ""
+            helo_is_ours = connection.known_local_domain(helo)
+            if helo_is_ours is None:
+                helo_is_ours = await run_sync(connection.is_local_domain, helo)
             session.connection_rules, session.iprev = await sender_checks.off_loop(
                 connection.assess, client.ip, helo,
                 our_hostname=settings.MAILSUITE_HOSTNAME, our_addresses=self.local_addresses(session),
-                helo_is_ours=await run_sync(connection.is_local_domain, helo),
+                helo_is_ours=helo_is_ours,
             )
             session.connection_rules_for = session.host_name
         if not dnsbl.enabled():

@@ -133,6 +133,21 @@ def test_is_local_domain(domain):
     assert not connection.is_local_domain("")
 
 
+@pytest.mark.django_db
+def test_whether_a_helo_name_is_ours_is_remembered_until_a_domain_changes(django_assert_num_queries):
+    from accounts import actions
+    from antispam import lookups
+
+    lookups.forget()
+    assert connection.known_local_domain("new.test") is None  # not known without the database
+    assert connection.known_local_domain("localhost") is False  # no domain name: never ours
+    assert not connection.is_local_domain("new.test")
+    with django_assert_num_queries(0):
+        assert connection.known_local_domain("new.test") is False and not connection.is_local_domain("new.test")
+    actions.create_domain("new.test")  # forgotten at once in the process that made it
+    assert connection.known_local_domain("new.test") is None and connection.is_local_domain("new.test")
+
+
 @smtp_session
 def test_helo_claiming_one_of_our_domains_scores(reverse_zone, check_loopback, seen_rules, smtp_server, alice):
     send(smtp_server, source=ALLOWED_IP, helo="example.test")
