@@ -16,8 +16,8 @@ class AntispamConfig(AppConfig):
         # others within antispam.lookups.TTL).
         for model in ("Domain", "DomainAlias"):
             sender = self.apps.get_model("accounts", model)
-            for signal in (post_save, post_delete):
-                signal.connect(forget_local_domains, sender=sender, dispatch_uid=f"antispam-forget-{model}-{signal}")
+            for event, signal in (("saved", post_save), ("deleted", post_delete)):
+                signal.connect(forget_local_domains, sender=sender, dispatch_uid=f"antispam-forget-{model}-{event}")
 
 
 def forget_cached(**kwargs):

@@ -602,7 +602,7 @@ def place_messages(jobs):
         return jobs
     quotas, folders = _lock_for_placement(account_ids, folder_names)
     usage = {pk: used for pk, (_, used) in quotas.items()}
-    touched, messages, new_blobs = {}, [], []
+    touched, messages, with_new_blob = {}, [], []
     for job in jobs:
         job.outcomes = []
         parsed, blob = job.incoming.parsed, job.incoming.blob
@@ -634,12 +634,12 @@ def place_messages(jobs):
             messages.append(message)
             job.outcomes.append(Outcome(placement, message=message, uidvalidity=folder.uidvalidity))
         if blob.pk is None and any(o.message for o in job.outcomes):
-            new_blobs.append(job.incoming)
-    for incoming in new_blobs:
+            with_new_blob.append(job.incoming)
+    for incoming in with_new_blob:
         incoming.blob.created = now
-    _insert(Blob, _BLOB_FIELDS, [incoming.blob for incoming in new_blobs])
-    _insert_summaries(new_blobs)
-    if new_blobs:
+    _insert(Blob, _BLOB_FIELDS, [incoming.blob for incoming in with_new_blob])
+    _insert_summaries(with_new_blob)
+    if with_new_blob:
         transaction.on_commit(search_index.soon)  # indexed for search after the commit
     for message in messages:
         message.blob_id = message.blob.pk
