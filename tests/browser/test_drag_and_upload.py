@@ -91,3 +91,23 @@ def test_messages_dragged_onto_a_folder_move_there(alice, page, sign_in):
     expect(page.locator(".message-row")).to_have_count(0)
     moved = sorted(Message.objects.filter(folder=folder(alice, "Archive")).values_list("subject", flat=True))
     assert moved == ["File me away", "File me too", "Keep me here"]
+
+
+def test_a_live_update_during_a_drag_waits_for_the_drop(alice, page, sign_in):
+    deliver(alice, make_mail("Drag me along"))
+    sign_in(page, alice)
+    expect(page.locator("body[data-live=on]")).to_have_count(1)  # the change stream is open
+    row = page.locator("tr.message-row", has_text="Drag me along").locator("a.open")
+    archive = page.locator("#tree .folder-link", has_text="Archive")
+    start, target = row.bounding_box(), archive.bounding_box()
+    page.mouse.move(start["x"] + 5, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(target["x"] + 10, target["y"] + target["height"] / 2, steps=8)
+    # Mail arrives mid-drag: the page hears of it, and its list waits for the drop.
+    deliver(alice, make_mail("Arrived meanwhile"))
+    page.wait_for_timeout(1500)
+    page.mouse.up()
+    expect(page.locator(".message-row")).to_have_count(1)
+    expect(page.locator("tr.message-row", has_text="Arrived meanwhile")).to_have_count(1)
+    moved = list(Message.objects.filter(folder=folder(alice, "Archive")).values_list("subject", flat=True))
+    assert moved == ["Drag me along"]

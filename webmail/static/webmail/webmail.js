@@ -66,6 +66,9 @@
   }
 
   function refresh() {
+    // A list swapped under a drag takes the dragged row away and the drop is lost: the
+    // news waits for the drop.
+    if (dragging) { pending = setTimeout(refresh, 250); return; }
     pending = null;
     var change = lastChange;
     lastChange = { folders: {} };
@@ -143,11 +146,13 @@
   });
 
   // --- Drag messages onto a folder ------------------------------------------------------
+  var dragging = false;
   document.addEventListener("dragstart", function (event) {
     var row = event.target.closest && event.target.closest("#list tr.message-row");
     if (!row) { return; }
     var box = $("input[name=uid]", row);
     if (!box) { return; }
+    dragging = true;
     if (!box.checked) {
       $$("#list input[name=uid]:checked").forEach(function (other) { other.checked = false; markRow(other); });
       box.checked = true; markRow(box);
@@ -163,7 +168,9 @@
     var link = event.target.closest && event.target.closest(".folder-link");
     if (link) { link.classList.remove("drop-over"); }
   });
+  document.addEventListener("dragend", function () { dragging = false; });
   document.addEventListener("drop", function (event) {
+    dragging = false;
     var link = event.target.closest && event.target.closest(".folder-link");
     var form = $("#bulk-form");
     if (!link || !form) { return; }
