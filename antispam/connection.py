@@ -167,14 +167,18 @@ def helo_rules(helo, *, our_hostname, our_addresses=(), is_our_domain=lambda nam
 def is_local_domain(name):
     """True if the HELO name is one of our domains (antispam.lookups: remembered for a
     moment, else a database read: run it in the DB pool)."""
-    name = (name or "").strip().rstrip(".").lower()
+    name = _domain_name(name)
     return is_fqdn(name) and lookups.is_local_domain(name)
 
 
 def known_local_domain(name):
     """is_local_domain(name) when that takes no database read, else None."""
-    name = (name or "").strip().rstrip(".").lower()
+    name = _domain_name(name)
     return is_fqdn(name) and lookups.known_local_domain(name)
+
+
+def _domain_name(helo):
+    return (helo or "").strip().rstrip(".").lower()
 
 
 def assess(ip, helo, *, our_hostname, our_addresses=(), helo_is_ours=False):

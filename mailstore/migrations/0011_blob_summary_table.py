@@ -4,22 +4,16 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
-def move_to_summaries(apps, schema_editor):
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO mailstore_blobsummary (blob_id, envelope, bodystructure) "
-            "SELECT id, imap_envelope, imap_bodystructure FROM mailstore_blob "
-            "WHERE imap_envelope IS NOT NULL AND imap_bodystructure IS NOT NULL"
-        )
-
-
-def move_back(apps, schema_editor):
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE mailstore_blob SET "
-            "imap_envelope = (SELECT envelope FROM mailstore_blobsummary s WHERE s.blob_id = mailstore_blob.id), "
-            "imap_bodystructure = (SELECT bodystructure FROM mailstore_blobsummary s WHERE s.blob_id = mailstore_blob.id)"
-        )
+MOVE_TO_SUMMARIES = (
+    "INSERT INTO mailstore_blobsummary (blob_id, envelope, bodystructure) "
+    "SELECT id, imap_envelope, imap_bodystructure FROM mailstore_blob "
+    "WHERE imap_envelope IS NOT NULL AND imap_bodystructure IS NOT NULL"
+)
+MOVE_BACK = (
+    "UPDATE mailstore_blob SET "
+    "imap_envelope = (SELECT envelope FROM mailstore_blobsummary s WHERE s.blob_id = mailstore_blob.id), "
+    "imap_bodystructure = (SELECT bodystructure FROM mailstore_blobsummary s WHERE s.blob_id = mailstore_blob.id)"
+)
 
 
 class Migration(migrations.Migration):
@@ -46,7 +40,7 @@ class Migration(migrations.Migration):
                 ("bodystructure", models.BinaryField(editable=False)),
             ],
         ),
-        migrations.RunPython(move_to_summaries, move_back),
+        migrations.RunSQL(MOVE_TO_SUMMARIES, MOVE_BACK),
         migrations.RemoveField(model_name="blob", name="imap_bodystructure"),
         migrations.RemoveField(model_name="blob", name="imap_envelope"),
     ]

@@ -11,6 +11,7 @@
   // --- Live updates: server-sent events from the change bus --------------------------
   var pending = null;
   var lastChange = { folders: {} };
+  var dragging = false;  // messages are being dragged: refreshes wait (see refresh())
 
   function checkedUids() {
     return $$('#list input[name=uid]:checked').map(function (box) { return box.value; });
@@ -146,7 +147,6 @@
   });
 
   // --- Drag messages onto a folder ------------------------------------------------------
-  var dragging = false;
   document.addEventListener("dragstart", function (event) {
     var row = event.target.closest && event.target.closest("#list tr.message-row");
     if (!row) { return; }
