@@ -1,7 +1,8 @@
 """Sender authentication of a message arriving on the MX port: the one entry point.
 
-check_message() runs after DATA (synchronous, in the database thread pool: it does DNS
-and no database writes) and returns what mta.smtpd and mta.inbound need:
+check_message() runs after DATA (synchronous: it does DNS and no database writes; the SMTP
+server runs it through off_loop(), on its event loop when every answer it needs is cached,
+else in the checks' threads) and returns what mta.smtpd and mta.inbound need:
 - the content to store: incoming Authentication-Results claiming our authserv-id
   (MAILSUITE_HOSTNAME) removed, ours added on top;
 - a refusal (DMARC p=reject → "550 5.7.1 …") or None;
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from antispam import arc, attachments, authresults, bayes, dkim_check, dmarc, lookups, policy, rules, spf_check
+from mailsuite.lib import inline
 from mailsuite.lib.aio import run_sync
 from mta.headers import field_values
 from ops import metrics
@@ -33,6 +35,10 @@ log = logging.getLogger(__name__)
 # The checks wait on DNS, not the database: they get threads of their own, so a slow
 # resolver never holds up the database pool.
 _executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sender-checks")
+# Messages up to this size are checked on the event loop when the DNS answers they need are
+# cached (off_loop()): their checks take about a millisecond; a larger one would hold up
+# every other session of the process while its text is scanned.
+INLINE_LIMIT = 64 * 1024
 
 # Points per rule; SPAM_POINTS points make 100 % for Sieve's spamtest (RFC 5235).
 SPAM_POINTS = policy.SPAM_POINTS
@@ -121,10 +127,9 @@ def check_message(
     `message` is `content` already parsed (email.policy.compat32), if the caller has it."""
     our_id = settings.MAILSUITE_HOSTNAME
     content, forged = authresults.remove_ours(content, our_id)
-    if forged:
-        log.info("removed %d Authentication-Results field(s) claiming %s from %s", forged, our_id, client_ip)
     outcome = Outcome(content)
     if skip:
+        _log_forged(forged, client_ip)
         return outcome
     receiver = settings.MAILSUITE_HOSTNAME
     helo_spf = spf_check.check_helo(client_ip, helo, receiver=receiver)
@@ -169,6 +174,8 @@ def check_message(
         from_verified=dmarc_result.result == "pass" or aligned,
         mail_from_verified=spf.result == "pass" and spf.identity == "mailfrom",
     )
+    # Logged only now, after the last lookup: off_loop() may have started this run over.
+    _log_forged(forged, client_ip)
     log.info(
         "sender checks ip=%s mail_from=<%s> from_domain=%s spf=%s dkim=%s dmarc=%s/%s arc=%s%s",
         client_ip, mail_from, author_domain or "-", spf.result, ",".join(d.result for d in dkim_results) or "none",
@@ -177,6 +184,13 @@ def check_message(
     )
     metrics.spam_verdict(outcome)
     return outcome
+
+
+def _log_forged(count, client_ip):
+    if count:
+        log.info(
+            "removed %d Authentication-Results field(s) claiming %s from %s", count, settings.MAILSUITE_HOSTNAME, client_ip,
+        )
 
 
 def _score(outcome, spf, dkim_results, dmarc_result):
@@ -273,8 +287,16 @@ def _methods(spf, helo_spf, dkim_results, dmarc_result, arc_result, client_ip, *
     return methods
 
 
-async def off_loop(function, *args, **kwargs):
-    """Run a check in the checks' own thread pool, for the SMTP server's event loop."""
+async def off_loop(function, *args, inline_first=True, **kwargs):
+    """A check's result, for the SMTP server's event loop: computed on the loop itself when
+    all it needs is in memory (mailsuite.lib.inline), else in the checks' own thread pool.
+    `inline_first=False` goes to the threads at once (work too long to hold up the loop)."""
+    if inline_first:
+        try:
+            with inline.in_memory():
+                return function(*args, **kwargs)
+        except inline.WouldBlock:
+            pass  # it needs the network or the database: start again in a thread
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_executor, functools.partial(function, *args, **kwargs))
 
@@ -301,7 +323,10 @@ async def check_incoming_off_loop(content, **kwargs):
     def is_local_domain(domain):
         known = lookups.known_local_domain(domain)
         if known is None:
+            inline.must_wait("the database")
             known = asyncio.run_coroutine_threadsafe(run_sync(lookups.is_local_domain, domain), loop).result()
         return known
 
-    return await off_loop(check_incoming, content, is_local_domain=is_local_domain, **kwargs)
+    return await off_loop(
+        check_incoming, content, inline_first=len(content) <= INLINE_LIMIT, is_local_domain=is_local_domain, **kwargs,
+    )

@@ -15,6 +15,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from mailsuite.lib import inline
+
 CHUNK = 64 * 1024
 MAX_REPLY = 4096  # a verdict is one short line; a longer reply is not clamd's
 
@@ -52,6 +54,7 @@ def parse_address(text):
 
 
 def _connect(address, timeout):
+    inline.must_wait("clamd")
     kind, where = parse_address(address)
     try:
         if kind == "unix":

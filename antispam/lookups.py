@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from mailsuite.lib import inline
+
 TTL = 2.0  # seconds; a test seam, like clock
 MAX_ENTRIES = 20000
 clock = time.monotonic
@@ -35,6 +37,7 @@ class _Memo:
         entry = self.entries.get(key)
         if entry is not None and now - entry[0] < TTL:
             return entry[1]
+        inline.must_wait("the database")
         value = load(key)
         with self.lock:
             if len(self.entries) >= MAX_ENTRIES:
@@ -103,6 +106,7 @@ def sender_mark(account_id, address):
 
     from antispam.models import SenderMark
 
+    inline.must_wait("the database")
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT ham, spam FROM {SenderMark._meta.db_table} WHERE account_id = %s AND address = %s",

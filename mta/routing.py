@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 
 import dns.exception
 import dns.name
+import dns.rcode
+import dns.rdatatype
 import dns.resolver
 from django.conf import settings
 
-from mailsuite.lib import secrets
+from mailsuite.lib import inline, secrets
 from mta.models import SmartHost
 
 log = logging.getLogger(__name__)
@@ -54,11 +56,26 @@ _caches = {}
 _caches_lock = threading.Lock()
 
 
+class _Cache(dns.resolver.LRUCache):
+    """The answers cache, which also tells mailsuite.lib.inline when a lookup would go out
+    to the network.
+
+    dnspython looks a name up in the cache under (name, type, class), and on a miss under
+    (name, ANY, class), where it keeps "no such name". We never ask for ANY, so a second
+    look that finds no NXDOMAIN means the query is about to be sent."""
+
+    def get(self, key):
+        answer = super().get(key)
+        if key[1] == dns.rdatatype.ANY and (answer is None or answer.response.rcode() != dns.rcode.NXDOMAIN):
+            inline.must_wait(f"DNS {key[0]}")
+        return answer
+
+
 def _cache_for(servers):
     with _caches_lock:
         cache = _caches.get(servers)
         if cache is None:
-            cache = _caches[servers] = dns.resolver.LRUCache(DNS_CACHE_ENTRIES)
+            cache = _caches[servers] = _Cache(DNS_CACHE_ENTRIES)
         return cache
 
 

@@ -4,7 +4,9 @@ Implementation notes:
 - InboundHandler (MX port) and SubmissionHandler (submission and SMTPS ports) hooks
   are thin async adapters; recipient policy (mta.recipients), submission policy
   (mta.submission) and delivery (mta.inbound) are synchronous functions run in the
-  database thread pool.
+  database thread pool. The sender checks (antispam.checks.off_loop) run on the event
+  loop itself when all they need is in memory, as it usually is: a trip to a thread cost
+  more than the checks of a small message.
 - No password, AUTH payload or SASL message is ever logged.
 - The 250 after DATA is written only after every copy of the message is committed
   (mta.inbound). A client that disconnects while delivery runs cancels only the waiting coroutine:
@@ -543,7 +545,10 @@ class InboundHandler:
     async def check_attachments(self, envelope, content, *, outgoing, sender):
         """antispam.attachments' Decision on dangerous attachments and viruses (clamd)."""
         actions = await self.attachment_actions(envelope, sender_domain=sender.rpartition("@")[2] if outgoing else "")
-        return await sender_checks.off_loop(attachments.check, content, actions=actions, outgoing=outgoing)
+        return await sender_checks.off_loop(
+            attachments.check, content, actions=actions, outgoing=outgoing,
+            inline_first=len(content) <= sender_checks.INLINE_LIMIT,
+        )
 
     async def attachment_actions(self, envelope, *, sender_domain=""):
         """What each recipient's domain does with dangerous attachments (InboundPolicy);
