@@ -2,8 +2,8 @@
 
 Two steps, so that many sessions share one database commit:
 - prepare() parses the message, writes its bytes durably and runs the local recipients'
-  Sieve scripts (sieve.delivery); it writes no database rows, and accept() runs it for
-  a batch's messages side by side.
+  Sieve scripts (sieve.delivery); it writes no database rows. accept() runs it for a
+  batch's messages one after the other, their files fsynced together before the commit.
 - commit() stores a batch of prepared messages in one transaction (group commit) and
   returns each one's SMTP reply. A 250 is returned only when every recipient's copy is
   committed to a mailbox or to the outbound queue, so an answered message is never
@@ -11,7 +11,6 @@ Two steps, so that many sessions share one database commit:
   take the others down with it.
 """
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.db import DatabaseError, transaction
@@ -26,7 +25,7 @@ from mailstore.actions import (
 )
 from antispam import policy as spam_policy
 from mailsuite.lib import logs
-from mailstore.storage import sync_names
+from mailstore.storage import sync_names, synced_together
 from mta import forwarding
 from mta.queue import enqueue
 from ops import metrics
@@ -208,9 +207,6 @@ def _store(batch):
         pending.reply = f"250 2.0.0 Ok: queued as {pending.incoming.queue_id}"
 
 
-_preparers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prepare")
-
-
 def _prepare_or_none(request):
     try:
         return prepare(**request)
@@ -225,15 +221,14 @@ def _prepare_or_none(request):
 def accept(requests):
     """prepare() and commit() a batch of messages given as prepare()'s keyword arguments.
 
-    The messages are prepared side by side: writing and fsyncing their bytes is most
-    of the time, and waits for the disk, not the interpreter. A message whose bytes
-    cannot be stored (disk full) is refused for now without holding up the others.
+    The messages are prepared one after the other and their files fsynced together just
+    before the commit (mailstore.storage.synced_together): one wait for the disk per
+    batch, and no threads taking turns at the interpreter. A message whose bytes cannot
+    be stored (disk full) is refused for now without holding up the others.
     """
-    if len(requests) == 1:
-        prepared = [_prepare_or_none(requests[0])]
-    else:
-        prepared = list(_preparers.map(_prepare_or_none, requests))
-    replies = iter(commit([p for p in prepared if isinstance(p, Pending)]))
+    with synced_together():
+        prepared = [_prepare_or_none(request) for request in requests]
+        replies = iter(commit([p for p in prepared if isinstance(p, Pending)]))
     return [
         next(replies) if isinstance(p, Pending) else p or "451 4.3.0 Local error in processing; try again later"
         for p in prepared

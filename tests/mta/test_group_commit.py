@@ -1,5 +1,6 @@
 """Group commit: many sessions' messages stored in one transaction, failures kept apart."""
 import asyncio
+import os
 import threading
 
 import pytest
@@ -106,3 +107,34 @@ def test_group_commit_batches_concurrent_submissions():
     finally:
         shutdown_db_executor()
     assert calls == [["a"], ["b", "c", "d"], ["boom"]]
+
+
+@pytest.mark.django_db
+def test_a_batchs_files_are_fsynced_together_before_its_commit(alice, bob, monkeypatch):
+    """accept() prepares one message after the other without an fsync each; the files
+    reach the disk together, before the transaction that names them."""
+    from mailstore import storage
+
+    events = []
+    real_fsync, real_sync_names, real_store = storage.os.fsync, storage.DurableFileSystemStorage.sync_names, inbound._store
+
+    def fsync(fd):
+        if os.path.isfile(os.readlink(f"/proc/self/fd/{fd}")):
+            events.append("fsync")
+        return real_fsync(fd)
+
+    def sync_names(self, names):
+        events.append(f"sync_names {len(names)}")
+        return real_sync_names(self, names)
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    monkeypatch.setattr(storage.DurableFileSystemStorage, "sync_names", sync_names)
+    monkeypatch.setattr(inbound, "_store", lambda batch: (events.append("store"), real_store(batch)))
+    requests = [
+        {"raw": RAW, "mail_from": "m@elsewhere.test", "resolutions": [resolve(a)], "client_ip": "127.0.0.1"}
+        for a in ("alice@example.test", "bob@example.test", "alice@example.test")
+    ]
+    replies = inbound.accept(requests)
+    assert all(reply.startswith("250 ") for reply in replies)
+    assert events == ["sync_names 3", "fsync", "fsync", "fsync", "store"]
+    assert len(inbox(alice)) == 2 and len(inbox(bob)) == 1
