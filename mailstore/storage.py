@@ -40,12 +40,14 @@ def synced_together():
     """Within the block, the files this thread saves are made durable by sync_names(),
     together, rather than one by one as they are written. Each stays open until then
     (fsync reports a failed write to descriptors open when it happened); whatever
-    sync_names() did not sync is closed at the end."""
+    sync_names() did not sync is closed at the end. A block inside another keeps its
+    files apart: the outer block's are there again when it ends."""
+    previous = getattr(_together, "files", None)
     files = _together.files = {}
     try:
         yield
     finally:
-        _together.files = None
+        _together.files = previous
         for fd in files.values():
             os.close(fd)
 

@@ -86,3 +86,14 @@ def test_a_file_larger_than_one_write_is_written_whole():
         sync_names([name])
     with blob_storage().open(name, "rb") as f:
         assert f.read() == raw
+
+
+def test_a_block_inside_another_keeps_the_outer_files_for_the_outer_sync(fsynced):
+    with synced_together():
+        outer = save()
+        with synced_together():
+            inner = save()
+            sync_names([inner])
+        assert fsynced == [blob_storage().path(inner)]
+        sync_names([outer])
+    assert fsynced == [blob_storage().path(inner), blob_storage().path(outer)]
