@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export MAILSUITE_DATA_DIR ?= $(CURDIR)/var
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test setup debs-run demo messages bench bench-smtp bench-queue bench-imap bench-pop3 bench-spam bench-webmail debs-test clean
+.PHONY: run test setup debs-run demo messages bench bench-smtp bench-smtp-parts bench-queue bench-imap bench-pop3 bench-spam bench-webmail debs-test clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench: bench-smtp bench-queue bench-imap bench-pop3
 bench-smtp: setup $(VENV)/.test
 	@command -v postfix >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix >/dev/null)
 	$(PY) bench/smtp_ingest.py
+
+# One SMTP worker and the commit service measured apart: CPU per message of each.
+bench-smtp-parts: setup $(VENV)/.test
+	$(PY) bench/smtp_parts.py
 
 bench-queue: setup $(VENV)/.test
 	$(PY) bench/outbound_queue.py
