@@ -99,18 +99,17 @@ def replay(path, record, window, skip):
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(path)
     state = threading.Condition()
-    answered, replies = [0], []
+    replies = []
 
     def read():
         buffer = bytearray()
-        while answered[0] < len(requests):
+        while len(replies) < len(requests):
             data = conn.recv(1 << 16)
             if not data:
                 break
             buffer += data
             for _, reply in _frames(buffer):
                 with state:
-                    answered[0] += 1
                     replies.append(reply)
                     state.notify()
 
@@ -120,10 +119,10 @@ def replay(path, record, window, skip):
     for index, request in enumerate(requests):
         if index == skip:
             with state:
-                state.wait_for(lambda: answered[0] >= skip, timeout=600)
+                state.wait_for(lambda: len(replies) >= skip, timeout=600)
             started = time.monotonic()
         with state:
-            state.wait_for(lambda: index - answered[0] < window, timeout=600)
+            state.wait_for(lambda: index - len(replies) < window, timeout=600)
         conn.sendall(encode(index, request))
     reader.join(600)
     elapsed = time.monotonic() - started
