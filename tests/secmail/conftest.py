@@ -127,8 +127,10 @@ class GpgCli:
         return done
 
     def new_key(self, address, *, name="", when=None, expire="2y"):
-        """A new Ed25519/Curve25519 key; `when` fakes the clock (an expired key)."""
-        fake = ["--faked-system-time", when] if when else []
+        """A new Ed25519/Curve25519 key; `when` fakes the clock (an expired key). The faked
+        clock stands still ("!"): a running one starts again at `when` in the second call, so
+        on a busy machine the subkey could be older than its key ("Time conflict")."""
+        fake = ["--faked-system-time", f"{when}!"] if when else []
         uid = f"{name} <{address}>" if name else f"<{address}>"
         self(*fake, "--quick-gen-key", uid, "ed25519", "sign", expire)
         fpr = self.fingerprint(address)
