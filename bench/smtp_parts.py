@@ -133,8 +133,8 @@ def replay(path, record, window, skip):
 class Run:
     """A work dir with a migrated template data dir, and the processes started in it."""
 
-    def __init__(self, workdir, source, stack):
-        self.workdir, self.source, self.stack = workdir, source, stack
+    def __init__(self, workdir, source):
+        self.workdir, self.source = workdir, source
         self.template = workdir / "template"
         self.count = 0
 
@@ -158,22 +158,19 @@ class Run:
         shutil.copytree(self.template, data_dir)
         return data_dir
 
-    def start(self, argv, data_dir, name, **extra):
+    def start(self, processes, argv, data_dir, name, **extra):
+        """Start a process that `processes` (an ExitStack) stops."""
         log = open(self.workdir / f"{name}-{self.count}.log", "wb")
-        self.stack.callback(log.close)
+        processes.callback(log.close)
         process = subprocess.Popen(
             argv, env=self.env(data_dir, **extra), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=self.source,
         )
-        self.stack.callback(ingest.stop_session, process)
+        processes.callback(ingest.stop_session, process)
         return process
 
-    def helper(self, data_dir, name, *args):
-        return self.start([ingest.venv_python(), str(Path(__file__).resolve()), *args], data_dir, name)
-
-
-def _cpu(pid):
-    return ingest.process_tree_cpu(pid)
+    def helper(self, processes, data_dir, name, *args):
+        return self.start(processes, [ingest.venv_python(), str(Path(__file__).resolve()), *args], data_dir, name)
 
 
 def _wait_for(predicate, what, timeout=60):
@@ -184,13 +181,14 @@ def _wait_for(predicate, what, timeout=60):
         time.sleep(0.05)
 
 
-def measure_worker(run, args, record):
+def measure_worker(run, args, record, processes):
     data_dir = run.fresh_data_dir()
     sock = str(run.workdir / f"stand-in-{run.count}.sock")
-    run.helper(data_dir, "stand-in", "--stand-in", sock, "--record", str(record))
+    run.helper(processes, data_dir, "stand-in", "--stand-in", sock, "--record", str(record))
     _wait_for(lambda: os.path.exists(sock), "the stand-in commit service")
     port = ingest.free_port()
     worker = run.start(
+        processes,
         run.manage("runsmtp", "--host", ingest.HOST, "--port", str(port), "--submission-port", "0",
                    "--smtps-port", "0", "--workers", "1"),
         data_dir, "worker", MAILSUITE_REUSE_PORT="1", MAILSUITE_COMMIT_SOCKET=sock,
@@ -204,32 +202,32 @@ def measure_worker(run, args, record):
             raise ingest.BenchError(f"worker: {tally.errors} failed, e.g. {tally.error_samples[:1]}")
 
     send(list(range(args.warmup)))
-    before, started = _cpu(worker.pid), time.monotonic()
+    before, started = ingest.process_tree_cpu(worker.pid), time.monotonic()
     send(list(range(args.warmup, args.warmup + args.messages)))
-    elapsed, cpu = time.monotonic() - started, _cpu(worker.pid) - before
+    elapsed, cpu = time.monotonic() - started, ingest.process_tree_cpu(worker.pid) - before
     return args.messages / elapsed, cpu / args.messages * 1000
 
 
-def measure_commit(run, args, record):
+def measure_commit(run, args, record, processes):
     data_dir = run.fresh_data_dir()
     port = ingest.free_port()  # names the socket only: the commit service listens on nothing else
-    service = run.start(run.manage("runsmtp", "--port", str(port), "--commit-service"), data_dir, "commit")
+    service = run.start(processes, run.manage("runsmtp", "--port", str(port), "--commit-service"), data_dir, "commit")
     sock = data_dir / "run" / f"smtp-commit-{port}.sock"
     _wait_for(lambda: sock.exists(), "the commit service")
-    before = _cpu(service.pid)
+    before = ingest.process_tree_cpu(service.pid)
     out = subprocess.run(
         [ingest.venv_python(), str(Path(__file__).resolve()), "--replay", str(sock), "--record", str(record),
          "--window", str(args.clients), "--skip", str(args.warmup)],
         env=run.env(data_dir), capture_output=True, text=True, timeout=args.timeout, cwd=run.source,
     )
-    cpu = _cpu(service.pid) - before
+    cpu = ingest.process_tree_cpu(service.pid) - before
     if out.returncode != 0:
         raise ingest.BenchError(f"replay failed: {out.stderr.strip()[-1500:]}")
     elapsed, replies, refused, sample = out.stdout.split(" ", 3)
     if int(refused) or int(replies) != args.warmup + args.messages:
         raise ingest.BenchError(f"commit service: {replies} replies, {refused} not 250, e.g. {sample.strip()}")
-    # The CPU taken before the timing started (the warm-up) is left in: it is small, and the
-    # reading is taken around the whole replay. Per timed message:
+    # The CPU is read around the whole replay, warm-up included, so it is divided by every
+    # replayed message; the rate counts the timed part only.
     return args.messages / float(elapsed), cpu / (args.warmup + args.messages) * 1000
 
 
@@ -260,7 +258,7 @@ def main(argv=None):
         workdir = Path(tempfile.mkdtemp(prefix="mailsuite-smtp-parts-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         ingest._serve_sender_dns(stack)
-        run = Run(workdir, args.source.resolve(), stack)
+        run = Run(workdir, args.source.resolve())
         run.prepare()
         print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {args.messages} messages of {args.size} octets, "
               f"{args.clients} sessions; tree {run.source}")
@@ -268,8 +266,7 @@ def main(argv=None):
             record = workdir / f"requests-{round_no}.bin"
             for name, measure in (("worker", measure_worker), ("commit service", measure_commit)):
                 with ExitStack() as processes:
-                    run.stack = processes
-                    rate, ms = measure(run, args, record)
+                    rate, ms = measure(run, args, record, processes)
                 results[name].append((rate, ms))
                 print(f"  round {round_no} {name:15} {ms:.2f} ms CPU per message, {rate:,.0f} msg/s")
     for name, figures in results.items():
